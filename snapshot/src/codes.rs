@@ -1,0 +1,211 @@
+//! Codes shared by the catalog, the snapshot and requests: countries, languages, OS versions,
+//! device and connection types, and how each packs into a number.
+
+/// ISO 3166-1 alpha-2 country codes, plus `XK` (Kosovo), which exchanges send too.
+pub const COUNTRY_CODES: [&str; 250] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "XK", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
+/// ISO 639-1 language codes.
+pub const LANGUAGE_CODES: [&str; 184] = [
+    "aa", "ab", "ae", "af", "ak", "am", "an", "ar", "as", "av", "ay", "az", "ba", "be", "bg", "bi",
+    "bm", "bn", "bo", "br", "bs", "ca", "ce", "ch", "co", "cr", "cs", "cu", "cv", "cy", "da", "de",
+    "dv", "dz", "ee", "el", "en", "eo", "es", "et", "eu", "fa", "ff", "fi", "fj", "fo", "fr", "fy",
+    "ga", "gd", "gl", "gn", "gu", "gv", "ha", "he", "hi", "ho", "hr", "ht", "hu", "hy", "hz", "ia",
+    "id", "ie", "ig", "ii", "ik", "io", "is", "it", "iu", "ja", "jv", "ka", "kg", "ki", "kj", "kk",
+    "kl", "km", "kn", "ko", "kr", "ks", "ku", "kv", "kw", "ky", "la", "lb", "lg", "li", "ln", "lo",
+    "lt", "lu", "lv", "mg", "mh", "mi", "mk", "ml", "mn", "mr", "ms", "mt", "my", "na", "nb", "nd",
+    "ne", "ng", "nl", "nn", "no", "nr", "nv", "ny", "oc", "oj", "om", "or", "os", "pa", "pi", "pl",
+    "ps", "pt", "qu", "rm", "rn", "ro", "ru", "rw", "sa", "sc", "sd", "se", "sg", "sh", "si", "sk",
+    "sl", "sm", "sn", "so", "sq", "sr", "ss", "st", "su", "sv", "sw", "ta", "te", "tg", "th", "ti",
+    "tk", "tl", "tn", "to", "tr", "ts", "tt", "tw", "ty", "ug", "uk", "ur", "uz", "ve", "vi", "vo",
+    "wa", "wo", "xh", "yi", "yo", "za", "zh", "zu",
+];
+
+/// Packs a two-letter code of the given case into `0..676`, or `None` if it is not two ASCII
+/// letters of that case.
+fn pack_two_letters(code: &str, base: u8) -> Option<u16> {
+    let bytes = code.as_bytes();
+    if bytes.len() != 2 {
+        return None;
+    }
+    let hi = bytes[0].wrapping_sub(base);
+    let lo = bytes[1].wrapping_sub(base);
+    if hi >= 26 || lo >= 26 {
+        return None;
+    }
+    Some(u16::from(hi) * 26 + u16::from(lo))
+}
+
+fn unpack_two_letters(packed: u16, base: u8) -> Option<[u8; 2]> {
+    if packed >= 26 * 26 {
+        return None;
+    }
+    Some([base + (packed / 26) as u8, base + (packed % 26) as u8])
+}
+
+/// Packs an uppercase ISO 3166-1 alpha-2 code (`"US"`) into `0..676`. Only the shape is checked;
+/// [`is_country_code`] checks that the code exists.
+pub fn pack_country(code: &str) -> Option<u16> {
+    pack_two_letters(code, b'A')
+}
+
+/// The two letters of a packed country code.
+pub fn unpack_country(packed: u16) -> Option<[u8; 2]> {
+    unpack_two_letters(packed, b'A')
+}
+
+/// Whether `code` is an assigned ISO 3166-1 alpha-2 code (or `XK`).
+pub fn is_country_code(code: &str) -> bool {
+    COUNTRY_CODES.binary_search(&code).is_ok()
+}
+
+/// Packs a lowercase ISO 639-1 code (`"en"`) into `0..676`.
+pub fn pack_language(code: &str) -> Option<u16> {
+    pack_two_letters(code, b'a')
+}
+
+/// Whether `code` is an ISO 639-1 language code.
+pub fn is_language_code(code: &str) -> bool {
+    LANGUAGE_CODES.binary_search(&code).is_ok()
+}
+
+/// Parses an OS version such as `"14"`, `"14.2"` or `"14.2.1"` into `major << 16 | minor << 8 |
+/// patch`, so that versions compare as numbers. Parts wider than their field saturate; anything
+/// that is not one to three dot-separated decimal numbers is `None`.
+pub fn pack_os_version(version: &str) -> Option<u32> {
+    let mut parts = [0u32; 3];
+    let mut n_parts = 0;
+    for part in version.split('.') {
+        if n_parts == 3 || part.is_empty() || part.len() > 9 {
+            return None;
+        }
+        if !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        parts[n_parts] = part.parse().ok()?;
+        n_parts += 1;
+    }
+    let major = parts[0].min(0xffff);
+    let minor = parts[1].min(0xff);
+    let patch = parts[2].min(0xff);
+    Some(major << 16 | minor << 8 | patch)
+}
+
+/// Formats a packed OS version back into `major.minor.patch`.
+pub fn format_os_version(packed: u32) -> String {
+    format!("{}.{}.{}", packed >> 16, (packed >> 8) & 0xff, packed & 0xff)
+}
+
+/// Declares a small enum of named flags that targeting keeps as a bit mask.
+macro_rules! flag_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $bit:literal => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $name {
+            $($variant = $bit,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The name used in the catalog and the API.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.name() == name)
+            }
+
+            /// This value's bit in a mask.
+            pub fn bit(self) -> u8 {
+                1 << (self as u8)
+            }
+        }
+    };
+}
+
+flag_enum! {
+    /// The kind of device a request comes from.
+    DeviceType {
+        Phone = 0 => "phone",
+        Tablet = 1 => "tablet",
+        ConnectedTv = 2 => "connected_tv",
+    }
+}
+
+flag_enum! {
+    /// How the device is connected.
+    ConnectionType {
+        Wifi = 0 => "wifi",
+        Ethernet = 1 => "ethernet",
+        Cellular2g = 2 => "cellular_2g",
+        Cellular3g = 3 => "cellular_3g",
+        Cellular4g = 4 => "cellular_4g",
+        Cellular5g = 5 => "cellular_5g",
+        CellularUnknown = 6 => "cellular_unknown",
+    }
+}
+
+/// `xxh3_64` of a string key: bundle ids, domains and string ids are looked up by this hash.
+pub fn key_hash(key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_tables_are_sorted_and_well_formed() {
+        assert!(COUNTRY_CODES.windows(2).all(|w| w[0] < w[1]));
+        assert!(LANGUAGE_CODES.windows(2).all(|w| w[0] < w[1]));
+        assert!(COUNTRY_CODES.iter().all(|c| pack_country(c).is_some()));
+        assert!(LANGUAGE_CODES.iter().all(|c| pack_language(c).is_some()));
+    }
+
+    #[test]
+    fn countries_pack_and_unpack() {
+        assert_eq!(pack_country("AA"), Some(0));
+        assert_eq!(pack_country("ZZ"), Some(675));
+        assert_eq!(unpack_country(pack_country("US").unwrap()), Some(*b"US"));
+        for bad in ["", "U", "USA", "us", "U1", "ÜS"] {
+            assert_eq!(pack_country(bad), None, "{bad:?}");
+        }
+        assert!(is_country_code("DE"));
+        assert!(!is_country_code("UK"));
+    }
+
+    #[test]
+    fn os_versions_compare_as_numbers() {
+        let check = |v: &str, expected: Option<u32>| assert_eq!(pack_os_version(v), expected, "{v}");
+        check("14", Some(14 << 16));
+        check("14.2", Some(14 << 16 | 2 << 8));
+        check("14.2.1", Some(14 << 16 | 2 << 8 | 1));
+        check("9.300.1", Some(9 << 16 | 255 << 8 | 1));
+        for bad in ["", "14.", ".1", "1.2.3.4", "a", "14.x", "-1", "99999999999"] {
+            check(bad, None);
+        }
+        assert!(pack_os_version("10.0").unwrap() > pack_os_version("9.9.9").unwrap());
+        assert_eq!(format_os_version(pack_os_version("17.4.1").unwrap()), "17.4.1");
+    }
+}
