@@ -109,7 +109,12 @@ pub fn pack_os_version(version: &str) -> Option<u32> {
 
 /// Formats a packed OS version back into `major.minor.patch`.
 pub fn format_os_version(packed: u32) -> String {
-    format!("{}.{}.{}", packed >> 16, (packed >> 8) & 0xff, packed & 0xff)
+    format!(
+        "{}.{}.{}",
+        packed >> 16,
+        (packed >> 8) & 0xff,
+        packed & 0xff
+    )
 }
 
 /// Declares a small enum of named flags that targeting keeps as a bit mask.
@@ -166,6 +171,56 @@ flag_enum! {
     }
 }
 
+/// Highest tier-1 IAB content category (IAB1 to IAB26 in the IAB content taxonomy 1.0/2.x
+/// codes exchanges send in `bcat` and `cat`).
+pub const IAB_TIER1_MAX: u16 = 26;
+/// Highest subcategory number a packed category can hold.
+pub const IAB_TIER2_MAX: u16 = 999;
+
+/// Packs an IAB content category (`IAB9` or `IAB9-30`) into `tier1 * 1000 + tier2` (tier2 is 0
+/// for a tier-1 category), so that a category and its parent are one division apart.
+pub fn pack_iab_category(code: &str) -> Option<u16> {
+    let rest = code.strip_prefix("IAB")?;
+    let (tier1, tier2) = match rest.split_once('-') {
+        Some((a, b)) => (a, Some(b)),
+        None => (rest, None),
+    };
+    let number = |s: &str, max_digits: usize| -> Option<u16> {
+        if s.is_empty() || s.len() > max_digits || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let tier1 = number(tier1, 2)?;
+    if tier1 == 0 || tier1 > IAB_TIER1_MAX {
+        return None;
+    }
+    let tier2 = match tier2 {
+        Some(b) => number(b, 3).filter(|&b| b > 0)?,
+        None => 0,
+    };
+    Some(tier1 * 1000 + tier2)
+}
+
+/// Whether `packed` came out of [`pack_iab_category`].
+pub fn is_packed_iab_category(packed: u16) -> bool {
+    let tier1 = packed / 1000;
+    (1..=IAB_TIER1_MAX).contains(&tier1)
+}
+
+/// The tier-1 parent of a packed category (itself for a tier-1 category).
+pub fn iab_parent(packed: u16) -> u16 {
+    packed - packed % 1000
+}
+
+/// Formats a packed IAB category back into its code.
+pub fn format_iab_category(packed: u16) -> String {
+    match packed % 1000 {
+        0 => format!("IAB{}", packed / 1000),
+        sub => format!("IAB{}-{sub}", packed / 1000),
+    }
+}
+
 /// `xxh3_64` of a string key: bundle ids, domains and string ids are looked up by this hash.
 pub fn key_hash(key: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key.as_bytes())
@@ -196,8 +251,37 @@ mod tests {
     }
 
     #[test]
+    fn iab_categories_pack_with_their_parent_one_division_away() {
+        assert_eq!(pack_iab_category("IAB9"), Some(9000));
+        assert_eq!(pack_iab_category("IAB9-30"), Some(9030));
+        assert_eq!(pack_iab_category("IAB26-4"), Some(26004));
+        assert_eq!(iab_parent(9030), 9000);
+        assert_eq!(format_iab_category(9030), "IAB9-30");
+        assert_eq!(format_iab_category(9000), "IAB9");
+        for bad in [
+            "",
+            "IAB",
+            "IAB0",
+            "IAB27",
+            "IAB9-",
+            "IAB9-0",
+            "IAB9-1000",
+            "iab9",
+            "IAB-9",
+            "IAB9-3x",
+            "IAB09x",
+        ] {
+            assert_eq!(pack_iab_category(bad), None, "{bad:?}");
+        }
+        assert!(is_packed_iab_category(9030));
+        assert!(!is_packed_iab_category(27000));
+        assert!(!is_packed_iab_category(999));
+    }
+
+    #[test]
     fn os_versions_compare_as_numbers() {
-        let check = |v: &str, expected: Option<u32>| assert_eq!(pack_os_version(v), expected, "{v}");
+        let check =
+            |v: &str, expected: Option<u32>| assert_eq!(pack_os_version(v), expected, "{v}");
         check("14", Some(14 << 16));
         check("14.2", Some(14 << 16 | 2 << 8));
         check("14.2.1", Some(14 << 16 | 2 << 8 | 1));
@@ -206,6 +290,9 @@ mod tests {
             check(bad, None);
         }
         assert!(pack_os_version("10.0").unwrap() > pack_os_version("9.9.9").unwrap());
-        assert_eq!(format_os_version(pack_os_version("17.4.1").unwrap()), "17.4.1");
+        assert_eq!(
+            format_os_version(pack_os_version("17.4.1").unwrap()),
+            "17.4.1"
+        );
     }
 }

@@ -43,7 +43,6 @@ pub struct Counts {
     pub n_apps: usize,
     pub n_ad_units: usize,
     pub n_segments: usize,
-    pub n_categories: usize,
     pub n_experiments: usize,
     pub n_candidates: usize,
     pub n_index_slots_used: usize,
@@ -108,19 +107,31 @@ impl Snapshot {
     }
 
     pub fn pool_u16(&self, span: &ArchivedSpan) -> &[rkyv::Archived<u16>] {
-        self.archive().pool_u16.get(span.range()).unwrap_or_default()
+        self.archive()
+            .pool_u16
+            .get(span.range())
+            .unwrap_or_default()
     }
 
     pub fn pool_u32(&self, span: &ArchivedSpan) -> &[rkyv::Archived<u32>] {
-        self.archive().pool_u32.get(span.range()).unwrap_or_default()
+        self.archive()
+            .pool_u32
+            .get(span.range())
+            .unwrap_or_default()
     }
 
     pub fn pool_u64(&self, span: &ArchivedSpan) -> &[rkyv::Archived<u64>] {
-        self.archive().pool_u64.get(span.range()).unwrap_or_default()
+        self.archive()
+            .pool_u64
+            .get(span.range())
+            .unwrap_or_default()
     }
 
     pub fn pool_str(&self, span: &ArchivedSpan) -> &[ArchivedStrRef] {
-        self.archive().pool_str.get(span.range()).unwrap_or_default()
+        self.archive()
+            .pool_str
+            .get(span.range())
+            .unwrap_or_default()
     }
 
     /// The candidates of one index slot, best first.
@@ -135,25 +146,35 @@ impl Snapshot {
 
     pub fn campaign_by_id(&self, id: u32) -> Option<(usize, &ArchivedCampaign)> {
         let campaigns = &self.archive().campaigns;
-        let idx = campaigns.binary_search_by_key(&id, |c| c.id.to_native()).ok()?;
+        let idx = campaigns
+            .binary_search_by_key(&id, |c| c.id.to_native())
+            .ok()?;
         Some((idx, &campaigns[idx]))
     }
 
     pub fn creative_by_id(&self, id: u32) -> Option<(usize, &ArchivedCreative)> {
         let archive = self.archive();
-        let entry = archive.creative_ids.binary_search_by_key(&id, |e| e.id.to_native()).ok()?;
+        let entry = archive
+            .creative_ids
+            .binary_search_by_key(&id, |e| e.id.to_native())
+            .ok()?;
         let idx = archive.creative_ids[entry].idx.to_native() as usize;
         Some((idx, &archive.creatives[idx]))
     }
 
     /// The creatives of a campaign.
     pub fn creatives_of(&self, campaign: &ArchivedCampaign) -> &[ArchivedCreative] {
-        self.archive().creatives.get(campaign.creatives.range()).unwrap_or_default()
+        self.archive()
+            .creatives
+            .get(campaign.creatives.range())
+            .unwrap_or_default()
     }
 
     pub fn ad_unit_by_id(&self, id: &str) -> Option<(usize, &ArchivedAdUnit)> {
         let archive = self.archive();
-        let idx = find_by_hash(&archive.ad_unit_ids, id, |idx| self.str(&archive.ad_units[idx].id))?;
+        let idx = find_by_hash(&archive.ad_unit_ids, id, |idx| {
+            self.str(&archive.ad_units[idx].id)
+        })?;
         Some((idx, &archive.ad_units[idx]))
     }
 
@@ -165,23 +186,18 @@ impl Snapshot {
 
     pub fn app_by_bundle(&self, bundle: &str) -> Option<(usize, &ArchivedPublisherApp)> {
         let archive = self.archive();
-        let idx = find_by_hash(&archive.app_bundles, bundle, |idx| self.str(&archive.apps[idx].bundle))?;
+        let idx = find_by_hash(&archive.app_bundles, bundle, |idx| {
+            self.str(&archive.apps[idx].bundle)
+        })?;
         Some((idx, &archive.apps[idx]))
     }
 
     pub fn segment_by_id(&self, id: u32) -> Option<&ArchivedSegment> {
         let segments = &self.archive().segments;
-        let idx = segments.binary_search_by_key(&id, |s| s.id.to_native()).ok()?;
+        let idx = segments
+            .binary_search_by_key(&id, |s| s.id.to_native())
+            .ok()?;
         Some(&segments[idx])
-    }
-
-    /// The index of an IAB category name, if the snapshot knows it.
-    pub fn category_idx(&self, name: &str) -> Option<u16> {
-        let categories = &self.archive().categories;
-        categories
-            .binary_search_by(|c| self.str(c).cmp(name))
-            .ok()
-            .map(|idx| idx as u16)
     }
 
     pub fn counts(&self) -> Counts {
@@ -193,7 +209,6 @@ impl Snapshot {
             n_apps: a.apps.len(),
             n_ad_units: a.ad_units.len(),
             n_segments: a.segments.len(),
-            n_categories: a.categories.len(),
             n_experiments: a.experiments.experiments.len(),
             n_candidates: a.index.candidates.len(),
             n_index_slots_used: a.index.slots.iter().filter(|s| !s.is_empty()).count(),
@@ -267,10 +282,11 @@ pub fn verify(bytes: &[u8], path: &Path) -> Result<Header> {
             computed,
         });
     }
-    let archive = rkyv::access::<ArchivedSnapshot, rancor::Error>(payload).map_err(|err| Error::Archive {
-        path: path.to_owned(),
-        reason: err.to_string(),
-    })?;
+    let archive =
+        rkyv::access::<ArchivedSnapshot, rancor::Error>(payload).map_err(|err| Error::Archive {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        })?;
     invariants::check(archive).map_err(|reason| Error::Invariant {
         path: path.to_owned(),
         reason,

@@ -11,6 +11,7 @@
 //!   `0..676`; [`COUNTRY_ANY`] (676) is the index key for campaigns that target every country;
 //! - a language is its ISO 639-1 code packed the same way from lowercase letters;
 //! - an OS version is `major << 16 | minor << 8 | patch` (each part saturating at its width);
+//! - an IAB content category `IABa` or `IABa-b` is `a * 1000 + b` (see [`pack_iab_category`](crate::pack_iab_category));
 //! - money is in micros of the catalog's currency; probabilities are parts per million.
 
 use rkyv::{Archive, Serialize};
@@ -62,7 +63,11 @@ pub enum Format {
     RewardedVideo = 2,
     Native = 3,
 }
-archived_enum!(Format, ArchivedFormat, [Banner, Interstitial, RewardedVideo, Native]);
+archived_enum!(
+    Format,
+    ArchivedFormat,
+    [Banner, Interstitial, RewardedVideo, Native]
+);
 
 impl Format {
     pub const ALL: [Format; N_FORMATS] = [
@@ -141,7 +146,11 @@ pub enum CampaignStatus {
     Paused = 1,
     Archived = 2,
 }
-archived_enum!(CampaignStatus, ArchivedCampaignStatus, [Active, Paused, Archived]);
+archived_enum!(
+    CampaignStatus,
+    ArchivedCampaignStatus,
+    [Active, Paused, Archived]
+);
 
 /// How a creative's markup is produced.
 #[derive(Archive, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,8 +220,8 @@ pub struct Advertiser {
     pub domain: StrRef,
     /// `xxh3_64` of `domain`, for blocklist look-ups.
     pub domain_hash: u64,
-    /// Index into `Snapshot::categories`.
-    pub category_idx: u16,
+    /// Packed IAB category.
+    pub category: u16,
 }
 
 /// Who a campaign may be shown to. Every list is sorted; an empty list means "no restriction".
@@ -232,7 +241,8 @@ pub struct Targeting {
     pub app_allow: Span,
     /// `xxh3_64` of publisher app bundles in `pool_u64`: never these apps.
     pub app_block: Span,
-    /// Category indexes in `pool_u16`: only apps of these categories.
+    /// Packed IAB categories in `pool_u16`: only apps of these categories (a tier-1 category
+    /// also matches its subcategories).
     pub app_categories: Span,
     /// Segment ids in `pool_u32`: the user must be in at least one.
     pub segments_include: Span,
@@ -299,12 +309,13 @@ pub struct PublisherApp {
     pub bundle: StrRef,
     pub bundle_hash: u64,
     pub platform: Os,
-    pub category_idx: u16,
+    /// Packed IAB category.
+    pub category: u16,
     /// The app is directed at children (COPPA) whatever the request says.
     pub coppa: bool,
     /// `xxh3_64` of advertiser domains in `pool_u64`.
     pub blocked_domains: Span,
-    /// Category indexes in `pool_u16`.
+    /// Packed IAB categories in `pool_u16` (a tier-1 category blocks its subcategories too).
     pub blocked_categories: Span,
 }
 
@@ -320,7 +331,7 @@ pub struct AdUnit {
     pub floor_cpm_micros: u64,
     /// `xxh3_64` of advertiser domains in `pool_u64`.
     pub blocked_domains: Span,
-    /// Category indexes in `pool_u16`.
+    /// Packed IAB categories in `pool_u16` (a tier-1 category blocks its subcategories too).
     pub blocked_categories: Span,
 }
 
@@ -455,15 +466,13 @@ pub struct Snapshot {
     pub ad_unit_ids: Vec<HashEntry>,
     /// Sorted by id.
     pub segments: Vec<Segment>,
-    /// IAB content categories (e.g. `IAB9-30`), sorted; referenced by index.
-    pub categories: Vec<StrRef>,
     pub experiments: Experiments,
     pub index: Index,
     pub pool_u16: Vec<u16>,
     pub pool_u32: Vec<u32>,
     pub pool_u64: Vec<u64>,
     pub pool_str: Vec<StrRef>,
-    /// Every string's bytes, UTF-8. Written last-but-one by streaming from the builder's spill file.
+    /// Every string's bytes, UTF-8, streamed in from the builder's spill file.
     pub strings: StringHeap,
 }
 

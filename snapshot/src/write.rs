@@ -76,7 +76,12 @@ pub fn write_atomic(path: &Path, payload: &Payload, options: &WriteOptions) -> R
     Ok(header)
 }
 
-fn write_payload(file: &File, payload: &Payload, options: &WriteOptions, path: &Path) -> Result<Header> {
+fn write_payload(
+    file: &File,
+    payload: &Payload,
+    options: &WriteOptions,
+    path: &Path,
+) -> Result<Header> {
     let write_err = |source: io::Error| Error::Write {
         path: path.to_owned(),
         source,
@@ -104,7 +109,11 @@ fn write_payload(file: &File, payload: &Payload, options: &WriteOptions, path: &
 
     let header = Header {
         format_version: FORMAT_VERSION,
-        snapshot_id: Header::derive_id(payload_xxh3_128, options.snapshot_version, options.created_unix_ms),
+        snapshot_id: Header::derive_id(
+            payload_xxh3_128,
+            options.snapshot_version,
+            options.created_unix_ms,
+        ),
         snapshot_version: options.snapshot_version,
         created_unix_ms: options.created_unix_ms,
         payload_len,
