@@ -36,14 +36,13 @@ impl Compiler<'_> {
         {
             Ok(idx) => idx as u32,
             Err(_) => {
-                at.err(
+                self.missing_reference(
                     d,
+                    at,
                     "advertiser_id",
-                    format!(
-                        "no advertiser {} in {}",
-                        c.advertiser_id,
-                        files::ADVERTISERS
-                    ),
+                    files::ADVERTISERS,
+                    &c.advertiser_id,
+                    "advertiser",
                 );
                 0
             }
@@ -197,10 +196,13 @@ impl Compiler<'_> {
     fn segment_ids(&self, d: &mut Diagnostics, at: At, field: &str, ids: &[u32]) -> Vec<u32> {
         for (i, id) in ids.iter().enumerate() {
             if self.segments.binary_search_by_key(id, |s| s.id).is_err() {
-                at.err(
+                self.missing_reference(
                     d,
+                    at,
                     &format!("{field}[{i}]"),
-                    format!("no segment {id} in {}", files::SEGMENTS),
+                    files::SEGMENTS,
+                    id,
+                    "segment",
                 );
             }
         }
@@ -261,10 +263,13 @@ impl Compiler<'_> {
         {
             Ok(idx) => idx as u32,
             Err(_) => {
-                at.err(
+                self.missing_reference(
                     d,
+                    at,
                     "campaign_id",
-                    format!("no campaign {} in {}", c.campaign_id, files::CAMPAIGNS),
+                    files::CAMPAIGNS,
+                    &c.campaign_id,
+                    "campaign",
                 );
                 return Ok(());
             }

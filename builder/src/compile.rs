@@ -2,7 +2,7 @@
 //! segments, templates, publisher apps and ad units. Campaigns and creatives are in
 //! `campaigns.rs`, rates and the index in `market.rs`, experiments in `experiments.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use adsnap_snapshot::schema::{self, Span, StrRef};
@@ -118,6 +118,8 @@ pub struct Compiler<'a> {
     pub creative_ids: Vec<schema::IdEntry>,
     pub rates: Vec<crate::market::RateRow>,
     pub experiments: schema::Experiments,
+    /// Ids of lines that did not parse, by file: references to them are not reported again.
+    pub unparsed: HashMap<&'static str, HashSet<String>>,
 }
 
 pub fn os_of(platform: catalog::Platform) -> Os {
@@ -171,6 +173,7 @@ impl<'a> Compiler<'a> {
             creative_ids: Vec::new(),
             rates: Vec::new(),
             experiments: schema::Experiments::default(),
+            unparsed: HashMap::new(),
         })
     }
 
@@ -291,17 +294,42 @@ impl<'a> Compiler<'a> {
         mut each: impl FnMut(&mut Self, &mut Diagnostics, At, T) -> Result<(), BuildError>,
     ) -> Result<(), BuildError> {
         let mut diags = std::mem::take(&mut self.diags);
+        let mut unparsed = Vec::new();
         let (dir, progress) = (self.dir, self.progress);
         let result = for_each_json_line(
             dir,
             file,
             required,
             &mut diags,
+            &mut unparsed,
             progress,
             |d, line, record| each(self, d, At { file, line }, record),
         );
         self.diags = diags;
+        self.unparsed.entry(file).or_default().extend(unparsed);
         result
+    }
+
+    /// Reports a reference to a record that does not exist, unless the record is there but did
+    /// not parse (its line was reported already).
+    pub fn missing_reference(
+        &self,
+        d: &mut Diagnostics,
+        at: At,
+        field: &str,
+        file: &'static str,
+        id: &dyn std::fmt::Display,
+        what: &str,
+    ) {
+        let id_text = id.to_string();
+        if self
+            .unparsed
+            .get(file)
+            .is_some_and(|ids| ids.contains(&id_text))
+        {
+            return;
+        }
+        at.err(d, field, format!("no {what} {id} in {file}"));
     }
 
     fn read_advertisers(&mut self) -> Result<(), BuildError> {
@@ -495,10 +523,13 @@ impl<'a> Compiler<'a> {
         }
         let app_idx = self.app_idx_by_id.get(&u.app_id).copied();
         if app_idx.is_none() {
-            at.err(
+            self.missing_reference(
                 d,
+                at,
                 "app_id",
-                format!("no app {:?} in {}", u.app_id, files::APPS),
+                files::APPS,
+                &format!("{:?}", u.app_id),
+                "app",
             );
         }
         if u.formats.is_empty() {

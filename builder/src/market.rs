@@ -143,10 +143,13 @@ impl Compiler<'_> {
             .campaigns
             .binary_search_by_key(&row.campaign_id, |c| c.id)
         else {
-            at.err(
+            self.missing_reference(
                 d,
+                at,
                 "campaign_id",
-                format!("no campaign {} in {}", row.campaign_id, files::CAMPAIGNS),
+                files::CAMPAIGNS,
+                &row.campaign_id,
+                "campaign",
             );
             return;
         };

@@ -31,12 +31,15 @@ pub fn open_catalog_file(
 }
 
 /// Reads a JSON Lines file line by line. Each line is parsed into `T` and handed to `each` with its
-/// line number; lines that do not parse become diagnostics (with the failing field's path).
+/// line number; lines that do not parse become diagnostics (with the failing field's path), and
+/// the `id` of such a line, when it can still be read, goes to `unparsed_ids` so that records
+/// referring to it are not reported a second time.
 pub fn for_each_json_line<T: DeserializeOwned>(
     dir: &Path,
     name: &'static str,
     required: bool,
     diags: &mut Diagnostics,
+    unparsed_ids: &mut Vec<String>,
     progress: &ProgressBar,
     mut each: impl FnMut(&mut Diagnostics, u64, T) -> Result<(), BuildError>,
 ) -> Result<(), BuildError> {
@@ -77,8 +80,24 @@ pub fn for_each_json_line<T: DeserializeOwned>(
         }
         match parse_json::<T>(text) {
             Ok(record) => each(diags, line, record)?,
-            Err((field, reason)) => diags.push(name, line, field, reason),
+            Err((field, reason)) => {
+                diags.push(name, line, field, reason);
+                unparsed_ids.extend(record_id(text));
+            }
         }
+    }
+}
+
+/// The `id` field of a JSON object that failed to parse as its record type, as text.
+fn record_id(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: serde_json::Value,
+    }
+    match serde_json::from_str::<IdOnly>(text).ok()?.id {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -87,7 +106,12 @@ pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, (String, String)
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let field = err.path().to_string();
-        let field = if field == "." { String::new() } else { field };
+        // The path is "." for the record itself and "?" where the error has no position.
+        let field = if field == "." || field == "?" {
+            String::new()
+        } else {
+            field
+        };
         (field, err.into_inner().to_string())
     })?;
     de.end().map_err(|err| {
@@ -149,6 +173,8 @@ pub fn for_each_csv_record<T: DeserializeOwned>(
     let path: PathBuf = dir.join(name);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
+        // Rows with the wrong number of fields get this module's own diagnostic.
+        .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(BufReader::with_capacity(READ_BUFFER_BYTES, file));
     let headers = match reader.headers() {
