@@ -1,1 +1,288 @@
-fn main() {}
+//! `adsnap-bench`: the benchmark suite. One command per area, each printing one table of figures
+//! measured in the same run, with ratios against the baseline measured beside them.
+//!
+//! `adsnap-bench snapshot` generates catalogs of 100k and 1M campaigns (3 creatives each), builds
+//! each in a child process (wall time and the child's peak memory), then times opening the largest
+//! snapshot against one bare xxh3 pass over the same bytes and against serde_json loading the same
+//! data.
+
+mod mirror;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use adsnap_builder::gen::{generate, GenOptions};
+use adsnap_builder::{build, BuildOptions};
+use adsnap_snapshot::Snapshot;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use memmap2::MmapOptions;
+
+/// Reference time of every generated catalog and build, so that runs are comparable.
+const NOW_UNIX_S: i64 = 1_795_305_600;
+
+#[derive(Parser)]
+#[command(name = "adsnap-bench", about = "adsnap benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Build time and memory, and open time against serde_json and a bare xxh3 pass.
+    Snapshot {
+        /// Catalog sizes to build, in campaigns.
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+        campaigns: Vec<u64>,
+        /// Working folder for catalogs and snapshots (reused between runs: catalogs are generated
+        /// once per size and seed).
+        #[arg(long, default_value = "target/bench-work")]
+        work: PathBuf,
+        /// Timed repetitions of each open variant (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repetitions: u32,
+    },
+    /// Builds one catalog and prints the wall time and this process's peak memory as JSON.
+    #[command(hide = true)]
+    BuildChild { catalog: PathBuf, out: PathBuf },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Bench::Snapshot {
+            campaigns,
+            work,
+            repetitions,
+        } => snapshot_bench(&campaigns, &work, repetitions),
+        Bench::BuildChild { catalog, out } => build_child(&catalog, &out),
+    }
+}
+
+fn peak_rss_bytes() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn build_child(catalog: &Path, out: &Path) -> anyhow::Result<()> {
+    let options = BuildOptions {
+        catalog_dir: catalog.to_owned(),
+        out_path: out.to_owned(),
+        snapshot_version: 1,
+        now_unix_s: NOW_UNIX_S,
+        created_unix_ms: NOW_UNIX_S * 1000,
+        progress: indicatif_hidden(),
+    };
+    let summary = build(&options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "elapsed_s": summary.elapsed.as_secs_f64(),
+            "peak_rss_bytes": peak_rss_bytes(),
+            "input_bytes": summary.input_bytes,
+            "output_bytes": summary.output_bytes,
+            "n_candidates": summary.counts.n_candidates,
+        })
+    );
+    Ok(())
+}
+
+fn indicatif_hidden() -> adsnap_builder::ProgressBar {
+    adsnap_builder::ProgressBar::hidden()
+}
+
+struct BuildFigures {
+    n_campaigns: u64,
+    elapsed_s: f64,
+    peak_rss_bytes: u64,
+    input_bytes: u64,
+    output_bytes: u64,
+}
+
+/// Generates the catalog of `n` campaigns unless it is there already.
+fn ensure_catalog(work: &Path, n: u64) -> anyhow::Result<PathBuf> {
+    let dir = work.join(format!("catalog-{n}"));
+    if dir.join("catalog.json").exists() {
+        return Ok(dir);
+    }
+    let partial = work.join(format!("catalog-{n}.partial"));
+    let _ = fs::remove_dir_all(&partial);
+    let options = GenOptions {
+        n_campaigns: n,
+        seed: 1,
+        creatives_per_campaign: 3,
+        now_unix_s: NOW_UNIX_S,
+    };
+    eprintln!("generating {n} campaigns into {}", dir.display());
+    generate(&options, &partial, &|_| ()).with_context(|| format!("generating {n} campaigns"))?;
+    fs::rename(&partial, &dir)?;
+    Ok(dir)
+}
+
+fn run_build(catalog: &Path, out: &Path, n: u64) -> anyhow::Result<BuildFigures> {
+    let exe = std::env::current_exe()?;
+    let output = Command::new(exe)
+        .arg("build-child")
+        .arg(catalog)
+        .arg(out)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "build of {} failed: {}",
+            catalog.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(BuildFigures {
+        n_campaigns: n,
+        elapsed_s: v["elapsed_s"].as_f64().unwrap_or(0.0),
+        peak_rss_bytes: v["peak_rss_bytes"].as_u64().unwrap_or(0),
+        input_bytes: v["input_bytes"].as_u64().unwrap_or(0),
+        output_bytes: v["output_bytes"].as_u64().unwrap_or(0),
+    })
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// One bare xxh3-128 pass over the file, mapped the same way `Snapshot::open` maps it: the floor
+/// any verified open must pay, since every byte must be read once.
+fn xxh3_pass(path: &Path) -> anyhow::Result<u128> {
+    let file = fs::File::open(path)?;
+    // SAFETY: read-only map of a file nobody modifies during the benchmark.
+    let map = unsafe { MmapOptions::new().populate().map(&file)? };
+    Ok(xxhash_rust::xxh3::xxh3_128(&map))
+}
+
+fn json_load(path: &Path) -> anyhow::Result<usize> {
+    let bytes = fs::read(path)?;
+    let loaded: mirror::JsonSnapshot = serde_json::from_slice(&bytes)?;
+    Ok(loaded.campaigns.len() + loaded.creatives.len())
+}
+
+struct OpenFigures {
+    snapshot_bytes: u64,
+    json_bytes: u64,
+    xxh3: Duration,
+    open: Duration,
+    json: Duration,
+}
+
+fn open_bench(snapshot_path: &Path, work: &Path, repetitions: u32) -> anyhow::Result<OpenFigures> {
+    let json_path = work.join("mirror.json");
+    {
+        let snapshot = Snapshot::open(snapshot_path)?;
+        let out = std::io::BufWriter::new(fs::File::create(&json_path)?);
+        serde_json::to_writer(out, &mirror::mirror(&snapshot))?;
+    }
+    // Warm the page cache for both files so that every variant reads from memory.
+    xxh3_pass(snapshot_path)?;
+    json_load(&json_path)?;
+    let (mut xxh3, mut open, mut json) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..repetitions {
+        let t = Instant::now();
+        std::hint::black_box(xxh3_pass(snapshot_path)?);
+        xxh3.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(Snapshot::open(snapshot_path)?);
+        open.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(json_load(&json_path)?);
+        json.push(t.elapsed());
+    }
+    Ok(OpenFigures {
+        snapshot_bytes: fs::metadata(snapshot_path)?.len(),
+        json_bytes: fs::metadata(&json_path)?.len(),
+        xxh3: median(xxh3),
+        open: median(open),
+        json: median(json),
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+fn snapshot_bench(sizes: &[u64], work: &Path, repetitions: u32) -> anyhow::Result<()> {
+    if sizes.is_empty() || repetitions == 0 {
+        bail!("need at least one size and one repetition");
+    }
+    fs::create_dir_all(work)?;
+    let mut builds = Vec::new();
+    for &n in sizes {
+        let catalog = ensure_catalog(work, n)?;
+        let out = work.join(format!("snapshot-{n}.snap"));
+        eprintln!("building {n} campaigns");
+        builds.push(run_build(&catalog, &out, n)?);
+    }
+    let largest = *sizes.iter().max().expect("non-empty");
+    eprintln!("timing open of the {largest}-campaign snapshot, {repetitions} repetitions");
+    let open = open_bench(
+        &work.join(format!("snapshot-{largest}.snap")),
+        work,
+        repetitions,
+    )?;
+    print_tables(&builds, &open, largest, repetitions);
+    Ok(())
+}
+
+fn print_tables(builds: &[BuildFigures], open: &OpenFigures, largest: u64, repetitions: u32) {
+    println!("## build (3 creatives per campaign; child process, wall time and peak RSS)");
+    println!("| campaigns | input MiB | snapshot MiB | build s | peak RSS MiB | peak RSS / (input + output) |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for b in builds {
+        let ratio = b.peak_rss_bytes as f64 / (b.input_bytes + b.output_bytes) as f64;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            b.n_campaigns,
+            mib(b.input_bytes),
+            mib(b.output_bytes),
+            b.elapsed_s,
+            mib(b.peak_rss_bytes),
+            ratio
+        );
+    }
+    println!();
+    println!(
+        "## open of the {largest}-campaign snapshot (median of {repetitions}, warm page cache)"
+    );
+    println!("| variant | bytes MiB | time ms | vs adsnap open |");
+    println!("|---|---:|---:|---:|");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let rel = |d: Duration| d.as_secs_f64() / open.open.as_secs_f64();
+    println!(
+        "| bare xxh3-128 pass (floor) | {:.0} | {:.1} | {:.2}x |",
+        mib(open.snapshot_bytes),
+        ms(open.xxh3),
+        rel(open.xxh3)
+    );
+    println!(
+        "| adsnap open (mmap + checksum + validation) | {:.0} | {:.1} | 1.00x |",
+        mib(open.snapshot_bytes),
+        ms(open.open)
+    );
+    println!(
+        "| serde_json load of the same data | {:.0} | {:.1} | {:.2}x |",
+        mib(open.json_bytes),
+        ms(open.json),
+        rel(open.json)
+    );
+    println!();
+    println!(
+        "open / xxh3 floor = {:.2} (target <= 3)",
+        open.open.as_secs_f64() / open.xxh3.as_secs_f64()
+    );
+    println!(
+        "serde_json / open = {:.1} (target >= 30)",
+        open.json.as_secs_f64() / open.open.as_secs_f64()
+    );
+}

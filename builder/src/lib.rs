@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use adsnap_snapshot::schema::{self, HashEntry};
 use adsnap_snapshot::{write_atomic, Header, WriteOptions};
-use indicatif::ProgressBar;
 
 pub use diag::{Diagnostic, Diagnostics, DIAGNOSTICS_KEPT_MAX};
 pub use error::BuildError;
 pub use experiments::slot_range;
+pub use indicatif::ProgressBar;
 pub use market::{ecpm_micros, pacing_throttle_ppm, IndexStats, PACING_THROTTLE_PPM_MIN};
 pub use read::LINE_BYTES_MAX;
 pub use rules::*;
