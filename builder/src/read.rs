@@ -194,7 +194,7 @@ pub fn for_each_csv_record<T: DeserializeOwned>(
                 let offset = record.position().map_or(0, |p| p.byte());
                 progress.inc(offset.saturating_sub(last_offset));
                 last_offset = offset;
-                if record.len() > 0 && record.len() != headers.len() {
+                if !record.is_empty() && record.len() != headers.len() {
                     let reason = format!(
                         "has {} fields, the header has {}",
                         record.len(),

@@ -90,8 +90,7 @@ pub fn is_language_code(code: &str) -> bool {
 /// that is not one to three dot-separated decimal numbers is `None`.
 pub fn pack_os_version(version: &str) -> Option<u32> {
     let mut parts = [0u32; 3];
-    let mut n_parts = 0;
-    for part in version.split('.') {
+    for (n_parts, part) in version.split('.').enumerate() {
         if n_parts == 3 || part.is_empty() || part.len() > 9 {
             return None;
         }
@@ -99,7 +98,6 @@ pub fn pack_os_version(version: &str) -> Option<u32> {
             return None;
         }
         parts[n_parts] = part.parse().ok()?;
-        n_parts += 1;
     }
     let major = parts[0].min(0xffff);
     let minor = parts[1].min(0xff);
