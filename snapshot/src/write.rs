@@ -89,23 +89,26 @@ fn write_payload(
     let mut file = file;
     file.seek(SeekFrom::Start(0)).map_err(write_err)?;
     file.write_all(&[0u8; HEADER_LEN]).map_err(write_err)?;
-    let hashing = HashingWriter {
-        inner: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
-        hasher: Xxh3::new(),
-        len: 0,
-    };
-    let writer = rkyv::api::high::to_bytes_in::<_, rancor::Error>(payload, IoWriter::new(hashing))
+    // Hash below the buffer, so the hasher sees large chunks rather than rkyv's many small writes.
+    let buffered = BufWriter::with_capacity(
+        WRITE_BUFFER_BYTES,
+        HashingWriter {
+            inner: file,
+            hasher: Xxh3::new(),
+            len: 0,
+        },
+    );
+    let writer = rkyv::api::high::to_bytes_in::<_, rancor::Error>(payload, IoWriter::new(buffered))
         .map_err(|err| Error::Serialize {
             path: path.to_owned(),
             reason: err.to_string(),
         })?;
-    let hashing = writer.into_inner();
-    let payload_len = hashing.len;
-    let payload_xxh3_128 = hashing.hasher.digest128();
-    hashing
-        .inner
+    let hashing = writer
+        .into_inner()
         .into_inner()
         .map_err(|err| write_err(err.into_error()))?;
+    let payload_len = hashing.len;
+    let payload_xxh3_128 = hashing.hasher.digest128();
 
     let header = Header {
         format_version: FORMAT_VERSION,
