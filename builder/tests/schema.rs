@@ -89,7 +89,12 @@ fn check_record<T: DeserializeOwned + Serialize>(def: &str, json: &Value, place:
 
 /// The JSON values of a JSON Lines example file, with their `file:line` for messages.
 fn jsonl_lines(file: &str) -> Vec<(String, Value)> {
-    let path = example_dir().join(file);
+    jsonl_lines_in(&example_dir(), file)
+}
+
+/// The JSON values of a JSON Lines file of the catalog in `dir`.
+fn jsonl_lines_in(dir: &Path, file: &str) -> Vec<(String, Value)> {
+    let path = dir.join(file);
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .enumerate()
@@ -129,6 +134,26 @@ fn example_jsonl_records_match_schema_and_types() {
             check_record(def, json, place);
         }
     }
+}
+
+#[test]
+fn generated_catalogs_match_schema_and_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = adsnap_builder::gen::GenOptions {
+        n_campaigns: 600,
+        seed: 11,
+        ..Default::default()
+    };
+    adsnap_builder::gen::generate(&options, dir.path(), &|_| ()).expect("generates");
+    for (file, def, check_record) in JSONL_FILES {
+        for (place, json) in &jsonl_lines_in(dir.path(), file) {
+            check_record(def, json, place);
+        }
+    }
+    let manifest = read_json(&dir.path().join(MANIFEST));
+    check_record::<Manifest>("manifest", &manifest, MANIFEST);
+    let rates = fs::read_to_string(dir.path().join(PREDICTED_RATES)).unwrap();
+    assert!(check_predicted_rates(&rates, PREDICTED_RATES) > 0);
 }
 
 #[test]
