@@ -12,11 +12,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(
-    name = "adsnap",
-    version,
-    about = "A mobile ad server built on one immutable, mmap'd snapshot"
-)]
+#[command(name = "adsnap", version, about = "A mobile ad server built on one immutable, mmap'd snapshot")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,20 +67,12 @@ enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
-            Command::Gen {
-                out,
-                campaigns,
-                creatives_per_campaign,
-                seed,
-                now,
-            } => run_gen(out, campaigns, creatives_per_campaign, seed, &now),
-            Command::Build {
-                catalog,
-                out,
-                snapshot_version,
-                now,
-                quiet,
-            } => run_build(catalog, out, snapshot_version, now.as_deref(), quiet),
+            Command::Gen { out, campaigns, creatives_per_campaign, seed, now } => {
+                run_gen(out, campaigns, creatives_per_campaign, seed, &now)
+            }
+            Command::Build { catalog, out, snapshot_version, now, quiet } => {
+                run_build(catalog, out, snapshot_version, now.as_deref(), quiet)
+            }
             Command::Inspect { snapshot, json } => run_inspect(snapshot, json),
         }
     }
@@ -95,9 +83,7 @@ fn parse_now(now: &str) -> anyhow::Result<i64> {
 }
 
 fn now_unix() -> (i64, i64) {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     (since.as_secs() as i64, since.as_millis() as i64)
 }
 
@@ -108,12 +94,7 @@ fn run_gen(
     seed: u64,
     now: &str,
 ) -> anyhow::Result<ExitCode> {
-    let options = GenOptions {
-        n_campaigns,
-        seed,
-        creatives_per_campaign,
-        now_unix_s: parse_now(now)?,
-    };
+    let options = GenOptions { n_campaigns, seed, creatives_per_campaign, now_unix_s: parse_now(now)? };
     let bar = ProgressBar::new(n_campaigns).with_style(
         ProgressStyle::with_template("{spinner} generating {pos}/{len} campaigns [{bar:30}] {eta}")
             .expect("valid template")
@@ -196,11 +177,7 @@ fn print_summary(options: &BuildOptions, s: &BuildSummary) {
     let c = &s.counts;
     let i = &s.index;
     println!("built {} in {:.2?}", options.out_path.display(), s.elapsed);
-    println!(
-        "  snapshot id       {} (version {})",
-        s.header.id_hex(),
-        s.header.snapshot_version
-    );
+    println!("  snapshot id       {} (version {})", s.header.id_hex(), s.header.snapshot_version);
     println!("  input             {}", HumanBytes(s.input_bytes));
     println!(
         "  output            {} ({} of strings)",
@@ -214,18 +191,10 @@ fn print_summary(options: &BuildOptions, s: &BuildSummary) {
     println!("  campaigns         {} ({} served; not served: {} not active, {} budget spent, {} ended, {} without creatives)",
         HumanCount(c.n_campaigns as u64), HumanCount(i.n_campaigns_served), i.n_not_active, i.n_budget_spent, i.n_ended, i.n_no_creatives);
     println!("  creatives         {}", HumanCount(c.n_creatives as u64));
-    println!(
-        "  apps / ad units   {} / {}",
-        HumanCount(c.n_apps as u64),
-        HumanCount(c.n_ad_units as u64)
-    );
+    println!("  apps / ad units   {} / {}", HumanCount(c.n_apps as u64), HumanCount(c.n_ad_units as u64));
     println!("  segments          {}", HumanCount(c.n_segments as u64));
     println!("  experiments       {}", c.n_experiments);
-    println!(
-        "  index entries     {} in {} slots",
-        HumanCount(c.n_candidates as u64),
-        c.n_index_slots_used
-    );
+    println!("  index entries     {} in {} slots", HumanCount(c.n_candidates as u64), c.n_index_slots_used);
 }
 
 fn run_inspect(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
@@ -260,19 +229,11 @@ fn run_inspect(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}: verified in {elapsed:.2?}", path.display());
-    println!(
-        "  snapshot id       {} (version {})",
-        h.id_hex(),
-        h.snapshot_version
-    );
+    println!("  snapshot id       {} (version {})", h.id_hex(), h.snapshot_version);
     println!("  format version    {}", h.format_version);
     println!("  created           {}", format_ms(h.created_unix_ms));
     println!("  builder           {}", h.builder_version);
-    println!(
-        "  payload           {} (xxh3-128 {:032x})",
-        HumanBytes(h.payload_len),
-        h.payload_xxh3_128
-    );
+    println!("  payload           {} (xxh3-128 {:032x})", HumanBytes(h.payload_len), h.payload_xxh3_128);
     println!(
         "  catalog           {} ({}), computed for {}",
         meta.catalog_name,
@@ -282,18 +243,10 @@ fn run_inspect(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     println!("  advertisers       {}", HumanCount(c.n_advertisers as u64));
     println!("  campaigns         {}", HumanCount(c.n_campaigns as u64));
     println!("  creatives         {}", HumanCount(c.n_creatives as u64));
-    println!(
-        "  apps / ad units   {} / {}",
-        HumanCount(c.n_apps as u64),
-        HumanCount(c.n_ad_units as u64)
-    );
+    println!("  apps / ad units   {} / {}", HumanCount(c.n_apps as u64), HumanCount(c.n_ad_units as u64));
     println!("  segments          {}", HumanCount(c.n_segments as u64));
     println!("  experiments       {}", c.n_experiments);
-    println!(
-        "  index entries     {} in {} slots",
-        HumanCount(c.n_candidates as u64),
-        c.n_index_slots_used
-    );
+    println!("  index entries     {} in {} slots", HumanCount(c.n_candidates as u64), c.n_index_slots_used);
     println!("  strings           {}", HumanBytes(c.string_bytes));
     Ok(ExitCode::SUCCESS)
 }

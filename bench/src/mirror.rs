@@ -151,11 +151,7 @@ pub fn mirror(s: &Snapshot) -> JsonSnapshot {
             })
             .collect(),
         campaigns: a.campaigns.iter().map(|c| campaign(s, c)).collect(),
-        creatives: a
-            .creatives
-            .iter()
-            .map(|c| creative(s, c, &templates))
-            .collect(),
+        creatives: a.creatives.iter().map(|c| creative(s, c, &templates)).collect(),
         templates: template_bodies,
         apps: a
             .apps
@@ -235,17 +231,9 @@ fn creative(
         height: c.height.to_native(),
         video_duration_s: c.video_duration_s.to_native(),
         mime: s.str(&c.mime).into(),
-        assets: s
-            .pool_str(&c.assets)
-            .iter()
-            .map(|a| s.str(a).to_string())
-            .collect(),
+        assets: s.pool_str(&c.assets).iter().map(|a| s.str(a).to_string()).collect(),
         markup_kind: c.markup_kind.get() as u8,
-        markup: if template.is_some() {
-            String::new()
-        } else {
-            s.str(&c.markup).into()
-        },
+        markup: if template.is_some() { String::new() } else { s.str(&c.markup).into() },
         template,
     }
 }

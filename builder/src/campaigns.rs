@@ -21,19 +21,11 @@ impl Compiler<'_> {
         Ok(())
     }
 
-    fn campaign(
-        &mut self,
-        d: &mut Diagnostics,
-        at: At,
-        c: catalog::Campaign,
-    ) -> Result<(), BuildError> {
+    fn campaign(&mut self, d: &mut Diagnostics, at: At, c: catalog::Campaign) -> Result<(), BuildError> {
         if c.id == 0 {
             at.err(d, "id", "must be above 0");
         }
-        let advertiser_idx = match self
-            .advertisers
-            .binary_search_by_key(&c.advertiser_id, |a| a.id)
-        {
+        let advertiser_idx = match self.advertisers.binary_search_by_key(&c.advertiser_id, |a| a.id) {
             Ok(idx) => idx as u32,
             Err(_) => {
                 self.missing_reference(
@@ -51,11 +43,7 @@ impl Compiler<'_> {
         at.check(d, "app.bundle", check_text(&c.app.bundle, ID_BYTES_MAX));
         at.check(d, "app.store_url", check_url(&c.app.store_url, true));
         if c.bid.amount_micros == 0 || c.bid.amount_micros > BID_MICROS_MAX {
-            at.err(
-                d,
-                "bid.amount_micros",
-                format!("{} is not in 1..={BID_MICROS_MAX}", c.bid.amount_micros),
-            );
+            at.err(d, "bid.amount_micros", format!("{} is not in 1..={BID_MICROS_MAX}", c.bid.amount_micros));
         }
         check_budget(d, at, &c.budget);
         let (start_unix_s, end_unix_s) = check_schedule(d, at, &c.schedule);
@@ -128,32 +116,20 @@ impl Compiler<'_> {
         let min_os_version = match &t.min_os_version {
             None => 0,
             Some(v) => pack_os_version(v).unwrap_or_else(|| {
-                at.err(
-                    d,
-                    "targeting.min_os_version",
-                    format!("{v:?} is not a version such as \"14.2\""),
-                );
+                at.err(d, "targeting.min_os_version", format!("{v:?} is not a version such as \"14.2\""));
                 0
             }),
         };
         let device_types = flags(d, at, "targeting.device_types", &t.device_types, |n| {
             DeviceType::from_name(n).map(DeviceType::bit)
         });
-        let connection_types = flags(
-            d,
-            at,
-            "targeting.connection_types",
-            &t.connection_types,
-            |n| ConnectionType::from_name(n).map(ConnectionType::bit),
-        );
+        let connection_types = flags(d, at, "targeting.connection_types", &t.connection_types, |n| {
+            ConnectionType::from_name(n).map(ConnectionType::bit)
+        });
         let app_allow = bundle_hashes(d, at, "targeting.apps_allow", &t.apps_allow);
         let app_block = bundle_hashes(d, at, "targeting.apps_block", &t.apps_block);
         if let Some(both) = t.apps_allow.iter().find(|b| t.apps_block.contains(b)) {
-            at.err(
-                d,
-                "targeting.apps_block",
-                format!("{both:?} is in both apps_allow and apps_block"),
-            );
+            at.err(d, "targeting.apps_block", format!("{both:?} is in both apps_allow and apps_block"));
         }
         let mut app_categories: Vec<u16> = t
             .app_categories
@@ -163,20 +139,10 @@ impl Compiler<'_> {
             .collect();
         app_categories.sort_unstable();
         app_categories.dedup();
-        let segments_include =
-            self.segment_ids(d, at, "targeting.segments_include", &t.segments_include);
-        let segments_exclude =
-            self.segment_ids(d, at, "targeting.segments_exclude", &t.segments_exclude);
-        if let Some(both) = t
-            .segments_include
-            .iter()
-            .find(|s| t.segments_exclude.contains(s))
-        {
-            at.err(
-                d,
-                "targeting.segments_exclude",
-                format!("segment {both} is both included and excluded"),
-            );
+        let segments_include = self.segment_ids(d, at, "targeting.segments_include", &t.segments_include);
+        let segments_exclude = self.segment_ids(d, at, "targeting.segments_exclude", &t.segments_exclude);
+        if let Some(both) = t.segments_include.iter().find(|s| t.segments_exclude.contains(s)) {
+            at.err(d, "targeting.segments_exclude", format!("segment {both} is both included and excluded"));
         }
         let p = &mut self.pools;
         Ok(schema::Targeting {
@@ -196,43 +162,23 @@ impl Compiler<'_> {
     fn segment_ids(&self, d: &mut Diagnostics, at: At, field: &str, ids: &[u32]) -> Vec<u32> {
         for (i, id) in ids.iter().enumerate() {
             if self.segments.binary_search_by_key(id, |s| s.id).is_err() {
-                self.missing_reference(
-                    d,
-                    at,
-                    &format!("{field}[{i}]"),
-                    files::SEGMENTS,
-                    id,
-                    "segment",
-                );
+                self.missing_reference(d, at, &format!("{field}[{i}]"), files::SEGMENTS, id, "segment");
             }
         }
-        sorted_unique(d, at, field, ids.to_vec(), &|id: &u32| {
-            format!("segment {id}")
-        })
+        sorted_unique(d, at, field, ids.to_vec(), &|id: &u32| format!("segment {id}"))
     }
 
     /// Sorts campaigns by id (the order the snapshot keeps them in) and reports repeated ids.
     fn sort_campaigns(&mut self) {
         let mut order: Vec<u32> = (0..self.campaigns.len() as u32).collect();
-        order.sort_by_key(|&i| {
-            (
-                self.campaigns[i as usize].id,
-                self.campaign_lines[i as usize],
-            )
-        });
+        order.sort_by_key(|&i| (self.campaigns[i as usize].id, self.campaign_lines[i as usize]));
         let mut campaigns = Vec::with_capacity(order.len());
         let mut lines = Vec::with_capacity(order.len());
         for i in order {
             let (campaign, line) = (&self.campaigns[i as usize], self.campaign_lines[i as usize]);
-            if let Some(previous) = campaigns
-                .last()
-                .filter(|p: &&schema::Campaign| p.id == campaign.id)
-            {
+            if let Some(previous) = campaigns.last().filter(|p: &&schema::Campaign| p.id == campaign.id) {
                 let first = lines[lines.len() - 1];
-                let reason = format!(
-                    "campaign {} is already defined on line {first}",
-                    previous.id
-                );
+                let reason = format!("campaign {} is already defined on line {first}", previous.id);
                 self.diags.push(files::CAMPAIGNS, line, "id", reason);
                 continue;
             }
@@ -248,42 +194,20 @@ impl Compiler<'_> {
         self.sort_creatives()
     }
 
-    fn creative(
-        &mut self,
-        d: &mut Diagnostics,
-        at: At,
-        c: catalog::Creative,
-    ) -> Result<(), BuildError> {
+    fn creative(&mut self, d: &mut Diagnostics, at: At, c: catalog::Creative) -> Result<(), BuildError> {
         if c.id == 0 {
             at.err(d, "id", "must be above 0");
         }
-        let campaign_idx = match self
-            .campaigns
-            .binary_search_by_key(&c.campaign_id, |x| x.id)
-        {
+        let campaign_idx = match self.campaigns.binary_search_by_key(&c.campaign_id, |x| x.id) {
             Ok(idx) => idx as u32,
             Err(_) => {
-                self.missing_reference(
-                    d,
-                    at,
-                    "campaign_id",
-                    files::CAMPAIGNS,
-                    &c.campaign_id,
-                    "campaign",
-                );
+                self.missing_reference(d, at, "campaign_id", files::CAMPAIGNS, &c.campaign_id, "campaign");
                 return Ok(());
             }
         };
         let format = format_of(c.format);
         if format != Format::Native && (c.width == 0 || c.height == 0) {
-            at.err(
-                d,
-                "width",
-                format!(
-                    "a {} creative needs a width and a height above 0",
-                    format.name()
-                ),
-            );
+            at.err(d, "width", format!("a {} creative needs a width and a height above 0", format.name()));
         }
         let kind = self.check_media(d, at, &c, format);
         let markup = self.markup(d, at, &c, kind)?;
@@ -309,27 +233,13 @@ impl Compiler<'_> {
     }
 
     /// Checks MIME type, assets and duration; returns the markup kind the creative needs.
-    fn check_media(
-        &self,
-        d: &mut Diagnostics,
-        at: At,
-        c: &catalog::Creative,
-        format: Format,
-    ) -> MarkupKind {
+    fn check_media(&self, d: &mut Diagnostics, at: At, c: &catalog::Creative, format: Format) -> MarkupKind {
         if !MIME_TYPES.contains(&c.mime.as_str()) {
-            at.err(
-                d,
-                "mime",
-                format!("{:?} is not one of {}", c.mime, MIME_TYPES.join(", ")),
-            );
+            at.err(d, "mime", format!("{:?} is not one of {}", c.mime, MIME_TYPES.join(", ")));
         }
         let is_video = c.mime.starts_with("video/");
         if format == Format::RewardedVideo && !is_video {
-            at.err(
-                d,
-                "mime",
-                "a rewarded_video creative needs a video/* MIME type",
-            );
+            at.err(d, "mime", "a rewarded_video creative needs a video/* MIME type");
         }
         match (is_video, c.video_duration_s) {
             (true, Some(s)) if (1..=VIDEO_DURATION_S_MAX).contains(&s) => {}
@@ -338,22 +248,11 @@ impl Compiler<'_> {
                 "video_duration_s",
                 format!("a video needs a duration in 1..={VIDEO_DURATION_S_MAX} seconds"),
             ),
-            (false, Some(_)) => at.err(
-                d,
-                "video_duration_s",
-                "only video creatives have a duration",
-            ),
+            (false, Some(_)) => at.err(d, "video_duration_s", "only video creatives have a duration"),
             (false, None) => {}
         }
         if c.assets.is_empty() || c.assets.len() > ASSETS_MAX {
-            at.err(
-                d,
-                "assets",
-                format!(
-                    "has {} URLs; a creative has 1 to {ASSETS_MAX}",
-                    c.assets.len()
-                ),
-            );
+            at.err(d, "assets", format!("has {} URLs; a creative has 1 to {ASSETS_MAX}", c.assets.len()));
         }
         if is_video {
             MarkupKind::Vast
@@ -372,32 +271,26 @@ impl Compiler<'_> {
         kind: MarkupKind,
     ) -> Result<schema::StrRef, BuildError> {
         match (&c.template, &c.markup) {
-            (Some(id), None) => match self.templates.get(id) {
-                Some((body, template_kind, _)) => {
-                    if markup_kind(*template_kind) != kind {
-                        at.err(d, "template", format!("template {id:?} is {template_kind:?} markup, this creative needs {kind:?}"));
+            (Some(id), None) => {
+                match self.templates.get(id) {
+                    Some((body, template_kind, _)) => {
+                        if markup_kind(*template_kind) != kind {
+                            at.err(d, "template", format!("template {id:?} is {template_kind:?} markup, this creative needs {kind:?}"));
+                        }
+                        Ok(*body)
                     }
-                    Ok(*body)
+                    None => {
+                        at.err(d, "template", format!("no template {id:?} in {}", files::TEMPLATES));
+                        Ok(schema::StrRef::default())
+                    }
                 }
-                None => {
-                    at.err(
-                        d,
-                        "template",
-                        format!("no template {id:?} in {}", files::TEMPLATES),
-                    );
-                    Ok(schema::StrRef::default())
-                }
-            },
+            }
             (None, Some(markup)) => {
                 at.check(d, "markup", check_text(markup, STRING_BYTES_MAX));
                 self.heap.push(markup)
             }
             _ => {
-                at.err(
-                    d,
-                    "template",
-                    "a creative has exactly one of template and markup",
-                );
+                at.err(d, "template", "a creative has exactly one of template and markup");
                 Ok(schema::StrRef::default())
             }
         }
@@ -406,52 +299,31 @@ impl Compiler<'_> {
     /// Groups creatives by campaign (sorted by id inside), reports repeated ids, builds the
     /// creative id table and each campaign's creative span.
     fn sort_creatives(&mut self) -> Result<(), BuildError> {
-        let n = u32::try_from(self.creatives.len()).map_err(|_| BuildError::Limit {
-            what: "more than 2^32 creatives".into(),
-        })?;
+        let n = u32::try_from(self.creatives.len())
+            .map_err(|_| BuildError::Limit { what: "more than 2^32 creatives".into() })?;
         let mut order: Vec<u32> = (0..n).collect();
         order.sort_by_key(|&i| {
             let c = &self.creatives[i as usize];
             (c.campaign_idx, c.id, self.creative_lines[i as usize])
         });
-        self.creatives = order
-            .iter()
-            .map(|&i| self.creatives[i as usize].clone())
-            .collect();
-        self.creative_lines = order
-            .iter()
-            .map(|&i| self.creative_lines[i as usize])
-            .collect();
-        let mut ids: Vec<IdEntry> = self
-            .creatives
-            .iter()
-            .enumerate()
-            .map(|(idx, c)| IdEntry {
-                id: c.id,
-                idx: idx as u32,
-            })
-            .collect();
+        self.creatives = order.iter().map(|&i| self.creatives[i as usize].clone()).collect();
+        self.creative_lines = order.iter().map(|&i| self.creative_lines[i as usize]).collect();
+        let mut ids: Vec<IdEntry> =
+            self.creatives.iter().enumerate().map(|(idx, c)| IdEntry { id: c.id, idx: idx as u32 }).collect();
         ids.sort_by_key(|e| (e.id, self.creative_lines[e.idx as usize]));
         for pair in ids.windows(2).filter(|w| w[0].id == w[1].id) {
-            let (first, again) = (
-                self.creative_lines[pair[0].idx as usize],
-                self.creative_lines[pair[1].idx as usize],
-            );
+            let (first, again) =
+                (self.creative_lines[pair[0].idx as usize], self.creative_lines[pair[1].idx as usize]);
             let reason = format!("creative {} is already defined on line {first}", pair[0].id);
             self.diags.push(files::CREATIVES, again, "id", reason);
         }
         let mut start = 0;
         while start < self.creatives.len() {
             let campaign_idx = self.creatives[start].campaign_idx;
-            let end = start
-                + self.creatives[start..]
-                    .iter()
-                    .take_while(|c| c.campaign_idx == campaign_idx)
-                    .count();
-            self.campaigns[campaign_idx as usize].creatives = Span {
-                start: start as u32,
-                len: (end - start) as u32,
-            };
+            let end =
+                start + self.creatives[start..].iter().take_while(|c| c.campaign_idx == campaign_idx).count();
+            self.campaigns[campaign_idx as usize].creatives =
+                Span { start: start as u32, len: (end - start) as u32 };
             start = end;
         }
         self.creative_ids = ids;
@@ -478,10 +350,7 @@ fn check_budget(d: &mut Diagnostics, at: At, b: &catalog::Budget) {
         at.err(
             d,
             "budget.daily_micros",
-            format!(
-                "{} is above the total budget {}",
-                b.daily_micros, b.total_micros
-            ),
+            format!("{} is above the total budget {}", b.daily_micros, b.total_micros),
         );
     }
 }
@@ -501,11 +370,7 @@ fn check_schedule(d: &mut Diagnostics, at: At, s: &catalog::Schedule) -> (i64, i
     (start, end)
 }
 
-fn check_frequency_cap(
-    d: &mut Diagnostics,
-    at: At,
-    cap: Option<&catalog::FrequencyCap>,
-) -> (u32, u32) {
+fn check_frequency_cap(d: &mut Diagnostics, at: At, cap: Option<&catalog::FrequencyCap>) -> (u32, u32) {
     let Some(cap) = cap else { return (0, 0) };
     if cap.impressions == 0 {
         at.err(d, "frequency_cap.impressions", "must be above 0");
@@ -514,10 +379,7 @@ fn check_frequency_cap(
         at.err(
             d,
             "frequency_cap.period_s",
-            format!(
-                "{} is not in 1..={FREQUENCY_CAP_PERIOD_S_MAX}",
-                cap.period_s
-            ),
+            format!("{} is not in 1..={FREQUENCY_CAP_PERIOD_S_MAX}", cap.period_s),
         );
     }
     (cap.impressions, cap.period_s)
@@ -542,22 +404,12 @@ fn codes(
     sorted_unique(d, at, field, packed, &|_| "a code".to_string())
 }
 
-fn flags(
-    d: &mut Diagnostics,
-    at: At,
-    field: &str,
-    names: &[String],
-    bit: impl Fn(&str) -> Option<u8>,
-) -> u8 {
+fn flags(d: &mut Diagnostics, at: At, field: &str, names: &[String], bit: impl Fn(&str) -> Option<u8>) -> u8 {
     let mut mask = 0;
     for (i, name) in names.iter().enumerate() {
         match bit(name) {
             Some(b) => mask |= b,
-            None => at.err(
-                d,
-                &format!("{field}[{i}]"),
-                format!("{name:?} is not a known value"),
-            ),
+            None => at.err(d, &format!("{field}[{i}]"), format!("{name:?} is not a known value")),
         }
     }
     mask

@@ -26,9 +26,7 @@ pub struct Pools {
 }
 
 fn span(start: usize, end: usize) -> Result<Span, BuildError> {
-    let too_big = || BuildError::Limit {
-        what: "a pool larger than 2^32 entries".into(),
-    };
+    let too_big = || BuildError::Limit { what: "a pool larger than 2^32 entries".into() };
     Ok(Span {
         start: u32::try_from(start).map_err(|_| too_big())?,
         len: u32::try_from(end - start).map_err(|_| too_big())?,
@@ -193,13 +191,9 @@ impl<'a> Compiler<'a> {
 
     fn read_manifest(&mut self) -> Result<(), BuildError> {
         let path = self.dir.join(files::MANIFEST);
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| BuildError::Read { path, source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Read { path, source })?;
         self.progress.inc(text.len() as u64);
-        let at = At {
-            file: files::MANIFEST,
-            line: 0,
-        };
+        let at = At { file: files::MANIFEST, line: 0 };
         let manifest: catalog::Manifest = match parse_json(&text) {
             Ok(m) => m,
             Err((field, reason)) => {
@@ -216,40 +210,19 @@ impl<'a> Compiler<'a> {
             at.err(d, "catalog_format_version", reason);
         }
         at.check(d, "name", check_text(&manifest.name, ID_BYTES_MAX));
-        let currency_ok = manifest.currency.len() == 3
-            && manifest.currency.bytes().all(|b| b.is_ascii_uppercase());
+        let currency_ok =
+            manifest.currency.len() == 3 && manifest.currency.bytes().all(|b| b.is_ascii_uppercase());
         if !currency_ok {
-            at.err(
-                d,
-                "currency",
-                format!(
-                    "{:?} is not an ISO 4217 code such as \"USD\"",
-                    manifest.currency
-                ),
-            );
+            at.err(d, "currency", format!("{:?} is not an ISO 4217 code such as \"USD\"", manifest.currency));
         }
-        at.check(
-            d,
-            "default_rates.ctr",
-            check_rate(manifest.default_rates.ctr, false),
-        );
-        at.check(
-            d,
-            "default_rates.cvr",
-            check_rate(manifest.default_rates.cvr, true),
-        );
+        at.check(d, "default_rates.ctr", check_rate(manifest.default_rates.ctr, false));
+        at.check(d, "default_rates.cvr", check_rate(manifest.default_rates.cvr, true));
         if manifest.staging_share_bp > STAGING_SHARE_BP_MAX {
-            let reason = format!(
-                "is {}, over the limit of {STAGING_SHARE_BP_MAX}",
-                manifest.staging_share_bp
-            );
+            let reason =
+                format!("is {}, over the limit of {STAGING_SHARE_BP_MAX}", manifest.staging_share_bp);
             at.err(d, "staging_share_bp", reason);
         }
-        at.check(
-            d,
-            "assignment_salt",
-            check_text(&manifest.assignment_salt, ID_BYTES_MAX),
-        );
+        at.check(d, "assignment_salt", check_text(&manifest.assignment_salt, ID_BYTES_MAX));
         self.experiments.staging_share_bp = manifest.staging_share_bp;
         self.experiments.salt = key_hash(&manifest.assignment_salt);
         self.manifest = Some(manifest);
@@ -259,7 +232,11 @@ impl<'a> Compiler<'a> {
     /// Packs an IAB category, reporting it when it is not one.
     pub fn category(d: &mut Diagnostics, at: At, field: &str, code: &str) -> u16 {
         pack_iab_category(code).unwrap_or_else(|| {
-            at.err(d, field, format!("{code:?} is not an IAB category such as \"IAB9\" or \"IAB9-30\" (IAB1 to IAB26)"));
+            at.err(
+                d,
+                field,
+                format!("{code:?} is not an IAB category such as \"IAB9\" or \"IAB9-30\" (IAB1 to IAB26)"),
+            );
             0
         })
     }
@@ -274,11 +251,7 @@ impl<'a> Compiler<'a> {
         shown: &dyn std::fmt::Display,
     ) -> bool {
         if let Some(first) = lines.get(&key) {
-            at.err(
-                d,
-                field,
-                format!("{shown} is already defined on line {first}"),
-            );
+            at.err(d, field, format!("{shown} is already defined on line {first}"));
             return false;
         }
         lines.insert(key, at.line);
@@ -322,11 +295,7 @@ impl<'a> Compiler<'a> {
         what: &str,
     ) {
         let id_text = id.to_string();
-        if self
-            .unparsed
-            .get(file)
-            .is_some_and(|ids| ids.contains(&id_text))
-        {
+        if self.unparsed.get(file).is_some_and(|ids| ids.contains(&id_text)) {
             return;
         }
         at.err(d, field, format!("no {what} {id} in {file}"));
@@ -338,23 +307,11 @@ impl<'a> Compiler<'a> {
         Ok(())
     }
 
-    fn advertiser(
-        &mut self,
-        d: &mut Diagnostics,
-        at: At,
-        a: catalog::Advertiser,
-    ) -> Result<(), BuildError> {
+    fn advertiser(&mut self, d: &mut Diagnostics, at: At, a: catalog::Advertiser) -> Result<(), BuildError> {
         if a.id == 0 {
             at.err(d, "id", "must be above 0");
         }
-        if !Self::first_seen(
-            &mut self.advertiser_lines,
-            a.id,
-            d,
-            at,
-            "id",
-            &format!("advertiser {}", a.id),
-        ) {
+        if !Self::first_seen(&mut self.advertiser_lines, a.id, d, at, "id", &format!("advertiser {}", a.id)) {
             return Ok(());
         }
         at.check(d, "name", check_text(&a.name, NAME_BYTES_MAX));
@@ -376,30 +333,15 @@ impl<'a> Compiler<'a> {
         Ok(())
     }
 
-    fn segment(
-        &mut self,
-        d: &mut Diagnostics,
-        at: At,
-        s: catalog::Segment,
-    ) -> Result<(), BuildError> {
+    fn segment(&mut self, d: &mut Diagnostics, at: At, s: catalog::Segment) -> Result<(), BuildError> {
         if s.id == 0 {
             at.err(d, "id", "must be above 0");
         }
-        if !Self::first_seen(
-            &mut self.segment_lines,
-            s.id,
-            d,
-            at,
-            "id",
-            &format!("segment {}", s.id),
-        ) {
+        if !Self::first_seen(&mut self.segment_lines, s.id, d, at, "id", &format!("segment {}", s.id)) {
             return Ok(());
         }
         at.check(d, "name", check_text(&s.name, NAME_BYTES_MAX));
-        self.segments.push(schema::Segment {
-            id: s.id,
-            name: self.heap.push(&s.name)?,
-        });
+        self.segments.push(schema::Segment { id: s.id, name: self.heap.push(&s.name)? });
         Ok(())
     }
 
@@ -407,20 +349,11 @@ impl<'a> Compiler<'a> {
         self.read_records(files::TEMPLATES, false, Self::template)
     }
 
-    fn template(
-        &mut self,
-        d: &mut Diagnostics,
-        at: At,
-        t: catalog::Template,
-    ) -> Result<(), BuildError> {
+    fn template(&mut self, d: &mut Diagnostics, at: At, t: catalog::Template) -> Result<(), BuildError> {
         at.check(d, "id", check_text(&t.id, ID_BYTES_MAX));
         at.check(d, "body", check_text(&t.body, STRING_BYTES_MAX));
         if let Some((_, _, first)) = self.templates.get(&t.id) {
-            at.err(
-                d,
-                "id",
-                format!("template {:?} is already defined on line {first}", t.id),
-            );
+            at.err(d, "id", format!("template {:?} is already defined on line {first}", t.id));
             return Ok(());
         }
         let body = self.heap.push(&t.body)?;
@@ -436,14 +369,8 @@ impl<'a> Compiler<'a> {
         at.check(d, "id", check_text(&a.id, ID_BYTES_MAX));
         at.check(d, "bundle", check_text(&a.bundle, ID_BYTES_MAX));
         at.check(d, "name", check_text(&a.name, NAME_BYTES_MAX));
-        let new_id = Self::first_seen(
-            &mut self.app_lines,
-            a.id.clone(),
-            d,
-            at,
-            "id",
-            &format!("app {:?}", a.id),
-        );
+        let new_id =
+            Self::first_seen(&mut self.app_lines, a.id.clone(), d, at, "id", &format!("app {:?}", a.id));
         let new_bundle = Self::first_seen(
             &mut self.app_bundle_lines,
             a.bundle.clone(),
@@ -458,8 +385,7 @@ impl<'a> Compiler<'a> {
         let category = Self::category(d, at, "iab_category", &a.iab_category);
         let (blocked_domains, blocked_categories) =
             self.blocklists(d, at, &a.blocked_domains, &a.blocked_categories)?;
-        self.app_idx_by_id
-            .insert(a.id.clone(), self.apps.len() as u32);
+        self.app_idx_by_id.insert(a.id.clone(), self.apps.len() as u32);
         self.app_id_hashes.push(key_hash(&a.id));
         self.apps.push(schema::PublisherApp {
             id: self.heap.push(&a.id)?,
@@ -504,12 +430,7 @@ impl<'a> Compiler<'a> {
         self.read_records(files::AD_UNITS, true, Self::ad_unit)
     }
 
-    fn ad_unit(
-        &mut self,
-        d: &mut Diagnostics,
-        at: At,
-        u: catalog::AdUnit,
-    ) -> Result<(), BuildError> {
+    fn ad_unit(&mut self, d: &mut Diagnostics, at: At, u: catalog::AdUnit) -> Result<(), BuildError> {
         at.check(d, "id", check_text(&u.id, ID_BYTES_MAX));
         if !Self::first_seen(
             &mut self.ad_unit_lines,
@@ -523,14 +444,7 @@ impl<'a> Compiler<'a> {
         }
         let app_idx = self.app_idx_by_id.get(&u.app_id).copied();
         if app_idx.is_none() {
-            self.missing_reference(
-                d,
-                at,
-                "app_id",
-                files::APPS,
-                &format!("{:?}", u.app_id),
-                "app",
-            );
+            self.missing_reference(d, at, "app_id", files::APPS, &format!("{:?}", u.app_id), "app");
         }
         if u.formats.is_empty() {
             at.err(d, "formats", "must list at least one format");
@@ -539,20 +453,12 @@ impl<'a> Compiler<'a> {
         for (i, f) in u.formats.iter().enumerate() {
             let bit = format_of(*f).bit();
             if formats & bit != 0 {
-                at.err(
-                    d,
-                    &format!("formats[{i}]"),
-                    format!("{} is listed twice", format_of(*f).name()),
-                );
+                at.err(d, &format!("formats[{i}]"), format!("{} is listed twice", format_of(*f).name()));
             }
             formats |= bit;
         }
         if formats & Format::Banner.bit() != 0 && (u.width == 0 || u.height == 0) {
-            at.err(
-                d,
-                "width",
-                "a banner ad unit needs a width and a height above 0",
-            );
+            at.err(d, "width", "a banner ad unit needs a width and a height above 0");
         }
         let (blocked_domains, blocked_categories) =
             self.blocklists(d, at, &u.blocked_domains, &u.blocked_categories)?;

@@ -47,12 +47,7 @@ impl Diagnostics {
     ) {
         self.n_total += 1;
         if self.kept.len() < DIAGNOSTICS_KEPT_MAX {
-            self.kept.push(Diagnostic {
-                file,
-                line,
-                field: field.into(),
-                reason: reason.into(),
-            });
+            self.kept.push(Diagnostic { file, line, field: field.into(), reason: reason.into() });
         }
     }
 

@@ -20,41 +20,27 @@ pub fn slot_range(slot: u8) -> (u16, u16) {
 impl Compiler<'_> {
     pub(crate) fn read_experiments(&mut self) -> Result<(), BuildError> {
         let mut lines: Vec<(u32, u8, u64)> = Vec::new();
-        self.read_records(
-            files::EXPERIMENTS,
-            false,
-            |this, d, at, x: catalog::Experiment| {
-                if let Some(&(_, _, first)) = lines.iter().find(|(id, _, _)| *id == x.id) {
-                    at.err(
-                        d,
-                        "id",
-                        format!("experiment {} is already defined on line {first}", x.id),
-                    );
-                    return Ok(());
-                }
-                if let Some(&(_, _, first)) = lines.iter().find(|(_, slot, _)| *slot == x.slot) {
-                    at.err(
-                        d,
-                        "slot",
-                        format!(
-                            "slot {} is already taken by the experiment on line {first}",
-                            x.slot
-                        ),
-                    );
-                    return Ok(());
-                }
-                lines.push((x.id, x.slot, at.line));
-                if let Some(experiment) = experiment(d, at, &x) {
-                    this.experiments.experiments.push(experiment);
-                }
-                Ok(())
-            },
-        )?;
+        self.read_records(files::EXPERIMENTS, false, |this, d, at, x: catalog::Experiment| {
+            if let Some(&(_, _, first)) = lines.iter().find(|(id, _, _)| *id == x.id) {
+                at.err(d, "id", format!("experiment {} is already defined on line {first}", x.id));
+                return Ok(());
+            }
+            if let Some(&(_, _, first)) = lines.iter().find(|(_, slot, _)| *slot == x.slot) {
+                at.err(
+                    d,
+                    "slot",
+                    format!("slot {} is already taken by the experiment on line {first}", x.slot),
+                );
+                return Ok(());
+            }
+            lines.push((x.id, x.slot, at.line));
+            if let Some(experiment) = experiment(d, at, &x) {
+                this.experiments.experiments.push(experiment);
+            }
+            Ok(())
+        })?;
         if lines.len() > EXPERIMENT_SLOTS as usize {
-            let reason = format!(
-                "{} experiments, at most {EXPERIMENT_SLOTS} run at once",
-                lines.len()
-            );
+            let reason = format!("{} experiments, at most {EXPERIMENT_SLOTS} run at once", lines.len());
             self.diags.push(files::EXPERIMENTS, 0, "", reason);
         }
         self.experiments.experiments.sort_by_key(|x| x.slot);
@@ -66,15 +52,7 @@ fn experiment(d: &mut Diagnostics, at: At, x: &catalog::Experiment) -> Option<sc
     let mut ok = at.check(d, "name", check_text(&x.name, NAME_BYTES_MAX));
     ok &= at.check(d, "salt", check_text(&x.salt, ID_BYTES_MAX));
     if x.slot >= EXPERIMENT_SLOTS {
-        at.err(
-            d,
-            "slot",
-            format!(
-                "{} is not a slot; slots are 0 to {}",
-                x.slot,
-                EXPERIMENT_SLOTS - 1
-            ),
-        );
+        at.err(d, "slot", format!("{} is not a slot; slots are 0 to {}", x.slot, EXPERIMENT_SLOTS - 1));
         return None;
     }
     let (slot_start, slot_end) = slot_range(x.slot);
@@ -82,12 +60,7 @@ fn experiment(d: &mut Diagnostics, at: At, x: &catalog::Experiment) -> Option<sc
         at.err(
             d,
             "share_bp",
-            format!(
-                "{} is not in 1..={} (the width of slot {})",
-                x.share_bp,
-                slot_end - slot_start,
-                x.slot
-            ),
+            format!("{} is not in 1..={} (the width of slot {})", x.share_bp, slot_end - slot_start, x.slot),
         );
         return None;
     }
@@ -105,20 +78,12 @@ fn experiment(d: &mut Diagnostics, at: At, x: &catalog::Experiment) -> Option<sc
 
 fn arms(d: &mut Diagnostics, at: At, arms: &[catalog::Arm]) -> Option<Vec<schema::Arm>> {
     if arms.is_empty() || arms.len() > ARMS_MAX {
-        at.err(
-            d,
-            "arms",
-            format!("has {} arms; an experiment has 1 to {ARMS_MAX}", arms.len()),
-        );
+        at.err(d, "arms", format!("has {} arms; an experiment has 1 to {ARMS_MAX}", arms.len()));
         return None;
     }
     let total: u32 = arms.iter().map(|a| a.weight_bp as u32).sum();
     if total != BUCKETS as u32 {
-        at.err(
-            d,
-            "arms",
-            format!("weights sum to {total} basis points, not {BUCKETS}"),
-        );
+        at.err(d, "arms", format!("weights sum to {total} basis points, not {BUCKETS}"));
         return None;
     }
     let mut resolved = Vec::with_capacity(arms.len());
@@ -150,32 +115,19 @@ fn arms(d: &mut Diagnostics, at: At, arms: &[catalog::Arm]) -> Option<Vec<schema
 }
 
 /// Resolves an arm's overrides against control's defaults.
-fn overrides(
-    d: &mut Diagnostics,
-    at: At,
-    field: &str,
-    o: &catalog::Overrides,
-) -> Option<Overrides> {
+fn overrides(d: &mut Diagnostics, at: At, field: &str, o: &catalog::Overrides) -> Option<Overrides> {
     let mut params = Overrides::default();
     let mut ok = true;
     if let Some(m) = o.bid_multiplier {
         if !(m > 0.0 && m <= MULTIPLIER_MAX) {
-            at.err(
-                d,
-                &format!("{field}.bid_multiplier"),
-                format!("{m} is not in (0, {MULTIPLIER_MAX}]"),
-            );
+            at.err(d, &format!("{field}.bid_multiplier"), format!("{m} is not in (0, {MULTIPLIER_MAX}]"));
             ok = false;
         }
         params.bid_multiplier_ppm = to_ppm(m);
     }
     if let Some(m) = o.floor_multiplier {
         if !(0.0..=MULTIPLIER_MAX).contains(&m) {
-            at.err(
-                d,
-                &format!("{field}.floor_multiplier"),
-                format!("{m} is not in [0, {MULTIPLIER_MAX}]"),
-            );
+            at.err(d, &format!("{field}.floor_multiplier"), format!("{m} is not in [0, {MULTIPLIER_MAX}]"));
             ok = false;
         }
         params.floor_multiplier_ppm = to_ppm(m);
@@ -192,9 +144,7 @@ fn overrides(
         params.candidates_scanned_max = n;
     }
     params.pacing_enabled = o.pacing_enabled.unwrap_or(params.pacing_enabled);
-    params.frequency_caps_enabled = o
-        .frequency_caps_enabled
-        .unwrap_or(params.frequency_caps_enabled);
+    params.frequency_caps_enabled = o.frequency_caps_enabled.unwrap_or(params.frequency_caps_enabled);
     ok.then_some(params)
 }
 

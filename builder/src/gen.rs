@@ -27,8 +27,8 @@ use serde::Serialize;
 use crate::catalog::Format::{Banner, Interstitial, Native, RewardedVideo};
 use crate::catalog::{
     files, AdUnit, Advertiser, App, Arm, Bid, BidType, Budget, Campaign, CampaignStatus, Creative,
-    Experiment, Format, FrequencyCap, Manifest, MarkupKind, Overrides, Platform, PredictedRate,
-    PromotedApp, Rates, Schedule, Segment, Targeting, Template, CATALOG_FORMAT_VERSION,
+    Experiment, Format, FrequencyCap, Manifest, MarkupKind, Overrides, Platform, PredictedRate, PromotedApp,
+    Rates, Schedule, Segment, Targeting, Template, CATALOG_FORMAT_VERSION,
 };
 
 /// The largest catalog the generator writes; creative ids (`u32`) stay far from overflowing.
@@ -115,10 +115,7 @@ const COUNTRY_RATE_SIGMA: f64 = 0.25;
 /// A market's rates stay within these factors of the campaign's worldwide rates.
 const COUNTRY_RATE_FACTOR_RANGE: (f64, f64) = (0.2, 5.0);
 /// For markets and campaigns the model has not seen.
-const DEFAULT_RATES: Rates = Rates {
-    ctr: 0.01,
-    cvr: 0.05,
-};
+const DEFAULT_RATES: Rates = Rates { ctr: 0.01, cvr: 0.05 };
 const STAGING_SHARE_BP: u16 = 500;
 /// Rates keep five decimals, which is finer than any model's precision.
 const RATE_SCALE: f64 = 100_000.0;
@@ -201,32 +198,21 @@ const TIER_ONE_MARKETS: &[&str] = &["US", "JP", "KR"];
 const TIER_TWO_MARKETS: &[&str] = &["GB", "DE", "FR", "CA", "AU"];
 
 const BID_TYPES: &[(BidType, u32)] = &[(BidType::Cpi, 70), (BidType::Cpm, 20), (BidType::Cpc, 10)];
-const STATUSES: &[(CampaignStatus, u32)] = &[
-    (CampaignStatus::Active, 85),
-    (CampaignStatus::Paused, 10),
-    (CampaignStatus::Archived, 5),
-];
+const STATUSES: &[(CampaignStatus, u32)] =
+    &[(CampaignStatus::Active, 85), (CampaignStatus::Paused, 10), (CampaignStatus::Archived, 5)];
 const ANDROID_VERSIONS: &[&str] = &["7.0", "8.0", "9.0", "10.0", "11.0", "12.0", "13.0"];
 const IOS_VERSIONS: &[&str] = &["13.0", "14.0", "14.5", "15.0", "16.0", "17.0", "17.2"];
-const DEVICE_TYPE_SETS: &[(&[&str], u32)] = &[
-    (&["phone"], 60),
-    (&["phone", "tablet"], 30),
-    (&["tablet"], 8),
-    (&["connected_tv"], 2),
-];
-const CONNECTION_TYPE_SETS: &[(&[&str], u32)] = &[
-    (&["wifi"], 60),
-    (&["wifi", "cellular_4g", "cellular_5g"], 30),
-    (&["wifi", "ethernet"], 10),
-];
+const DEVICE_TYPE_SETS: &[(&[&str], u32)] =
+    &[(&["phone"], 60), (&["phone", "tablet"], 30), (&["tablet"], 8), (&["connected_tv"], 2)];
+const CONNECTION_TYPE_SETS: &[(&[&str], u32)] =
+    &[(&["wifi"], 60), (&["wifi", "cellular_4g", "cellular_5g"], 30), (&["wifi", "ethernet"], 10)];
 const FREQUENCY_CAP_IMPRESSIONS: &[u32] = &[1, 2, 3, 5, 10];
 const FREQUENCY_CAP_PERIODS_S: &[u32] = &[3_600, 86_400, 604_800];
 
 const STUDIO_WORDS: &[&str] = &[
-    "pixel", "lunar", "iron", "candy", "rocket", "tiny", "happy", "blue", "wild", "royal", "magic",
-    "golden", "silver", "neon", "cosmic", "brave", "lucky", "red", "jolly", "mighty", "clever",
-    "sunny", "frost", "ember", "swift", "crystal", "dragon", "panda", "fox", "owl", "tiger",
-    "whale",
+    "pixel", "lunar", "iron", "candy", "rocket", "tiny", "happy", "blue", "wild", "royal", "magic", "golden",
+    "silver", "neon", "cosmic", "brave", "lucky", "red", "jolly", "mighty", "clever", "sunny", "frost",
+    "ember", "swift", "crystal", "dragon", "panda", "fox", "owl", "tiger", "whale",
 ];
 #[rustfmt::skip]
 const STUDIO_SUFFIXES: &[&str] = &[
@@ -239,16 +225,13 @@ const GAME_ADJECTIVES: &[&str] = &[
     "zombie", "castle", "galaxy", "ocean", "bubble", "block", "hero", "candy", "tower", "dungeon",
 ];
 const GAME_NOUNS: &[&str] = &[
-    "kingdom", "quest", "saga", "legends", "tycoon", "blast", "rush", "wars", "match", "mania",
-    "story", "clash", "run", "craft", "heroes", "city", "island", "dash", "party", "master",
+    "kingdom", "quest", "saga", "legends", "tycoon", "blast", "rush", "wars", "match", "mania", "story",
+    "clash", "run", "craft", "heroes", "city", "island", "dash", "party", "master",
 ];
-const APP_ADJECTIVES: &[&str] = &[
-    "smart", "daily", "easy", "pocket", "swift", "fresh", "quick", "true", "bright", "simple",
-];
-const APP_NOUNS: &[&str] = &[
-    "shop", "wallet", "news", "fit", "chat", "photo", "music", "food", "travel", "deals", "bank",
-    "learn",
-];
+const APP_ADJECTIVES: &[&str] =
+    &["smart", "daily", "easy", "pocket", "swift", "fresh", "quick", "true", "bright", "simple"];
+const APP_NOUNS: &[&str] =
+    &["shop", "wallet", "news", "fit", "chat", "photo", "music", "food", "travel", "deals", "bank", "learn"];
 #[rustfmt::skip]
 const SEGMENT_KINDS: &[&str] = &[
     "payers", "non_payers", "lapsed", "high_ltv", "lookalike", "installers", "churn_risk",
@@ -283,14 +266,7 @@ const fn shape(
     files: &'static [&'static str],
     template: &'static str,
 ) -> (Shape, u32) {
-    let shape = Shape {
-        format,
-        width,
-        height,
-        mime,
-        files,
-        template,
-    };
+    let shape = Shape { format, width, height, mime, files, template };
     (shape, weight)
 }
 
@@ -338,13 +314,7 @@ const fn unit(
     (width, height): (u16, u16),
     floor_dollars: (f64, f64),
 ) -> (UnitShape, u32) {
-    let unit = UnitShape {
-        name,
-        formats,
-        width,
-        height,
-        floor_dollars,
-    };
+    let unit = UnitShape { name, formats, width, height, floor_dollars };
     (unit, weight)
 }
 
@@ -373,12 +343,7 @@ pub struct GenOptions {
 
 impl Default for GenOptions {
     fn default() -> Self {
-        Self {
-            n_campaigns: 1_000,
-            seed: 1,
-            creatives_per_campaign: 3,
-            now_unix_s: DEFAULT_NOW_UNIX_S,
-        }
+        Self { n_campaigns: 1_000, seed: 1, creatives_per_campaign: 3, now_unix_s: DEFAULT_NOW_UNIX_S }
     }
 }
 
@@ -411,10 +376,7 @@ pub enum GenError {
     #[error("cannot write {}", .path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("cannot write {}", .path.display())]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
     #[error("cannot write {}", .path.display())]
     Csv { path: PathBuf, source: csv::Error },
 }
@@ -463,18 +425,12 @@ pub fn generate(
 }
 
 fn prepare_dir(out_dir: &Path) -> Result<(), GenError> {
-    fs::create_dir_all(out_dir).map_err(|source| GenError::Io {
-        path: out_dir.to_path_buf(),
-        source,
-    })?;
+    fs::create_dir_all(out_dir).map_err(|source| GenError::Io { path: out_dir.to_path_buf(), source })?;
     let manifest = out_dir.join(files::MANIFEST);
     match manifest.try_exists() {
         Ok(false) => Ok(()),
         Ok(true) => Err(GenError::CatalogExists(out_dir.to_path_buf())),
-        Err(source) => Err(GenError::Io {
-            path: manifest,
-            source,
-        }),
+        Err(source) => Err(GenError::Io { path: manifest, source }),
     }
 }
 
@@ -486,10 +442,7 @@ struct Written {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> GenError + '_ {
-    move |source| GenError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| GenError::Io { path: path.to_path_buf(), source }
 }
 
 fn create_file(dir: &Path, name: &str) -> Result<(PathBuf, File), GenError> {
@@ -513,18 +466,12 @@ impl JsonLines {
     fn create(dir: &Path, name: &str) -> Result<Self, GenError> {
         let (path, file) = create_file(dir, name)?;
         let out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
-        Ok(Self {
-            path,
-            out,
-            records: 0,
-        })
+        Ok(Self { path, out, records: 0 })
     }
 
     fn line<T: Serialize>(&mut self, record: &T) -> Result<(), GenError> {
-        serde_json::to_writer(&mut self.out, record).map_err(|source| GenError::Json {
-            path: self.path.clone(),
-            source,
-        })?;
+        serde_json::to_writer(&mut self.out, record)
+            .map_err(|source| GenError::Json { path: self.path.clone(), source })?;
         self.out.write_all(b"\n").map_err(io_error(&self.path))?;
         self.records += 1;
         Ok(())
@@ -533,10 +480,7 @@ impl JsonLines {
     fn finish(mut self) -> Result<Written, GenError> {
         self.out.flush().map_err(io_error(&self.path))?;
         let bytes = file_len(&self.path)?;
-        Ok(Written {
-            records: self.records,
-            bytes,
-        })
+        Ok(Written { records: self.records, bytes })
     }
 }
 
@@ -550,21 +494,12 @@ struct RatesCsv {
 impl RatesCsv {
     fn create(dir: &Path) -> Result<Self, GenError> {
         let (path, file) = create_file(dir, files::PREDICTED_RATES)?;
-        let out = csv::WriterBuilder::new()
-            .buffer_capacity(WRITE_BUFFER_BYTES)
-            .from_writer(file);
-        Ok(Self {
-            path,
-            out,
-            records: 0,
-        })
+        let out = csv::WriterBuilder::new().buffer_capacity(WRITE_BUFFER_BYTES).from_writer(file);
+        Ok(Self { path, out, records: 0 })
     }
 
     fn row(&mut self, rate: &PredictedRate) -> Result<(), GenError> {
-        self.out.serialize(rate).map_err(|source| GenError::Csv {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.out.serialize(rate).map_err(|source| GenError::Csv { path: self.path.clone(), source })?;
         self.records += 1;
         Ok(())
     }
@@ -572,10 +507,7 @@ impl RatesCsv {
     fn finish(mut self) -> Result<Written, GenError> {
         self.out.flush().map_err(io_error(&self.path))?;
         let bytes = file_len(&self.path)?;
-        Ok(Written {
-            records: self.records,
-            bytes,
-        })
+        Ok(Written { records: self.records, bytes })
     }
 }
 
@@ -695,11 +627,7 @@ fn sometimes(rng: &mut ChaCha8Rng, share: f64, range: RangeInclusive<usize>) -> 
 }
 
 /// With probability `share`, one of the lists in `table`; otherwise the empty list.
-fn sometimes_pick<'a>(
-    rng: &mut ChaCha8Rng,
-    share: f64,
-    table: &[(&'a [&'a str], u32)],
-) -> &'a [&'a str] {
+fn sometimes_pick<'a>(rng: &mut ChaCha8Rng, share: f64, table: &[(&'a [&'a str], u32)]) -> &'a [&'a str] {
     if rng.random_bool(share) {
         pick(rng, table)
     } else {
@@ -776,10 +704,7 @@ fn set_option_str(slot: &mut Option<String>, value: Option<&str>) {
 fn put_rfc3339(out: &mut String, unix_s: i64) {
     let secs = unix_s.clamp(0, RFC3339_UNIX_S_MAX) as u64;
     let time = UNIX_EPOCH + Duration::from_secs(secs);
-    put(
-        out,
-        format_args!("{}", humantime::format_rfc3339_seconds(time)),
-    );
+    put(out, format_args!("{}", humantime::format_rfc3339_seconds(time)));
 }
 
 fn platform_name(platform: Platform) -> &'static str {
@@ -795,10 +720,7 @@ fn platform_name(platform: Platform) -> &'static str {
 fn write_segments(world: &World, dir: &Path) -> Result<Written, GenError> {
     let mut rng = world.rng(Stream::Segments);
     let mut out = JsonLines::create(dir, files::SEGMENTS)?;
-    let mut segment = Segment {
-        id: 0,
-        name: String::new(),
-    };
+    let mut segment = Segment { id: 0, name: String::new() };
     for id in 1..=world.n_segments {
         segment.id = id as u32;
         segment.name.clear();
@@ -884,19 +806,11 @@ const NATIVE_BODY: &str = r#"{"native":{"ver":"1.2","assets":[
 "link":{"url":"{{click_url}}"},"imptrackers":["{{impression_url}}"]}}"#;
 
 fn templates() -> [Template; 5] {
-    let template = |id: &str, kind, body: &str| Template {
-        id: id.to_owned(),
-        kind,
-        body: body.to_owned(),
-    };
+    let template = |id: &str, kind, body: &str| Template { id: id.to_owned(), kind, body: body.to_owned() };
     [
         template(TEMPLATE_VAST, MarkupKind::Vast, VAST_BODY),
         template(TEMPLATE_BANNER, MarkupKind::Html, HTML_BANNER_BODY),
-        template(
-            TEMPLATE_INTERSTITIAL,
-            MarkupKind::Html,
-            HTML_INTERSTITIAL_BODY,
-        ),
+        template(TEMPLATE_INTERSTITIAL, MarkupKind::Html, HTML_INTERSTITIAL_BODY),
         template(TEMPLATE_IFRAME, MarkupKind::Html, HTML_IFRAME_BODY),
         template(TEMPLATE_NATIVE, MarkupKind::NativeJson, NATIVE_BODY),
     ]
@@ -911,12 +825,7 @@ fn write_templates(dir: &Path) -> Result<Written, GenError> {
 }
 
 fn arm(id: u32, name: &str, weight_bp: u16, overrides: Overrides) -> Arm {
-    Arm {
-        id,
-        name: name.to_owned(),
-        weight_bp,
-        overrides,
-    }
+    Arm { id, name: name.to_owned(), weight_bp, overrides }
 }
 
 /// Three experiments taking 20%, 20% and 10% of production traffic.
@@ -926,20 +835,11 @@ fn experiments(world: &World) -> [Experiment; 3] {
         name: name.to_owned(),
         slot,
         share_bp,
-        salt: format!(
-            "{name}-{:08x}",
-            world.key(KeyDomain::Salt, u64::from(id)) as u32
-        ),
+        salt: format!("{name}-{:08x}", world.key(KeyDomain::Salt, u64::from(id)) as u32),
         arms,
     };
-    let bid = |m| Overrides {
-        bid_multiplier: Some(m),
-        ..Overrides::default()
-    };
-    let floor = |m| Overrides {
-        floor_multiplier: Some(m),
-        ..Overrides::default()
-    };
+    let bid = |m| Overrides { bid_multiplier: Some(m), ..Overrides::default() };
+    let floor = |m| Overrides { floor_multiplier: Some(m), ..Overrides::default() };
     let scan = Overrides {
         candidates_scanned_max: Some(1_024),
         pacing_enabled: Some(false),
@@ -951,10 +851,7 @@ fn experiments(world: &World) -> [Experiment; 3] {
             "bid_shading",
             0,
             2_000,
-            vec![
-                arm(1, "control", 5_000, Overrides::default()),
-                arm(2, "bid_x0.90", 5_000, bid(0.9)),
-            ],
+            vec![arm(1, "control", 5_000, Overrides::default()), arm(2, "bid_x0.90", 5_000, bid(0.9))],
         ),
         experiment(
             2,
@@ -972,10 +869,7 @@ fn experiments(world: &World) -> [Experiment; 3] {
             "wide_scan",
             2,
             1_000,
-            vec![
-                arm(6, "control", 5_000, Overrides::default()),
-                arm(7, "scan_1024_no_pacing", 5_000, scan),
-            ],
+            vec![arm(6, "control", 5_000, Overrides::default()), arm(7, "scan_1024_no_pacing", 5_000, scan)],
         ),
     ]
 }
@@ -999,16 +893,11 @@ fn write_manifest(world: &World, dir: &Path) -> Result<Written, GenError> {
     };
     let (path, file) = create_file(dir, files::MANIFEST)?;
     let mut out = BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut out, &manifest).map_err(|source| GenError::Json {
-        path: path.clone(),
-        source,
-    })?;
+    serde_json::to_writer_pretty(&mut out, &manifest)
+        .map_err(|source| GenError::Json { path: path.clone(), source })?;
     out.write_all(b"\n").map_err(io_error(&path))?;
     out.flush().map_err(io_error(&path))?;
-    Ok(Written {
-        records: 1,
-        bytes: file_len(&path)?,
-    })
+    Ok(Written { records: 1, bytes: file_len(&path)? })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1034,10 +923,7 @@ fn put_app_bundle(out: &mut String, seed: u64, index: u64) {
     let studio = word(STUDIO_WORDS, k, 8);
     let suffix = word(STUDIO_SUFFIXES, k, 16);
     let [adjective, noun] = app_name_words(seed, index);
-    put(
-        out,
-        format_args!("com.{studio}{suffix}.{adjective}{noun}{index}"),
-    );
+    put(out, format_args!("com.{studio}{suffix}.{adjective}{noun}{index}"));
 }
 
 /// A publisher app's category, a pure function of its index like its bundle and name.
@@ -1147,9 +1033,7 @@ fn fill_blocks(
             n_ids += 1;
         }
     }
-    fill_strings(domains, n_ids, |i, s| {
-        put_advertiser_domain(s, world.seed, ids[i])
-    });
+    fill_strings(domains, n_ids, |i, s| put_advertiser_domain(s, world.seed, ids[i]));
     let n_categories = sometimes(rng, categories_share, 1..=2);
     let first = rng.random_range(0..SENSITIVE_CATEGORIES.len());
     fill_strings(categories, n_categories, |i, s| {
@@ -1189,12 +1073,7 @@ fn fill_ad_unit(rng: &mut ChaCha8Rng, world: &World, app_id: &str, k: u32, unit:
 /// domain, e.g. `lunarfoxgames42.com` for advertiser 42.
 fn advertiser_domain_parts(seed: u64, id: u64) -> [&'static str; 4] {
     let k = key(seed, KeyDomain::Advertiser, id);
-    [
-        word(STUDIO_WORDS, k, 8),
-        word(STUDIO_WORDS, k, 16),
-        word(STUDIO_SUFFIXES, k, 24),
-        word(TLDS, k, 32),
-    ]
+    [word(STUDIO_WORDS, k, 8), word(STUDIO_WORDS, k, 16), word(STUDIO_SUFFIXES, k, 24), word(TLDS, k, 32)]
 }
 
 fn put_advertiser_domain(out: &mut String, seed: u64, id: u64) {
@@ -1247,12 +1126,7 @@ impl<'w> CampaignGen<'w> {
             campaigns: JsonLines::create(dir, files::CAMPAIGNS)?,
             creatives: JsonLines::create(dir, files::CREATIVES)?,
             rates: RatesCsv::create(dir)?,
-            advertiser: AdvertiserState {
-                id: 0,
-                campaigns_left: 0,
-                n_titles: 1,
-                category: GAMES_CATEGORY,
-            },
+            advertiser: AdvertiserState { id: 0, campaigns_left: 0, n_titles: 1, category: GAMES_CATEGORY },
             next_creative_id: 1,
             advertiser_record: Advertiser {
                 id: 0,
@@ -1364,8 +1238,7 @@ impl<'w> CampaignGen<'w> {
         } else {
             let rng = &mut self.rng;
             self.picks.clear();
-            self.picks
-                .extend((0..countries.len()).filter(|_| rng.random_bool(COUNTRY_RATE_SHARE)));
+            self.picks.extend((0..countries.len()).filter(|_| rng.random_bool(COUNTRY_RATE_SHARE)));
         }
         for i in 0..self.picks.len() {
             let country = if countries.is_empty() {
@@ -1404,24 +1277,10 @@ fn empty_campaign() -> Campaign {
         advertiser_id: 0,
         name: String::new(),
         status: CampaignStatus::Active,
-        app: PromotedApp {
-            bundle: String::new(),
-            store_url: String::new(),
-            platform: Platform::Android,
-        },
-        bid: Bid {
-            bid_type: BidType::Cpi,
-            amount_micros: 0,
-        },
-        budget: Budget {
-            daily_micros: 0,
-            total_micros: 0,
-            spent_micros: 0,
-        },
-        schedule: Schedule {
-            start: String::new(),
-            end: String::new(),
-        },
+        app: PromotedApp { bundle: String::new(), store_url: String::new(), platform: Platform::Android },
+        bid: Bid { bid_type: BidType::Cpi, amount_micros: 0 },
+        budget: Budget { daily_micros: 0, total_micros: 0, spent_micros: 0 },
+        schedule: Schedule { start: String::new(), end: String::new() },
         targeting: Targeting::default(),
         frequency_cap: None,
     }
@@ -1478,23 +1337,12 @@ fn fill_campaign(
     c.status = pick(rng, STATUSES);
     fill_countries(rng, world, &mut c.targeting.countries, picks);
     let us = c.targeting.countries.iter().any(|country| country == "US");
-    let android_share = if us {
-        ANDROID_SHARE_US_CAMPAIGNS
-    } else {
-        ANDROID_SHARE_OTHER_CAMPAIGNS
-    };
-    let platform = if rng.random_bool(android_share) {
-        Platform::Android
-    } else {
-        Platform::Ios
-    };
+    let android_share = if us { ANDROID_SHARE_US_CAMPAIGNS } else { ANDROID_SHARE_OTHER_CAMPAIGNS };
+    let platform = if rng.random_bool(android_share) { Platform::Android } else { Platform::Ios };
     let title = fill_promoted_app(rng, world, advertiser, platform, &mut c.app);
     let bid_type = pick(rng, BID_TYPES);
     let range = bid_range_dollars(bid_type, market_tier(&c.targeting.countries));
-    c.bid = Bid {
-        bid_type,
-        amount_micros: micros(log_uniform(rng, range), CENT_MICROS),
-    };
+    c.bid = Bid { bid_type, amount_micros: micros(log_uniform(rng, range), CENT_MICROS) };
     let (start_s, end_s) = pick_schedule(rng, world.now_unix_s);
     c.schedule.start.clear();
     put_rfc3339(&mut c.schedule.start, start_s);
@@ -1506,36 +1354,19 @@ fn fill_campaign(
         impressions: *pick_one(rng, FREQUENCY_CAP_IMPRESSIONS),
         period_s: *pick_one(rng, FREQUENCY_CAP_PERIODS_S),
     });
-    fill_campaign_name(
-        &mut c.name,
-        title,
-        &c.targeting.countries,
-        bid_type,
-        platform,
-    );
+    fill_campaign_name(&mut c.name, title, &c.targeting.countries, bid_type, platform);
 }
 
 /// Worldwide (empty) for some campaigns, else one to five distinct countries, mostly the top ten.
-fn fill_countries(
-    rng: &mut ChaCha8Rng,
-    world: &World,
-    countries: &mut Vec<String>,
-    picks: &mut Vec<usize>,
-) {
-    let n = if rng.random_bool(WORLDWIDE_CAMPAIGN_SHARE) {
-        0
-    } else {
-        pick(rng, COUNTRIES_PER_CAMPAIGN)
-    };
+fn fill_countries(rng: &mut ChaCha8Rng, world: &World, countries: &mut Vec<String>, picks: &mut Vec<usize>) {
+    let n = if rng.random_bool(WORLDWIDE_CAMPAIGN_SHARE) { 0 } else { pick(rng, COUNTRIES_PER_CAMPAIGN) };
     let cumulative = &world.country_cumulative;
     let total = cumulative[cumulative.len() - 1];
     pick_distinct(picks, n, || {
         let x = rng.random_range(0..total);
         cumulative.partition_point(|&sum| sum <= x)
     });
-    fill_strings(countries, picks.len(), |i, s| {
-        s.push_str(COUNTRY_CODES[picks[i]])
-    });
+    fill_strings(countries, picks.len(), |i, s| s.push_str(COUNTRY_CODES[picks[i]]));
 }
 
 /// Fills the promoted app from one of the advertiser's titles; returns the title's two words.
@@ -1546,8 +1377,8 @@ fn fill_promoted_app(
     platform: Platform,
     app: &mut PromotedApp,
 ) -> [&'static str; 2] {
-    let title_index = u64::from(advertiser.id) * TITLES_PER_ADVERTISER_MAX
-        + rng.random_range(0..advertiser.n_titles);
+    let title_index =
+        u64::from(advertiser.id) * TITLES_PER_ADVERTISER_MAX + rng.random_range(0..advertiser.n_titles);
     let k = world.key(KeyDomain::Title, title_index);
     let (adjectives, nouns) = title_words(advertiser.category);
     let title = [word(adjectives, k, 8), word(nouns, k, 16)];
@@ -1556,27 +1387,16 @@ fn fill_promoted_app(
     app.store_url.clear();
     match platform {
         Platform::Android => {
-            let [first, second, suffix, tld] =
-                advertiser_domain_parts(world.seed, advertiser.id.into());
+            let [first, second, suffix, tld] = advertiser_domain_parts(world.seed, advertiser.id.into());
             let [adjective, noun] = title;
             let id = advertiser.id;
-            put(
-                &mut app.bundle,
-                format_args!("{tld}.{first}{second}{suffix}{id}.{adjective}{noun}"),
-            );
-            put(
-                &mut app.store_url,
-                format_args!("{PLAY_STORE_URL}{}", app.bundle),
-            );
+            put(&mut app.bundle, format_args!("{tld}.{first}{second}{suffix}{id}.{adjective}{noun}"));
+            put(&mut app.store_url, format_args!("{PLAY_STORE_URL}{}", app.bundle));
         }
         Platform::Ios => {
-            let store_id =
-                IOS_APP_ID_MIN + world.key(KeyDomain::StoreId, title_index) % IOS_APP_IDS;
+            let store_id = IOS_APP_ID_MIN + world.key(KeyDomain::StoreId, title_index) % IOS_APP_IDS;
             put(&mut app.bundle, format_args!("{store_id}"));
-            put(
-                &mut app.store_url,
-                format_args!("{APP_STORE_URL}{store_id}"),
-            );
+            put(&mut app.store_url, format_args!("{APP_STORE_URL}{store_id}"));
         }
     }
     title
@@ -1586,8 +1406,7 @@ fn fill_promoted_app(
 fn pick_schedule(rng: &mut ChaCha8Rng, now_s: i64) -> (i64, i64) {
     let hour = now_s - now_s.rem_euclid(HOUR_S);
     let percentile = rng.random_range(0..100u32);
-    let mut hours =
-        |days_lo: i64, days_hi: i64| rng.random_range(days_lo * 24..=days_hi * 24) * HOUR_S;
+    let mut hours = |days_lo: i64, days_hi: i64| rng.random_range(days_lo * 24..=days_hi * 24) * HOUR_S;
     match percentile {
         // Running: three campaigns in four.
         0..=74 => (hour - hours(1, 120), hour + hours(1, 180)),
@@ -1607,10 +1426,7 @@ fn pick_schedule(rng: &mut ChaCha8Rng, now_s: i64) -> (i64, i64) {
 /// Daily and total budgets, and spend so far: proportional to the schedule's elapsed share,
 /// with some campaigns having exhausted their budget (or overspent it slightly, as pacing does).
 fn pick_budget(rng: &mut ChaCha8Rng, now_s: i64, start_s: i64, end_s: i64) -> Budget {
-    let daily = micros(
-        log_uniform(rng, (DAILY_BUDGET_DOLLARS_MIN, DAILY_BUDGET_DOLLARS_MAX)),
-        DOLLAR_MICROS,
-    );
+    let daily = micros(log_uniform(rng, (DAILY_BUDGET_DOLLARS_MIN, DAILY_BUDGET_DOLLARS_MAX)), DOLLAR_MICROS);
     let total = daily * rng.random_range(BUDGET_DAYS_MIN..=BUDGET_DAYS_MAX);
     let elapsed = ((now_s - start_s) as f64 / (end_s - start_s) as f64).clamp(0.0, 1.0);
     let spent = if now_s <= start_s {
@@ -1621,11 +1437,7 @@ fn pick_budget(rng: &mut ChaCha8Rng, now_s: i64, start_s: i64, end_s: i64) -> Bu
         let pace: f64 = rng.random_range(0.5..1.0);
         (total as f64 * elapsed * pace) as u64 / CENT_MICROS * CENT_MICROS
     };
-    Budget {
-        daily_micros: daily,
-        total_micros: total,
-        spent_micros: spent,
-    }
+    Budget { daily_micros: daily, total_micros: total, spent_micros: spent }
 }
 
 /// Targeting beyond countries: each restriction is used by a minority of campaigns.
@@ -1637,14 +1449,8 @@ fn fill_targeting(
     picks: &mut Vec<usize>,
 ) {
     t.os = rng.random_bool(OS_TARGETED_SHARE).then_some(platform);
-    let versions = if platform == Platform::Android {
-        ANDROID_VERSIONS
-    } else {
-        IOS_VERSIONS
-    };
-    let min_os_version = rng
-        .random_bool(MIN_OS_VERSION_SHARE)
-        .then(|| *pick_one(rng, versions));
+    let versions = if platform == Platform::Android { ANDROID_VERSIONS } else { IOS_VERSIONS };
+    let min_os_version = rng.random_bool(MIN_OS_VERSION_SHARE).then(|| *pick_one(rng, versions));
     set_option_str(&mut t.min_os_version, min_os_version);
     let devices = sometimes_pick(rng, DEVICE_TYPES_SHARE, DEVICE_TYPE_SETS);
     set_strings(&mut t.device_types, devices);
@@ -1652,11 +1458,7 @@ fn fill_targeting(
     set_strings(&mut t.connection_types, connections);
     fill_languages(rng, &t.countries, &mut t.languages);
     fill_app_lists(rng, world, platform, t, picks);
-    let categories: &[&str] = if rng.random_bool(APP_CATEGORIES_SHARE) {
-        &[GAMES_CATEGORY]
-    } else {
-        &[]
-    };
+    let categories: &[&str] = if rng.random_bool(APP_CATEGORIES_SHARE) { &[GAMES_CATEGORY] } else { &[] };
     set_strings(&mut t.app_categories, categories);
     fill_segments(rng, world, t, picks);
 }
@@ -1695,14 +1497,9 @@ fn fill_app_lists(
     };
     pick_distinct(picks, n, || popular_index(rng, world.n_apps));
     picks.retain(|&index| app_platform(world.seed, index as u64) == platform);
-    let (list, other) = if allow {
-        (&mut t.apps_allow, &mut t.apps_block)
-    } else {
-        (&mut t.apps_block, &mut t.apps_allow)
-    };
-    fill_strings(list, picks.len(), |i, s| {
-        put_app_bundle(s, world.seed, picks[i] as u64)
-    });
+    let (list, other) =
+        if allow { (&mut t.apps_allow, &mut t.apps_block) } else { (&mut t.apps_block, &mut t.apps_allow) };
+    fill_strings(list, picks.len(), |i, s| put_app_bundle(s, world.seed, picks[i] as u64));
     other.clear();
 }
 
@@ -1711,16 +1508,12 @@ fn fill_segments(rng: &mut ChaCha8Rng, world: &World, t: &mut Targeting, picks: 
     let n_include = sometimes(rng, SEGMENTS_INCLUDE_SHARE, 1..=2);
     let n_exclude = usize::from(rng.random_bool(SEGMENTS_EXCLUDE_SHARE));
     let n_segments = world.n_segments as usize;
-    pick_distinct(picks, n_include + n_exclude, || {
-        rng.random_range(1..=n_segments)
-    });
+    pick_distinct(picks, n_include + n_exclude, || rng.random_range(1..=n_segments));
     let n_include = n_include.min(picks.len());
     t.segments_include.clear();
-    t.segments_include
-        .extend(picks[..n_include].iter().map(|&id| id as u32));
+    t.segments_include.extend(picks[..n_include].iter().map(|&id| id as u32));
     t.segments_exclude.clear();
-    t.segments_exclude
-        .extend(picks[n_include..].iter().map(|&id| id as u32));
+    t.segments_exclude.extend(picks[n_include..].iter().map(|&id| id as u32));
 }
 
 /// E.g. `Merge Kingdom | US+2 | CPI | iOS`.
@@ -1762,25 +1555,15 @@ fn fill_creative(rng: &mut ChaCha8Rng, campaign: &Campaign, id: u32, cr: &mut Cr
     cr.mime.push_str(shape.mime);
     let advertiser_id = campaign.advertiser_id;
     fill_strings(&mut cr.assets, shape.files.len(), |i, s| {
-        put(
-            s,
-            format_args!("{CDN_URL}/{advertiser_id}/{id}/{}", shape.files[i]),
-        );
+        put(s, format_args!("{CDN_URL}/{advertiser_id}/{id}/{}", shape.files[i]));
     });
     let video = shape.mime.starts_with("video/");
-    cr.video_duration_s =
-        video.then(|| rng.random_range(VIDEO_DURATION_S_MIN..=VIDEO_DURATION_S_MAX));
+    cr.video_duration_s = video.then(|| rng.random_range(VIDEO_DURATION_S_MIN..=VIDEO_DURATION_S_MAX));
     if rng.random_bool(INLINE_MARKUP_SHARE) {
         cr.template = None;
         let markup = cr.markup.get_or_insert_with(String::new);
         markup.clear();
-        put_inline_markup(
-            markup,
-            &shape,
-            id,
-            &cr.assets[0],
-            cr.video_duration_s.unwrap_or(0),
-        );
+        put_inline_markup(markup, &shape, id, &cr.assets[0], cr.video_duration_s.unwrap_or(0));
     } else {
         cr.markup = None;
         set_option_str(&mut cr.template, Some(shape.template));
@@ -1795,46 +1578,25 @@ fn put_inline_markup(out: &mut String, shape: &Shape, id: u32, asset: &str, dura
         put_inline_vast(out, shape, id, asset, duration_s);
     } else if shape.format == Format::Native {
         out.push_str(r#"{"native":{"ver":"1.2","assets":[{"id":1,"img":{"type":1,"url":""#);
-        put(
-            out,
-            format_args!(r#"{asset}"}}}}],"link":{{"url":"{CLICK_URL}?cr={id}"}}}}}}"#),
-        );
+        put(out, format_args!(r#"{asset}"}}}}],"link":{{"url":"{CLICK_URL}?cr={id}"}}}}}}"#));
     } else if shape.mime == "text/html" {
         let frame = format_args!(r#"<iframe src="{asset}" width="{w}" height="{h}"></iframe>"#);
         put(out, format_args!("{frame}"));
     } else {
         let img = format_args!(r#"<img src="{asset}" width="{w}" height="{h}" alt="">"#);
-        put(
-            out,
-            format_args!(r#"<a href="{CLICK_URL}?cr={id}" target="_blank">{img}</a>"#),
-        );
+        put(out, format_args!(r#"<a href="{CLICK_URL}?cr={id}" target="_blank">{img}</a>"#));
     }
 }
 
 fn put_inline_vast(out: &mut String, shape: &Shape, id: u32, asset: &str, duration_s: u16) {
     let (mime, w, h) = (shape.mime, shape.width, shape.height);
     out.push_str(r#"<VAST version="4.0"><Ad><InLine><AdSystem>adsnap</AdSystem>"#);
-    put(
-        out,
-        format_args!("<AdTitle>creative {id}</AdTitle><Creatives><Creative><Linear>"),
-    );
-    put(
-        out,
-        format_args!("<Duration>00:00:{duration_s:02}</Duration><MediaFiles>"),
-    );
-    put(
-        out,
-        format_args!(r#"<MediaFile delivery="progressive" type="{mime}" "#),
-    );
-    put(
-        out,
-        format_args!(r#"width="{w}" height="{h}"><![CDATA[{asset}]]></MediaFile>"#),
-    );
+    put(out, format_args!("<AdTitle>creative {id}</AdTitle><Creatives><Creative><Linear>"));
+    put(out, format_args!("<Duration>00:00:{duration_s:02}</Duration><MediaFiles>"));
+    put(out, format_args!(r#"<MediaFile delivery="progressive" type="{mime}" "#));
+    put(out, format_args!(r#"width="{w}" height="{h}"><![CDATA[{asset}]]></MediaFile>"#));
     out.push_str("</MediaFiles><VideoClicks><ClickThrough><![CDATA[");
-    put(
-        out,
-        format_args!("{CLICK_URL}?cr={id}]]></ClickThrough></VideoClicks></Linear>"),
-    );
+    put(out, format_args!("{CLICK_URL}?cr={id}]]></ClickThrough></VideoClicks></Linear>"));
     out.push_str("</Creative></Creatives></InLine></Ad></VAST>");
 }
 
@@ -1842,21 +1604,14 @@ fn put_inline_vast(out: &mut String, shape: &Shape, id: u32, asset: &str, durati
 mod tests {
     use std::collections::{HashMap, HashSet};
 
-    use adsnap_snapshot::{
-        is_country_code, is_language_code, pack_os_version, ConnectionType, DeviceType,
-    };
+    use adsnap_snapshot::{is_country_code, is_language_code, pack_os_version, ConnectionType, DeviceType};
     use proptest::prelude::*;
     use serde::de::DeserializeOwned;
 
     use super::*;
 
     fn options(n_campaigns: u64, seed: u64, creatives_per_campaign: u32) -> GenOptions {
-        GenOptions {
-            n_campaigns,
-            seed,
-            creatives_per_campaign,
-            ..GenOptions::default()
-        }
+        GenOptions { n_campaigns, seed, creatives_per_campaign, ..GenOptions::default() }
     }
 
     fn generate_temp(options: &GenOptions) -> (tempfile::TempDir, GenSummary) {
@@ -1891,14 +1646,8 @@ mod tests {
     fn read_rates(dir: &Path) -> Vec<PredictedRate> {
         let mut reader = csv::Reader::from_path(dir.join(files::PREDICTED_RATES)).expect("open");
         let header = reader.headers().expect("header").clone();
-        assert_eq!(
-            header.iter().collect::<Vec<_>>(),
-            ["campaign_id", "country", "os", "ctr", "cvr"]
-        );
-        reader
-            .deserialize()
-            .map(|row| row.expect("rate row"))
-            .collect()
+        assert_eq!(header.iter().collect::<Vec<_>>(), ["campaign_id", "country", "os", "ctr", "cvr"]);
+        reader.deserialize().map(|row| row.expect("rate row")).collect()
     }
 
     fn load(dir: &Path) -> Loaded {
@@ -1919,9 +1668,8 @@ mod tests {
 
     /// `^IAB[0-9]{1,2}(-[0-9]{1,3})?$`
     fn is_iab(s: &str) -> bool {
-        let digits = |t: &str, max: usize| {
-            (1..=max).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
-        };
+        let digits =
+            |t: &str, max: usize| (1..=max).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit());
         match s.strip_prefix("IAB").map(|rest| rest.split_once('-')) {
             Some(Some((main, sub))) => digits(main, 2) && digits(sub, 3),
             Some(None) => digits(&s[3..], 2),
@@ -1934,9 +1682,7 @@ mod tests {
             && s.split('.').all(|label| {
                 !label.is_empty()
                     && !label.starts_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             })
     }
 
@@ -1977,18 +1723,12 @@ mod tests {
         for app in &c.apps {
             assert!(!app.id.is_empty() && app.id.len() <= 128 && is_iab(&app.iab_category));
             assert!(app.blocked_domains.iter().all(|d| is_domain(d)), "{app:?}");
-            assert!(
-                app.blocked_categories.iter().all(|cat| is_iab(cat)),
-                "{app:?}"
-            );
+            assert!(app.blocked_categories.iter().all(|cat| is_iab(cat)), "{app:?}");
         }
         assert!(all_unique(c.ad_units.iter().map(|u| &u.id)));
         for unit in &c.ad_units {
             assert!(app_ids.contains(unit.app_id.as_str()) && unit.id.len() <= 128);
-            assert!(
-                !unit.formats.is_empty() && all_unique(&unit.formats),
-                "{unit:?}"
-            );
+            assert!(!unit.formats.is_empty() && all_unique(&unit.formats), "{unit:?}");
             if unit.formats.contains(&Format::Banner) {
                 assert!(unit.width > 0 && unit.height > 0, "{unit:?}");
             }
@@ -2001,34 +1741,21 @@ mod tests {
         assert!(advertisers.contains(&c.advertiser_id), "{c:?}");
         let url = &c.app.store_url;
         match c.app.platform {
-            Platform::Android => assert_eq!(
-                *url,
-                format!(
-                    "https://play.google.com/store/apps/details?id={}",
-                    c.app.bundle
-                )
-            ),
+            Platform::Android => {
+                assert_eq!(*url, format!("https://play.google.com/store/apps/details?id={}", c.app.bundle))
+            }
             Platform::Ios => {
-                let digits = url
-                    .strip_prefix("https://apps.apple.com/app/id")
-                    .expect(url);
+                let digits = url.strip_prefix("https://apps.apple.com/app/id").expect(url);
                 assert!(!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
                 assert_eq!(digits, c.app.bundle, "iOS bundles are App Store ids");
             }
         }
-        assert!(
-            (1..=1_000_000_000_000).contains(&c.bid.amount_micros),
-            "{c:?}"
-        );
+        assert!((1..=1_000_000_000_000).contains(&c.bid.amount_micros), "{c:?}");
         let b = &c.budget;
         assert!(b.total_micros > 0 && b.daily_micros > 0 && b.daily_micros <= b.total_micros);
         let start = humantime::parse_rfc3339(&c.schedule.start).expect("start");
         let end = humantime::parse_rfc3339(&c.schedule.end).expect("end");
-        assert!(
-            c.schedule.start.ends_with('Z') && end > start,
-            "{:?}",
-            c.schedule
-        );
+        assert!(c.schedule.start.ends_with('Z') && end > start, "{:?}", c.schedule);
         if let Some(cap) = &c.frequency_cap {
             assert!(cap.impressions > 0 && (1..=2_592_000).contains(&cap.period_s));
         }
@@ -2036,39 +1763,21 @@ mod tests {
 
     fn check_targeting(c: &Campaign, bundles: &HashSet<&str>, segments: &HashSet<u32>) {
         let t = &c.targeting;
-        assert!(
-            t.countries.iter().all(|code| is_country_code(code)),
-            "{t:?}"
-        );
-        assert!(
-            all_unique(&t.countries) && all_unique(&t.languages),
-            "{t:?}"
-        );
+        assert!(t.countries.iter().all(|code| is_country_code(code)), "{t:?}");
+        assert!(all_unique(&t.countries) && all_unique(&t.languages), "{t:?}");
         assert!(t.os.is_none_or(|os| os == c.app.platform), "{c:?}");
         let version_ok = |v: &String| v.contains('.') && pack_os_version(v).is_some();
         assert!(t.min_os_version.as_ref().is_none_or(version_ok), "{t:?}");
-        assert!(t
-            .device_types
-            .iter()
-            .all(|d| DeviceType::from_name(d).is_some()));
-        assert!(t
-            .connection_types
-            .iter()
-            .all(|d| ConnectionType::from_name(d).is_some()));
+        assert!(t.device_types.iter().all(|d| DeviceType::from_name(d).is_some()));
+        assert!(t.connection_types.iter().all(|d| ConnectionType::from_name(d).is_some()));
         assert!(t.languages.iter().all(|l| is_language_code(l)), "{t:?}");
         let listed = t.apps_allow.iter().chain(&t.apps_block);
         assert!(all_unique(listed.clone()), "{t:?}");
-        assert!(
-            listed.into_iter().all(|b| bundles.contains(b.as_str())),
-            "{t:?}"
-        );
+        assert!(listed.into_iter().all(|b| bundles.contains(b.as_str())), "{t:?}");
         assert!(t.app_categories.iter().all(|cat| is_iab(cat)));
         let segment_ids = t.segments_include.iter().chain(&t.segments_exclude);
         assert!(all_unique(segment_ids.clone()), "{t:?}");
-        assert!(
-            segment_ids.into_iter().all(|id| segments.contains(id)),
-            "{t:?}"
-        );
+        assert!(segment_ids.into_iter().all(|id| segments.contains(id)), "{t:?}");
     }
 
     fn check_campaigns(c: &Loaded) {
@@ -2086,11 +1795,7 @@ mod tests {
     fn check_creatives(c: &Loaded) {
         assert!(all_unique(c.creatives.iter().map(|cr| cr.id)));
         let campaigns: HashSet<u32> = c.campaigns.iter().map(|c| c.id).collect();
-        let kinds: HashMap<&str, MarkupKind> = c
-            .templates
-            .iter()
-            .map(|t| (t.id.as_str(), t.kind))
-            .collect();
+        let kinds: HashMap<&str, MarkupKind> = c.templates.iter().map(|t| (t.id.as_str(), t.kind)).collect();
         for cr in &c.creatives {
             assert!(cr.id > 0 && campaigns.contains(&cr.campaign_id), "{cr:?}");
             assert!(cr.format == Format::Native || (cr.width > 0 && cr.height > 0));
@@ -2129,39 +1834,22 @@ mod tests {
     }
 
     fn adsnap_mime(mime: &str) -> bool {
-        let mimes = [
-            "image/png",
-            "image/jpeg",
-            "image/gif",
-            "image/webp",
-            "video/mp4",
-        ];
+        let mimes = ["image/png", "image/jpeg", "image/gif", "image/webp", "video/mp4"];
         mimes.contains(&mime) || ["video/webm", "text/html", "application/json"].contains(&mime)
     }
 
     fn check_rates(c: &Loaded) {
-        let platforms: HashMap<u32, Platform> =
-            c.campaigns.iter().map(|c| (c.id, c.app.platform)).collect();
+        let platforms: HashMap<u32, Platform> = c.campaigns.iter().map(|c| (c.id, c.app.platform)).collect();
         let keys = c.rates.iter().map(|r| (r.campaign_id, &r.country, &r.os));
-        assert!(
-            all_unique(keys),
-            "duplicate (campaign_id, country, os) rows"
-        );
+        assert!(all_unique(keys), "duplicate (campaign_id, country, os) rows");
         for r in &c.rates {
             let platform = platforms.get(&r.campaign_id).expect("campaign exists");
             assert!(r.country == "*" || is_country_code(&r.country), "{r:?}");
             assert!(r.os == "*" || r.os == platform_name(*platform), "{r:?}");
-            assert!(
-                r.ctr > 0.0 && r.ctr <= 1.0 && (0.0..=1.0).contains(&r.cvr),
-                "{r:?}"
-            );
+            assert!(r.ctr > 0.0 && r.ctr <= 1.0 && (0.0..=1.0).contains(&r.cvr), "{r:?}");
         }
-        let global: HashSet<u32> = c
-            .rates
-            .iter()
-            .filter(|r| r.country == "*")
-            .map(|r| r.campaign_id)
-            .collect();
+        let global: HashSet<u32> =
+            c.rates.iter().filter(|r| r.country == "*").map(|r| r.campaign_id).collect();
         assert_eq!(global.len(), c.campaigns.len(), "a `*` row per campaign");
     }
 
@@ -2170,22 +1858,14 @@ mod tests {
         assert!(all_unique(c.experiments.iter().map(|e| e.slot)));
         for e in &c.experiments {
             let share_max = if e.slot == 2 { 3_332 } else { 3_334 };
-            assert!(
-                e.slot <= 2 && (1..=share_max).contains(&e.share_bp),
-                "{e:?}"
-            );
+            assert!(e.slot <= 2 && (1..=share_max).contains(&e.share_bp), "{e:?}");
             assert!((1..=8).contains(&e.arms.len()) && all_unique(e.arms.iter().map(|a| a.id)));
             assert!(e.arms.iter().all(|a| a.weight_bp > 0));
-            assert_eq!(
-                e.arms.iter().map(|a| u32::from(a.weight_bp)).sum::<u32>(),
-                10_000
-            );
+            assert_eq!(e.arms.iter().map(|a| u32::from(a.weight_bp)).sum::<u32>(), 10_000);
             for o in e.arms.iter().map(|a| &a.overrides) {
                 assert!(o.bid_multiplier.is_none_or(|m| m > 0.0 && m <= 10.0));
                 assert!(o.floor_multiplier.is_none_or(|m| (0.0..=10.0).contains(&m)));
-                assert!(o
-                    .candidates_scanned_max
-                    .is_none_or(|n| (1..=4_096).contains(&n)));
+                assert!(o.candidates_scanned_max.is_none_or(|n| (1..=4_096).contains(&n)));
             }
         }
         let shares: Vec<_> = c.experiments.iter().map(|e| (e.slot, e.share_bp)).collect();
@@ -2211,10 +1891,8 @@ mod tests {
         let options = options(700, 42, 3);
         let (a, _) = generate_temp(&options);
         let (b, _) = generate_temp(&options);
-        let mut names: Vec<_> = fs::read_dir(a.path())
-            .expect("list")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+        let mut names: Vec<_> =
+            fs::read_dir(a.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
         names.sort();
         assert_eq!(names.len(), 10, "{names:?}");
         for name in names {
@@ -2222,16 +1900,9 @@ mod tests {
             let right = fs::read(b.path().join(&name)).expect("read");
             assert!(left == right, "{name:?} differs between runs");
         }
-        let (other, _) = generate_temp(&GenOptions {
-            seed: 43,
-            ..options
-        });
+        let (other, _) = generate_temp(&GenOptions { seed: 43, ..options });
         let campaigns = |dir: &Path| fs::read(dir.join(files::CAMPAIGNS)).expect("read");
-        assert_ne!(
-            campaigns(a.path()),
-            campaigns(other.path()),
-            "the seed matters"
-        );
+        assert_ne!(campaigns(a.path()), campaigns(other.path()), "the seed matters");
     }
 
     #[test]
@@ -2248,11 +1919,7 @@ mod tests {
         assert_eq!(summary.n_apps, lines(files::APPS));
         assert_eq!(summary.n_ad_units, lines(files::AD_UNITS));
         assert_eq!(summary.n_segments, lines(files::SEGMENTS));
-        assert_eq!(
-            summary.n_rates,
-            lines(files::PREDICTED_RATES) - 1,
-            "minus the header"
-        );
+        assert_eq!(summary.n_rates, lines(files::PREDICTED_RATES) - 1, "minus the header");
         assert_eq!(summary.n_rates, c.rates.len() as u64);
         assert_eq!(summary.n_experiments, lines(files::EXPERIMENTS));
         let on_disk: u64 = fs::read_dir(dir.path())
@@ -2260,33 +1927,18 @@ mod tests {
             .map(|e| e.expect("entry").metadata().expect("metadata").len())
             .sum();
         assert_eq!(summary.bytes_written, on_disk);
-        assert_eq!(
-            (c.apps.len(), c.segments.len()),
-            (250, SEGMENTS_MIN as usize)
-        );
+        assert_eq!((c.apps.len(), c.segments.len()), (250, SEGMENTS_MIN as usize));
     }
 
     #[test]
     fn bad_options_and_existing_catalogs_are_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let run = |options: &GenOptions| generate(options, dir.path(), &|_| {});
-        assert!(matches!(
-            run(&options(0, 1, 3)),
-            Err(GenError::CampaignCount(0))
-        ));
+        assert!(matches!(run(&options(0, 1, 3)), Err(GenError::CampaignCount(0))));
         let too_many = CAMPAIGNS_MAX + 1;
-        assert!(matches!(
-            run(&options(too_many, 1, 3)),
-            Err(GenError::CampaignCount(_))
-        ));
-        assert!(matches!(
-            run(&options(100, 1, 0)),
-            Err(GenError::CreativesPerCampaign(0))
-        ));
-        assert!(matches!(
-            run(&options(100, 1, 21)),
-            Err(GenError::CreativesPerCampaign(21))
-        ));
+        assert!(matches!(run(&options(too_many, 1, 3)), Err(GenError::CampaignCount(_))));
+        assert!(matches!(run(&options(100, 1, 0)), Err(GenError::CreativesPerCampaign(0))));
+        assert!(matches!(run(&options(100, 1, 21)), Err(GenError::CreativesPerCampaign(21))));
         run(&options(100, 1, 1)).expect("first run");
         let err = run(&options(100, 1, 1)).expect_err("second run refuses");
         assert!(matches!(err, GenError::CatalogExists(_)));
@@ -2299,10 +1951,7 @@ mod tests {
         let out = dir.path().join("a/b");
         let seen = std::cell::RefCell::new(Vec::new());
         let n = u64::from(PROGRESS_EVERY_CAMPAIGNS) + 10;
-        generate(&options(n, 3, 1), &out, &|done| {
-            seen.borrow_mut().push(done)
-        })
-        .expect("generate");
+        generate(&options(n, 3, 1), &out, &|done| seen.borrow_mut().push(done)).expect("generate");
         let seen = seen.into_inner();
         assert_eq!(seen, [u64::from(PROGRESS_EVERY_CAMPAIGNS), n]);
         assert!(out.join(files::MANIFEST).exists());
@@ -2315,10 +1964,7 @@ mod tests {
         assert_eq!(s, "2026-11-22T00:00:00Z");
         s.clear();
         put_rfc3339(&mut s, -5);
-        assert_eq!(
-            s, "1970-01-01T00:00:00Z",
-            "clamped to what RFC 3339 and the builder accept"
-        );
+        assert_eq!(s, "1970-01-01T00:00:00Z", "clamped to what RFC 3339 and the builder accept");
     }
 
     fn share(part: usize, whole: usize) -> f64 {
@@ -2338,27 +1984,13 @@ mod tests {
         let us: Vec<&Campaign> = c.campaigns.iter().filter(targets_us).collect();
         let us_android = share(us.iter().copied().filter(is_android).count(), us.len());
         assert!(us_android < 0.5, "android among US campaigns {us_android}");
-        let worldwide = c
-            .campaigns
-            .iter()
-            .filter(|c| c.targeting.countries.is_empty())
-            .count();
-        assert!(
-            (0.07..=0.13).contains(&share(worldwide, n)),
-            "worldwide {worldwide}"
-        );
+        let worldwide = c.campaigns.iter().filter(|c| c.targeting.countries.is_empty()).count();
+        assert!((0.07..=0.13).contains(&share(worldwide, n)), "worldwide {worldwide}");
         let top: HashSet<&str> = MARKETS[..TOP_MARKETS].iter().map(|m| m.0).collect();
-        let targeted: Vec<&str> = c
-            .campaigns
-            .iter()
-            .flat_map(|c| c.targeting.countries.iter().map(String::as_str))
-            .collect();
+        let targeted: Vec<&str> =
+            c.campaigns.iter().flat_map(|c| c.targeting.countries.iter().map(String::as_str)).collect();
         let in_top = targeted.iter().filter(|k| top.contains(*k)).count();
-        assert!(
-            share(in_top, targeted.len()) > 0.6,
-            "top ten {in_top}/{}",
-            targeted.len()
-        );
+        assert!(share(in_top, targeted.len()) > 0.6, "top ten {in_top}/{}", targeted.len());
         let distinct: HashSet<&str> = targeted.into_iter().collect();
         assert!(distinct.len() > 150, "{} countries used", distinct.len());
     }
@@ -2367,31 +1999,16 @@ mod tests {
     fn check_business_mix(c: &Loaded) {
         let n = c.campaigns.len();
         let games = |category: &str| category == GAMES_CATEGORY;
-        let game_advertisers = c
-            .advertisers
-            .iter()
-            .filter(|a| games(&a.iab_category))
-            .count();
+        let game_advertisers = c.advertisers.iter().filter(|a| games(&a.iab_category)).count();
         assert!(share(game_advertisers, c.advertisers.len()) > 0.5);
         let game_apps = c.apps.iter().filter(|a| games(&a.iab_category)).count();
         assert!(share(game_apps, c.apps.len()) > 0.5);
-        let cpi = c
-            .campaigns
-            .iter()
-            .filter(|c| c.bid.bid_type == BidType::Cpi)
-            .count();
+        let cpi = c.campaigns.iter().filter(|c| c.bid.bid_type == BidType::Cpi).count();
         assert!((0.65..=0.75).contains(&share(cpi, n)), "cpi {cpi}");
-        let active = c
-            .campaigns
-            .iter()
-            .filter(|c| c.status == CampaignStatus::Active)
-            .count();
+        let active = c.campaigns.iter().filter(|c| c.status == CampaignStatus::Active).count();
         assert!((0.8..=0.9).contains(&share(active, n)), "active {active}");
         let n_advertisers = c.advertisers.len();
-        assert!(
-            (n / 20..=n / 5).contains(&n_advertisers),
-            "{n_advertisers} advertisers"
-        );
+        assert!((n / 20..=n / 5).contains(&n_advertisers), "{n_advertisers} advertisers");
         let mut per_advertiser: HashMap<u32, usize> = HashMap::new();
         for campaign in &c.campaigns {
             *per_advertiser.entry(campaign.advertiser_id).or_default() += 1;
@@ -2407,38 +2024,21 @@ mod tests {
         let n = c.campaigns.len();
         let time = |s: &str| humantime::parse_rfc3339(s).expect("time");
         let now = UNIX_EPOCH + Duration::from_secs(now_s as u64);
-        let is_running =
-            |c: &&Campaign| time(&c.schedule.start) <= now && now < time(&c.schedule.end);
+        let is_running = |c: &&Campaign| time(&c.schedule.start) <= now && now < time(&c.schedule.end);
         let running = c.campaigns.iter().filter(is_running).count();
-        assert!(
-            (0.7..=0.8).contains(&share(running, n)),
-            "running {running}"
-        );
+        assert!((0.7..=0.8).contains(&share(running, n)), "running {running}");
         let is_exhausted = |c: &&Campaign| c.budget.spent_micros >= c.budget.total_micros;
         let exhausted = c.campaigns.iter().filter(is_exhausted).count();
-        assert!(
-            exhausted > 0 && share(exhausted, n) < 0.15,
-            "exhausted {exhausted}"
-        );
-        let full_screen =
-            |cr: &&Creative| matches!(cr.format, Format::Interstitial | Format::RewardedVideo);
+        assert!(exhausted > 0 && share(exhausted, n) < 0.15, "exhausted {exhausted}");
+        let full_screen = |cr: &&Creative| matches!(cr.format, Format::Interstitial | Format::RewardedVideo);
         let n_full_screen = c.creatives.iter().filter(full_screen).count();
-        assert!(
-            share(n_full_screen, c.creatives.len()) > 0.6,
-            "{n_full_screen} full screen"
-        );
+        assert!(share(n_full_screen, c.creatives.len()) > 0.6, "{n_full_screen} full screen");
         let inline = c.creatives.iter().filter(|cr| cr.markup.is_some()).count();
-        assert!(
-            inline > 0 && share(inline, c.creatives.len()) < 0.1,
-            "inline {inline}"
-        );
+        assert!(inline > 0 && share(inline, c.creatives.len()) < 0.1, "inline {inline}");
         let mut ctrs: Vec<f64> = c.rates.iter().map(|r| r.ctr).collect();
         ctrs.sort_by(f64::total_cmp);
         let median_ctr = ctrs[ctrs.len() / 2];
-        assert!(
-            (0.005..=0.05).contains(&median_ctr),
-            "median ctr {median_ctr}"
-        );
+        assert!((0.005..=0.05).contains(&median_ctr), "median ctr {median_ctr}");
     }
 
     #[test]

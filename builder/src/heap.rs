@@ -27,10 +27,8 @@ pub struct HeapWriter {
 impl HeapWriter {
     /// Creates the spill file in `dir` (the output's folder, so it is on the same disk).
     pub fn new(dir: &Path) -> Result<HeapWriter, BuildError> {
-        let file = tempfile::tempfile_in(dir).map_err(|source| BuildError::Spill {
-            dir: dir.to_owned(),
-            source,
-        })?;
+        let file =
+            tempfile::tempfile_in(dir).map_err(|source| BuildError::Spill { dir: dir.to_owned(), source })?;
         Ok(HeapWriter {
             dir: dir.to_owned(),
             out: BufWriter::with_capacity(SPILL_BUFFER_BYTES, file),
@@ -41,19 +39,12 @@ impl HeapWriter {
 
     /// Appends a string and returns its reference.
     pub fn push(&mut self, s: &str) -> Result<StrRef, BuildError> {
-        let len = u32::try_from(s.len()).map_err(|_| BuildError::Limit {
-            what: "a string longer than 4 GiB".into(),
-        })?;
-        let at = StrRef {
-            offset: self.len,
-            len,
-        };
+        let len = u32::try_from(s.len())
+            .map_err(|_| BuildError::Limit { what: "a string longer than 4 GiB".into() })?;
+        let at = StrRef { offset: self.len, len };
         self.out
             .write_all(s.as_bytes())
-            .map_err(|source| BuildError::Spill {
-                dir: self.dir.clone(),
-                source,
-            })?;
+            .map_err(|source| BuildError::Spill { dir: self.dir.clone(), source })?;
         self.len += s.len() as u64;
         Ok(at)
     }
@@ -72,13 +63,10 @@ impl HeapWriter {
 
     pub fn finish(self) -> Result<StringHeap, BuildError> {
         let dir = self.dir;
-        let file = self.out.into_inner().map_err(|err| BuildError::Spill {
-            dir: dir.clone(),
-            source: err.into_error(),
-        })?;
-        Ok(StringHeap::Spilled {
-            file,
-            len: self.len,
-        })
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|err| BuildError::Spill { dir: dir.clone(), source: err.into_error() })?;
+        Ok(StringHeap::Spilled { file, len: self.len })
     }
 }

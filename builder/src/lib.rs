@@ -88,17 +88,11 @@ pub fn build(options: &BuildOptions) -> Result<BuildSummary, BuildError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
     };
-    let mut compiler = Compiler::new(
-        &options.catalog_dir,
-        &spill_dir,
-        &options.progress,
-        options.now_unix_s,
-    )?;
+    let mut compiler =
+        Compiler::new(&options.catalog_dir, &spill_dir, &options.progress, options.now_unix_s)?;
     compiler.read_all()?;
     if !compiler.diags.is_empty() {
-        return Err(BuildError::Invalid {
-            diagnostics: compiler.diags,
-        });
+        return Err(BuildError::Invalid { diagnostics: compiler.diags });
     }
     let (index, stats) = compiler.build_index()?;
     let payload = compiler.into_payload(index)?;
@@ -121,11 +115,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildSummary, BuildError> {
 }
 
 fn input_bytes(dir: &Path) -> u64 {
-    CATALOG_FILES
-        .iter()
-        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
-        .map(|m| m.len())
-        .sum()
+    CATALOG_FILES.iter().filter_map(|name| std::fs::metadata(dir.join(name)).ok()).map(|m| m.len()).sum()
 }
 
 fn counts_of(p: &schema::Snapshot) -> adsnap_snapshot::Counts {
@@ -145,22 +135,15 @@ fn counts_of(p: &schema::Snapshot) -> adsnap_snapshot::Counts {
 
 /// A table from the hash of each key to its record, sorted by hash.
 fn hash_table(keys: impl Iterator<Item = u64>) -> Vec<HashEntry> {
-    let mut table: Vec<HashEntry> = keys
-        .enumerate()
-        .map(|(idx, hash)| HashEntry {
-            hash,
-            idx: idx as u32,
-        })
-        .collect();
+    let mut table: Vec<HashEntry> =
+        keys.enumerate().map(|(idx, hash)| HashEntry { hash, idx: idx as u32 }).collect();
     table.sort_unstable_by_key(|e| (e.hash, e.idx));
     table
 }
 
 impl Compiler<'_> {
     fn into_payload(self, index: schema::Index) -> Result<schema::Snapshot, BuildError> {
-        let manifest = self
-            .manifest
-            .expect("a catalog without diagnostics has a manifest");
+        let manifest = self.manifest.expect("a catalog without diagnostics has a manifest");
         let app_ids = hash_table(self.app_id_hashes.iter().copied());
         let app_bundles = hash_table(self.apps.iter().map(|a| a.bundle_hash));
         let ad_unit_ids = hash_table(self.ad_unit_id_hashes.iter().copied());

@@ -3,9 +3,7 @@
 
 use std::cmp::Reverse;
 
-use adsnap_snapshot::schema::{
-    self, slot_idx, Candidate, Span, COUNTRY_ANY, N_INDEX_SLOTS, PPM_ONE,
-};
+use adsnap_snapshot::schema::{self, slot_idx, Candidate, Span, COUNTRY_ANY, N_INDEX_SLOTS, PPM_ONE};
 use adsnap_snapshot::{is_country_code, pack_country, Os};
 
 use crate::catalog::{self, files};
@@ -102,55 +100,28 @@ impl Compiler<'_> {
     pub(crate) fn read_rates(&mut self) -> Result<(), BuildError> {
         let mut diags = std::mem::take(&mut self.diags);
         let (dir, progress) = (self.dir, self.progress);
-        let result = for_each_csv_record(
-            dir,
-            files::PREDICTED_RATES,
-            &mut diags,
-            progress,
-            |d, line, row| {
-                self.rate(
-                    d,
-                    At {
-                        file: files::PREDICTED_RATES,
-                        line,
-                    },
-                    row,
-                );
+        let result =
+            for_each_csv_record(dir, files::PREDICTED_RATES, &mut diags, progress, |d, line, row| {
+                self.rate(d, At { file: files::PREDICTED_RATES, line }, row);
                 Ok(())
-            },
-        );
+            });
         self.diags = diags;
         result?;
-        self.rates
-            .sort_by_key(|r| (r.campaign_idx, r.country, r.line));
+        self.rates.sort_by_key(|r| (r.campaign_idx, r.country, r.line));
         for w in self
             .rates
             .windows(2)
             .filter(|w| (w[0].campaign_idx, w[0].country) == (w[1].campaign_idx, w[1].country))
         {
-            let reason = format!(
-                "repeats the rates of line {} for the same campaign and market",
-                w[0].line
-            );
-            self.diags
-                .push(files::PREDICTED_RATES, w[1].line, "", reason);
+            let reason = format!("repeats the rates of line {} for the same campaign and market", w[0].line);
+            self.diags.push(files::PREDICTED_RATES, w[1].line, "", reason);
         }
         Ok(())
     }
 
     fn rate(&mut self, d: &mut Diagnostics, at: At, row: catalog::PredictedRate) {
-        let Ok(campaign_idx) = self
-            .campaigns
-            .binary_search_by_key(&row.campaign_id, |c| c.id)
-        else {
-            self.missing_reference(
-                d,
-                at,
-                "campaign_id",
-                files::CAMPAIGNS,
-                &row.campaign_id,
-                "campaign",
-            );
+        let Ok(campaign_idx) = self.campaigns.binary_search_by_key(&row.campaign_id, |c| c.id) else {
+            self.missing_reference(d, at, "campaign_id", files::CAMPAIGNS, &row.campaign_id, "campaign");
             return;
         };
         let country = match row.country.as_str() {
@@ -158,11 +129,7 @@ impl Compiler<'_> {
             code => match pack_country(code).filter(|_| is_country_code(code)) {
                 Some(packed) => packed,
                 None => {
-                    at.err(
-                        d,
-                        "country",
-                        format!("{code:?} is neither \"*\" nor an ISO 3166-1 alpha-2 code"),
-                    );
+                    at.err(d, "country", format!("{code:?} is neither \"*\" nor an ISO 3166-1 alpha-2 code"));
                     return;
                 }
             },
@@ -172,43 +139,29 @@ impl Compiler<'_> {
             at.err(
                 d,
                 "os",
-                format!(
-                    "{:?} is neither \"*\" nor the campaign's platform {:?}",
-                    row.os,
-                    platform.name()
-                ),
+                format!("{:?} is neither \"*\" nor the campaign's platform {:?}", row.os, platform.name()),
             );
         }
         let ctr_ok = at.check(d, "ctr", check_rate(row.ctr, false));
         let cvr_ok = at.check(d, "cvr", check_rate(row.cvr, true));
         if ctr_ok && cvr_ok {
             let campaign_idx = campaign_idx as u32;
-            self.rates.push(RateRow {
-                campaign_idx,
-                country,
-                ctr: row.ctr,
-                cvr: row.cvr,
-                line: at.line,
-            });
+            self.rates.push(RateRow { campaign_idx, country, ctr: row.ctr, cvr: row.cvr, line: at.line });
         }
     }
 
     /// Builds the targeting index: one posting per servable creative and market, each slot
     /// sorted best first. Also fills each worldwide campaign's `country_overrides`.
     pub(crate) fn build_index(&mut self) -> Result<(schema::Index, IndexStats), BuildError> {
-        let default = self
-            .manifest
-            .as_ref()
-            .map_or(catalog::Rates { ctr: 0.0, cvr: 0.0 }, |m| m.default_rates);
+        let default =
+            self.manifest.as_ref().map_or(catalog::Rates { ctr: 0.0, cvr: 0.0 }, |m| m.default_rates);
         let mut postings: Vec<(u32, Candidate)> = Vec::new();
         let mut stats = IndexStats::default();
         let mut rates_at = 0;
         let mut overrides = Vec::new();
         for campaign_idx in 0..self.campaigns.len() {
             let rates_start = rates_at;
-            while rates_at < self.rates.len()
-                && self.rates[rates_at].campaign_idx as usize == campaign_idx
-            {
+            while rates_at < self.rates.len() && self.rates[rates_at].campaign_idx as usize == campaign_idx {
                 rates_at += 1;
             }
             let rates = &self.rates[rates_start..rates_at];
@@ -228,12 +181,7 @@ impl Compiler<'_> {
             }
         }
         postings.sort_unstable_by_key(|(slot, c)| {
-            (
-                *slot,
-                Reverse(c.ecpm_micros),
-                c.campaign_idx,
-                c.creative_idx,
-            )
+            (*slot, Reverse(c.ecpm_micros), c.campaign_idx, c.creative_idx)
         });
         Ok((index_from_postings(postings)?, stats))
     }
@@ -254,26 +202,16 @@ impl Compiler<'_> {
             .find(|r| r.country == COUNTRY_ANY)
             .map_or((default.ctr, default.cvr), |r| (r.ctr, r.cvr));
         let ecpm = |(ctr, cvr): (f64, f64)| ecpm_micros(c.bid_type, c.bid_micros, ctr, cvr);
-        let rate_for = |country: u16| {
-            rates
-                .iter()
-                .find(|r| r.country == country)
-                .map_or(global, |r| (r.ctr, r.cvr))
-        };
-        let countries = &self.pools.u16s[c.targeting.countries.start as usize..]
-            [..c.targeting.countries.len as usize];
+        let rate_for =
+            |country: u16| rates.iter().find(|r| r.country == country).map_or(global, |r| (r.ctr, r.cvr));
+        let countries =
+            &self.pools.u16s[c.targeting.countries.start as usize..][..c.targeting.countries.len as usize];
         for creative_idx in c.creatives.start..c.creatives.start + c.creatives.len {
             let format = self.creatives[creative_idx as usize].format;
             let mut post = |country: u16, ecpm_micros: u64| {
                 let slot = slot_idx(format, country, c.platform) as u32;
-                postings.push((
-                    slot,
-                    Candidate {
-                        ecpm_micros,
-                        campaign_idx: campaign_idx as u32,
-                        creative_idx,
-                    },
-                ));
+                postings
+                    .push((slot, Candidate { ecpm_micros, campaign_idx: campaign_idx as u32, creative_idx }));
             };
             if countries.is_empty() {
                 post(COUNTRY_ANY, ecpm(global));
@@ -287,21 +225,14 @@ impl Compiler<'_> {
             }
         }
         if countries.is_empty() {
-            overrides.extend(
-                rates
-                    .iter()
-                    .filter(|r| r.country != COUNTRY_ANY)
-                    .map(|r| r.country),
-            );
+            overrides.extend(rates.iter().filter(|r| r.country != COUNTRY_ANY).map(|r| r.country));
         }
     }
 }
 
 fn index_from_postings(postings: Vec<(u32, Candidate)>) -> Result<schema::Index, BuildError> {
     if postings.len() > u32::MAX as usize {
-        return Err(BuildError::Limit {
-            what: format!("{} index entries, more than 2^32", postings.len()),
-        });
+        return Err(BuildError::Limit { what: format!("{} index entries, more than 2^32", postings.len()) });
     }
     let mut slots = vec![Span::EMPTY; N_INDEX_SLOTS];
     let mut candidates = Vec::with_capacity(postings.len());

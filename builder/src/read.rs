@@ -17,11 +17,7 @@ pub const LINE_BYTES_MAX: usize = 1 << 20;
 const READ_BUFFER_BYTES: usize = 1 << 20;
 
 /// Opens a catalog file; `Ok(None)` when an optional file is absent.
-pub fn open_catalog_file(
-    dir: &Path,
-    name: &'static str,
-    required: bool,
-) -> Result<Option<File>, BuildError> {
+pub fn open_catalog_file(dir: &Path, name: &'static str, required: bool) -> Result<Option<File>, BuildError> {
     let path = dir.join(name);
     match File::open(&path) {
         Ok(file) => Ok(Some(file)),
@@ -52,23 +48,15 @@ pub fn for_each_json_line<T: DeserializeOwned>(
     let mut line: u64 = 0;
     loop {
         buf.clear();
-        let (n_read, complete) =
-            read_bounded_line(&mut reader, &mut buf).map_err(|source| BuildError::Read {
-                path: path.clone(),
-                source,
-            })?;
+        let (n_read, complete) = read_bounded_line(&mut reader, &mut buf)
+            .map_err(|source| BuildError::Read { path: path.clone(), source })?;
         if n_read == 0 {
             return Ok(());
         }
         line += 1;
         progress.inc(n_read as u64);
         if !complete {
-            diags.push(
-                name,
-                line,
-                "",
-                format!("line is longer than the limit of {LINE_BYTES_MAX} bytes"),
-            );
+            diags.push(name, line, "", format!("line is longer than the limit of {LINE_BYTES_MAX} bytes"));
             continue;
         }
         let Ok(text) = std::str::from_utf8(&buf) else {
@@ -107,29 +95,17 @@ pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, (String, String)
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let field = err.path().to_string();
         // The path is "." for the record itself and "?" where the error has no position.
-        let field = if field == "." || field == "?" {
-            String::new()
-        } else {
-            field
-        };
+        let field = if field == "." || field == "?" { String::new() } else { field };
         (field, err.into_inner().to_string())
     })?;
-    de.end().map_err(|err| {
-        (
-            String::new(),
-            format!("trailing characters after the record: {err}"),
-        )
-    })?;
+    de.end().map_err(|err| (String::new(), format!("trailing characters after the record: {err}")))?;
     Ok(value)
 }
 
 /// Reads up to and including the next newline, at most `LINE_BYTES_MAX` bytes into `buf`; the
 /// rest of an over-long line is skipped. Returns the bytes consumed and whether the line fit.
 fn read_bounded_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<(usize, bool)> {
-    let n = reader
-        .by_ref()
-        .take(LINE_BYTES_MAX as u64 + 1)
-        .read_until(b'\n', buf)?;
+    let n = reader.by_ref().take(LINE_BYTES_MAX as u64 + 1).read_until(b'\n', buf)?;
     if buf.len() <= LINE_BYTES_MAX || buf.last() == Some(&b'\n') {
         if buf.last() == Some(&b'\n') {
             buf.pop();
@@ -195,11 +171,7 @@ pub fn for_each_csv_record<T: DeserializeOwned>(
                 progress.inc(offset.saturating_sub(last_offset));
                 last_offset = offset;
                 if !record.is_empty() && record.len() != headers.len() {
-                    let reason = format!(
-                        "has {} fields, the header has {}",
-                        record.len(),
-                        headers.len()
-                    );
+                    let reason = format!("has {} fields, the header has {}", record.len(), headers.len());
                     diags.push(name, line, "", reason);
                     continue;
                 }
@@ -229,11 +201,9 @@ pub fn for_each_csv_record<T: DeserializeOwned>(
 
 fn csv_error_field(err: &csv::Error, headers: &csv::StringRecord) -> String {
     match err.kind() {
-        csv::ErrorKind::Deserialize { err, .. } => err
-            .field()
-            .and_then(|i| headers.get(i as usize))
-            .unwrap_or_default()
-            .to_string(),
+        csv::ErrorKind::Deserialize { err, .. } => {
+            err.field().and_then(|i| headers.get(i as usize)).unwrap_or_default().to_string()
+        }
         _ => String::new(),
     }
 }

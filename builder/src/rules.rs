@@ -61,9 +61,7 @@ pub fn check_domain(s: &str) -> Option<String> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         });
     (!ok).then(|| format!("{s:?} is not a lowercase domain name such as \"studio.example.com\""))
 }
@@ -71,22 +69,13 @@ pub fn check_domain(s: &str) -> Option<String> {
 /// An absolute http(s) URL without whitespace.
 pub fn check_url(s: &str, https_only: bool) -> Option<String> {
     let scheme_ok = s.starts_with("https://") || (!https_only && s.starts_with("http://"));
-    let host_ok = s
-        .split_once("://")
-        .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
+    let host_ok = s.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
     if !scheme_ok || !host_ok {
-        let want = if https_only {
-            "an https:// URL"
-        } else {
-            "an http(s):// URL"
-        };
+        let want = if https_only { "an https:// URL" } else { "an http(s):// URL" };
         return Some(format!("{s:?} is not {want}"));
     }
     if s.len() > URL_BYTES_MAX {
-        return Some(format!(
-            "is {} bytes, over the URL limit of {URL_BYTES_MAX}",
-            s.len()
-        ));
+        return Some(format!("is {} bytes, over the URL limit of {URL_BYTES_MAX}", s.len()));
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Some(format!("{s:?} contains whitespace"));
@@ -99,22 +88,13 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     let time = humantime::parse_rfc3339(s).map_err(|err| {
         format!("{s:?} is not an RFC 3339 UTC time such as \"2026-11-01T00:00:00Z\" ({err})")
     })?;
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| format!("{s:?} is before 1970"))?
-        .as_secs();
+    let secs = time.duration_since(UNIX_EPOCH).map_err(|_| format!("{s:?} is before 1970"))?.as_secs();
     i64::try_from(secs).map_err(|_| format!("{s:?} is too far in the future"))
 }
 
 /// A probability in `[low, 1]`, `low_inclusive` saying whether `low` itself is allowed.
 pub fn check_rate(value: f64, low_inclusive: bool) -> Option<String> {
-    let ok = value.is_finite()
-        && value <= 1.0
-        && if low_inclusive {
-            value >= 0.0
-        } else {
-            value > 0.0
-        };
+    let ok = value.is_finite() && value <= 1.0 && if low_inclusive { value >= 0.0 } else { value > 0.0 };
     let range = if low_inclusive { "[0, 1]" } else { "(0, 1]" };
     (!ok).then(|| format!("{value} is not in {range}"))
 }
@@ -133,26 +113,14 @@ mod tests {
         for good in ["a.co", "studio-1.example.com", "x.y.z"] {
             assert_eq!(check_domain(good), None, "{good}");
         }
-        for bad in [
-            "",
-            "example",
-            "Example.com",
-            "-a.com",
-            "a..com",
-            "a.com.",
-            "exa mple.com",
-            "ä.com",
-        ] {
+        for bad in ["", "example", "Example.com", "-a.com", "a..com", "a.com.", "exa mple.com", "ä.com"] {
             assert!(check_domain(bad).is_some(), "{bad}");
         }
     }
 
     #[test]
     fn urls() {
-        assert_eq!(
-            check_url("https://play.google.com/store/apps/details?id=a.b", true),
-            None
-        );
+        assert_eq!(check_url("https://play.google.com/store/apps/details?id=a.b", true), None);
         assert_eq!(check_url("http://cdn.example.com/a.png", false), None);
         for bad in [
             "http://cdn.example.com/a.png",

@@ -14,20 +14,12 @@ fn build_generated(
 ) -> (tempfile::TempDir, Snapshot) {
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog");
-    let options = GenOptions {
-        n_campaigns,
-        seed,
-        creatives_per_campaign,
-        now_unix_s: common::NOW_UNIX_S,
-    };
+    let options = GenOptions { n_campaigns, seed, creatives_per_campaign, now_unix_s: common::NOW_UNIX_S };
     generate(&options, &catalog, &|_| ()).expect("generates");
     let out = dir.path().join("gen.snap");
     let summary = common::build_to(&catalog, &out).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     assert_eq!(summary.counts.n_campaigns as u64, n_campaigns);
-    assert_eq!(
-        summary.counts.n_creatives as u64,
-        n_campaigns * creatives_per_campaign as u64
-    );
+    assert_eq!(summary.counts.n_creatives as u64, n_campaigns * creatives_per_campaign as u64);
     assert!(summary.index.n_campaigns_served > 0);
     (dir, Snapshot::open(&out).unwrap())
 }
@@ -42,16 +34,11 @@ fn generated_catalogs_of_many_shapes_build_without_diagnostics() {
 #[test]
 fn the_big_markets_have_deep_candidate_lists() {
     let (_dir, snapshot) = build_generated(5_000, 9, 3);
-    let depth = |format, country: &str, os| {
-        snapshot
-            .candidates(format, pack_country(country).unwrap(), os)
-            .len()
-    };
+    let depth =
+        |format, country: &str, os| snapshot.candidates(format, pack_country(country).unwrap(), os).len();
     // The top markets hold many more candidates than a small one.
     let us = depth(Format::Interstitial, "US", Os::Ios);
     let small = depth(Format::Interstitial, "IS", Os::Ios);
     assert!(us > 10 * small.max(1), "US {us} vs IS {small}");
-    assert!(!snapshot
-        .candidates(Format::RewardedVideo, COUNTRY_ANY, Os::Android)
-        .is_empty());
+    assert!(!snapshot.candidates(Format::RewardedVideo, COUNTRY_ANY, Os::Android).is_empty());
 }

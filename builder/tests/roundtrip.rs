@@ -15,10 +15,7 @@ use adsnap_snapshot::{pack_country, BidType, Format, Os, Snapshot};
 use proptest::prelude::*;
 
 const COUNTRIES: [&str; 4] = ["US", "DE", "JP", "BR"];
-const DEFAULT_RATES: catalog::Rates = catalog::Rates {
-    ctr: 0.01,
-    cvr: 0.05,
-};
+const DEFAULT_RATES: catalog::Rates = catalog::Rates { ctr: 0.01, cvr: 0.05 };
 
 #[derive(Clone, Debug)]
 struct CampaignSpec {
@@ -40,15 +37,9 @@ fn rate() -> impl Strategy<Value = (f64, f64)> {
 }
 
 fn campaign_spec() -> impl Strategy<Value = CampaignSpec> {
-    let platform = prop_oneof![
-        Just(catalog::Platform::Android),
-        Just(catalog::Platform::Ios)
-    ];
-    let bid_type = prop_oneof![
-        Just(catalog::BidType::Cpm),
-        Just(catalog::BidType::Cpc),
-        Just(catalog::BidType::Cpi)
-    ];
+    let platform = prop_oneof![Just(catalog::Platform::Android), Just(catalog::Platform::Ios)];
+    let bid_type =
+        prop_oneof![Just(catalog::BidType::Cpm), Just(catalog::BidType::Cpc), Just(catalog::BidType::Cpi)];
     let status = prop_oneof![
         8 => Just(catalog::CampaignStatus::Active),
         1 => Just(catalog::CampaignStatus::Paused),
@@ -61,16 +52,9 @@ fn campaign_spec() -> impl Strategy<Value = CampaignSpec> {
         Just(catalog::Format::Native),
     ];
     let countries = proptest::sample::subsequence(COUNTRIES.to_vec(), 0..=3);
-    let by_country = proptest::collection::btree_map(
-        proptest::sample::select(COUNTRIES.to_vec()),
-        rate(),
-        0..=2,
-    )
-    .prop_map(|m| {
-        m.into_iter()
-            .map(|(c, (ctr, cvr))| (c, ctr, cvr))
-            .collect::<Vec<_>>()
-    });
+    let by_country =
+        proptest::collection::btree_map(proptest::sample::select(COUNTRIES.to_vec()), rate(), 0..=2)
+            .prop_map(|m| m.into_iter().map(|(c, (ctr, cvr))| (c, ctr, cvr)).collect::<Vec<_>>());
     (
         platform,
         bid_type,
@@ -83,26 +67,18 @@ fn campaign_spec() -> impl Strategy<Value = CampaignSpec> {
         by_country,
     )
         .prop_map(
-            |(
-                platform,
-                bid_type,
-                bid_micros,
-                countries,
-                status,
-                exhausted,
-                formats,
-                global,
-                by_country,
-            )| CampaignSpec {
-                platform,
-                bid_type,
-                bid_micros,
-                countries,
-                status,
-                exhausted,
-                formats,
-                global,
-                by_country,
+            |(platform, bid_type, bid_micros, countries, status, exhausted, formats, global, by_country)| {
+                CampaignSpec {
+                    platform,
+                    bid_type,
+                    bid_micros,
+                    countries,
+                    status,
+                    exhausted,
+                    formats,
+                    global,
+                    by_country,
+                }
             },
         )
 }
@@ -134,11 +110,7 @@ fn write_catalog(dir: &Path, specs: &[CampaignSpec]) {
         staging_share_bp: 500,
         assignment_salt: "rt".into(),
     };
-    fs::write(
-        dir.join(files::MANIFEST),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .unwrap();
+    fs::write(dir.join(files::MANIFEST), serde_json::to_vec(&manifest).unwrap()).unwrap();
     let advertiser = catalog::Advertiser {
         id: 1,
         name: "Studio ü".into(),
@@ -168,21 +140,12 @@ fn write_catalog(dir: &Path, specs: &[CampaignSpec]) {
         blocked_categories: vec![],
     };
     write_jsonl(dir, files::AD_UNITS, &[unit]);
-    let campaigns: Vec<catalog::Campaign> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| campaign(i, s))
-        .collect();
+    let campaigns: Vec<catalog::Campaign> = specs.iter().enumerate().map(|(i, s)| campaign(i, s)).collect();
     write_jsonl(dir, files::CAMPAIGNS, &campaigns);
     let creatives: Vec<catalog::Creative> = specs
         .iter()
         .enumerate()
-        .flat_map(|(i, s)| {
-            s.formats
-                .iter()
-                .enumerate()
-                .map(move |(j, f)| creative(i, j, *f))
-        })
+        .flat_map(|(i, s)| s.formats.iter().enumerate().map(move |(j, f)| creative(i, j, *f)))
         .collect();
     write_jsonl(dir, files::CREATIVES, &creatives);
     let mut csv = String::from("campaign_id,country,os,ctr,cvr\n");
@@ -209,10 +172,7 @@ fn campaign(i: usize, s: &CampaignSpec) -> catalog::Campaign {
             store_url: format!("https://play.google.com/store/apps/details?id=com.example.c{i}"),
             platform: s.platform,
         },
-        bid: catalog::Bid {
-            bid_type: s.bid_type,
-            amount_micros: s.bid_micros,
-        },
+        bid: catalog::Bid { bid_type: s.bid_type, amount_micros: s.bid_micros },
         budget: catalog::Budget {
             daily_micros: total / 10,
             total_micros: total,
@@ -274,21 +234,17 @@ fn expected_index(specs: &[CampaignSpec]) -> BTreeMap<Slot, Entries> {
         if s.status != catalog::CampaignStatus::Active || s.exhausted {
             continue;
         }
-        let os = if s.platform == catalog::Platform::Android {
-            Os::Android
-        } else {
-            Os::Ios
-        };
+        let os = if s.platform == catalog::Platform::Android { Os::Android } else { Os::Ios };
         let global = s.global.unwrap_or((DEFAULT_RATES.ctr, DEFAULT_RATES.cvr));
-        let ecpm =
-            |(ctr, cvr): (f64, f64)| ecpm_micros(bid_type_of(s.bid_type), s.bid_micros, ctr, cvr);
+        let ecpm = |(ctr, cvr): (f64, f64)| ecpm_micros(bid_type_of(s.bid_type), s.bid_micros, ctr, cvr);
         let country_rate = |c: &str| s.by_country.iter().find(|r| r.0 == c).map(|r| (r.1, r.2));
         for (j, f) in s.formats.iter().enumerate() {
             let mut add = |country: u16, e: u64| {
-                slots
-                    .entry((format_of(*f), country, os))
-                    .or_default()
-                    .push((e, campaign_id(i), creative_id(i, j)));
+                slots.entry((format_of(*f), country, os)).or_default().push((
+                    e,
+                    campaign_id(i),
+                    creative_id(i, j),
+                ));
             };
             if s.countries.is_empty() {
                 add(COUNTRY_ANY, ecpm(global));
@@ -297,10 +253,7 @@ fn expected_index(specs: &[CampaignSpec]) -> BTreeMap<Slot, Entries> {
                 }
             } else {
                 for c in &s.countries {
-                    add(
-                        pack_country(c).unwrap(),
-                        ecpm(country_rate(c).unwrap_or(global)),
-                    );
+                    add(pack_country(c).unwrap(), ecpm(country_rate(c).unwrap_or(global)));
                 }
             }
         }
@@ -314,10 +267,8 @@ fn expected_index(specs: &[CampaignSpec]) -> BTreeMap<Slot, Entries> {
 fn check_index(snapshot: &Snapshot, specs: &[CampaignSpec]) {
     let expected = expected_index(specs);
     let a = snapshot.archive();
-    let keys = COUNTRIES
-        .iter()
-        .map(|c| pack_country(c).unwrap())
-        .chain([COUNTRY_ANY, pack_country("FR").unwrap()]);
+    let keys =
+        COUNTRIES.iter().map(|c| pack_country(c).unwrap()).chain([COUNTRY_ANY, pack_country("FR").unwrap()]);
     for country in keys {
         for format in Format::ALL {
             for os in Os::ALL {
@@ -327,17 +278,10 @@ fn check_index(snapshot: &Snapshot, specs: &[CampaignSpec]) {
                     .map(|c| {
                         let campaign = &a.campaigns[c.campaign_idx.to_native() as usize];
                         let creative = &a.creatives[c.creative_idx.to_native() as usize];
-                        (
-                            c.ecpm_micros.to_native(),
-                            campaign.id.to_native(),
-                            creative.id.to_native(),
-                        )
+                        (c.ecpm_micros.to_native(), campaign.id.to_native(), creative.id.to_native())
                     })
                     .collect();
-                let want = expected
-                    .get(&(format, country, os))
-                    .cloned()
-                    .unwrap_or_default();
+                let want = expected.get(&(format, country, os)).cloned().unwrap_or_default();
                 assert_eq!(got, want, "slot {format:?}/{country}/{os:?}");
             }
         }
@@ -346,37 +290,22 @@ fn check_index(snapshot: &Snapshot, specs: &[CampaignSpec]) {
 
 fn check_records(snapshot: &Snapshot, specs: &[CampaignSpec]) {
     for (i, s) in specs.iter().enumerate() {
-        let (_, c) = snapshot
-            .campaign_by_id(campaign_id(i))
-            .expect("every campaign is kept");
+        let (_, c) = snapshot.campaign_by_id(campaign_id(i)).expect("every campaign is kept");
         assert_eq!(snapshot.str(&c.name), format!("campaign «{i}»"));
         assert_eq!(snapshot.str(&c.app_bundle), format!("com.example.c{i}"));
         assert_eq!(c.bid_micros.to_native(), s.bid_micros);
-        let countries: Vec<u16> = snapshot
-            .pool_u16(&c.targeting.countries)
-            .iter()
-            .map(|v| v.to_native())
-            .collect();
-        let mut want: Vec<u16> = s
-            .countries
-            .iter()
-            .map(|c| pack_country(c).unwrap())
-            .collect();
+        let countries: Vec<u16> =
+            snapshot.pool_u16(&c.targeting.countries).iter().map(|v| v.to_native()).collect();
+        let mut want: Vec<u16> = s.countries.iter().map(|c| pack_country(c).unwrap()).collect();
         want.sort();
         assert_eq!(countries, want);
         let creatives = snapshot.creatives_of(c);
         assert_eq!(creatives.len(), s.formats.len());
         for (j, f) in s.formats.iter().enumerate() {
-            let (_, cr) = snapshot
-                .creative_by_id(creative_id(i, j))
-                .expect("creative by id");
+            let (_, cr) = snapshot.creative_by_id(creative_id(i, j)).expect("creative by id");
             assert_eq!(cr.format.get(), format_of(*f));
             assert_eq!(snapshot.str(&cr.markup), format!("<markup {i}/{j} ✓>"));
-            let assets: Vec<&str> = snapshot
-                .pool_str(&cr.assets)
-                .iter()
-                .map(|s| snapshot.str(s))
-                .collect();
+            let assets: Vec<&str> = snapshot.pool_str(&cr.assets).iter().map(|s| snapshot.str(s)).collect();
             assert_eq!(assets, [format!("https://cdn.example.com/{i}/{j}")]);
         }
     }

@@ -8,24 +8,22 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use adsnap_builder::catalog::files::{
-    ADVERTISERS, AD_UNITS, APPS, CAMPAIGNS, CREATIVES, EXPERIMENTS, MANIFEST, PREDICTED_RATES,
-    SEGMENTS, TEMPLATES,
+    ADVERTISERS, AD_UNITS, APPS, CAMPAIGNS, CREATIVES, EXPERIMENTS, MANIFEST, PREDICTED_RATES, SEGMENTS,
+    TEMPLATES,
 };
 use adsnap_builder::catalog::{
-    AdUnit, Advertiser, App, Campaign, Creative, Experiment, Manifest, PredictedRate, Segment,
-    Template, CATALOG_FORMAT_VERSION,
+    AdUnit, Advertiser, App, Campaign, Creative, Experiment, Manifest, PredictedRate, Segment, Template,
+    CATALOG_FORMAT_VERSION,
 };
 use jsonschema::ValidatorMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-static SCHEMA: LazyLock<Value> =
-    LazyLock::new(|| read_json(&repo_dir().join("docs/catalog.schema.json")));
+static SCHEMA: LazyLock<Value> = LazyLock::new(|| read_json(&repo_dir().join("docs/catalog.schema.json")));
 
-static VALIDATORS: LazyLock<ValidatorMap> = LazyLock::new(|| {
-    jsonschema::validator_map_for(&SCHEMA).expect("docs/catalog.schema.json compiles")
-});
+static VALIDATORS: LazyLock<ValidatorMap> =
+    LazyLock::new(|| jsonschema::validator_map_for(&SCHEMA).expect("docs/catalog.schema.json compiles"));
 
 /// Record types and their `$defs` entries, one per file; `catalog.json` and the CSV table are
 /// handled on their own because they are not JSON Lines.
@@ -59,19 +57,11 @@ fn read_json(path: &Path) -> Value {
 /// Validates `json` against `#/$defs/{def}` and asserts the outcome.
 fn check(def: &str, json: &Value, expect_valid: bool) {
     let pointer = format!("#/$defs/{def}");
-    let validator = VALIDATORS
-        .get(&pointer)
-        .unwrap_or_else(|| panic!("the schema has no {pointer}"));
-    let errors: Vec<String> = validator
-        .iter_errors(json)
-        .map(|e| format!("  at {:?}: {e}", e.instance_path().as_str()))
-        .collect();
+    let validator = VALIDATORS.get(&pointer).unwrap_or_else(|| panic!("the schema has no {pointer}"));
+    let errors: Vec<String> =
+        validator.iter_errors(json).map(|e| format!("  at {:?}: {e}", e.instance_path().as_str())).collect();
     if expect_valid {
-        assert!(
-            errors.is_empty(),
-            "{def} rejects {json}:\n{}",
-            errors.join("\n")
-        );
+        assert!(errors.is_empty(), "{def} rejects {json}:\n{}", errors.join("\n"));
     } else {
         assert!(!errors.is_empty(), "{def} accepts {json}");
     }
@@ -81,8 +71,8 @@ fn check(def: &str, json: &Value, expect_valid: bool) {
 /// serialized back is still valid, so a field renamed on one side only fails here.
 fn check_record<T: DeserializeOwned + Serialize>(def: &str, json: &Value, place: &str) {
     check(def, json, true);
-    let record: T = serde_json::from_value(json.clone())
-        .unwrap_or_else(|e| panic!("{place}: does not deserialize: {e}"));
+    let record: T =
+        serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{place}: does not deserialize: {e}"));
     let round_trip = serde_json::to_value(&record).expect("catalog records serialize");
     check(def, &round_trip, true);
 }
@@ -139,11 +129,7 @@ fn example_jsonl_records_match_schema_and_types() {
 #[test]
 fn generated_catalogs_match_schema_and_types() {
     let dir = tempfile::tempdir().unwrap();
-    let options = adsnap_builder::gen::GenOptions {
-        n_campaigns: 600,
-        seed: 11,
-        ..Default::default()
-    };
+    let options = adsnap_builder::gen::GenOptions { n_campaigns: 600, seed: 11, ..Default::default() };
     adsnap_builder::gen::generate(&options, dir.path(), &|_| ()).expect("generates");
     for (file, def, check_record) in JSONL_FILES {
         for (place, json) in &jsonl_lines_in(dir.path(), file) {
@@ -181,11 +167,9 @@ fn check_predicted_rates(text: &str, file: &str) -> usize {
         let place = format!("{file}:{}", idx + 2);
         let row = row.unwrap_or_else(|e| panic!("{place}: {e}"));
         // The builder reads rows straight into the Rust type; the schema sees them as JSON.
-        row.deserialize::<PredictedRate>(Some(&header))
-            .unwrap_or_else(|e| panic!("{place}: {e}"));
-        let number = |s: &str| -> Value {
-            serde_json::from_str(s).unwrap_or_else(|e| panic!("{place}: {s:?}: {e}"))
-        };
+        row.deserialize::<PredictedRate>(Some(&header)).unwrap_or_else(|e| panic!("{place}: {e}"));
+        let number =
+            |s: &str| -> Value { serde_json::from_str(s).unwrap_or_else(|e| panic!("{place}: {s:?}: {e}")) };
         let json = json!({
             "campaign_id": number(&row[0]),
             "country": &row[1],
@@ -213,27 +197,16 @@ fn doc_examples_match_schema_and_types() {
             section = heading;
             continue;
         }
-        let Some(lang) = line
-            .strip_prefix("```")
-            .filter(|l| *l == "json" || *l == "csv")
-        else {
+        let Some(lang) = line.strip_prefix("```").filter(|l| *l == "json" || *l == "csv") else {
             continue;
         };
         let place = format!("docs/catalog.md:{}", idx + 1);
-        let block: Vec<&str> = lines
-            .by_ref()
-            .map(|(_, l)| l)
-            .take_while(|l| *l != "```")
-            .collect();
+        let block: Vec<&str> = lines.by_ref().map(|(_, l)| l).take_while(|l| *l != "```").collect();
         if lang == "csv" {
-            assert_eq!(
-                section, PREDICTED_RATES,
-                "{place}: a CSV block outside its section"
-            );
+            assert_eq!(section, PREDICTED_RATES, "{place}: a CSV block outside its section");
             check_predicted_rates(&block.join("\n"), &place);
         } else if section == MANIFEST {
-            let json =
-                serde_json::from_str(&block.join("\n")).unwrap_or_else(|e| panic!("{place}: {e}"));
+            let json = serde_json::from_str(&block.join("\n")).unwrap_or_else(|e| panic!("{place}: {e}"));
             check_record::<Manifest>("manifest", &json, &place);
         } else {
             let (_, def, check_record) = JSONL_FILES
@@ -254,10 +227,7 @@ fn doc_examples_match_schema_and_types() {
 #[test]
 fn schema_is_valid_draft_2020_12() {
     jsonschema::meta::validate(&SCHEMA).expect("the schema is a valid JSON Schema");
-    assert_eq!(
-        SCHEMA["$schema"],
-        "https://json-schema.org/draft/2020-12/schema"
-    );
+    assert_eq!(SCHEMA["$schema"], "https://json-schema.org/draft/2020-12/schema");
     for def in [
         "manifest",
         "advertiser",
@@ -280,22 +250,14 @@ fn schema_code_lists_match_snapshot_tables() {
     let names = |def: &str| -> Vec<String> {
         let list = SCHEMA["$defs"][def]["enum"].as_array();
         let list = list.unwrap_or_else(|| panic!("$defs/{def} has no enum"));
-        list.iter()
-            .map(|v| v.as_str().unwrap().to_owned())
-            .collect()
+        list.iter().map(|v| v.as_str().unwrap().to_owned()).collect()
     };
     let owned = |names: &[&str]| -> Vec<String> { names.iter().map(|s| s.to_string()).collect() };
     assert_eq!(names("country"), owned(&adsnap_snapshot::COUNTRY_CODES));
     assert_eq!(names("language"), owned(&adsnap_snapshot::LANGUAGE_CODES));
-    let devices: Vec<&str> = adsnap_snapshot::DeviceType::ALL
-        .iter()
-        .map(|d| d.name())
-        .collect();
+    let devices: Vec<&str> = adsnap_snapshot::DeviceType::ALL.iter().map(|d| d.name()).collect();
     assert_eq!(names("device_type"), owned(&devices));
-    let connections: Vec<&str> = adsnap_snapshot::ConnectionType::ALL
-        .iter()
-        .map(|c| c.name())
-        .collect();
+    let connections: Vec<&str> = adsnap_snapshot::ConnectionType::ALL.iter().map(|c| c.name()).collect();
     assert_eq!(names("connection_type"), owned(&connections));
 }
 
@@ -308,8 +270,7 @@ fn schema_rejects_what_it_can_express() {
     let banner_unit = example_line(AD_UNITS, 1);
     let slot_2 = example_line(EXPERIMENTS, 3);
     let manifest = read_json(&example_dir().join(MANIFEST));
-    let set =
-        |base: &Value, pointer: &str, value: Value| edited(base.clone(), pointer, Some(value));
+    let set = |base: &Value, pointer: &str, value: Value| edited(base.clone(), pointer, Some(value));
     let unset = |base: &Value, pointer: &str| edited(base.clone(), pointer, None);
     let advertiser = |domain: &str, iab_category: &str| json!({"id": 9, "name": "A", "domain": domain, "iab_category": iab_category});
     #[rustfmt::skip]

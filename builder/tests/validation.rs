@@ -55,13 +55,11 @@ fn check(edits: &[Edit], expected: &[(&str, u64, &str, &str)]) {
     let shown: Vec<String> = diags.kept.iter().map(Diagnostic::to_string).collect();
     assert_eq!(diags.kept.len(), expected.len(), "diagnostics: {shown:#?}");
     for (file, line, field, reason) in expected {
-        let found = diags.kept.iter().any(|d| {
-            d.file == *file && d.line == *line && d.field == *field && d.reason.contains(reason)
-        });
-        assert!(
-            found,
-            "missing {file}:{line}: {field}: ..{reason}..\n got {shown:#?}"
-        );
+        let found = diags
+            .kept
+            .iter()
+            .any(|d| d.file == *file && d.line == *line && d.field == *field && d.reason.contains(reason));
+        assert!(found, "missing {file}:{line}: {field}: ..{reason}..\n got {shown:#?}");
     }
 }
 
@@ -78,42 +76,17 @@ fn the_fixture_itself_is_valid() {
 fn manifest_problems() {
     let m = "catalog.json";
     check(
-        &[Edit::Sub(
-            m,
-            "\"catalog_format_version\": 1",
-            "\"catalog_format_version\": 2",
-        )],
-        &[(
-            m,
-            0,
-            "catalog_format_version",
-            "reads catalog format version 1",
-        )],
+        &[Edit::Sub(m, "\"catalog_format_version\": 1", "\"catalog_format_version\": 2")],
+        &[(m, 0, "catalog_format_version", "reads catalog format version 1")],
     );
+    check(&[Edit::Sub(m, "\"USD\"", "\"usd\"")], &[(m, 0, "currency", "ISO 4217")]);
+    check(&[Edit::Sub(m, "\"ctr\": 0.01", "\"ctr\": 0")], &[(m, 0, "default_rates.ctr", "not in (0, 1]")]);
     check(
-        &[Edit::Sub(m, "\"USD\"", "\"usd\"")],
-        &[(m, 0, "currency", "ISO 4217")],
-    );
-    check(
-        &[Edit::Sub(m, "\"ctr\": 0.01", "\"ctr\": 0")],
-        &[(m, 0, "default_rates.ctr", "not in (0, 1]")],
-    );
-    check(
-        &[Edit::Sub(
-            m,
-            "\"staging_share_bp\": 500",
-            "\"staging_share_bp\": 6000",
-        )],
+        &[Edit::Sub(m, "\"staging_share_bp\": 500", "\"staging_share_bp\": 6000")],
         &[(m, 0, "staging_share_bp", "over the limit")],
     );
-    check(
-        &[Edit::Sub(m, "\"name\"", "\"nmae\"")],
-        &[(m, 0, "nmae", "unknown field `nmae`")],
-    );
-    check(
-        &[Edit::Write(m, b"{not json")],
-        &[(m, 0, "", "key must be a string")],
-    );
+    check(&[Edit::Sub(m, "\"name\"", "\"nmae\"")], &[(m, 0, "nmae", "unknown field `nmae`")]);
+    check(&[Edit::Write(m, b"{not json")], &[(m, 0, "", "key must be a string")]);
 }
 
 #[test]
@@ -135,16 +108,10 @@ fn advertiser_problems() {
         &[Edit::Sub(a, "\"bank.example\"", "\"Bank.Example\"")],
         &[(a, 2, "domain", "not a lowercase domain")],
     );
-    check(
-        &[Edit::Sub(a, "\"IAB13\"", "\"IAB27\"")],
-        &[(a, 2, "iab_category", "not an IAB category")],
-    );
+    check(&[Edit::Sub(a, "\"IAB13\"", "\"IAB27\"")], &[(a, 2, "iab_category", "not an IAB category")]);
     check(
         &[Edit::Sub(a, "\"id\": 2, ", "")],
-        &[
-            (a, 2, "", "missing field `id`"),
-            (C, 3, "advertiser_id", "no advertiser 2"),
-        ],
+        &[(a, 2, "", "missing field `id`"), (C, 3, "advertiser_id", "no advertiser 2")],
     );
 }
 
@@ -152,34 +119,19 @@ fn advertiser_problems() {
 fn app_and_ad_unit_problems() {
     let (apps, units) = ("apps.jsonl", "ad_units.jsonl");
     check(
-        &[Edit::Sub(
-            apps,
-            "\"com.example.kids\"",
-            "\"com.example.words\"",
-        )],
-        &[
-            (apps, 2, "bundle", "already defined on line 1"),
-            (units, 3, "app_id", "no app \"app-2\""),
-        ],
+        &[Edit::Sub(apps, "\"com.example.kids\"", "\"com.example.words\"")],
+        &[(apps, 2, "bundle", "already defined on line 1"), (units, 3, "app_id", "no app \"app-2\"")],
     );
     check(
         &[Edit::Sub(apps, "\"IAB13\"", "\"gambling\"")],
         &[(apps, 2, "blocked_categories[0]", "not an IAB category")],
     );
     check(
-        &[Edit::Sub(
-            units,
-            "\"formats\": [\"banner\"]",
-            "\"formats\": []",
-        )],
+        &[Edit::Sub(units, "\"formats\": [\"banner\"]", "\"formats\": []")],
         &[(units, 2, "formats", "at least one format")],
     );
     check(
-        &[Edit::Sub(
-            units,
-            "[\"interstitial\", \"rewarded_video\"]",
-            "[\"interstitial\", \"interstitial\"]",
-        )],
+        &[Edit::Sub(units, "[\"interstitial\", \"rewarded_video\"]", "[\"interstitial\", \"interstitial\"]")],
         &[(units, 1, "formats[1]", "listed twice")],
     );
     check(
@@ -203,43 +155,23 @@ fn campaign_problems() {
         &[(C, 3, "advertiser_id", "no advertiser 9")],
     );
     check(
-        &[Edit::Sub(
-            C,
-            "https://apps.apple.com",
-            "http://apps.apple.com",
-        )],
+        &[Edit::Sub(C, "https://apps.apple.com", "http://apps.apple.com")],
         &[(C, 3, "app.store_url", "not an https:// URL")],
     );
     check(
-        &[Edit::Sub(
-            C,
-            "\"amount_micros\": 400000",
-            "\"amount_micros\": 0",
-        )],
+        &[Edit::Sub(C, "\"amount_micros\": 400000", "\"amount_micros\": 0")],
         &[(C, 3, "bid.amount_micros", "not in 1..=")],
     );
     check(
-        &[Edit::Sub(
-            C,
-            "\"amount_micros\": 400000",
-            "\"amount_micros\": \"400000\"",
-        )],
+        &[Edit::Sub(C, "\"amount_micros\": 400000", "\"amount_micros\": \"400000\"")],
         &[(C, 3, "bid.amount_micros", "invalid type: string")],
     );
     check(
-        &[Edit::Sub(
-            C,
-            "\"daily_micros\": 100000000,",
-            "\"daily_micros\": 2000000000,",
-        )],
+        &[Edit::Sub(C, "\"daily_micros\": 100000000,", "\"daily_micros\": 2000000000,")],
         &[(C, 3, "budget.daily_micros", "above the total budget")],
     );
     check(
-        &[Edit::Sub(
-            C,
-            "\"daily_micros\": 100000000,",
-            "\"daily_micros\": 0,",
-        )],
+        &[Edit::Sub(C, "\"daily_micros\": 100000000,", "\"daily_micros\": 0,")],
         &[(C, 3, "budget.daily_micros", "must be above 0")],
     );
     check(
@@ -251,10 +183,7 @@ fn campaign_problems() {
                 .lines()
                 .nth(2)
                 .unwrap()
-                .replace(
-                    "\"end\": \"2027-12-31T00:00:00Z\"",
-                    "\"end\": \"2025-12-31T00:00:00Z\"",
-                ),
+                .replace("\"end\": \"2027-12-31T00:00:00Z\"", "\"end\": \"2025-12-31T00:00:00Z\""),
         )],
         &[(C, 3, "schedule.end", "after schedule.start")],
     );
@@ -272,11 +201,7 @@ fn campaign_problems() {
         &[(C, 3, "targeting.os", "promoted app's platform")],
     );
     check(
-        &[Edit::Sub(
-            C,
-            "\"min_os_version\": \"8.0\"",
-            "\"min_os_version\": \"eight\"",
-        )],
+        &[Edit::Sub(C, "\"min_os_version\": \"8.0\"", "\"min_os_version\": \"eight\"")],
         &[(C, 1, "targeting.min_os_version", "not a version")],
     );
     check(
@@ -296,12 +221,7 @@ fn campaign_problems() {
             "\"min_os_version\": \"8.0\"",
             "\"apps_allow\": [\"com.a\"], \"apps_block\": [\"com.a\"]",
         )],
-        &[(
-            C,
-            1,
-            "targeting.apps_block",
-            "in both apps_allow and apps_block",
-        )],
+        &[(C, 1, "targeting.apps_block", "in both apps_allow and apps_block")],
     );
     check(
         &[Edit::Sub(
@@ -311,12 +231,7 @@ fn campaign_problems() {
         )],
         &[
             (C, 3, "targeting.segments_include[1]", "no segment 99"),
-            (
-                C,
-                3,
-                "targeting.segments_exclude",
-                "both included and excluded",
-            ),
+            (C, 3, "targeting.segments_exclude", "both included and excluded"),
         ],
     );
     check(
@@ -324,11 +239,7 @@ fn campaign_problems() {
         &[(C, 1, "frequency_cap.impressions", "must be above 0")],
     );
     check(
-        &[Edit::Sub(
-            C,
-            "\"period_s\": 86400",
-            "\"period_s\": 99999999",
-        )],
+        &[Edit::Sub(C, "\"period_s\": 86400", "\"period_s\": 99999999")],
         &[(C, 1, "frequency_cap.period_s", "not in 1..=")],
     );
     // A record that does not parse is reported once: the records naming it are not reported too.
@@ -340,34 +251,19 @@ fn campaign_problems() {
             (C, 3, "budgte", "unknown field `budgte`"),
         ],
     );
-    let first = fs::read_to_string(common::fixture("minimal").join(C))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
-    check(
-        &[Edit::Append(C, &first)],
-        &[(C, 4, "id", "campaign 100 is already defined on line 1")],
-    );
+    let first =
+        fs::read_to_string(common::fixture("minimal").join(C)).unwrap().lines().next().unwrap().to_owned();
+    check(&[Edit::Append(C, &first)], &[(C, 4, "id", "campaign 100 is already defined on line 1")]);
 }
 
 #[test]
 fn creative_problems() {
     check(
-        &[Edit::Sub(
-            CR,
-            "\"campaign_id\": 102",
-            "\"campaign_id\": 999",
-        )],
+        &[Edit::Sub(CR, "\"campaign_id\": 102", "\"campaign_id\": 999")],
         &[(CR, 4, "campaign_id", "no campaign 999")],
     );
     check(
-        &[Edit::Sub(
-            CR,
-            "\"mime\": \"video/mp4\"",
-            "\"mime\": \"image/png\"",
-        )],
+        &[Edit::Sub(CR, "\"mime\": \"video/mp4\"", "\"mime\": \"image/png\"")],
         &[
             (CR, 1, "mime", "needs a video/* MIME type"),
             (CR, 1, "video_duration_s", "only video creatives"),
@@ -378,40 +274,21 @@ fn creative_problems() {
         &[Edit::Sub(CR, "\"video_duration_s\": 30, ", "")],
         &[(CR, 1, "video_duration_s", "a video needs a duration")],
     );
+    check(&[Edit::Sub(CR, "\"image/jpeg\"", "\"image/tiff\"")], &[(CR, 4, "mime", "not one of")]);
     check(
-        &[Edit::Sub(CR, "\"image/jpeg\"", "\"image/tiff\"")],
-        &[(CR, 4, "mime", "not one of")],
-    );
-    check(
-        &[Edit::Sub(
-            CR,
-            "[\"https://cdn.example.com/bank.jpg\"]",
-            "[]",
-        )],
+        &[Edit::Sub(CR, "[\"https://cdn.example.com/bank.jpg\"]", "[]")],
         &[(CR, 4, "assets", "has 0 URLs")],
     );
     check(
-        &[Edit::Sub(
-            CR,
-            "https://cdn.example.com/bank.jpg",
-            "cdn.example.com/bank.jpg",
-        )],
+        &[Edit::Sub(CR, "https://cdn.example.com/bank.jpg", "cdn.example.com/bank.jpg")],
         &[(CR, 4, "assets[0]", "not an http(s)://")],
     );
     check(
-        &[Edit::Sub(
-            CR,
-            "\"template\": \"vast\"",
-            "\"template\": \"vast\", \"markup\": \"<VAST/>\"",
-        )],
+        &[Edit::Sub(CR, "\"template\": \"vast\"", "\"template\": \"vast\", \"markup\": \"<VAST/>\"")],
         &[(CR, 1, "template", "exactly one of template and markup")],
     );
     check(
-        &[Edit::Sub(
-            CR,
-            "\"template\": \"vast\"",
-            "\"template\": \"vast2\"",
-        )],
+        &[Edit::Sub(CR, "\"template\": \"vast\"", "\"template\": \"vast2\"")],
         &[(CR, 1, "template", "no template \"vast2\"")],
     );
     check(
@@ -419,11 +296,7 @@ fn creative_problems() {
         &[(CR, 4, "id", "creative 1000 is already defined on line 1")],
     );
     check(
-        &[Edit::Sub(
-            CR,
-            "\"width\": 320, \"height\": 50",
-            "\"width\": 0, \"height\": 50",
-        )],
+        &[Edit::Sub(CR, "\"width\": 320, \"height\": 50", "\"width\": 0, \"height\": 50")],
         &[(CR, 3, "width", "needs a width and a height")],
     );
 }
@@ -431,34 +304,13 @@ fn creative_problems() {
 #[test]
 fn predicted_rate_problems() {
     let r = "predicted_rates.csv";
-    check(
-        &[Edit::Append(r, "999,US,android,0.1,0.1")],
-        &[(r, 6, "campaign_id", "no campaign 999")],
-    );
-    check(
-        &[Edit::Append(r, "100,XX,android,0.1,0.1")],
-        &[(r, 6, "country", "neither \"*\" nor an ISO")],
-    );
-    check(
-        &[Edit::Append(r, "100,DE,ios,0.1,0.1")],
-        &[(r, 6, "os", "campaign's platform")],
-    );
-    check(
-        &[Edit::Append(r, "100,DE,android,2,0.1")],
-        &[(r, 6, "ctr", "not in (0, 1]")],
-    );
-    check(
-        &[Edit::Append(r, "100,US,android,0.05,0.1")],
-        &[(r, 6, "", "repeats the rates of line 3")],
-    );
-    check(
-        &[Edit::Append(r, "100,DE,android,0.05")],
-        &[(r, 6, "", "has 4 fields, the header has 5")],
-    );
-    check(
-        &[Edit::Append(r, "100,DE,android,lots,0.1")],
-        &[(r, 6, "ctr", "invalid float")],
-    );
+    check(&[Edit::Append(r, "999,US,android,0.1,0.1")], &[(r, 6, "campaign_id", "no campaign 999")]);
+    check(&[Edit::Append(r, "100,XX,android,0.1,0.1")], &[(r, 6, "country", "neither \"*\" nor an ISO")]);
+    check(&[Edit::Append(r, "100,DE,ios,0.1,0.1")], &[(r, 6, "os", "campaign's platform")]);
+    check(&[Edit::Append(r, "100,DE,android,2,0.1")], &[(r, 6, "ctr", "not in (0, 1]")]);
+    check(&[Edit::Append(r, "100,US,android,0.05,0.1")], &[(r, 6, "", "repeats the rates of line 3")]);
+    check(&[Edit::Append(r, "100,DE,android,0.05")], &[(r, 6, "", "has 4 fields, the header has 5")]);
+    check(&[Edit::Append(r, "100,DE,android,lots,0.1")], &[(r, 6, "ctr", "invalid float")]);
 }
 
 #[test]
@@ -470,27 +322,12 @@ fn experiment_problems() {
         )
     };
     let one_arm = r#"[{"id": 1, "name": "a", "weight_bp": 10000}]"#;
+    check(&[Edit::Append(x, &exp(2, 3, 100, one_arm))], &[(x, 2, "slot", "not a slot")]);
+    check(&[Edit::Append(x, &exp(2, 0, 100, one_arm))], &[(x, 2, "slot", "already taken")]);
+    check(&[Edit::Append(x, &exp(1, 1, 100, one_arm))], &[(x, 2, "id", "already defined on line 1")]);
+    check(&[Edit::Append(x, &exp(2, 2, 3333, one_arm))], &[(x, 2, "share_bp", "not in 1..=3332")]);
     check(
-        &[Edit::Append(x, &exp(2, 3, 100, one_arm))],
-        &[(x, 2, "slot", "not a slot")],
-    );
-    check(
-        &[Edit::Append(x, &exp(2, 0, 100, one_arm))],
-        &[(x, 2, "slot", "already taken")],
-    );
-    check(
-        &[Edit::Append(x, &exp(1, 1, 100, one_arm))],
-        &[(x, 2, "id", "already defined on line 1")],
-    );
-    check(
-        &[Edit::Append(x, &exp(2, 2, 3333, one_arm))],
-        &[(x, 2, "share_bp", "not in 1..=3332")],
-    );
-    check(
-        &[Edit::Append(
-            x,
-            &exp(2, 1, 100, r#"[{"id": 1, "name": "a", "weight_bp": 5000}]"#),
-        )],
+        &[Edit::Append(x, &exp(2, 1, 100, r#"[{"id": 1, "name": "a", "weight_bp": 5000}]"#))],
         &[(x, 2, "arms", "sum to 5000")],
     );
     check(
@@ -522,26 +359,14 @@ fn experiment_problems() {
 #[test]
 fn file_level_problems() {
     check(
-        &[Edit::Write(
-            "segments.jsonl",
-            b"{\"id\": 10, \"name\": \"a\"}\n\xff\xfe\n",
-        )],
+        &[Edit::Write("segments.jsonl", b"{\"id\": 10, \"name\": \"a\"}\n\xff\xfe\n")],
         &[("segments.jsonl", 2, "", "not valid UTF-8")],
     );
-    let long = format!(
-        "{{\"id\": 12, \"name\": \"{}\"}}",
-        "x".repeat(adsnap_builder::LINE_BYTES_MAX)
-    );
-    check(
-        &[Edit::Append("segments.jsonl", &long)],
-        &[("segments.jsonl", 3, "", "longer than the limit")],
-    );
+    let long = format!("{{\"id\": 12, \"name\": \"{}\"}}", "x".repeat(adsnap_builder::LINE_BYTES_MAX));
+    check(&[Edit::Append("segments.jsonl", &long)], &[("segments.jsonl", 3, "", "longer than the limit")]);
     // Blank lines are allowed; a record split over lines is not.
     check(
-        &[Edit::Append(
-            "segments.jsonl",
-            "\n{\"id\": 12,\n\"name\": \"b\"}",
-        )],
+        &[Edit::Append("segments.jsonl", "\n{\"id\": 12,\n\"name\": \"b\"}")],
         &[
             ("segments.jsonl", 4, "", "EOF while parsing"),
             ("segments.jsonl", 5, "", "invalid type: string \"name\""),
@@ -552,27 +377,18 @@ fn file_level_problems() {
 #[test]
 fn a_missing_required_file_is_an_error_and_optional_files_may_be_absent() {
     let dir = common::copy_fixture("minimal");
-    for optional in [
-        "segments.jsonl",
-        "templates.jsonl",
-        "predicted_rates.csv",
-        "experiments.jsonl",
-    ] {
+    for optional in ["segments.jsonl", "templates.jsonl", "predicted_rates.csv", "experiments.jsonl"] {
         fs::remove_file(dir.path().join(optional)).unwrap();
     }
     // Without segments and templates, the references to them are now errors; with the references
     // removed too, the catalog builds.
-    apply(
-        dir.path(),
-        &Edit::Sub(C, ", \"segments_include\": [10]", ""),
-    );
+    apply(dir.path(), &Edit::Sub(C, ", \"segments_include\": [10]", ""));
     let creatives = fs::read_to_string(dir.path().join(CR)).unwrap();
     let inline = creatives
         .replace("\"template\": \"vast\"", "\"markup\": \"<VAST/>\"")
         .replace("\"template\": \"banner\"", "\"markup\": \"<a></a>\"");
     fs::write(dir.path().join(CR), inline).unwrap();
-    common::build_to(dir.path(), &dir.path().join("out.snap"))
-        .expect("builds without optional files");
+    common::build_to(dir.path(), &dir.path().join("out.snap")).expect("builds without optional files");
 
     fs::remove_file(dir.path().join("apps.jsonl")).unwrap();
     let err = common::build_to(dir.path(), &dir.path().join("out2.snap")).unwrap_err();
@@ -590,12 +406,7 @@ fn every_problem_is_reported_in_one_run() {
             Edit::Append("predicted_rates.csv", "100,DE,android,2,0.1"),
         ],
         &[
-            (
-                "advertisers.jsonl",
-                2,
-                "iab_category",
-                "not an IAB category",
-            ),
+            ("advertisers.jsonl", 2, "iab_category", "not an IAB category"),
             (C, 1, "targeting.countries[1]", "not an ISO 3166-1"),
             (CR, 4, "mime", "not one of"),
             ("predicted_rates.csv", 6, "ctr", "not in (0, 1]"),

@@ -14,47 +14,22 @@ pub enum Error {
     Write { path: PathBuf, source: io::Error },
 
     #[error("{} is not an adsnap snapshot: its first bytes are {found:02x?}, a snapshot starts with {expected:02x?}", path.display())]
-    NotASnapshot {
-        path: PathBuf,
-        found: Vec<u8>,
-        expected: [u8; 8],
-    },
+    NotASnapshot { path: PathBuf, found: Vec<u8>, expected: [u8; 8] },
 
     #[error("{} is truncated: {len} bytes, shorter than the {header_len}-byte header", path.display())]
-    TooShort {
-        path: PathBuf,
-        len: u64,
-        header_len: usize,
-    },
+    TooShort { path: PathBuf, len: u64, header_len: usize },
 
     #[error("{} has a corrupt header: its checksum is {found:016x} but the header bytes hash to {computed:016x}", path.display())]
-    HeaderChecksum {
-        path: PathBuf,
-        found: u64,
-        computed: u64,
-    },
+    HeaderChecksum { path: PathBuf, found: u64, computed: u64 },
 
     #[error("{} is snapshot format version {found}; this build reads version {supported} only, rebuild the snapshot with a matching builder", path.display())]
-    UnsupportedVersion {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
+    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
 
     #[error("{} has a header length of {found} bytes; format version {version} uses {expected}", path.display())]
-    HeaderLength {
-        path: PathBuf,
-        found: u32,
-        expected: u32,
-        version: u32,
-    },
+    HeaderLength { path: PathBuf, found: u32, expected: u32, version: u32 },
 
     #[error("{} is truncated: the header promises {expected} payload bytes, the file holds {actual}", path.display())]
-    Truncated {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
+    Truncated { path: PathBuf, expected: u64, actual: u64 },
 
     #[error("{} has {extra} unexpected bytes after its payload", path.display())]
     TrailingBytes { path: PathBuf, extra: u64 },
@@ -63,11 +38,7 @@ pub enum Error {
     TooLarge { path: PathBuf, len: u64, max: u64 },
 
     #[error("{} payload is corrupt: it hashes to xxh3-128 {computed:032x}, the header says {expected:032x}", path.display())]
-    PayloadChecksum {
-        path: PathBuf,
-        expected: u128,
-        computed: u128,
-    },
+    PayloadChecksum { path: PathBuf, expected: u128, computed: u128 },
 
     #[error("{} payload is not a valid snapshot archive: {reason}", path.display())]
     Archive { path: PathBuf, reason: String },

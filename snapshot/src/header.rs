@@ -94,11 +94,7 @@ impl Header {
         let found = u64_at(bytes, CHECKSUMMED_LEN);
         let computed = xxh3_64(&bytes[..CHECKSUMMED_LEN]);
         if found != computed {
-            return Err(Error::HeaderChecksum {
-                path: path.to_owned(),
-                found,
-                computed,
-            });
+            return Err(Error::HeaderChecksum { path: path.to_owned(), found, computed });
         }
         let format_version = u32_at(bytes, 8);
         if format_version != FORMAT_VERSION {
@@ -118,10 +114,7 @@ impl Header {
             });
         }
         let version_bytes = &bytes[64..64 + BUILDER_VERSION_LEN];
-        let version_len = version_bytes
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(BUILDER_VERSION_LEN);
+        let version_len = version_bytes.iter().position(|&b| b == 0).unwrap_or(BUILDER_VERSION_LEN);
         Ok(Header {
             format_version,
             snapshot_id: u64_at(bytes, 16),
@@ -190,15 +183,9 @@ mod tests {
             flipped[bit / 8] ^= 1 << (bit % 8);
             let err = Header::decode(&flipped, Path::new("x")).unwrap_err();
             if bit < 64 {
-                assert!(
-                    matches!(err, Error::NotASnapshot { .. }),
-                    "bit {bit}: {err}"
-                );
+                assert!(matches!(err, Error::NotASnapshot { .. }), "bit {bit}: {err}");
             } else {
-                assert!(
-                    matches!(err, Error::HeaderChecksum { .. }),
-                    "bit {bit}: {err}"
-                );
+                assert!(matches!(err, Error::HeaderChecksum { .. }), "bit {bit}: {err}");
             }
         }
     }

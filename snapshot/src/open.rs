@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use memmap2::{Mmap, MmapOptions};
 use rkyv::rancor;
 use rkyv::vec::ArchivedVec;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 use crate::codes::key_hash;
 use crate::error::{Error, Result};
@@ -54,35 +54,25 @@ impl Snapshot {
     /// structure and format invariants. Runs in time linear in the file size; call it off any
     /// request path.
     pub fn open(path: &Path) -> Result<Snapshot> {
-        let io_err = |source| Error::Io {
-            path: path.to_owned(),
-            source,
-        };
+        Snapshot::open_with(path, &OpenOptions::default())
+    }
+
+    /// [`Snapshot::open`] with explicit options.
+    pub fn open_with(path: &Path, options: &OpenOptions) -> Result<Snapshot> {
+        let io_err = |source| Error::Io { path: path.to_owned(), source };
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         if len > SNAPSHOT_BYTES_MAX {
-            return Err(Error::TooLarge {
-                path: path.to_owned(),
-                len,
-                max: SNAPSHOT_BYTES_MAX,
-            });
+            return Err(Error::TooLarge { path: path.to_owned(), len, max: SNAPSHOT_BYTES_MAX });
         }
         if len == 0 {
-            return Err(Error::TooShort {
-                path: path.to_owned(),
-                len: 0,
-                header_len: HEADER_LEN,
-            });
+            return Err(Error::TooShort { path: path.to_owned(), len: 0, header_len: HEADER_LEN });
         }
         // SAFETY: the map is read-only, and snapshot files are never modified in place (see the
         // crate docs); the bytes are verified below before any typed access.
         let mmap = unsafe { MmapOptions::new().populate().map(&file) }.map_err(io_err)?;
-        let header = verify(&mmap, path)?;
-        Ok(Snapshot {
-            path: path.to_owned(),
-            header,
-            mmap,
-        })
+        let header = verify_with(&mmap, path, options)?;
+        Ok(Snapshot { path: path.to_owned(), header, mmap })
     }
 
     pub fn path(&self) -> &Path {
@@ -107,31 +97,19 @@ impl Snapshot {
     }
 
     pub fn pool_u16(&self, span: &ArchivedSpan) -> &[rkyv::Archived<u16>] {
-        self.archive()
-            .pool_u16
-            .get(span.range())
-            .unwrap_or_default()
+        self.archive().pool_u16.get(span.range()).unwrap_or_default()
     }
 
     pub fn pool_u32(&self, span: &ArchivedSpan) -> &[rkyv::Archived<u32>] {
-        self.archive()
-            .pool_u32
-            .get(span.range())
-            .unwrap_or_default()
+        self.archive().pool_u32.get(span.range()).unwrap_or_default()
     }
 
     pub fn pool_u64(&self, span: &ArchivedSpan) -> &[rkyv::Archived<u64>] {
-        self.archive()
-            .pool_u64
-            .get(span.range())
-            .unwrap_or_default()
+        self.archive().pool_u64.get(span.range()).unwrap_or_default()
     }
 
     pub fn pool_str(&self, span: &ArchivedSpan) -> &[ArchivedStrRef] {
-        self.archive()
-            .pool_str
-            .get(span.range())
-            .unwrap_or_default()
+        self.archive().pool_str.get(span.range()).unwrap_or_default()
     }
 
     /// The candidates of one index slot, best first.
@@ -146,35 +124,28 @@ impl Snapshot {
 
     pub fn campaign_by_id(&self, id: u32) -> Option<(usize, &ArchivedCampaign)> {
         let campaigns = &self.archive().campaigns;
-        let idx = campaigns
-            .binary_search_by_key(&id, |c| c.id.to_native())
-            .ok()?;
+        let idx = campaigns.binary_search_by_key(&id, |c| c.id.to_native()).ok()?;
         Some((idx, &campaigns[idx]))
     }
 
     pub fn creative_by_id(&self, id: u32) -> Option<(usize, &ArchivedCreative)> {
         let archive = self.archive();
-        let entry = archive
-            .creative_ids
-            .binary_search_by_key(&id, |e| e.id.to_native())
-            .ok()?;
+        let entry = archive.creative_ids.binary_search_by_key(&id, |e| e.id.to_native()).ok()?;
         let idx = archive.creative_ids[entry].idx.to_native() as usize;
-        Some((idx, &archive.creatives[idx]))
+        // The id table's targets are checked at open to be in bounds; that each names the right
+        // creative is confirmed here, on use.
+        let creative = archive.creatives.get(idx).filter(|c| c.id == id)?;
+        Some((idx, creative))
     }
 
     /// The creatives of a campaign.
     pub fn creatives_of(&self, campaign: &ArchivedCampaign) -> &[ArchivedCreative] {
-        self.archive()
-            .creatives
-            .get(campaign.creatives.range())
-            .unwrap_or_default()
+        self.archive().creatives.get(campaign.creatives.range()).unwrap_or_default()
     }
 
     pub fn ad_unit_by_id(&self, id: &str) -> Option<(usize, &ArchivedAdUnit)> {
         let archive = self.archive();
-        let idx = find_by_hash(&archive.ad_unit_ids, id, |idx| {
-            self.str(&archive.ad_units[idx].id)
-        })?;
+        let idx = find_by_hash(&archive.ad_unit_ids, id, |idx| self.str(&archive.ad_units[idx].id))?;
         Some((idx, &archive.ad_units[idx]))
     }
 
@@ -186,17 +157,13 @@ impl Snapshot {
 
     pub fn app_by_bundle(&self, bundle: &str) -> Option<(usize, &ArchivedPublisherApp)> {
         let archive = self.archive();
-        let idx = find_by_hash(&archive.app_bundles, bundle, |idx| {
-            self.str(&archive.apps[idx].bundle)
-        })?;
+        let idx = find_by_hash(&archive.app_bundles, bundle, |idx| self.str(&archive.apps[idx].bundle))?;
         Some((idx, &archive.apps[idx]))
     }
 
     pub fn segment_by_id(&self, id: u32) -> Option<&ArchivedSegment> {
         let segments = &self.archive().segments;
-        let idx = segments
-            .binary_search_by_key(&id, |s| s.id.to_native())
-            .ok()?;
+        let idx = segments.binary_search_by_key(&id, |s| s.id.to_native()).ok()?;
         Some(&segments[idx])
     }
 
@@ -258,38 +225,138 @@ fn find_by_hash<'a>(
 /// Checks raw snapshot bytes completely and returns the header. Used by [`Snapshot::open`] and by
 /// fuzzers, which hand in arbitrary bytes.
 pub fn verify(bytes: &[u8], path: &Path) -> Result<Header> {
+    verify_with(bytes, path, &OpenOptions::default())
+}
+
+/// [`verify`] with explicit options.
+pub fn verify_with(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<Header> {
     let header = Header::decode(bytes, path)?;
     let actual = (bytes.len() - HEADER_LEN) as u64;
     if actual < header.payload_len {
-        return Err(Error::Truncated {
-            path: path.to_owned(),
-            expected: header.payload_len,
-            actual,
-        });
+        return Err(Error::Truncated { path: path.to_owned(), expected: header.payload_len, actual });
     }
     if actual > header.payload_len {
-        return Err(Error::TrailingBytes {
-            path: path.to_owned(),
-            extra: actual - header.payload_len,
-        });
+        return Err(Error::TrailingBytes { path: path.to_owned(), extra: actual - header.payload_len });
     }
     let payload = &bytes[HEADER_LEN..];
-    let computed = xxh3_128(payload);
-    if computed != header.payload_xxh3_128 {
-        return Err(Error::PayloadChecksum {
-            path: path.to_owned(),
-            expected: header.payload_xxh3_128,
-            computed,
-        });
-    }
-    let archive =
-        rkyv::access::<ArchivedSnapshot, rancor::Error>(payload).map_err(|err| Error::Archive {
-            path: path.to_owned(),
-            reason: err.to_string(),
-        })?;
-    invariants::check(archive).map_err(|reason| Error::Invariant {
+    let checksum_error = |computed: u128| Error::PayloadChecksum {
         path: path.to_owned(),
-        reason,
-    })?;
+        expected: header.payload_xxh3_128,
+        computed,
+    };
+    // Structure first: rkyv's validation is made for untrusted bytes, and it tells where the
+    // string heap is, so that the one checksum pass can check the heap's UTF-8 on the way while
+    // each chunk is in cache, instead of reading the heap a second time.
+    let archive = match rkyv::access::<ArchivedSnapshot, rancor::Error>(payload) {
+        Ok(archive) => archive,
+        // A corrupt file fails both; the checksum names the cause better.
+        Err(_) if xxh3_128(payload) != header.payload_xxh3_128 => {
+            return Err(checksum_error(xxh3_128(payload)));
+        }
+        Err(err) => return Err(Error::Archive { path: path.to_owned(), reason: err.to_string() }),
+    };
+    let heap = archive.strings.as_slice();
+    let heap_start = heap.as_ptr() as usize - payload.as_ptr() as usize;
+    let heap_range = heap_start..heap_start + heap.len();
+    // The checksum pass and the invariant pass read different things and share nothing: with a
+    // second core they run side by side. Invariants of a payload that then fails its checksum
+    // are never reported; the checksum error comes first.
+    let ((computed, heap_is_utf8), invariants) = if options.parallel {
+        std::thread::scope(|scope| {
+            let checksum = scope.spawn(|| hash_checking_utf8(payload, heap_range));
+            let invariants = invariants::check(archive);
+            (checksum.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), invariants)
+        })
+    } else {
+        let checksum = hash_checking_utf8(payload, heap_range);
+        if checksum.0 != header.payload_xxh3_128 {
+            return Err(checksum_error(checksum.0));
+        }
+        (checksum, invariants::check(archive))
+    };
+    if computed != header.payload_xxh3_128 {
+        return Err(checksum_error(computed));
+    }
+    let invariant = |reason: String| Error::Invariant { path: path.to_owned(), reason };
+    if !heap_is_utf8 {
+        return Err(invariant("the string heap is not valid UTF-8".into()));
+    }
+    invariants.map_err(invariant)?;
     Ok(header)
+}
+
+/// How to verify a snapshot when opening it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Run the checksum pass on a second thread beside the invariant pass. On by default when
+    /// the machine has more than one core: opening happens off the request path, and it makes
+    /// the open close to one read of the file.
+    pub parallel: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        OpenOptions { parallel: n_cores > 1 }
+    }
+}
+
+/// Bytes hashed per step of the checksum pass: small enough that a chunk is still in cache when
+/// its UTF-8 is checked.
+const CHECKSUM_CHUNK_BYTES: usize = 256 << 10;
+
+/// xxh3-128 of `payload`, and whether `payload[heap]` is valid UTF-8, in one pass.
+fn hash_checking_utf8(payload: &[u8], heap: std::ops::Range<usize>) -> (u128, bool) {
+    let mut hasher = Xxh3::new();
+    let mut utf8_ok = true;
+    // Where the heap's UTF-8 has been checked up to; chunks of it are cut at character
+    // boundaries, and UTF-8 text cut at boundaries is valid exactly when every piece is.
+    let mut checked = heap.start;
+    let mut at = 0;
+    while at < payload.len() {
+        let end = (at + CHECKSUM_CHUNK_BYTES).min(payload.len());
+        hasher.update(&payload[at..end]);
+        let mut upto = end.clamp(heap.start, heap.end);
+        while upto > checked && upto < heap.end && (payload[upto] as i8) < -0x40 {
+            upto -= 1;
+        }
+        if utf8_ok && upto > checked {
+            utf8_ok = simdutf8::basic::from_utf8(&payload[checked..upto]).is_ok();
+            checked = upto;
+        }
+        at = end;
+    }
+    (hasher.digest128(), utf8_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A payload whose heap (from `heap_start`) holds two- and three-byte characters, so that
+    /// chunk ends fall inside characters.
+    fn payload(heap_start: usize) -> Vec<u8> {
+        let mut bytes = vec![7u8; heap_start];
+        while bytes.len() < heap_start + 3 * CHECKSUM_CHUNK_BYTES {
+            bytes.extend_from_slice("é€a".as_bytes());
+        }
+        bytes.extend_from_slice(&[0xff; 1000]);
+        bytes
+    }
+
+    #[test]
+    fn the_fused_pass_hashes_everything_and_checks_utf8_across_chunk_ends() {
+        for heap_start in [0, 1, 5, 1000, CHECKSUM_CHUNK_BYTES - 1] {
+            let bytes = payload(heap_start);
+            let heap_end = bytes.len() - 1000;
+            let (hash, ok) = hash_checking_utf8(&bytes, heap_start..heap_end);
+            assert_eq!(hash, xxh3_128(&bytes));
+            assert!(ok, "heap at {heap_start}");
+            for bad in [heap_start, heap_start + CHECKSUM_CHUNK_BYTES + 1, heap_end - 1] {
+                let mut broken = bytes.clone();
+                broken[bad] = 0xff;
+                assert!(!hash_checking_utf8(&broken, heap_start..heap_end).1, "byte {bad}");
+            }
+        }
+    }
 }

@@ -63,19 +63,11 @@ pub enum Format {
     RewardedVideo = 2,
     Native = 3,
 }
-archived_enum!(
-    Format,
-    ArchivedFormat,
-    [Banner, Interstitial, RewardedVideo, Native]
-);
+archived_enum!(Format, ArchivedFormat, [Banner, Interstitial, RewardedVideo, Native]);
 
 impl Format {
-    pub const ALL: [Format; N_FORMATS] = [
-        Format::Banner,
-        Format::Interstitial,
-        Format::RewardedVideo,
-        Format::Native,
-    ];
+    pub const ALL: [Format; N_FORMATS] =
+        [Format::Banner, Format::Interstitial, Format::RewardedVideo, Format::Native];
 
     /// The catalog's and the API's name of the format.
     pub fn name(self) -> &'static str {
@@ -146,11 +138,7 @@ pub enum CampaignStatus {
     Paused = 1,
     Archived = 2,
 }
-archived_enum!(
-    CampaignStatus,
-    ArchivedCampaignStatus,
-    [Active, Paused, Archived]
-);
+archived_enum!(CampaignStatus, ArchivedCampaignStatus, [Active, Paused, Archived]);
 
 /// How a creative's markup is produced.
 #[derive(Archive, Serialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -53,15 +53,9 @@ pub fn write_atomic(path: &Path, payload: &Payload, options: &WriteOptions) -> R
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
     };
-    let write_err = |source: io::Error| Error::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".adsnap-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(write_err)?;
+    let write_err = |source: io::Error| Error::Write { path: path.to_owned(), source };
+    let temp =
+        tempfile::Builder::new().prefix(".adsnap-").suffix(".tmp").tempfile_in(&dir).map_err(write_err)?;
     let header = write_payload(temp.as_file(), payload, options, path)?;
     temp.as_file().sync_all().map_err(write_err)?;
 
@@ -76,47 +70,25 @@ pub fn write_atomic(path: &Path, payload: &Payload, options: &WriteOptions) -> R
     Ok(header)
 }
 
-fn write_payload(
-    file: &File,
-    payload: &Payload,
-    options: &WriteOptions,
-    path: &Path,
-) -> Result<Header> {
-    let write_err = |source: io::Error| Error::Write {
-        path: path.to_owned(),
-        source,
-    };
+fn write_payload(file: &File, payload: &Payload, options: &WriteOptions, path: &Path) -> Result<Header> {
+    let write_err = |source: io::Error| Error::Write { path: path.to_owned(), source };
     let mut file = file;
     file.seek(SeekFrom::Start(0)).map_err(write_err)?;
     file.write_all(&[0u8; HEADER_LEN]).map_err(write_err)?;
     // Hash below the buffer, so the hasher sees large chunks rather than rkyv's many small writes.
     let buffered = BufWriter::with_capacity(
         WRITE_BUFFER_BYTES,
-        HashingWriter {
-            inner: file,
-            hasher: Xxh3::new(),
-            len: 0,
-        },
+        HashingWriter { inner: file, hasher: Xxh3::new(), len: 0 },
     );
     let writer = rkyv::api::high::to_bytes_in::<_, rancor::Error>(payload, IoWriter::new(buffered))
-        .map_err(|err| Error::Serialize {
-            path: path.to_owned(),
-            reason: err.to_string(),
-        })?;
-    let hashing = writer
-        .into_inner()
-        .into_inner()
-        .map_err(|err| write_err(err.into_error()))?;
+        .map_err(|err| Error::Serialize { path: path.to_owned(), reason: err.to_string() })?;
+    let hashing = writer.into_inner().into_inner().map_err(|err| write_err(err.into_error()))?;
     let payload_len = hashing.len;
     let payload_xxh3_128 = hashing.hasher.digest128();
 
     let header = Header {
         format_version: FORMAT_VERSION,
-        snapshot_id: Header::derive_id(
-            payload_xxh3_128,
-            options.snapshot_version,
-            options.created_unix_ms,
-        ),
+        snapshot_id: Header::derive_id(payload_xxh3_128, options.snapshot_version, options.created_unix_ms),
         snapshot_version: options.snapshot_version,
         created_unix_ms: options.created_unix_ms,
         payload_len,

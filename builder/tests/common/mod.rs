@@ -13,9 +13,7 @@ use indicatif::ProgressBar;
 pub const NOW_UNIX_S: i64 = 1_795_305_600;
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// Copies a fixture catalog into a new temporary folder.
