@@ -55,6 +55,10 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Serve ads from a snapshot over HTTP.
+    Serve(crate::serve_cli::ServeArgs),
+    /// Build the example catalog into a snapshot if there is none, then serve it on localhost.
+    Up(crate::serve_cli::UpArgs),
     /// Verify a snapshot and print its header and counts.
     Inspect {
         snapshot: PathBuf,
@@ -74,6 +78,8 @@ impl Cli {
                 run_build(catalog, out, snapshot_version, now.as_deref(), quiet)
             }
             Command::Inspect { snapshot, json } => run_inspect(snapshot, json),
+            Command::Serve(args) => crate::serve_cli::run_serve(args),
+            Command::Up(args) => crate::serve_cli::run_up(args),
         }
     }
 }
@@ -118,7 +124,7 @@ fn run_gen(
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_build(
+pub fn run_build(
     catalog: PathBuf,
     out: PathBuf,
     version: Option<u64>,

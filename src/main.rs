@@ -1,6 +1,12 @@
 //! `adsnap`: the one user-facing binary. Each subcommand parses its flags and calls a library.
 
 mod cli;
+mod serve_cli;
+
+/// jemalloc: the reference fleet measured about 30% more speed with it than with the system
+/// allocator on this kind of workload (many short-lived request buffers across threads).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::Parser;
 

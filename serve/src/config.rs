@@ -1,0 +1,99 @@
+//! The server's configuration: a TOML file, each key overridable by a flag and an `ADSNAP_*`
+//! variable (the binary maps those). `docs/serve.example.toml` lists every key with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ServeError;
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen_addr: SocketAddr,
+    /// The production snapshot.
+    pub snapshot_path: PathBuf,
+    /// The staging snapshot, served to the staging slice; absent: staging gets production.
+    pub staging_snapshot_path: Option<PathBuf>,
+    /// Base of the tracking URLs put in responses, as clients reach this server.
+    pub public_base_url: String,
+    /// Largest request body accepted.
+    pub request_body_bytes_max: usize,
+    /// Most request headers accepted.
+    pub request_headers_max: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout_ms: u64,
+    /// Key of the tracking-token MAC, 64 hex digits. Every server of a fleet shares it; absent:
+    /// a random key for this process (tracking URLs then die with it).
+    pub tracking_key_hex: Option<String>,
+    /// How long a tracking URL stays valid.
+    pub tracking_token_ttl_s: u64,
+    /// How long an SDK may cache an ad before showing it.
+    pub ad_ttl_s: u32,
+    /// Tracking tokens remembered to count duplicates once (per generation; two are kept).
+    pub tracking_dedup_entries_max: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            snapshot_path: PathBuf::from("adsnap.snap"),
+            staging_snapshot_path: None,
+            public_base_url: "http://127.0.0.1:8080".into(),
+            request_body_bytes_max: 64 << 10,
+            request_headers_max: 64,
+            header_read_timeout_ms: 5_000,
+            tracking_key_hex: None,
+            tracking_token_ttl_s: 86_400,
+            ad_ttl_s: 300,
+            tracking_dedup_entries_max: 1_000_000,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads a TOML configuration file.
+    pub fn from_toml(text: &str) -> Result<ServeConfig, ServeError> {
+        toml::from_str(text).map_err(|e| ServeError::Config(e.to_string()))
+    }
+
+    /// The tracking key, parsed.
+    pub fn tracking_key(&self) -> Result<Option<[u8; 32]>, ServeError> {
+        let Some(hex) = &self.tracking_key_hex else { return Ok(None) };
+        let bad = || ServeError::Config("tracking_key_hex must be 64 hex digits".into());
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_lists_the_defaults() {
+        let text = include_str!("../../docs/serve.example.toml");
+        assert_eq!(ServeConfig::from_toml(text).unwrap(), ServeConfig::default());
+    }
+
+    #[test]
+    fn bad_files_and_keys_are_refused_by_name() {
+        let err = ServeConfig::from_toml("listen_adr = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.to_string().contains("listen_adr"), "{err}");
+        let config = ServeConfig { tracking_key_hex: Some("zz".repeat(32)), ..ServeConfig::default() };
+        assert!(config.tracking_key().is_err());
+        let config = ServeConfig { tracking_key_hex: Some("é".repeat(32)), ..ServeConfig::default() };
+        assert!(config.tracking_key().is_err());
+        let config = ServeConfig { tracking_key_hex: Some("ab".repeat(32)), ..ServeConfig::default() };
+        assert_eq!(config.tracking_key().unwrap(), Some([0xab; 32]));
+    }
+}

@@ -1,0 +1,214 @@
+//! The decision: candidates from the snapshot's index, filters, and the first eligible candidate
+//! in expected-revenue order. Everything is a look-up in the mapped snapshot; nothing allocates.
+
+use std::cmp::Ordering;
+
+use adsnap_snapshot::schema::{
+    ArchivedAdUnit, ArchivedCampaign, ArchivedCandidate, ArchivedCreative, ArchivedOverrides,
+    ArchivedPublisherApp, ArchivedSpan, CampaignStatus, COUNTRY_ANY, PPM_ONE,
+};
+use adsnap_snapshot::{iab_parent, Format, Snapshot};
+
+use crate::request::Query;
+
+/// The winning candidate of a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Winner {
+    pub campaign_idx: u32,
+    pub creative_idx: u32,
+    /// Expected revenue per mille after the arm's bid multiplier.
+    pub ecpm_micros: u64,
+}
+
+/// Why a request got no ad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoFill {
+    /// The index has nothing for this format, market and OS.
+    NoCandidates,
+    /// Every candidate scanned was filtered out.
+    Filtered,
+    /// The best remaining candidates pay less than the ad unit's floor.
+    BelowFloor,
+    /// The scan limit was reached before an eligible candidate.
+    ScanLimit,
+}
+
+impl NoFill {
+    pub fn name(self) -> &'static str {
+        match self {
+            NoFill::NoCandidates => "no_candidates",
+            NoFill::Filtered => "filtered",
+            NoFill::BelowFloor => "below_floor",
+            NoFill::ScanLimit => "scan_limit",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Result<Winner, NoFill>,
+    pub n_scanned: u32,
+}
+
+fn scale_ppm(value: u64, ppm: u32) -> u64 {
+    (value as u128 * ppm as u128 / PPM_ONE as u128) as u64
+}
+
+/// The deterministic order of the index: eCPM descending, then campaign and creative index.
+fn order(c: &ArchivedCandidate) -> (std::cmp::Reverse<u64>, u32, u32) {
+    (std::cmp::Reverse(c.ecpm_micros.to_native()), c.campaign_idx.to_native(), c.creative_idx.to_native())
+}
+
+/// Decides one request with the parameters of its assignment.
+pub fn decide(s: &Snapshot, q: &Query, params: &ArchivedOverrides) -> Decision {
+    let a = s.archive();
+    let unit = &a.ad_units[q.ad_unit_idx];
+    let app = &a.apps[q.app_idx];
+    let floor_micros = scale_ppm(unit.floor_cpm_micros.to_native(), params.floor_multiplier_ppm.to_native());
+    let bid_ppm = params.bid_multiplier_ppm.to_native();
+    let limit = params.candidates_scanned_max.to_native();
+    let country_slot = q.country.map_or(&[][..], |c| s.candidates(q.format, c, q.os));
+    let any_slot = s.candidates(q.format, COUNTRY_ANY, q.os);
+    if country_slot.is_empty() && any_slot.is_empty() {
+        return Decision { outcome: Err(NoFill::NoCandidates), n_scanned: 0 };
+    }
+    let (mut i, mut j, mut n_scanned) = (0, 0, 0u32);
+    loop {
+        // Merge the two slots, both sorted best first.
+        let next = match (country_slot.get(i), any_slot.get(j)) {
+            (None, None) => return Decision { outcome: Err(NoFill::Filtered), n_scanned },
+            (Some(x), Some(y)) if order(x).cmp(&order(y)) == Ordering::Greater => {
+                j += 1;
+                (y, true)
+            }
+            (Some(x), _) => {
+                i += 1;
+                (x, false)
+            }
+            (None, Some(y)) => {
+                j += 1;
+                (y, true)
+            }
+        };
+        let (candidate, from_any) = next;
+        if n_scanned == limit {
+            return Decision { outcome: Err(NoFill::ScanLimit), n_scanned };
+        }
+        n_scanned += 1;
+        let ecpm_micros = scale_ppm(candidate.ecpm_micros.to_native(), bid_ppm);
+        if ecpm_micros < floor_micros {
+            // Both slots are sorted: nothing after this pays more.
+            return Decision { outcome: Err(NoFill::BelowFloor), n_scanned };
+        }
+        let campaign = &a.campaigns[candidate.campaign_idx.to_native() as usize];
+        if from_any && q.country.is_some_and(|c| contains_u16(s, &campaign.country_overrides, c)) {
+            // This campaign has its own, market-priced entry in the country's slot.
+            continue;
+        }
+        let creative = &a.creatives[candidate.creative_idx.to_native() as usize];
+        let ctx = Eligibility { s, q, unit, app, params };
+        if ctx.campaign(campaign) && ctx.creative(creative) {
+            let winner = Winner {
+                campaign_idx: candidate.campaign_idx.to_native(),
+                creative_idx: candidate.creative_idx.to_native(),
+                ecpm_micros,
+            };
+            return Decision { outcome: Ok(winner), n_scanned };
+        }
+    }
+}
+
+fn contains_u16(s: &Snapshot, span: &ArchivedSpan, value: u16) -> bool {
+    !span.is_empty() && s.pool_u16(span).binary_search_by_key(&value, |v| v.to_native()).is_ok()
+}
+
+fn contains_u64(s: &Snapshot, span: &ArchivedSpan, value: u64) -> bool {
+    !span.is_empty() && s.pool_u64(span).binary_search_by_key(&value, |v| v.to_native()).is_ok()
+}
+
+/// A packed IAB category is in a list when it or its tier-1 parent is.
+fn contains_category(s: &Snapshot, span: &ArchivedSpan, category: u16) -> bool {
+    contains_u16(s, span, category) || contains_u16(s, span, iab_parent(category))
+}
+
+struct Eligibility<'a> {
+    s: &'a Snapshot,
+    q: &'a Query,
+    unit: &'a ArchivedAdUnit,
+    app: &'a ArchivedPublisherApp,
+    params: &'a ArchivedOverrides,
+}
+
+impl Eligibility<'_> {
+    fn campaign(&self, c: &ArchivedCampaign) -> bool {
+        let (s, q) = (self.s, self.q);
+        let t = &c.targeting;
+        let schedule_ok = c.status.get() == CampaignStatus::Active
+            && c.start_unix_s.to_native() <= q.now_unix_s
+            && q.now_unix_s < c.end_unix_s.to_native();
+        let min_os = t.min_os_version.to_native();
+        let device_ok = match (t.device_types, q.device_type) {
+            (0, _) => true,
+            (mask, Some(d)) => mask & d.bit() != 0,
+            (_, None) => false,
+        };
+        let connection_ok = match (t.connection_types, q.connection) {
+            (0, _) => true,
+            (mask, Some(c)) => mask & c.bit() != 0,
+            (_, None) => false,
+        };
+        let language_ok =
+            t.languages.is_empty() || q.language.is_some_and(|l| contains_u16(s, &t.languages, l));
+        let app_ok = (t.app_allow.is_empty() || contains_u64(s, &t.app_allow, q.app_bundle_hash))
+            && !contains_u64(s, &t.app_block, q.app_bundle_hash)
+            && (t.app_categories.is_empty()
+                || contains_category(s, &t.app_categories, self.app.category.to_native()));
+        // Without a profile (none is read yet, and none may be for COPPA, missing consent or
+        // limited tracking) a campaign that needs a segment cannot be shown.
+        let segments_ok = t.segments_include.is_empty();
+        schedule_ok
+            && (min_os == 0 || q.os_version >= min_os)
+            && device_ok
+            && connection_ok
+            && language_ok
+            && app_ok
+            && segments_ok
+            && self.advertiser_allowed(c)
+            && self.paced(c)
+    }
+
+    fn advertiser_allowed(&self, c: &ArchivedCampaign) -> bool {
+        let s = self.s;
+        let advertiser = &s.archive().advertisers[c.advertiser_idx.to_native() as usize];
+        let (domain, category) = (advertiser.domain_hash.to_native(), advertiser.category.to_native());
+        !contains_u64(s, &self.unit.blocked_domains, domain)
+            && !contains_u64(s, &self.app.blocked_domains, domain)
+            && !contains_category(s, &self.unit.blocked_categories, category)
+            && !contains_category(s, &self.app.blocked_categories, category)
+    }
+
+    /// The pacing throttle: a campaign bids on a request when the request's draw, mixed with the
+    /// campaign id so that campaigns are throttled independently, is under its throttle.
+    fn paced(&self, c: &ArchivedCampaign) -> bool {
+        if !self.params.pacing_enabled {
+            return true;
+        }
+        let throttle = c.pacing_throttle_ppm.to_native();
+        if throttle >= PPM_ONE {
+            return true;
+        }
+        let mixed = xxhash_rust::xxh3::xxh3_64_with_seed(
+            &c.id.to_native().to_le_bytes(),
+            self.q.pacing_draw_ppm as u64,
+        );
+        ((mixed >> 11) % PPM_ONE as u64) < throttle as u64
+    }
+
+    fn creative(&self, cr: &ArchivedCreative) -> bool {
+        // A banner must fit its slot exactly; full-screen and native formats adapt.
+        let (w, h) = (self.unit.width.to_native(), self.unit.height.to_native());
+        cr.format.get() != Format::Banner
+            || w == 0
+            || (cr.width.to_native() == w && cr.height.to_native() == h)
+    }
+}

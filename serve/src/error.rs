@@ -1,0 +1,37 @@
+//! What the server refuses, as a 4xx with a JSON body that says what is wrong.
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("the body is not valid JSON for this endpoint: {0}")]
+    Json(String),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("no ad unit {0:?} in the current snapshot")]
+    UnknownAdUnit(String),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Token(String),
+}
+
+impl RequestError {
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::TooLarge(_) => 413,
+            RequestError::UnknownAdUnit(_) => 404,
+            RequestError::Token(_) => 403,
+            _ => 400,
+        }
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Snapshot(#[from] adsnap_snapshot::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("bad configuration: {0}")]
+    Config(String),
+}

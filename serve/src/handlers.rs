@@ -1,0 +1,296 @@
+//! Request handlers: the ad decision, tracking notices, health and metrics.
+
+use std::sync::Arc;
+
+use adsnap_abtest::{assign, Assignment, Slice, UserKey};
+use adsnap_snapshot::schema::{ArchivedOverrides, MarkupKind};
+use adsnap_snapshot::Snapshot;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::decision::{decide, Winner};
+use crate::error::RequestError;
+use crate::metrics::{OutcomeLabels, TrackingLabels};
+use crate::render::{render, Fill};
+use crate::request::AdRequest;
+use crate::server::{now_unix_s, State};
+use crate::token::{Claims, TokenError};
+
+type Reply = Response<Full<Bytes>>;
+
+fn json_reply(status: u16, value: &serde_json::Value) -> Reply {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn empty(status: u16) -> Reply {
+    Response::builder().status(status).body(Full::new(Bytes::new())).unwrap_or_default()
+}
+
+fn error_reply(err: &RequestError) -> Reply {
+    let field = match err {
+        RequestError::Invalid { field, .. } => json!(field),
+        _ => json!(null),
+    };
+    json_reply(err.status(), &json!({ "error": err.to_string(), "field": field }))
+}
+
+pub fn not_found(path: &str) -> Reply {
+    json_reply(404, &json!({ "error": format!("no endpoint {path}"), "field": null }))
+}
+
+/// Reads a body of at most `max` bytes.
+async fn read_body(request: Request<hyper::body::Incoming>, max: usize) -> Result<Bytes, RequestError> {
+    let limited = Limited::new(request.into_body(), max);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(RequestError::TooLarge(max))
+        }
+        Err(err) => Err(RequestError::Json(format!("the body could not be read: {err}"))),
+    }
+}
+
+/// The stable key a user is assigned by: the publisher's user id, else the advertising id when
+/// tracking is allowed, else none (assigned per request).
+fn user_key<'a>(request: &'a AdRequest, request_hash: u64) -> UserKey<'a> {
+    let tracking_allowed = !request.device.lmt && !request.privacy.coppa;
+    match (&request.user.id, &request.device.ifa) {
+        (Some(id), _) => UserKey::Id(id.as_bytes()),
+        (None, Some(ifa)) if tracking_allowed => UserKey::Id(ifa.as_bytes()),
+        _ => UserKey::Anonymous { request_nonce: request_hash },
+    }
+}
+
+/// The snapshot and decision parameters of an assignment.
+fn route_assignment<'a>(
+    production: &'a Arc<Snapshot>,
+    staging: &'a Option<Arc<Snapshot>>,
+    assignment: &Assignment,
+) -> (&'a Snapshot, &'a ArchivedOverrides, &'static str) {
+    match assignment.slice {
+        Slice::Staging => {
+            let s = staging.as_deref().unwrap_or(production);
+            (s, &s.archive().experiments.control, "staging")
+        }
+        Slice::Control => (production, &production.archive().experiments.control, "production"),
+        Slice::Experiment { experiment_idx, arm_idx, .. } => {
+            let experiments = &production.archive().experiments;
+            let params = experiments
+                .experiments
+                .get(experiment_idx as usize)
+                .and_then(|x| x.arms.get(arm_idx as usize))
+                .map_or(&experiments.control, |arm| &arm.params);
+            (production, params, "production")
+        }
+    }
+}
+
+pub async fn ad(state: &State, request: Request<hyper::body::Incoming>) -> Reply {
+    match ad_inner(state, request).await {
+        Ok(reply) => reply,
+        Err(err) => error_reply(&err),
+    }
+}
+
+async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Result<Reply, RequestError> {
+    let body = read_body(request, state.config.request_body_bytes_max).await?;
+    let ad_request: AdRequest =
+        serde_json::from_slice(&body).map_err(|e| RequestError::Json(e.to_string()))?;
+    let now = now_unix_s();
+    let request_id = ad_request.request_id.clone().unwrap_or_else(|| format!("{:016x}", fresh_id()));
+    let request_hash = xxhash_rust::xxh3::xxh3_64(request_id.as_bytes());
+    let production = state.production.load_full();
+    let staging = state.staging.load_full();
+    let assignment = assign(user_key(&ad_request, request_hash), &production.archive().experiments);
+    let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
+    let query = ad_request.resolve(snapshot, now, request_hash)?;
+    let decision = decide(snapshot, &query, params);
+    state.metrics.candidates_scanned.observe(decision.n_scanned as f64);
+    let outcome = match decision.outcome {
+        Ok(_) => "fill",
+        Err(reason) => reason.name(),
+    };
+    state.metrics.decisions.get_or_create(&OutcomeLabels { outcome, snapshot: snapshot_name }).inc();
+    let Ok(winner) = decision.outcome else {
+        return Ok(empty(204));
+    };
+    let claims = Claims {
+        request_hash,
+        campaign_id: snapshot.archive().campaigns[winner.campaign_idx as usize].id.to_native(),
+        creative_id: snapshot.archive().creatives[winner.creative_idx as usize].id.to_native(),
+        price_micros: winner.ecpm_micros,
+        assignment: assignment.code(),
+        issued_unix_s: now,
+    };
+    Ok(json_reply(200, &ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
+}
+
+fn fresh_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    xxhash_rust::xxh3::xxh3_64_with_seed(&n.to_le_bytes(), nanos)
+}
+
+fn markup_kind_name(kind: MarkupKind) -> &'static str {
+    match kind {
+        MarkupKind::Html => "html",
+        MarkupKind::Vast => "vast",
+        MarkupKind::NativeJson => "native_json",
+    }
+}
+
+fn ad_response(
+    state: &State,
+    s: &Snapshot,
+    winner: &Winner,
+    claims: &Claims,
+    request_id: &str,
+    assignment: &Assignment,
+) -> serde_json::Value {
+    let a = s.archive();
+    let campaign = &a.campaigns[winner.campaign_idx as usize];
+    let creative = &a.creatives[winner.creative_idx as usize];
+    let advertiser = &a.advertisers[campaign.advertiser_idx.to_native() as usize];
+    let token = state.token_key.sign(claims);
+    let base = state.config.public_base_url.trim_end_matches('/');
+    let impression_url = format!("{base}/v1/imp?t={token}");
+    let click_url = format!("{base}/v1/click?t={token}");
+    let mut markup = String::new();
+    let fill =
+        Fill { click_url: &click_url, impression_url: &impression_url, campaign_id: claims.campaign_id };
+    render(s, creative, &fill, &mut markup);
+    json!({
+        "request_id": request_id,
+        "snapshot_id": s.header().id_hex(),
+        "assignment": assignment.slice.to_string(),
+        "ad": {
+            "campaign_id": claims.campaign_id,
+            "creative_id": claims.creative_id,
+            "format": creative.format.get().name(),
+            "width": creative.width.to_native(),
+            "height": creative.height.to_native(),
+            "mime": s.str(&creative.mime),
+            "markup_kind": markup_kind_name(creative.markup_kind.get()),
+            "markup": markup,
+            "impression_url": impression_url,
+            "click_url": click_url,
+            "advertiser_domain": s.str(&advertiser.domain),
+            "bundle": s.str(&campaign.app_bundle),
+            "price_micros": claims.price_micros,
+            "currency": a.meta.currency.as_str(),
+            "ttl_s": state.config.ad_ttl_s,
+        }
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackingKind {
+    Impression,
+    Click,
+}
+
+impl TrackingKind {
+    fn name(self) -> &'static str {
+        match self {
+            TrackingKind::Impression => "impression",
+            TrackingKind::Click => "click",
+        }
+    }
+}
+
+fn token_param<B>(request: &Request<B>) -> Option<&str> {
+    request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix("t="))
+}
+
+/// An impression or click notice: the token must verify; a repeated one is acknowledged but
+/// counted once. A click redirects to the promoted app's store page.
+pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> Reply {
+    let now = now_unix_s();
+    let verified = token_param(request)
+        .ok_or(TokenError::Malformed)
+        .and_then(|token| state.token_key.verify(token, now));
+    let result = match &verified {
+        Ok(claims) => {
+            let key = claims.request_hash ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            if state.dedup.first_time(key) {
+                "counted"
+            } else {
+                "duplicate"
+            }
+        }
+        Err(TokenError::Malformed) => "malformed",
+        Err(TokenError::Forged) => "forged",
+        Err(TokenError::Expired) => "expired",
+    };
+    state.metrics.tracking.get_or_create(&TrackingLabels { kind: kind.name(), result }).inc();
+    let claims = match verified {
+        Ok(claims) => claims,
+        Err(err) => return error_reply(&RequestError::Token(err.to_string())),
+    };
+    if kind == TrackingKind::Impression {
+        return empty(204);
+    }
+    let production = state.production.load();
+    let Some((_, campaign)) = production.campaign_by_id(claims.campaign_id) else {
+        return json_reply(
+            410,
+            &json!({ "error": "the campaign is no longer in the snapshot", "field": null }),
+        );
+    };
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(LOCATION, production.str(&campaign.store_url))
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_default()
+}
+
+fn snapshot_health(s: &Snapshot, now_unix_ms: i64) -> serde_json::Value {
+    let h = s.header();
+    json!({
+        "id": h.id_hex(),
+        "version": h.snapshot_version,
+        "path": s.path(),
+        "age_s": (now_unix_ms - h.created_unix_ms).max(0) / 1000,
+        "campaigns": s.archive().campaigns.len(),
+    })
+}
+
+pub fn health(state: &State) -> Reply {
+    let now_ms = now_unix_s() * 1000;
+    let staging = state.staging.load_full().map(|s| snapshot_health(&s, now_ms));
+    json_reply(
+        200,
+        &json!({
+            "status": "ok",
+            "uptime_s": state.started.elapsed().as_secs(),
+            "snapshot": snapshot_health(&state.production.load(), now_ms),
+            "staging_snapshot": staging,
+            "profile_store": "not configured: decisions run without profiles",
+            "event_log": "not configured: no events are written",
+        }),
+    )
+}
+
+pub fn metrics(state: &State) -> Reply {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry).is_err() {
+        return empty(500);
+    }
+    Response::builder()
+        .status(200)
+        .header(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(Full::new(Bytes::from(text)))
+        .unwrap_or_default()
+}

@@ -1,0 +1,17 @@
+//! The adsnap ad server: SDK ad requests answered from the mmap'd snapshot over HTTP (hyper on
+//! tokio), with signed tracking URLs, health and Prometheus metrics, and hot snapshot swaps.
+
+pub mod config;
+pub mod decision;
+mod dedup;
+pub mod error;
+mod handlers;
+pub mod metrics;
+pub mod render;
+pub mod request;
+pub mod server;
+pub mod token;
+
+pub use config::ServeConfig;
+pub use error::{RequestError, ServeError};
+pub use server::{bind, serve, State};

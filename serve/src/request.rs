@@ -1,0 +1,193 @@
+//! The SDK's ad request (`POST /v1/ad`): its wire format and its validation into a [`Query`]
+//! the decision engine reads.
+
+use adsnap_snapshot::{
+    pack_country, pack_language, pack_os_version, ConnectionType, DeviceType, Format, Os, Snapshot,
+};
+use serde::Deserialize;
+
+use crate::error::RequestError;
+
+/// Longest id accepted in a request (user id, IFA, request id, app or ad unit id).
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdRequest {
+    /// The SDK's id for this request; echoed in the response and in tracking.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    pub app: RequestApp,
+    pub ad_unit_id: String,
+    pub format: String,
+    pub device: RequestDevice,
+    #[serde(default)]
+    pub user: RequestUser,
+    #[serde(default)]
+    pub privacy: Privacy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestApp {
+    pub bundle: String,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDevice {
+    pub os: String,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub make: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The advertising id (GAID / IDFA).
+    #[serde(default)]
+    pub ifa: Option<String>,
+    /// Limit ad tracking (or ATT not authorized).
+    #[serde(default)]
+    pub lmt: bool,
+    #[serde(default, rename = "type")]
+    pub device_type: Option<String>,
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    #[serde(default)]
+    pub country: Option<String>,
+    /// ISO 639-1.
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestUser {
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Privacy {
+    /// GDPR applies to this request.
+    #[serde(default)]
+    pub gdpr: bool,
+    /// The IAB TCF consent string; under GDPR, none means no consent.
+    #[serde(default)]
+    pub tcf_consent: Option<String>,
+    #[serde(default)]
+    pub us_privacy: Option<String>,
+    #[serde(default)]
+    pub gpp: Option<String>,
+    #[serde(default)]
+    pub coppa: bool,
+}
+
+/// A validated request, in the snapshot's terms.
+#[derive(Clone, Debug)]
+pub struct Query {
+    pub format: Format,
+    pub os: Os,
+    /// Packed; 0 when unknown.
+    pub os_version: u32,
+    pub country: Option<u16>,
+    pub language: Option<u16>,
+    pub device_type: Option<DeviceType>,
+    pub connection: Option<ConnectionType>,
+    pub ad_unit_idx: usize,
+    pub app_idx: usize,
+    /// `xxh3_64` of the requesting app's bundle.
+    pub app_bundle_hash: u64,
+    /// The user may be targeted on what we know of them: not COPPA, consent under GDPR, no LMT.
+    pub personalised: bool,
+    pub now_unix_s: i64,
+    /// A per-request draw in parts per million, for pacing.
+    pub pacing_draw_ppm: u32,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> RequestError {
+    RequestError::Invalid { field: field.to_string(), reason: reason.into() }
+}
+
+fn check_len(field: &str, value: &str) -> Result<(), RequestError> {
+    if value.is_empty() || value.len() > REQUEST_ID_BYTES_MAX {
+        return Err(bad(field, format!("must be 1 to {REQUEST_ID_BYTES_MAX} bytes")));
+    }
+    Ok(())
+}
+
+impl AdRequest {
+    /// Checks the request against the snapshot and resolves it into a [`Query`].
+    pub fn resolve(
+        &self,
+        snapshot: &Snapshot,
+        now_unix_s: i64,
+        request_hash: u64,
+    ) -> Result<Query, RequestError> {
+        check_len("ad_unit_id", &self.ad_unit_id)?;
+        check_len("app.bundle", &self.app.bundle)?;
+        for (field, value) in
+            [("request_id", &self.request_id), ("user.id", &self.user.id), ("device.ifa", &self.device.ifa)]
+        {
+            if let Some(v) = value {
+                check_len(field, v)?;
+            }
+        }
+        let format = Format::from_name(&self.format)
+            .ok_or_else(|| bad("format", "must be banner, interstitial, rewarded_video or native"))?;
+        let os = Os::from_name(&self.device.os).ok_or_else(|| bad("device.os", "must be android or ios"))?;
+        let (ad_unit_idx, unit) = snapshot
+            .ad_unit_by_id(&self.ad_unit_id)
+            .ok_or_else(|| RequestError::UnknownAdUnit(self.ad_unit_id.clone()))?;
+        if unit.formats & format.bit() == 0 {
+            return Err(bad(
+                "format",
+                format!("ad unit {:?} does not accept {}", self.ad_unit_id, format.name()),
+            ));
+        }
+        let os_version = match &self.device.os_version {
+            Some(v) => {
+                pack_os_version(v).ok_or_else(|| bad("device.os_version", "must look like \"14.2\""))?
+            }
+            None => 0,
+        };
+        let country = self.device.country.as_deref().map(|c| {
+            pack_country(c)
+                .ok_or_else(|| bad("device.country", "must be an uppercase ISO 3166-1 alpha-2 code"))
+        });
+        let language = self.device.language.as_deref().map(|l| {
+            pack_language(l).ok_or_else(|| bad("device.language", "must be a lowercase ISO 639-1 code"))
+        });
+        let device_type = self.device.device_type.as_deref().map(|t| {
+            DeviceType::from_name(t)
+                .ok_or_else(|| bad("device.type", "must be phone, tablet or connected_tv"))
+        });
+        let connection = self.device.connection.as_deref().map(|c| {
+            ConnectionType::from_name(c)
+                .ok_or_else(|| bad("device.connection", "is not a known connection type"))
+        });
+        let app = &snapshot.archive().apps[unit.app_idx.to_native() as usize];
+        let coppa = self.privacy.coppa || app.coppa;
+        let consent_missing =
+            self.privacy.gdpr && self.privacy.tcf_consent.as_deref().is_none_or(str::is_empty);
+        Ok(Query {
+            format,
+            os,
+            os_version,
+            country: country.transpose()?,
+            language: language.transpose()?,
+            device_type: device_type.transpose()?,
+            connection: connection.transpose()?,
+            ad_unit_idx,
+            app_idx: unit.app_idx.to_native() as usize,
+            app_bundle_hash: adsnap_snapshot::key_hash(&self.app.bundle),
+            personalised: !coppa && !consent_missing && !self.device.lmt,
+            now_unix_s,
+            pacing_draw_ppm: ((request_hash >> 32) % 1_000_000) as u32,
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! `adsnap serve` and `adsnap up`: configuration from a TOML file, flags and `ADSNAP_*`
+//! variables, then the server on a tokio runtime until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use adsnap_serve::{ServeConfig, State};
+use anyhow::Context;
+use clap::Args;
+
+/// Every `ServeConfig` key as a flag and a variable; a flag overrides the file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file (see docs/serve.example.toml).
+    #[arg(long, env = "ADSNAP_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "ADSNAP_LISTEN_ADDR")]
+    listen_addr: Option<SocketAddr>,
+    #[arg(long, env = "ADSNAP_SNAPSHOT_PATH")]
+    snapshot_path: Option<PathBuf>,
+    #[arg(long, env = "ADSNAP_STAGING_SNAPSHOT_PATH")]
+    staging_snapshot_path: Option<PathBuf>,
+    #[arg(long, env = "ADSNAP_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+    #[arg(long, env = "ADSNAP_REQUEST_BODY_BYTES_MAX")]
+    request_body_bytes_max: Option<usize>,
+    #[arg(long, env = "ADSNAP_REQUEST_HEADERS_MAX")]
+    request_headers_max: Option<usize>,
+    #[arg(long, env = "ADSNAP_HEADER_READ_TIMEOUT_MS")]
+    header_read_timeout_ms: Option<u64>,
+    /// 64 hex digits, shared by every server of a fleet.
+    #[arg(long, env = "ADSNAP_TRACKING_KEY_HEX", hide_env_values = true)]
+    tracking_key_hex: Option<String>,
+    #[arg(long, env = "ADSNAP_TRACKING_TOKEN_TTL_S")]
+    tracking_token_ttl_s: Option<u64>,
+    #[arg(long, env = "ADSNAP_AD_TTL_S")]
+    ad_ttl_s: Option<u32>,
+    #[arg(long, env = "ADSNAP_TRACKING_DEDUP_ENTRIES_MAX")]
+    tracking_dedup_entries_max: Option<usize>,
+    /// Worker threads; defaults to the number of cores.
+    #[arg(long, env = "ADSNAP_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<ServeConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                ServeConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+            }
+            None => ServeConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
+        }
+        set!(listen_addr, snapshot_path, public_base_url, request_body_bytes_max, request_headers_max);
+        set!(header_read_timeout_ms, tracking_token_ttl_s, ad_ttl_s, tracking_dedup_entries_max);
+        if self.staging_snapshot_path.is_some() {
+            c.staging_snapshot_path = self.staging_snapshot_path.clone();
+        }
+        if self.tracking_key_hex.is_some() {
+            c.tracking_key_hex = self.tracking_key_hex.clone();
+        }
+        if self.public_base_url.is_none() && self.listen_addr.is_some() {
+            c.public_base_url = format!("http://{}", c.listen_addr);
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// The catalog to build when there is no snapshot yet.
+    #[arg(long, env = "ADSNAP_UP_CATALOG", default_value = "examples/catalog")]
+    catalog: PathBuf,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n.max(1));
+    }
+    builder.build().context("starting the async runtime")
+}
+
+fn serve_with(
+    config: ServeConfig,
+    worker_threads: Option<usize>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<ExitCode> {
+    runtime(worker_threads)?.block_on(async move {
+        let listener = adsnap_serve::bind(&config).await?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let state = State::new(config).await?;
+        tracing::info!(%addr, snapshot_id = %state.production.load().header().id_hex(), "serving");
+        on_ready(addr);
+        adsnap_serve::serve(state, listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config()?;
+    serve_with(config, args.worker_threads, |_| {})
+}
+
+pub fn run_up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let config = args.serve.config()?;
+    if !config.snapshot_path.exists() {
+        if !args.catalog.join("catalog.json").exists() {
+            anyhow::bail!(
+                "no snapshot at {} and no catalog at {} to build one from; run from the repository root or pass --catalog",
+                config.snapshot_path.display(),
+                args.catalog.display()
+            );
+        }
+        let code =
+            crate::cli::run_build(args.catalog.clone(), config.snapshot_path.clone(), None, None, true)?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+    }
+    serve_with(config, args.serve.worker_threads, |addr| {
+        println!("serving ads on http://{addr} (Ctrl-C stops); try:");
+        println!(
+            "curl -s -X POST http://{addr}/v1/ad -H 'content-type: application/json' -d '{}'",
+            EXAMPLE_REQUEST
+        );
+    })
+}
+
+/// A request the example catalog fills.
+pub const EXAMPLE_REQUEST: &str = r#"{"app":{"bundle":"com.example.wordsmith"},"ad_unit_id":"wordsmith-android-interstitial","format":"interstitial","device":{"os":"android","os_version":"14","country":"US","language":"en","type":"phone","connection":"wifi"},"user":{"id":"user-42"}}"#;
