@@ -6,7 +6,9 @@
 //! snapshot against one bare xxh3 pass over the same bytes and against serde_json loading the same
 //! data.
 
+mod decide;
 mod mirror;
+mod traffic;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -45,6 +47,20 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         repetitions: u32,
     },
+    /// The decision alone: latency percentiles over a realistic request stream.
+    Decide {
+        /// Catalog size, in campaigns.
+        #[arg(long, default_value_t = 100_000)]
+        campaigns: u64,
+        #[arg(long, default_value = "target/bench-work")]
+        work: PathBuf,
+        /// Distinct requests in the stream.
+        #[arg(long, default_value_t = 100_000)]
+        requests: usize,
+        /// Passes over the stream.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
     /// Builds one catalog and prints the wall time and this process's peak memory as JSON.
     #[command(hide = true)]
     BuildChild { catalog: PathBuf, out: PathBuf },
@@ -54,6 +70,11 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Snapshot { campaigns, work, repetitions } => snapshot_bench(&campaigns, &work, repetitions),
         Bench::BuildChild { catalog, out } => build_child(&catalog, &out),
+        Bench::Decide { campaigns, work, requests, rounds } => {
+            fs::create_dir_all(&work)?;
+            let snapshot = ensure_snapshot(&work, campaigns)?;
+            decide::run(&snapshot, requests, rounds)
+        }
     }
 }
 
@@ -137,6 +158,16 @@ fn ensure_catalog(work: &Path, n: u64) -> anyhow::Result<PathBuf> {
     generate(&options, &partial, &|_| ()).with_context(|| format!("generating {n} campaigns"))?;
     fs::rename(&partial, &dir)?;
     Ok(dir)
+}
+
+/// The snapshot of the generated catalog of `n` campaigns, built unless it is there already.
+fn ensure_snapshot(work: &Path, n: u64) -> anyhow::Result<PathBuf> {
+    let out = work.join(format!("snapshot-{n}.snap"));
+    if !out.exists() {
+        let catalog = ensure_catalog(work, n)?;
+        run_build(&catalog, &out, n)?;
+    }
+    Ok(out)
 }
 
 fn run_build(catalog: &Path, out: &Path, n: u64) -> anyhow::Result<BuildFigures> {

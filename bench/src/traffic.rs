@@ -1,0 +1,74 @@
+//! Realistic ad request streams for the load and decision benchmarks: heavy-tailed apps and users,
+//! the top markets carrying most traffic, the OS of the requesting app, and a share of requests
+//! with limited tracking, no consent or COPPA. Fill comes out of the catalog, not a setting.
+
+use adsnap_snapshot::{Format, Os, Snapshot, COUNTRY_CODES};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Markets and their share of requests (the rest spreads over every other country).
+const TOP_COUNTRIES: [(&str, f64); 10] = [
+    ("US", 0.24),
+    ("JP", 0.07),
+    ("KR", 0.04),
+    ("GB", 0.05),
+    ("DE", 0.05),
+    ("FR", 0.04),
+    ("BR", 0.07),
+    ("IN", 0.09),
+    ("CA", 0.03),
+    ("AU", 0.02),
+];
+const USERS: u64 = 1_000_000;
+
+/// Picks an index in `0..n` with weight `1 / (rank + 1)`: a Zipf-like heavy tail.
+fn zipf(rng: &mut ChaCha8Rng, n: usize) -> usize {
+    // Inverse of the continuous approximation of the harmonic CDF: rank = n^u - 1.
+    let u: f64 = rng.random_range(0.0..1.0);
+    (((n as f64 + 1.0).powf(u) - 1.0) as usize).min(n - 1)
+}
+
+fn country(rng: &mut ChaCha8Rng) -> &'static str {
+    let mut draw: f64 = rng.random_range(0.0..1.0);
+    for (code, share) in TOP_COUNTRIES {
+        if draw < share {
+            return code;
+        }
+        draw -= share;
+    }
+    COUNTRY_CODES[rng.random_range(0..COUNTRY_CODES.len())]
+}
+
+/// `n` JSON bodies for `POST /v1/ad`, deterministic for a seed.
+pub fn requests(snapshot: &Snapshot, n: usize, seed: u64) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let a = snapshot.archive();
+    let n_units = a.ad_units.len();
+    (0..n)
+        .map(|i| {
+            let unit = &a.ad_units[zipf(&mut rng, n_units)];
+            let app = &a.apps[unit.app_idx.to_native() as usize];
+            let formats: Vec<Format> = Format::ALL.into_iter().filter(|f| unit.formats & f.bit() != 0).collect();
+            let format = formats[rng.random_range(0..formats.len())];
+            let os = app.platform.get();
+            let os_version = match os {
+                Os::Android => ["10", "11", "12", "13", "14", "15"][rng.random_range(0..6)],
+                Os::Ios => ["15.8", "16.7", "17.5", "18.1", "18.2"][rng.random_range(0..5)],
+            };
+            let user = zipf(&mut rng, USERS as usize);
+            let privacy_draw: f64 = rng.random_range(0.0..1.0);
+            let (lmt, coppa, gdpr_no_consent) = (privacy_draw < 0.12, privacy_draw > 0.97, (0.9..0.95).contains(&privacy_draw));
+            let user_json = if lmt { String::new() } else { format!(r#","user":{{"id":"u{user}"}}"#) };
+            let device_type = if rng.random_bool(0.85) { "phone" } else { "tablet" };
+            let connection = ["wifi", "wifi", "wifi", "cellular_4g", "cellular_4g", "cellular_5g"][rng.random_range(0..6)];
+            format!(
+                r#"{{"request_id":"b{seed}-{i}","app":{{"bundle":"{bundle}"}},"ad_unit_id":"{unit_id}","format":"{format}","device":{{"os":"{os}","os_version":"{os_version}","country":"{country}","language":"en","type":"{device_type}","connection":"{connection}","lmt":{lmt}}}{user_json},"privacy":{{"coppa":{coppa},"gdpr":{gdpr_no_consent}}}}}"#,
+                bundle = snapshot.str(&app.bundle),
+                unit_id = snapshot.str(&unit.id),
+                format = format.name(),
+                os = os.name(),
+                country = country(&mut rng),
+            )
+        })
+        .collect()
+}
