@@ -11,8 +11,11 @@ use adsnap_snapshot::Snapshot;
 
 use crate::traffic;
 
+/// A resolved request and its experiment arm (experiment index, arm index), if any.
+type Resolved = (Query, Option<(u8, u8)>);
+
 /// Requests resolved ahead of the timing, so that only `decide` is timed.
-fn queries(snapshot: &Snapshot, n: usize) -> anyhow::Result<Vec<(Query, Option<(u8, u8)>)>> {
+fn queries(snapshot: &Snapshot, n: usize) -> anyhow::Result<Vec<Resolved>> {
     let now = snapshot.archive().meta.reference_unix_s.to_native();
     let mut out = Vec::with_capacity(n);
     for (i, body) in traffic::requests(snapshot, n, 7).iter().enumerate() {
