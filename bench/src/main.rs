@@ -7,6 +7,7 @@
 //! data.
 
 mod decide;
+mod load;
 mod mirror;
 mod traffic;
 
@@ -61,6 +62,22 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
+    /// Throughput of adsnap's decisions against nginx serving a static file, driven by wrk.
+    /// Needs `cargo build --release` (for the adsnap binary) and scripts/install-bench-deps.sh.
+    Serve {
+        #[arg(long, default_value_t = 100_000)]
+        campaigns: u64,
+        #[arg(long, default_value = "target/bench-work")]
+        work: PathBuf,
+        /// Distinct requests wrk cycles through.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// Length of each wrk run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// Builds one catalog and prints the wall time and this process's peak memory as JSON.
     #[command(hide = true)]
     BuildChild { catalog: PathBuf, out: PathBuf },
@@ -70,6 +87,11 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Snapshot { campaigns, work, repetitions } => snapshot_bench(&campaigns, &work, repetitions),
         Bench::BuildChild { catalog, out } => build_child(&catalog, &out),
+        Bench::Serve { campaigns, work, requests, connections, seconds } => {
+            fs::create_dir_all(&work)?;
+            let snapshot = ensure_snapshot(&work, campaigns)?;
+            load::run(&snapshot, &work, requests, connections, seconds)
+        }
         Bench::Decide { campaigns, work, requests, rounds } => {
             fs::create_dir_all(&work)?;
             let snapshot = ensure_snapshot(&work, campaigns)?;

@@ -42,3 +42,20 @@ fn the_big_markets_have_deep_candidate_lists() {
     assert!(us > 10 * small.max(1), "US {us} vs IS {small}");
     assert!(!snapshot.candidates(Format::RewardedVideo, COUNTRY_ANY, Os::Android).is_empty());
 }
+
+#[test]
+fn every_ad_unit_and_app_is_found_by_its_key_and_nothing_else_is() {
+    let (_dir, s) = build_generated(4_000, 12, 1);
+    let a = s.archive();
+    assert!(a.ad_units.len() > 1_000);
+    for (idx, unit) in a.ad_units.iter().enumerate() {
+        let id = s.str(&unit.id);
+        assert_eq!(s.ad_unit_by_id(id).map(|(i, _)| i), Some(idx), "{id}");
+        assert!(s.ad_unit_by_id(&format!("{id}-x")).is_none());
+    }
+    for (idx, app) in a.apps.iter().enumerate() {
+        assert_eq!(s.app_by_id(s.str(&app.id)).map(|(i, _)| i), Some(idx));
+        assert_eq!(s.app_by_bundle(s.str(&app.bundle)).map(|(i, _)| i), Some(idx));
+    }
+    assert!(s.ad_unit_by_id("").is_none());
+}

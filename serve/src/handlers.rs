@@ -131,7 +131,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         assignment: assignment.code(),
         issued_unix_s: now,
     };
-    Ok(json_reply(200, &ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
+    Ok(json_bytes(ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
 }
 
 fn fresh_id() -> u64 {
@@ -151,6 +151,38 @@ fn markup_kind_name(kind: MarkupKind) -> &'static str {
     }
 }
 
+/// The body of a filled `POST /v1/ad` (docs/openapi.yaml). Borrowed fields: the strings come
+/// straight from the mapped snapshot into the serializer.
+#[derive(serde::Serialize)]
+struct AdResponse<'a> {
+    request_id: &'a str,
+    snapshot_id: &'a str,
+    assignment: &'a str,
+    ad: AdBody<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct AdBody<'a> {
+    campaign_id: u32,
+    creative_id: u32,
+    format: &'static str,
+    width: u16,
+    height: u16,
+    mime: &'a str,
+    markup_kind: &'static str,
+    markup: &'a str,
+    impression_url: &'a str,
+    click_url: &'a str,
+    advertiser_domain: &'a str,
+    bundle: &'a str,
+    price_micros: u64,
+    currency: &'a str,
+    ttl_s: u32,
+}
+
+/// Bytes reserved for a response body up front: most fit.
+const RESPONSE_BYTES_TYPICAL: usize = 4096;
+
 fn ad_response(
     state: &State,
     s: &Snapshot,
@@ -158,7 +190,7 @@ fn ad_response(
     claims: &Claims,
     request_id: &str,
     assignment: &Assignment,
-) -> serde_json::Value {
+) -> Vec<u8> {
     let a = s.archive();
     let campaign = &a.campaigns[winner.campaign_idx as usize];
     let creative = &a.creatives[winner.creative_idx as usize];
@@ -171,28 +203,41 @@ fn ad_response(
     let fill =
         Fill { click_url: &click_url, impression_url: &impression_url, campaign_id: claims.campaign_id };
     render(s, creative, &fill, &mut markup);
-    json!({
-        "request_id": request_id,
-        "snapshot_id": s.header().id_hex(),
-        "assignment": assignment.slice.to_string(),
-        "ad": {
-            "campaign_id": claims.campaign_id,
-            "creative_id": claims.creative_id,
-            "format": creative.format.get().name(),
-            "width": creative.width.to_native(),
-            "height": creative.height.to_native(),
-            "mime": s.str(&creative.mime),
-            "markup_kind": markup_kind_name(creative.markup_kind.get()),
-            "markup": markup,
-            "impression_url": impression_url,
-            "click_url": click_url,
-            "advertiser_domain": s.str(&advertiser.domain),
-            "bundle": s.str(&campaign.app_bundle),
-            "price_micros": claims.price_micros,
-            "currency": a.meta.currency.as_str(),
-            "ttl_s": state.config.ad_ttl_s,
-        }
-    })
+    let response = AdResponse {
+        request_id,
+        snapshot_id: &s.header().id_hex(),
+        assignment: &assignment.slice.to_string(),
+        ad: AdBody {
+            campaign_id: claims.campaign_id,
+            creative_id: claims.creative_id,
+            format: creative.format.get().name(),
+            width: creative.width.to_native(),
+            height: creative.height.to_native(),
+            mime: s.str(&creative.mime),
+            markup_kind: markup_kind_name(creative.markup_kind.get()),
+            markup: &markup,
+            impression_url: &impression_url,
+            click_url: &click_url,
+            advertiser_domain: s.str(&advertiser.domain),
+            bundle: s.str(&campaign.app_bundle),
+            price_micros: claims.price_micros,
+            currency: a.meta.currency.as_str(),
+            ttl_s: state.config.ad_ttl_s,
+        },
+    };
+    let mut body = Vec::with_capacity(RESPONSE_BYTES_TYPICAL);
+    // Serializing borrowed strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut body, &response);
+    body
+}
+
+fn json_bytes(body: Vec<u8>) -> Reply {
+    Response::builder()
+        .status(200)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

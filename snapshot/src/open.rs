@@ -206,15 +206,36 @@ fn is_char_boundary(text: &[u8], idx: usize) -> bool {
     idx == text.len() || (text[idx] as i8) >= -0x40
 }
 
-/// Binary-searches a hash table for `key`, confirming the match by comparing the key itself
+/// Finds `key` in a hash table sorted by hash, confirming the match by comparing the key itself
 /// (neighbours with an equal hash are scanned too).
+///
+/// xxh3 spreads hashes evenly, so the position of a hash is close to `hash / 2^64 * len`: the
+/// search starts there and widens exponentially, touching a handful of cache lines where a plain
+/// binary search over a large table would miss the cache at every step.
 fn find_by_hash<'a>(
     table: &ArchivedVec<ArchivedHashEntry>,
     key: &str,
     key_of: impl Fn(usize) -> &'a str,
 ) -> Option<usize> {
     let hash = key_hash(key);
-    let first = table.partition_point(|e| e.hash.to_native() < hash);
+    let hash_at = |i: usize| table[i].hash.to_native();
+    let n = table.len();
+    if n == 0 {
+        return None;
+    }
+    let guess = ((hash as u128 * n as u128) >> 64) as usize;
+    // Widen [lo, hi) around the guess until it brackets the first entry with this hash.
+    let (mut lo, mut hi, mut step) = (guess, guess + 1, 1);
+    while lo > 0 && hash_at(lo) >= hash {
+        lo = lo.saturating_sub(step);
+        step *= 2;
+    }
+    step = 1;
+    while hi < n && hash_at(hi - 1) < hash {
+        hi = (hi + step).min(n);
+        step *= 2;
+    }
+    let first = lo + table[lo..hi].partition_point(|e| e.hash.to_native() < hash);
     table[first..]
         .iter()
         .take_while(|e| e.hash.to_native() == hash)

@@ -1,0 +1,248 @@
+//! `adsnap-bench serve`: adsnap's full decisions against Debian's nginx serving a static ~400-byte
+//! JSON file, both driven by wrk from the same core, in one run. Each server gets one core (CPU 0)
+//! and one worker; wrk runs on the other (CPU 1), so the servers, not the load generator, are what
+//! saturates.
+
+use std::fs;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use adsnap_snapshot::Snapshot;
+use anyhow::{bail, Context};
+
+use crate::traffic;
+
+/// How long a server may take to start answering.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const NGINX_PORT: u16 = 18_481;
+const ADSNAP_PORT: u16 = 18_482;
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `addr` answers `GET path` with 200, polling a bounded number of times.
+fn wait_ready(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < READY_TIMEOUT {
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+            let mut reply = String::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && std::io::Read::read_to_string(&mut stream, &mut reply).is_ok()
+                && reply.starts_with("HTTP/1.1 200")
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{addr}{path} did not answer within {READY_TIMEOUT:?}")
+}
+
+fn start_nginx(dir: &Path) -> anyhow::Result<Guard> {
+    // nginx resolves relative paths against its own prefix, not the working folder.
+    let dir = &fs::canonicalize(dir)?;
+    let root = dir.join("www");
+    fs::create_dir_all(&root)?;
+    // About 400 bytes, the size of a small ad response.
+    let body = format!(
+        r#"{{"request_id":"static","ad":{{"campaign_id":101,"creative_id":1001,"format":"interstitial","width":320,"height":480,"mime":"image/jpeg","markup_kind":"html","markup":"<a href=\"https://example.com/c\"><img src=\"https://cdn.example.net/i.jpg\"></a>","impression_url":"http://127.0.0.1/v1/imp?t={t}","price_micros":1435000,"currency":"USD","ttl_s":300}}}}"#,
+        t = "A".repeat(87)
+    );
+    fs::write(root.join("ad.json"), body)?;
+    let conf = format!(
+        "worker_processes 1;\nmaster_process off;\ndaemon off;\npid {pid};\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n\
+         server {{ listen 127.0.0.1:{NGINX_PORT}; location / {{ root {root}; default_type application/json; }} }} }}\n",
+        pid = dir.join("nginx.pid").display(),
+        tmp = dir.display(),
+        root = root.display(),
+    );
+    let conf_path = dir.join("nginx.conf");
+    fs::write(&conf_path, conf)?;
+    let child = Command::new("taskset")
+        .args(["-c", "0", "nginx", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx (run scripts/install-bench-deps.sh)")?;
+    let guard = Guard(child);
+    wait_ready(SocketAddr::from(([127, 0, 0, 1], NGINX_PORT)), "/ad.json")?;
+    Ok(guard)
+}
+
+fn adsnap_binary() -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name("adsnap");
+    if !path.exists() {
+        bail!("{} is missing: build it with `cargo build --release` first", path.display());
+    }
+    Ok(path)
+}
+
+fn start_adsnap(snapshot: &Path) -> anyhow::Result<Guard> {
+    let child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(adsnap_binary()?)
+        .args(["serve", "--worker-threads", "1", "--listen-addr", &format!("127.0.0.1:{ADSNAP_PORT}")])
+        .arg("--snapshot-path")
+        .arg(snapshot)
+        .args(["--tracking-key-hex", &"5a".repeat(32)])
+        .env("ADSNAP_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting adsnap serve")?;
+    let guard = Guard(child);
+    wait_ready(SocketAddr::from(([127, 0, 0, 1], ADSNAP_PORT)), "/health")?;
+    Ok(guard)
+}
+
+/// A wrk script that sends the bodies in turn.
+fn wrk_script(dir: &Path, bodies: &[String]) -> anyhow::Result<PathBuf> {
+    let mut lua = String::from("local bodies = {\n");
+    for body in bodies {
+        lua.push_str("[==[");
+        lua.push_str(body);
+        lua.push_str("]==],\n");
+    }
+    lua.push_str(
+        "}\nlocal requests = {}\nlocal i = 0\n\
+         init = function(args)\n  for k, b in ipairs(bodies) do\n    requests[k] = wrk.format(\"POST\", \"/v1/ad\", {[\"Content-Type\"] = \"application/json\"}, b)\n  end\nend\n\
+         request = function()\n  i = i % #requests + 1\n  return requests[i]\nend\n",
+    );
+    let path = dir.join("requests.lua");
+    fs::write(&path, lua)?;
+    Ok(path)
+}
+
+/// What wrk measured.
+#[derive(Debug)]
+pub struct WrkFigures {
+    pub requests_per_s: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub non_2xx: u64,
+    pub errors: u64,
+}
+
+fn parse_ms(text: &str) -> f64 {
+    let (number, factor) = if let Some(v) = text.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = text.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = text.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().unwrap_or(f64::NAN) * factor
+}
+
+fn parse_wrk(out: &str) -> WrkFigures {
+    let field =
+        |prefix: &str| out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()));
+    let percentile = |p: &str| field(p).map_or(f64::NAN, |v| parse_ms(&v));
+    let errors = field("Socket errors:").map_or(0, |v| {
+        v.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum()
+    });
+    WrkFigures {
+        requests_per_s: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        latency_p50_ms: percentile("50%"),
+        latency_p99_ms: percentile("99%"),
+        non_2xx: field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0),
+        errors,
+    }
+}
+
+fn wrk(url: &str, script: Option<&Path>, connections: u32, seconds: u32) -> anyhow::Result<WrkFigures> {
+    let mut command = Command::new("taskset");
+    command.args([
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        "--latency",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+    ]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let output = command.arg(url).output().context("running wrk (run scripts/install-bench-deps.sh)")?;
+    if !output.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(parse_wrk(&String::from_utf8_lossy(&output.stdout)))
+}
+
+pub fn run(
+    snapshot_path: &Path,
+    work: &Path,
+    n_requests: usize,
+    connections: u32,
+    seconds: u32,
+) -> anyhow::Result<()> {
+    let dir = work.join("load");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let bodies = traffic::requests(&Snapshot::open(snapshot_path)?, n_requests, 11);
+    let script = wrk_script(&dir, &bodies)?;
+    let nginx = {
+        let _server = start_nginx(&dir)?;
+        wrk(&format!("http://127.0.0.1:{NGINX_PORT}/ad.json"), None, connections, seconds)?
+    };
+    let adsnap = {
+        let _server = start_adsnap(snapshot_path)?;
+        wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(&script), connections, seconds)?
+    };
+    println!("## throughput: adsnap full decisions vs nginx static file (1 server core, wrk -t1 -c{connections} -d{seconds}s on the other)");
+    println!(
+        "snapshot {}, {} distinct requests; profiles and events are not built yet, so neither is on",
+        snapshot_path.display(),
+        bodies.len()
+    );
+    println!("| server | requests/s | p50 ms | p99 ms | non-2xx | socket errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, f) in [("nginx, static 400-byte JSON", &nginx), ("adsnap, POST /v1/ad", &adsnap)] {
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {} | {} |",
+            f.requests_per_s, f.latency_p50_ms, f.latency_p99_ms, f.non_2xx, f.errors
+        );
+    }
+    println!();
+    println!(
+        "adsnap / nginx throughput: {:.2} (target >= 1.0)",
+        adsnap.requests_per_s / nginx.requests_per_s
+    );
+    println!(
+        "(adsnap's non-2xx count holds its 204 no-fills: wrk counts only 2xx/3xx as success, 204 is 2xx)"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_output_is_parsed() {
+        let out = "Running 10s test @ http://127.0.0.1:1\n  Latency Distribution\n     50%  412.00us\n     75%    1.2ms\n     99%    3.50ms\n  Socket errors: connect 0, read 2, write 0, timeout 1\nRequests/sec:  61234.56\n";
+        let f = parse_wrk(out);
+        assert_eq!(f.requests_per_s, 61234.56);
+        assert!((f.latency_p50_ms - 0.412).abs() < 1e-9);
+        assert!((f.latency_p99_ms - 3.5).abs() < 1e-9);
+        assert_eq!(f.errors, 3);
+        assert_eq!(f.non_2xx, 0);
+    }
+}
