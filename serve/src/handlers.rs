@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::decision::{decide, Winner};
 use crate::error::RequestError;
-use crate::metrics::{OutcomeLabels, TrackingLabels};
+use crate::metrics::TrackingLabels;
 use crate::render::{render, Fill};
 use crate::request::AdRequest;
 use crate::server::{now_unix_s, State};
@@ -115,11 +115,11 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     let query = ad_request.resolve(snapshot, now, request_hash)?;
     let decision = decide(snapshot, &query, params);
     state.metrics.candidates_scanned.observe(decision.n_scanned as f64);
-    let outcome = match decision.outcome {
-        Ok(_) => "fill",
-        Err(reason) => reason.name(),
+    let outcome_idx = match decision.outcome {
+        Ok(_) => 0,
+        Err(reason) => crate::metrics::OUTCOMES.iter().position(|&o| o == reason.name()).unwrap_or(0),
     };
-    state.metrics.decisions.get_or_create(&OutcomeLabels { outcome, snapshot: snapshot_name }).inc();
+    state.metrics.decision(outcome_idx, snapshot_name == "staging");
     let Ok(winner) = decision.outcome else {
         return Ok(empty(204));
     };

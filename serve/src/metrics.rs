@@ -27,6 +27,15 @@ pub struct TrackingLabels {
     pub result: &'static str,
 }
 
+/// The endpoints, in the order `Metrics::request` indexes them.
+pub const ENDPOINTS: [&str; 6] = ["ad", "impression", "click", "health", "metrics", "unknown"];
+/// The statuses the server answers with; each (endpoint, status) pair has its series made up
+/// front, so that counting a request is an array index, not a label hash and a lock.
+const STATUSES: [u16; 10] = [200, 204, 302, 400, 403, 404, 410, 413, 500, 503];
+/// Decision outcomes, as `NoFill::name` and `fill`.
+pub const OUTCOMES: [&str; 5] = ["fill", "no_candidates", "filtered", "below_floor", "scan_limit"];
+const SNAPSHOTS: [&str; 2] = ["production", "staging"];
+
 /// Every metric the server exports, registered once.
 pub struct Metrics {
     pub registry: Registry,
@@ -37,6 +46,35 @@ pub struct Metrics {
     pub snapshot_swaps: Counter,
     pub snapshot_swap_failures: Counter,
     pub tracking: Family<TrackingLabels, Counter>,
+    request_series: Vec<(Counter, Histogram)>,
+    decision_series: Vec<Counter>,
+}
+
+impl Metrics {
+    /// Counts one request to `ENDPOINTS[endpoint_idx]` and its duration.
+    pub fn request(&self, endpoint_idx: usize, status: u16, seconds: f64) {
+        let series = STATUSES.iter().position(|&s| s == status).map(|s| endpoint_idx * STATUSES.len() + s);
+        match series.and_then(|i| self.request_series.get(i)) {
+            Some((counter, histogram)) => {
+                counter.inc();
+                histogram.observe(seconds);
+            }
+            None => {
+                let labels =
+                    RequestLabels { endpoint: ENDPOINTS[endpoint_idx.min(ENDPOINTS.len() - 1)], status };
+                self.requests.get_or_create(&labels).inc();
+                self.request_latency_s.get_or_create(&labels).observe(seconds);
+            }
+        }
+    }
+
+    /// Counts one decision by outcome (an index of `OUTCOMES`) and snapshot (staging or not).
+    pub fn decision(&self, outcome_idx: usize, staging: bool) {
+        let i = outcome_idx * SNAPSHOTS.len() + staging as usize;
+        if let Some(counter) = self.decision_series.get(i) {
+            counter.inc();
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -70,7 +108,21 @@ impl Default for Metrics {
             snapshot_swap_failures.clone(),
         );
         registry.register("tracking_events", "Tracking notices by kind and result", tracking.clone());
+        let request_series = ENDPOINTS
+            .iter()
+            .flat_map(|&endpoint| STATUSES.iter().map(move |&status| RequestLabels { endpoint, status }))
+            .map(|labels| {
+                (requests.get_or_create(&labels).clone(), request_latency_s.get_or_create(&labels).clone())
+            })
+            .collect();
+        let decision_series = OUTCOMES
+            .iter()
+            .flat_map(|&outcome| SNAPSHOTS.iter().map(move |&snapshot| OutcomeLabels { outcome, snapshot }))
+            .map(|labels| decisions.get_or_create(&labels).clone())
+            .collect();
         Metrics {
+            request_series,
+            decision_series,
             registry,
             requests,
             request_latency_s,

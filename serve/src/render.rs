@@ -20,10 +20,12 @@ const PLACEHOLDER_BYTES_MAX: usize = 32;
 pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut String) {
     let mut rest = s.str(&creative.markup);
     out.reserve(rest.len() + 256);
-    while let Some(open) = rest.find("{{") {
+    // A one-byte search (memchr) finds candidates far faster than a two-byte pattern search.
+    while let Some(open) = find_open(rest) {
         out.push_str(&rest[..open]);
         let after = &rest[open + 2..];
-        match after.find("}}").filter(|&end| end <= PLACEHOLDER_BYTES_MAX) {
+        let window = &after.as_bytes()[..after.len().min(PLACEHOLDER_BYTES_MAX + 2)];
+        match window.windows(2).position(|w| w == b"}}") {
             Some(end) if value(s, creative, fill, &after[..end], out) => rest = &after[end + 2..],
             _ => {
                 out.push_str("{{");
@@ -59,4 +61,18 @@ fn value(s: &Snapshot, c: &ArchivedCreative, fill: &Fill, name: &str, out: &mut 
         },
     };
     true
+}
+
+/// The position of the next `{{` in `text`.
+fn find_open(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = text[from..].find('{') {
+        let at = from + at;
+        if bytes.get(at + 1) == Some(&b'{') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }

@@ -22,7 +22,7 @@ use crate::config::ServeConfig;
 use crate::dedup::Dedup;
 use crate::error::ServeError;
 use crate::handlers;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::token::TokenKey;
 
 /// What every request handler reads.
@@ -171,20 +171,15 @@ async fn route(
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
-    let (endpoint, response) = match (request.method().as_str(), request.uri().path()) {
-        ("POST", "/v1/ad") => ("ad", handlers::ad(&state, request).await),
-        ("GET", "/v1/imp") => {
-            ("impression", handlers::tracking(&state, &request, handlers::TrackingKind::Impression))
-        }
-        ("GET", "/v1/click") => {
-            ("click", handlers::tracking(&state, &request, handlers::TrackingKind::Click))
-        }
-        ("GET", "/health") => ("health", handlers::health(&state)),
-        ("GET", "/metrics") => ("metrics", handlers::metrics(&state)),
-        (_, path) => ("unknown", handlers::not_found(path)),
+    // Endpoint indexes are positions in `metrics::ENDPOINTS`.
+    let (endpoint_idx, response) = match (request.method().as_str(), request.uri().path()) {
+        ("POST", "/v1/ad") => (0, handlers::ad(&state, request).await),
+        ("GET", "/v1/imp") => (1, handlers::tracking(&state, &request, handlers::TrackingKind::Impression)),
+        ("GET", "/v1/click") => (2, handlers::tracking(&state, &request, handlers::TrackingKind::Click)),
+        ("GET", "/health") => (3, handlers::health(&state)),
+        ("GET", "/metrics") => (4, handlers::metrics(&state)),
+        (_, path) => (5, handlers::not_found(path)),
     };
-    let labels = RequestLabels { endpoint, status: response.status().as_u16() };
-    state.metrics.requests.get_or_create(&labels).inc();
-    state.metrics.request_latency_s.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    state.metrics.request(endpoint_idx, response.status().as_u16(), started.elapsed().as_secs_f64());
     Ok(response)
 }
