@@ -455,6 +455,12 @@ fn file_len(path: &Path) -> Result<u64, GenError> {
     Ok(fs::metadata(path).map_err(io_error(path))?.len())
 }
 
+/// What an output file holds once its final flush (`flush`) went through.
+fn flushed(flush: io::Result<()>, path: &Path, records: u64) -> Result<Written, GenError> {
+    flush.map_err(io_error(path))?;
+    Ok(Written { records, bytes: file_len(path)? })
+}
+
 /// A JSON Lines output file.
 struct JsonLines {
     path: PathBuf,
@@ -478,9 +484,7 @@ impl JsonLines {
     }
 
     fn finish(mut self) -> Result<Written, GenError> {
-        self.out.flush().map_err(io_error(&self.path))?;
-        let bytes = file_len(&self.path)?;
-        Ok(Written { records: self.records, bytes })
+        flushed(self.out.flush(), &self.path, self.records)
     }
 }
 
@@ -505,9 +509,7 @@ impl RatesCsv {
     }
 
     fn finish(mut self) -> Result<Written, GenError> {
-        self.out.flush().map_err(io_error(&self.path))?;
-        let bytes = file_len(&self.path)?;
-        Ok(Written { records: self.records, bytes })
+        flushed(self.out.flush(), &self.path, self.records)
     }
 }
 
