@@ -38,6 +38,9 @@ pub struct ServeArgs {
     ad_ttl_s: Option<u32>,
     #[arg(long, env = "ADSNAP_TRACKING_DEDUP_ENTRIES_MAX")]
     tracking_dedup_entries_max: Option<usize>,
+    /// Decide as of this Unix time (replays and tests).
+    #[arg(long, env = "ADSNAP_FIXED_NOW_UNIX_S")]
+    fixed_now_unix_s: Option<i64>,
     /// Worker threads; defaults to the number of cores.
     #[arg(long, env = "ADSNAP_WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -63,6 +66,9 @@ impl ServeArgs {
         }
         if self.tracking_key_hex.is_some() {
             c.tracking_key_hex = self.tracking_key_hex.clone();
+        }
+        if self.fixed_now_unix_s.is_some() {
+            c.fixed_now_unix_s = self.fixed_now_unix_s;
         }
         if self.public_base_url.is_none() && self.listen_addr.is_some() {
             c.public_base_url = format!("http://{}", c.listen_addr);

@@ -34,6 +34,9 @@ pub struct ServeConfig {
     pub ad_ttl_s: u32,
     /// Tracking tokens remembered to count duplicates once (per generation; two are kept).
     pub tracking_dedup_entries_max: usize,
+    /// Decide as of this time (seconds since the Unix epoch) instead of the clock's: for replays
+    /// and tests. Absent in production.
+    pub fixed_now_unix_s: Option<i64>,
 }
 
 impl Default for ServeConfig {
@@ -50,6 +53,7 @@ impl Default for ServeConfig {
             tracking_token_ttl_s: 86_400,
             ad_ttl_s: 300,
             tracking_dedup_entries_max: 1_000_000,
+            fixed_now_unix_s: None,
         }
     }
 }

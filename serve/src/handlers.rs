@@ -16,7 +16,7 @@ use crate::error::RequestError;
 use crate::metrics::TrackingLabels;
 use crate::render::{render, Fill};
 use crate::request::AdRequest;
-use crate::server::{now_unix_s, State};
+use crate::server::State;
 use crate::token::{Claims, TokenError};
 
 type Reply = Response<Full<Bytes>>;
@@ -105,7 +105,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     let body = read_body(request, state.config.request_body_bytes_max).await?;
     let ad_request: AdRequest =
         serde_json::from_slice(&body).map_err(|e| RequestError::Json(e.to_string()))?;
-    let now = now_unix_s();
+    let now = state.now_unix_s();
     let request_id = ad_request.request_id.clone().unwrap_or_else(|| format!("{:016x}", fresh_id()));
     let request_hash = xxhash_rust::xxh3::xxh3_64(request_id.as_bytes());
     let production = state.production.load_full();
@@ -262,7 +262,7 @@ fn token_param<B>(request: &Request<B>) -> Option<&str> {
 /// An impression or click notice: the token must verify; a repeated one is acknowledged but
 /// counted once. A click redirects to the promoted app's store page.
 pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> Reply {
-    let now = now_unix_s();
+    let now = state.now_unix_s();
     let verified = token_param(request)
         .ok_or(TokenError::Malformed)
         .and_then(|token| state.token_key.verify(token, now));
@@ -313,7 +313,7 @@ fn snapshot_health(s: &Snapshot, now_unix_ms: i64) -> serde_json::Value {
 }
 
 pub fn health(state: &State) -> Reply {
-    let now_ms = now_unix_s() * 1000;
+    let now_ms = state.now_unix_s() * 1000;
     let staging = state.staging.load_full().map(|s| snapshot_health(&s, now_ms));
     json_reply(
         200,

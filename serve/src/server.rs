@@ -52,6 +52,11 @@ async fn open_blocking(path: &Path) -> Result<Arc<Snapshot>, ServeError> {
 }
 
 impl State {
+    /// The time decisions and tokens are made for: the clock, unless the configuration fixes it.
+    pub fn now_unix_s(&self) -> i64 {
+        self.config.fixed_now_unix_s.unwrap_or_else(now_unix_s)
+    }
+
     /// Opens the configured snapshots and prepares the shared state.
     pub async fn new(config: ServeConfig) -> Result<Arc<State>, ServeError> {
         let production = open_blocking(&config.snapshot_path).await?;

@@ -46,6 +46,8 @@ fn start() -> Running {
         snapshot_path: snapshot,
         tracking_key_hex: Some("11".repeat(32)),
         request_body_bytes_max: 4096,
+        // The example's schedules are fixed dates; the test must not depend on today's.
+        fixed_now_unix_s: Some(NOW_UNIX_S),
         ..ServeConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
