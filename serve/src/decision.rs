@@ -62,9 +62,9 @@ fn order(c: &ArchivedCandidate) -> (std::cmp::Reverse<u64>, u32, u32) {
 /// Decides one request with the parameters of its assignment.
 pub fn decide(s: &Snapshot, q: &Query, params: &ArchivedOverrides) -> Decision {
     let a = s.archive();
-    let unit = &a.ad_units[q.ad_unit_idx];
-    let app = &a.apps[q.app_idx];
-    let floor_micros = scale_ppm(unit.floor_cpm_micros.to_native(), params.floor_multiplier_ppm.to_native());
+    let unit = q.ad_unit_idx.and_then(|i| a.ad_units.get(i));
+    let app = q.app_idx.and_then(|i| a.apps.get(i));
+    let floor_micros = scale_ppm(q.floor_cpm_micros, params.floor_multiplier_ppm.to_native());
     let bid_ppm = params.bid_multiplier_ppm.to_native();
     let limit = params.candidates_scanned_max.to_native();
     let country_slot = q.country.map_or(&[][..], |c| s.candidates(q.format, c, q.os));
@@ -134,8 +134,8 @@ fn contains_category(s: &Snapshot, span: &ArchivedSpan, category: u16) -> bool {
 struct Eligibility<'a> {
     s: &'a Snapshot,
     q: &'a Query,
-    unit: &'a ArchivedAdUnit,
-    app: &'a ArchivedPublisherApp,
+    unit: Option<&'a ArchivedAdUnit>,
+    app: Option<&'a ArchivedPublisherApp>,
     params: &'a ArchivedOverrides,
 }
 
@@ -162,7 +162,8 @@ impl Eligibility<'_> {
         let app_ok = (t.app_allow.is_empty() || contains_u64(s, &t.app_allow, q.app_bundle_hash))
             && !contains_u64(s, &t.app_block, q.app_bundle_hash)
             && (t.app_categories.is_empty()
-                || contains_category(s, &t.app_categories, self.app.category.to_native()));
+                || q.app_category.is_some_and(|c| contains_category(s, &t.app_categories, c)))
+            && q.blocked_bundles.binary_search(&c.app_bundle_hash.to_native()).is_err();
         // Without a profile (none is read yet, and none may be for COPPA, missing consent or
         // limited tracking) a campaign that needs a segment cannot be shown.
         let segments_ok = t.segments_include.is_empty();
@@ -181,10 +182,17 @@ impl Eligibility<'_> {
         let s = self.s;
         let advertiser = &s.archive().advertisers[c.advertiser_idx.to_native() as usize];
         let (domain, category) = (advertiser.domain_hash.to_native(), advertiser.category.to_native());
-        !contains_u64(s, &self.unit.blocked_domains, domain)
-            && !contains_u64(s, &self.app.blocked_domains, domain)
-            && !contains_category(s, &self.unit.blocked_categories, category)
-            && !contains_category(s, &self.app.blocked_categories, category)
+        let q = self.q;
+        let request_ok = q.blocked_domains.binary_search(&domain).is_err()
+            && q.blocked_categories.binary_search(&category).is_err()
+            && q.blocked_categories.binary_search(&iab_parent(category)).is_err();
+        let unit_ok = self.unit.is_none_or(|u| {
+            !contains_u64(s, &u.blocked_domains, domain) && !contains_category(s, &u.blocked_categories, category)
+        });
+        let app_ok = self.app.is_none_or(|app| {
+            !contains_u64(s, &app.blocked_domains, domain) && !contains_category(s, &app.blocked_categories, category)
+        });
+        request_ok && unit_ok && app_ok
     }
 
     /// The pacing throttle: a campaign bids on a request when the request's draw, mixed with the
@@ -206,9 +214,9 @@ impl Eligibility<'_> {
 
     fn creative(&self, cr: &ArchivedCreative) -> bool {
         // A banner must fit its slot exactly; full-screen and native formats adapt.
-        let (w, h) = (self.unit.width.to_native(), self.unit.height.to_native());
-        cr.format.get() != Format::Banner
-            || w == 0
-            || (cr.width.to_native() == w && cr.height.to_native() == h)
+        let (w, h) = (self.q.slot_width, self.q.slot_height);
+        let fits =
+            cr.format.get() != Format::Banner || w == 0 || (cr.width.to_native() == w && cr.height.to_native() == h);
+        fits && self.q.markup_kind.is_none_or(|kind| cr.markup_kind.get() == kind)
     }
 }

@@ -2,7 +2,7 @@
 //! the decision engine reads.
 
 use adsnap_snapshot::{
-    pack_country, pack_language, pack_os_version, ConnectionType, DeviceType, Format, Os, Snapshot,
+    pack_country, pack_language, pack_os_version, ConnectionType, DeviceType, Format, MarkupKind, Os, Snapshot,
 };
 use serde::Deserialize;
 
@@ -98,10 +98,26 @@ pub struct Query {
     pub language: Option<u16>,
     pub device_type: Option<DeviceType>,
     pub connection: Option<ConnectionType>,
-    pub ad_unit_idx: usize,
-    pub app_idx: usize,
+    /// Our ad unit and publisher app, when the request names ones the snapshot knows (SDK
+    /// requests always do; exchange requests may come from apps we do not know).
+    pub ad_unit_idx: Option<usize>,
+    pub app_idx: Option<usize>,
     /// `xxh3_64` of the requesting app's bundle.
     pub app_bundle_hash: u64,
+    /// The requesting app's packed IAB category, if known.
+    pub app_category: Option<u16>,
+    /// The lowest price per mille the request accepts, in micros.
+    pub floor_cpm_micros: u64,
+    /// The slot's size for banners; 0 when any size fits.
+    pub slot_width: u16,
+    pub slot_height: u16,
+    /// The markup the slot takes (OpenRTB video slots take VAST only); `None`: any.
+    pub markup_kind: Option<MarkupKind>,
+    /// Request-level blocklists (OpenRTB `bcat`, `badv`, `bapp`), sorted: packed IAB
+    /// categories, and `xxh3_64` of advertiser domains and of promoted app bundles.
+    pub blocked_categories: Vec<u16>,
+    pub blocked_domains: Vec<u64>,
+    pub blocked_bundles: Vec<u64>,
     /// The user may be targeted on what we know of them: not COPPA, consent under GDPR, no LMT.
     pub personalised: bool,
     pub now_unix_s: i64,
@@ -182,9 +198,17 @@ impl AdRequest {
             language: language.transpose()?,
             device_type: device_type.transpose()?,
             connection: connection.transpose()?,
-            ad_unit_idx,
-            app_idx: unit.app_idx.to_native() as usize,
+            ad_unit_idx: Some(ad_unit_idx),
+            app_idx: Some(unit.app_idx.to_native() as usize),
             app_bundle_hash: adsnap_snapshot::key_hash(&self.app.bundle),
+            app_category: Some(app.category.to_native()),
+            floor_cpm_micros: unit.floor_cpm_micros.to_native(),
+            slot_width: unit.width.to_native(),
+            slot_height: unit.height.to_native(),
+            markup_kind: None,
+            blocked_categories: Vec::new(),
+            blocked_domains: Vec::new(),
+            blocked_bundles: Vec::new(),
             personalised: !coppa && !consent_missing && !self.device.lmt,
             now_unix_s,
             pacing_draw_ppm: ((request_hash >> 32) % 1_000_000) as u32,
