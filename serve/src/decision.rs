@@ -187,10 +187,12 @@ impl Eligibility<'_> {
             && q.blocked_categories.binary_search(&category).is_err()
             && q.blocked_categories.binary_search(&iab_parent(category)).is_err();
         let unit_ok = self.unit.is_none_or(|u| {
-            !contains_u64(s, &u.blocked_domains, domain) && !contains_category(s, &u.blocked_categories, category)
+            !contains_u64(s, &u.blocked_domains, domain)
+                && !contains_category(s, &u.blocked_categories, category)
         });
         let app_ok = self.app.is_none_or(|app| {
-            !contains_u64(s, &app.blocked_domains, domain) && !contains_category(s, &app.blocked_categories, category)
+            !contains_u64(s, &app.blocked_domains, domain)
+                && !contains_category(s, &app.blocked_categories, category)
         });
         request_ok && unit_ok && app_ok
     }
@@ -215,8 +217,9 @@ impl Eligibility<'_> {
     fn creative(&self, cr: &ArchivedCreative) -> bool {
         // A banner must fit its slot exactly; full-screen and native formats adapt.
         let (w, h) = (self.q.slot_width, self.q.slot_height);
-        let fits =
-            cr.format.get() != Format::Banner || w == 0 || (cr.width.to_native() == w && cr.height.to_native() == h);
+        let fits = cr.format.get() != Format::Banner
+            || w == 0
+            || (cr.width.to_native() == w && cr.height.to_native() == h);
         fits && self.q.markup_kind.is_none_or(|kind| cr.markup_kind.get() == kind)
     }
 }

@@ -244,6 +244,12 @@ fn json_bytes(body: Vec<u8>) -> Reply {
 pub enum TrackingKind {
     Impression,
     Click,
+    /// OpenRTB win notice (`nurl`).
+    Win,
+    /// OpenRTB billing notice (`burl`).
+    Bill,
+    /// OpenRTB loss notice (`lurl`).
+    Loss,
 }
 
 impl TrackingKind {
@@ -251,6 +257,9 @@ impl TrackingKind {
         match self {
             TrackingKind::Impression => "impression",
             TrackingKind::Click => "click",
+            TrackingKind::Win => "win",
+            TrackingKind::Bill => "bill",
+            TrackingKind::Loss => "loss",
         }
     }
 }
@@ -284,7 +293,7 @@ pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> R
         Ok(claims) => claims,
         Err(err) => return error_reply(&RequestError::Token(err.to_string())),
     };
-    if kind == TrackingKind::Impression {
+    if kind != TrackingKind::Click {
         return empty(204);
     }
     let production = state.production.load();
@@ -338,4 +347,151 @@ pub fn metrics(state: &State) -> Reply {
         .header(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(Full::new(Bytes::from(text)))
         .unwrap_or_default()
+}
+
+/// The OpenRTB version answered, sent in `x-openrtb-version`.
+pub const OPENRTB_VERSION: &str = "2.6";
+
+#[derive(serde::Serialize)]
+struct BidResponse<'a> {
+    id: &'a str,
+    cur: &'a str,
+    seatbid: [SeatBid<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+struct SeatBid<'a> {
+    seat: &'static str,
+    bid: Vec<Bid<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Bid<'a> {
+    id: String,
+    impid: &'a str,
+    price: f64,
+    adm: String,
+    nurl: String,
+    burl: String,
+    lurl: String,
+    adomain: [&'a str; 1],
+    bundle: &'a str,
+    crid: String,
+    cid: String,
+    cat: [String; 1],
+    w: u16,
+    h: u16,
+    mtype: u8,
+}
+
+fn openrtb_reply(status: u16, body: Vec<u8>) -> Reply {
+    let mut builder = Response::builder().status(status).header("x-openrtb-version", OPENRTB_VERSION);
+    if !body.is_empty() {
+        builder = builder.header(CONTENT_TYPE, "application/json");
+    }
+    builder.body(Full::new(Bytes::from(body))).unwrap_or_default()
+}
+
+/// `POST /openrtb2/bid`: a bid per impression adsnap can fill, or 204 for no bid.
+pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>) -> Reply {
+    let body = match read_body(request, state.config.request_body_bytes_max).await {
+        Ok(body) => body,
+        Err(err) => return error_reply(&err),
+    };
+    let bid_request: crate::openrtb::BidRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error_reply(&RequestError::Json(e.to_string())),
+    };
+    let production = state.production.load_full();
+    let staging = state.staging.load_full();
+    let request_hash = xxhash_rust::xxh3::xxh3_64(bid_request.id.as_bytes());
+    let tracking_allowed = bid_request.personalised();
+    let user_id = bid_request.user.as_ref().and_then(|u| u.id.as_deref());
+    let ifa = bid_request.device.as_ref().and_then(|d| d.ifa.as_deref()).filter(|_| tracking_allowed);
+    let key = match user_id.or(ifa) {
+        Some(id) => UserKey::Id(id.as_bytes()),
+        None => UserKey::Anonymous { request_nonce: request_hash },
+    };
+    let assignment = assign(key, &production.archive().experiments);
+    let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
+    let currency = snapshot.archive().meta.currency.as_str();
+    if !bid_request.cur.is_empty() && !bid_request.cur.iter().any(|c| c == currency) {
+        return openrtb_reply(204, Vec::new());
+    }
+    let now = state.now_unix_s();
+    let mut bids = Vec::new();
+    for imp in bid_request.imp.iter().take(crate::openrtb::IMPS_MAX) {
+        let Some((query, slot)) = bid_request.query(snapshot, imp, currency, now, request_hash) else {
+            continue;
+        };
+        let decision = decide(snapshot, &query, params);
+        let outcome_idx = match decision.outcome {
+            Ok(_) => 0,
+            Err(reason) => crate::metrics::OUTCOMES.iter().position(|&o| o == reason.name()).unwrap_or(0),
+        };
+        state.metrics.decision(outcome_idx, snapshot_name == "staging");
+        if let Ok(winner) = decision.outcome {
+            bids.push(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, now));
+        }
+    }
+    if bids.is_empty() {
+        return openrtb_reply(204, Vec::new());
+    }
+    let response =
+        BidResponse { id: &bid_request.id, cur: currency, seatbid: [SeatBid { seat: "adsnap", bid: bids }] };
+    openrtb_reply(200, serde_json::to_vec(&response).unwrap_or_default())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bid<'a>(
+    state: &State,
+    s: &'a Snapshot,
+    winner: &Winner,
+    imp: &'a crate::openrtb::Imp,
+    slot: crate::openrtb::Slot,
+    request_hash: u64,
+    assignment: &Assignment,
+    now: i64,
+) -> Bid<'a> {
+    let a = s.archive();
+    let campaign = &a.campaigns[winner.campaign_idx as usize];
+    let creative = &a.creatives[winner.creative_idx as usize];
+    let advertiser = &a.advertisers[campaign.advertiser_idx.to_native() as usize];
+    // One token per impression: the request hash is mixed with the impression id.
+    let claims = Claims {
+        request_hash: xxhash_rust::xxh3::xxh3_64_with_seed(imp.id.as_bytes(), request_hash),
+        campaign_id: campaign.id.to_native(),
+        creative_id: creative.id.to_native(),
+        price_micros: winner.ecpm_micros,
+        assignment: assignment.code(),
+        issued_unix_s: now,
+    };
+    let token = state.token_key.sign(&claims);
+    let base = state.config.public_base_url.trim_end_matches('/');
+    let impression_url = format!("{base}/v1/imp?t={token}");
+    let click_url = format!("{base}/v1/click?t={token}");
+    let mut adm = String::new();
+    render(
+        s,
+        creative,
+        &Fill { click_url: &click_url, impression_url: &impression_url, campaign_id: claims.campaign_id },
+        &mut adm,
+    );
+    Bid {
+        id: format!("{:016x}", claims.request_hash),
+        impid: &imp.id,
+        price: winner.ecpm_micros as f64 / 1e6,
+        adm,
+        nurl: format!("{base}/v1/win?t={token}&p=${{AUCTION_PRICE}}"),
+        burl: format!("{base}/v1/bill?t={token}&p=${{AUCTION_PRICE}}"),
+        lurl: format!("{base}/v1/loss?t={token}&r=${{AUCTION_LOSS}}"),
+        adomain: [s.str(&advertiser.domain)],
+        bundle: s.str(&campaign.app_bundle),
+        crid: claims.creative_id.to_string(),
+        cid: claims.campaign_id.to_string(),
+        cat: [adsnap_snapshot::format_iab_category(advertiser.category.to_native())],
+        w: if slot.width > 0 { slot.width } else { creative.width.to_native() },
+        h: if slot.height > 0 { slot.height } else { creative.height.to_native() },
+        mtype: slot.mtype,
+    }
 }

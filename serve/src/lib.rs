@@ -7,6 +7,7 @@ mod dedup;
 pub mod error;
 mod handlers;
 pub mod metrics;
+pub mod openrtb;
 pub mod render;
 pub mod request;
 pub mod server;

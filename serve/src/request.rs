@@ -2,7 +2,8 @@
 //! the decision engine reads.
 
 use adsnap_snapshot::{
-    pack_country, pack_language, pack_os_version, ConnectionType, DeviceType, Format, MarkupKind, Os, Snapshot,
+    pack_country, pack_language, pack_os_version, ConnectionType, DeviceType, Format, MarkupKind, Os,
+    Snapshot,
 };
 use serde::Deserialize;
 

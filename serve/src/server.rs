@@ -183,6 +183,10 @@ async fn route(
         ("GET", "/v1/click") => (2, handlers::tracking(&state, &request, handlers::TrackingKind::Click)),
         ("GET", "/health") => (3, handlers::health(&state)),
         ("GET", "/metrics") => (4, handlers::metrics(&state)),
+        ("POST", "/openrtb2/bid") => (6, handlers::openrtb_bid(&state, request).await),
+        ("GET", "/v1/win") => (7, handlers::tracking(&state, &request, handlers::TrackingKind::Win)),
+        ("GET", "/v1/bill") => (8, handlers::tracking(&state, &request, handlers::TrackingKind::Bill)),
+        ("GET", "/v1/loss") => (9, handlers::tracking(&state, &request, handlers::TrackingKind::Loss)),
         (_, path) => (5, handlers::not_found(path)),
     };
     state.metrics.request(endpoint_idx, response.status().as_u16(), started.elapsed().as_secs_f64());

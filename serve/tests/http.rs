@@ -219,3 +219,89 @@ fn health_reports_the_snapshot_and_a_hot_swap_replaces_it() {
     assert_eq!(metric(server.addr, "adsnap_snapshot_swaps_total"), 1.0);
     assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
 }
+
+const BID_REQUEST: &str = r#"{
+  "id": "auction-1",
+  "at": 1,
+  "tmax": 120,
+  "cur": ["USD"],
+  "imp": [
+    {"id": "1", "tagid": "wordsmith-android-interstitial", "instl": 1, "bidfloor": 0.5, "bidfloorcur": "USD",
+     "banner": {"format": [{"w": 320, "h": 480}], "pos": 7, "api": [3, 5]}, "secure": 1},
+    {"id": "2", "rwdd": 1, "bidfloor": 1.0,
+     "video": {"mimes": ["video/mp4"], "minduration": 5, "maxduration": 60, "protocols": [2, 3, 7], "w": 720, "h": 1280, "placement": 5}}
+  ],
+  "app": {"id": "exch-app-9", "bundle": "com.example.wordsmith", "cat": ["IAB9"], "publisher": {"id": "pub-1"}, "storeurl": "https://play.google.com/store/apps/details?id=com.example.wordsmith"},
+  "device": {"ua": "Mozilla/5.0", "ip": "203.0.113.7", "geo": {"country": "USA", "type": 2}, "os": "Android", "osv": "14",
+             "devicetype": 4, "connectiontype": 2, "ifa": "38400000-8cf0-11bd-b23e-10b96e40000d", "lmt": 0, "language": "en", "make": "Google"},
+  "user": {"id": "exchange-user-7", "ext": {"consent": "CP-consent"}},
+  "regs": {"coppa": 0, "ext": {"gdpr": 0, "us_privacy": "1YNN"}},
+  "source": {"ext": {"schain": {"ver": "1.0", "complete": 1, "nodes": []}}},
+  "ext": {"unknown": true}
+}"#;
+
+#[test]
+fn an_openrtb_request_gets_bids_with_the_standard_notice_macros() {
+    let server = start();
+    let reply = http(server.addr, "POST", "/openrtb2/bid", BID_REQUEST);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.headers.contains("x-openrtb-version: 2.6"));
+    let response = json(&reply);
+    assert_eq!(response["id"], "auction-1");
+    assert_eq!(response["cur"], "USD");
+    let bids = response["seatbid"][0]["bid"].as_array().unwrap();
+    let banner = bids.iter().find(|b| b["impid"] == "1").expect("a bid for the interstitial");
+    assert_eq!(banner["cid"], "101");
+    assert_eq!(banner["price"], 1.435);
+    assert_eq!(banner["mtype"], 1);
+    assert!(banner["adm"].as_str().unwrap().starts_with("<!DOCTYPE html>"));
+    assert!(banner["nurl"].as_str().unwrap().ends_with("&p=${AUCTION_PRICE}"));
+    assert!(banner["burl"].as_str().unwrap().contains("/v1/bill?t="));
+    assert!(banner["lurl"].as_str().unwrap().ends_with("&r=${AUCTION_LOSS}"));
+    assert_eq!(banner["adomain"][0], "pinecone-games.example");
+    let video = bids.iter().find(|b| b["impid"] == "2").expect("a bid for the rewarded video");
+    assert_eq!(video["mtype"], 2);
+    assert!(video["adm"].as_str().unwrap().contains("<VAST version=\"4.0\">"), "{video}");
+    assert!(video["price"].as_f64().unwrap() >= 1.0);
+    // The exchange fills the macro and calls the win notice; a repeat counts once.
+    let win = banner["nurl"].as_str().unwrap().replace("${AUCTION_PRICE}", "1.20");
+    assert_eq!(http(server.addr, "GET", path_of(&win), "").status, 204);
+    assert_eq!(http(server.addr, "GET", path_of(&win), "").status, 204);
+    assert_eq!(metric(server.addr, r#"adsnap_tracking_events_total{kind="win",result="counted"}"#), 1.0);
+    assert_eq!(metric(server.addr, r#"adsnap_tracking_events_total{kind="win",result="duplicate"}"#), 1.0);
+}
+
+#[test]
+fn openrtb_blocklists_currencies_and_bad_requests() {
+    let server = start();
+    // Blocking games (IAB9, a tier-1 category) leaves no game advertiser's bid.
+    let no_games = BID_REQUEST.replace(r#""at": 1,"#, r#""at": 1, "bcat": ["IAB9"],"#);
+    let reply = http(server.addr, "POST", "/openrtb2/bid", &no_games);
+    if reply.status == 200 {
+        for bid in json(&reply)["seatbid"][0]["bid"].as_array().unwrap() {
+            assert!(!bid["cat"][0].as_str().unwrap().starts_with("IAB9"), "{bid}");
+        }
+    } else {
+        assert_eq!(reply.status, 204);
+    }
+    let blocked_domain =
+        BID_REQUEST.replace(r#""at": 1,"#, r#""at": 1, "badv": ["Pinecone-Games.example"],"#);
+    let reply = http(server.addr, "POST", "/openrtb2/bid", &blocked_domain);
+    if reply.status == 200 {
+        assert!(!reply.body.contains("pinecone-games.example"), "{}", reply.body);
+    }
+    let euros = BID_REQUEST.replace(r#""cur": ["USD"]"#, r#""cur": ["EUR"]"#);
+    let reply = http(server.addr, "POST", "/openrtb2/bid", &euros);
+    assert_eq!(reply.status, 204);
+    assert!(reply.headers.contains("x-openrtb-version: 2.6"));
+    let high_floor = BID_REQUEST
+        .replace(r#""bidfloor": 0.5"#, r#""bidfloor": 50.0"#)
+        .replace(r#""bidfloor": 1.0"#, r#""bidfloor": 50.0"#);
+    assert_eq!(http(server.addr, "POST", "/openrtb2/bid", &high_floor).status, 204);
+    let windows_phone = BID_REQUEST.replace(r#""os": "Android""#, r#""os": "Windows""#);
+    assert_eq!(http(server.addr, "POST", "/openrtb2/bid", &windows_phone).status, 204);
+    assert_eq!(http(server.addr, "POST", "/openrtb2/bid", "{\"imp\": 3}").status, 400);
+    // A minimal valid request (no app, no device) is answered, not refused.
+    let minimal = r#"{"id": "m", "imp": [{"id": "1", "banner": {"w": 320, "h": 50}}]}"#;
+    assert_eq!(http(server.addr, "POST", "/openrtb2/bid", minimal).status, 204);
+}

@@ -1,0 +1,332 @@
+//! OpenRTB 2.5/2.6 for mobile in-app inventory: the bid request's parts adsnap reads, and how an
+//! impression becomes a [`Query`]. Unknown fields are ignored, as the specification asks of
+//! bidders, so any valid request from an exchange parses.
+
+use adsnap_snapshot::{
+    country_alpha3_to_alpha2, key_hash, pack_country, pack_iab_category, pack_language, pack_os_version,
+    ConnectionType, DeviceType, Format, MarkupKind, Os, Snapshot,
+};
+use serde::Deserialize;
+
+use crate::request::Query;
+
+/// Impressions answered per request at most; the rest get no bid.
+pub const IMPS_MAX: usize = 16;
+/// Entries read from each request-level blocklist at most.
+pub const BLOCKLIST_ENTRIES_MAX: usize = 512;
+
+#[derive(Debug, Deserialize)]
+pub struct BidRequest {
+    pub id: String,
+    pub imp: Vec<Imp>,
+    #[serde(default)]
+    pub app: Option<App>,
+    #[serde(default)]
+    pub device: Option<Device>,
+    #[serde(default)]
+    pub user: Option<User>,
+    #[serde(default)]
+    pub bcat: Vec<String>,
+    #[serde(default)]
+    pub badv: Vec<String>,
+    #[serde(default)]
+    pub bapp: Vec<String>,
+    #[serde(default)]
+    pub cur: Vec<String>,
+    #[serde(default)]
+    pub regs: Option<Regs>,
+    #[serde(default)]
+    pub tmax: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Imp {
+    pub id: String,
+    #[serde(default)]
+    pub banner: Option<Banner>,
+    #[serde(default)]
+    pub video: Option<Video>,
+    #[serde(default)]
+    pub native: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub instl: Option<u8>,
+    /// 2.6: the user is rewarded for watching.
+    #[serde(default)]
+    pub rwdd: Option<u8>,
+    #[serde(default)]
+    pub bidfloor: Option<f64>,
+    #[serde(default)]
+    pub bidfloorcur: Option<String>,
+    #[serde(default)]
+    pub tagid: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Banner {
+    #[serde(default)]
+    pub w: Option<u32>,
+    #[serde(default)]
+    pub h: Option<u32>,
+    #[serde(default)]
+    pub format: Vec<BannerFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BannerFormat {
+    #[serde(default)]
+    pub w: Option<u32>,
+    #[serde(default)]
+    pub h: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Video {
+    #[serde(default)]
+    pub mimes: Vec<String>,
+    #[serde(default)]
+    pub w: Option<u32>,
+    #[serde(default)]
+    pub h: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct App {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub bundle: Option<String>,
+    #[serde(default)]
+    pub cat: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Device {
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub osv: Option<String>,
+    #[serde(default)]
+    pub devicetype: Option<u32>,
+    #[serde(default)]
+    pub connectiontype: Option<u32>,
+    #[serde(default)]
+    pub ifa: Option<String>,
+    #[serde(default)]
+    pub lmt: Option<u8>,
+    #[serde(default)]
+    pub geo: Option<Geo>,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Geo {
+    /// ISO 3166-1 alpha-3.
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct User {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub consent: Option<String>,
+    #[serde(default)]
+    pub ext: Option<UserExt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UserExt {
+    #[serde(default)]
+    pub consent: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Regs {
+    #[serde(default)]
+    pub coppa: Option<u8>,
+    #[serde(default)]
+    pub gdpr: Option<u8>,
+    #[serde(default)]
+    pub ext: Option<RegsExt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RegsExt {
+    #[serde(default)]
+    pub gdpr: Option<u8>,
+}
+
+/// What an impression asks for, in adsnap's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub format: Format,
+    pub markup_kind: Option<MarkupKind>,
+    pub width: u16,
+    pub height: u16,
+    /// OpenRTB `mtype`: 1 banner, 2 video, 4 native.
+    pub mtype: u8,
+}
+
+/// The slot of an impression: video first (rewarded when `rwdd`), then banner (full screen when
+/// `instl`), then native. `None`: nothing adsnap serves (audio, or an empty impression).
+pub fn slot(imp: &Imp) -> Option<Slot> {
+    let size = |w: Option<u32>, h: Option<u32>| {
+        (w.unwrap_or(0).min(u16::MAX as u32) as u16, h.unwrap_or(0).min(u16::MAX as u32) as u16)
+    };
+    if let Some(video) = &imp.video {
+        let format = if imp.rwdd == Some(1) { Format::RewardedVideo } else { Format::Interstitial };
+        let (width, height) = size(video.w, video.h);
+        return Some(Slot { format, markup_kind: Some(MarkupKind::Vast), width, height, mtype: 2 });
+    }
+    if let Some(banner) = &imp.banner {
+        if imp.instl == Some(1) {
+            return Some(Slot {
+                format: Format::Interstitial,
+                markup_kind: Some(MarkupKind::Html),
+                width: 0,
+                height: 0,
+                mtype: 1,
+            });
+        }
+        let (w, h) = match (banner.w, banner.h, banner.format.first()) {
+            (Some(w), Some(h), _) => (Some(w), Some(h)),
+            (_, _, Some(f)) => (f.w, f.h),
+            _ => (None, None),
+        };
+        let (width, height) = size(w, h);
+        return Some(Slot {
+            format: Format::Banner,
+            markup_kind: Some(MarkupKind::Html),
+            width,
+            height,
+            mtype: 1,
+        });
+    }
+    imp.native.as_ref().map(|_| Slot {
+        format: Format::Native,
+        markup_kind: Some(MarkupKind::NativeJson),
+        width: 0,
+        height: 0,
+        mtype: 4,
+    })
+}
+
+fn device_type(code: u32) -> Option<DeviceType> {
+    // OpenRTB list: Device Types. 1 mobile/tablet, 4 phone, 5 tablet, 3 connected TV, 7 set-top box.
+    match code {
+        1 | 4 => Some(DeviceType::Phone),
+        5 => Some(DeviceType::Tablet),
+        3 | 7 => Some(DeviceType::ConnectedTv),
+        _ => None,
+    }
+}
+
+fn connection_type(code: u32) -> Option<ConnectionType> {
+    // OpenRTB list: Connection Types.
+    match code {
+        1 => Some(ConnectionType::Ethernet),
+        2 => Some(ConnectionType::Wifi),
+        3 => Some(ConnectionType::CellularUnknown),
+        4 => Some(ConnectionType::Cellular2g),
+        5 => Some(ConnectionType::Cellular3g),
+        6 => Some(ConnectionType::Cellular4g),
+        7 => Some(ConnectionType::Cellular5g),
+        _ => None,
+    }
+}
+
+fn sorted<T: Ord>(mut values: Vec<T>) -> Vec<T> {
+    values.sort_unstable();
+    values.dedup();
+    values
+}
+
+impl BidRequest {
+    /// Whether the user may be targeted on what we know of them.
+    pub fn personalised(&self) -> bool {
+        let regs = self.regs.as_ref();
+        let coppa = regs.and_then(|r| r.coppa) == Some(1);
+        let gdpr = regs.and_then(|r| r.gdpr.or(r.ext.as_ref().and_then(|e| e.gdpr))) == Some(1);
+        let user = self.user.as_ref();
+        let consent = user.and_then(|u| u.consent.clone().or(u.ext.as_ref().and_then(|e| e.consent.clone())));
+        let lmt = self.device.as_ref().and_then(|d| d.lmt) == Some(1);
+        let consent_missing = gdpr && consent.is_none_or(|c| c.is_empty());
+        !(coppa || lmt || consent_missing)
+    }
+
+    /// The OS of the device; `None` for anything but Android and iOS (no bid).
+    pub fn os(&self) -> Option<Os> {
+        let os = self.device.as_ref()?.os.as_deref()?.to_ascii_lowercase();
+        match os.as_str() {
+            "android" => Some(Os::Android),
+            "ios" | "ipados" => Some(Os::Ios),
+            _ => None,
+        }
+    }
+
+    /// The query for one impression, or `None` when adsnap cannot serve it.
+    pub fn query(
+        &self,
+        s: &Snapshot,
+        imp: &Imp,
+        currency: &str,
+        now_unix_s: i64,
+        request_hash: u64,
+    ) -> Option<(Query, Slot)> {
+        let slot = slot(imp)?;
+        if imp.bidfloorcur.as_deref().is_some_and(|c| c != currency) {
+            return None;
+        }
+        let floor = imp.bidfloor.filter(|f| f.is_finite() && *f >= 0.0).unwrap_or(0.0);
+        let device = self.device.as_ref();
+        let bundle = self.app.as_ref().and_then(|a| a.bundle.as_deref()).unwrap_or_default();
+        let known_app = s.app_by_bundle(bundle);
+        let ad_unit_idx = imp.tagid.as_deref().and_then(|t| s.ad_unit_by_id(t)).map(|(i, _)| i);
+        let country = device
+            .and_then(|d| d.geo.as_ref()?.country.as_deref())
+            .and_then(country_alpha3_to_alpha2)
+            .and_then(pack_country);
+        let app_category = known_app
+            .map(|(_, app)| app.category.to_native())
+            .or_else(|| self.app.as_ref()?.cat.iter().find_map(|c| pack_iab_category(c)));
+        let take = |list: &[String]| {
+            list.iter().take(BLOCKLIST_ENTRIES_MAX).map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()
+        };
+        Some((
+            Query {
+                format: slot.format,
+                os: self.os()?,
+                os_version: device.and_then(|d| pack_os_version(d.osv.as_deref()?)).unwrap_or(0),
+                country,
+                language: device.and_then(|d| pack_language(d.language.as_deref()?.get(..2)?)),
+                device_type: device.and_then(|d| device_type(d.devicetype?)),
+                connection: device.and_then(|d| connection_type(d.connectiontype?)),
+                ad_unit_idx,
+                app_idx: known_app.map(|(i, _)| i),
+                app_bundle_hash: key_hash(bundle),
+                app_category,
+                floor_cpm_micros: (floor * 1e6).round() as u64,
+                slot_width: slot.width,
+                slot_height: slot.height,
+                markup_kind: slot.markup_kind,
+                personalised: self.personalised(),
+                now_unix_s,
+                pacing_draw_ppm: ((request_hash >> 32) % 1_000_000) as u32,
+                blocked_categories: sorted(
+                    self.bcat
+                        .iter()
+                        .take(BLOCKLIST_ENTRIES_MAX)
+                        .filter_map(|c| pack_iab_category(c))
+                        .collect(),
+                ),
+                blocked_domains: sorted(take(&self.badv).iter().map(|d| key_hash(d)).collect()),
+                blocked_bundles: sorted(
+                    self.bapp.iter().take(BLOCKLIST_ENTRIES_MAX).map(|b| key_hash(b)).collect(),
+                ),
+            },
+            slot,
+        ))
+    }
+}
