@@ -27,6 +27,8 @@ pub struct ServeArgs {
     request_body_bytes_max: Option<usize>,
     #[arg(long, env = "ADSNAP_REQUEST_HEADERS_MAX")]
     request_headers_max: Option<usize>,
+    #[arg(long, env = "ADSNAP_CONNECTIONS_MAX")]
+    connections_max: Option<usize>,
     #[arg(long, env = "ADSNAP_HEADER_READ_TIMEOUT_MS")]
     header_read_timeout_ms: Option<u64>,
     /// 64 hex digits, shared by every server of a fleet.
@@ -59,7 +61,14 @@ impl ServeArgs {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
         }
-        set!(listen_addr, snapshot_path, public_base_url, request_body_bytes_max, request_headers_max);
+        set!(
+            listen_addr,
+            snapshot_path,
+            public_base_url,
+            request_body_bytes_max,
+            request_headers_max,
+            connections_max
+        );
         set!(header_read_timeout_ms, tracking_token_ttl_s, ad_ttl_s, tracking_dedup_entries_max);
         if self.staging_snapshot_path.is_some() {
             c.staging_snapshot_path = self.staging_snapshot_path.clone();

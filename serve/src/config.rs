@@ -23,6 +23,8 @@ pub struct ServeConfig {
     pub request_body_bytes_max: usize,
     /// Most request headers accepted.
     pub request_headers_max: usize,
+    /// Open client connections at most; more wait in the listen backlog.
+    pub connections_max: usize,
     /// Time a client has to send its request headers.
     pub header_read_timeout_ms: u64,
     /// Key of the tracking-token MAC, 64 hex digits. Every server of a fleet shares it; absent:
@@ -48,6 +50,7 @@ impl Default for ServeConfig {
             public_base_url: "http://127.0.0.1:8080".into(),
             request_body_bytes_max: 64 << 10,
             request_headers_max: 64,
+            connections_max: 10_000,
             header_read_timeout_ms: 5_000,
             tracking_key_hex: None,
             tracking_token_ttl_s: 86_400,

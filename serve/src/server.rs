@@ -36,6 +36,10 @@ pub struct State {
     pub metrics: Metrics,
     pub dedup: Dedup,
     pub started: Instant,
+    /// One reload at a time: two racing reloads could otherwise store an older file last.
+    reload_lock: tokio::sync::Mutex<()>,
+    /// Open connections at most (`connections_max`); accepting waits for a free one.
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn now_unix_s() -> i64 {
@@ -72,6 +76,7 @@ impl State {
             }
         };
         let ttl_s = config.tracking_token_ttl_s as i64;
+        let config_connections_max = config.connections_max.max(1);
         let dedup = Dedup::new(config.tracking_dedup_entries_max);
         Ok(Arc::new(State {
             config,
@@ -81,12 +86,15 @@ impl State {
             metrics: Metrics::default(),
             dedup,
             started: Instant::now(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            connections: Arc::new(tokio::sync::Semaphore::new(config_connections_max)),
         }))
     }
 
     /// Re-opens the configured snapshot files and swaps in those that verify; a file that does
     /// not verify is refused, counted, and the server keeps what it had.
     pub async fn reload(&self) -> Result<(), ServeError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
         let result = self.reload_inner().await;
         match &result {
             Ok(()) => {
@@ -142,23 +150,42 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, shutdown: impl Futu
                 None => std::future::pending().await,
             }
         };
+        let accept = async {
+            // Wait for a connection slot before accepting: past the limit, clients queue in the
+            // kernel's backlog instead of this process running out of memory or descriptors.
+            let permit = state.connections.clone().acquire_owned().await;
+            (permit, listener.accept().await)
+        };
         tokio::select! {
             _ = &mut shutdown => return,
             _ = hangup => {
                 let state = state.clone();
                 tokio::spawn(async move { let _ = state.reload().await; });
             }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => spawn_connection(state.clone(), stream),
-                Err(err) => warn!(error = %err, "accept failed"),
+            (permit, accepted) = accept => match (permit, accepted) {
+                (Ok(permit), Ok((stream, _))) => spawn_connection(state.clone(), stream, permit),
+                (_, Err(err)) => {
+                    // Out of descriptors or memory: back off briefly rather than spin.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+                (Err(_), _) => return,
             },
         }
     }
 }
 
-fn spawn_connection(state: Arc<State>, stream: tokio::net::TcpStream) {
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+fn spawn_connection(
+    state: Arc<State>,
+    stream: tokio::net::TcpStream,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
+        let _permit = permit;
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())

@@ -38,6 +38,10 @@ struct Running {
 }
 
 fn start() -> Running {
+    start_with(|_| {})
+}
+
+fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("prod.snap");
     build_snapshot(&example_catalog(), &snapshot, 1);
@@ -50,6 +54,8 @@ fn start() -> Running {
         fixed_now_unix_s: Some(NOW_UNIX_S),
         ..ServeConfig::default()
     };
+    let mut config = config;
+    adjust(&mut config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, state) = runtime.block_on(async {
@@ -304,4 +310,32 @@ fn openrtb_blocklists_currencies_and_bad_requests() {
     // A minimal valid request (no app, no device) is answered, not refused.
     let minimal = r#"{"id": "m", "imp": [{"id": "1", "banner": {"w": 320, "h": 50}}]}"#;
     assert_eq!(http(server.addr, "POST", "/openrtb2/bid", minimal).status, 204);
+}
+
+#[test]
+fn connections_past_the_limit_wait_for_a_free_slot() {
+    let server = start_with(|c| c.connections_max = 2);
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    // Make sure both idle connections were accepted (and hold the two slots) before the third.
+    let health = |stream: &mut TcpStream| {
+        stream
+            .write_all(format!("GET /health HTTP/1.1\r\nhost: {}\r\n\r\n", server.addr).as_bytes())
+            .unwrap();
+        let mut buf = [0u8; 12];
+        stream.read_exact(&mut buf).map(|_| buf)
+    };
+    let mut idle = idle;
+    for stream in &mut idle {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(&health(stream).unwrap(), b"HTTP/1.1 200");
+    }
+    let mut third = TcpStream::connect(server.addr).unwrap();
+    third.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    assert!(health(&mut third).is_err(), "a third connection was served while two held every slot");
+    drop(idle.pop());
+    // The request already sent is answered once a slot frees.
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut status = [0u8; 12];
+    third.read_exact(&mut status).unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
 }
