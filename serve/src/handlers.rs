@@ -115,11 +115,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     let query = ad_request.resolve(snapshot, now, request_hash)?;
     let decision = decide(snapshot, &query, params);
     state.metrics.candidates_scanned.observe(decision.n_scanned as f64);
-    let outcome_idx = match decision.outcome {
-        Ok(_) => 0,
-        Err(reason) => crate::metrics::OUTCOMES.iter().position(|&o| o == reason.name()).unwrap_or(0),
-    };
-    state.metrics.decision(outcome_idx, snapshot_name == "staging");
+    count_decision(state, &decision, snapshot_name);
     let Ok(winner) = decision.outcome else {
         return Ok(empty(204));
     };
@@ -132,6 +128,31 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         issued_unix_s: now,
     };
     Ok(json_bytes(ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
+}
+
+/// Counts a decision's outcome.
+fn count_decision(state: &State, decision: &crate::decision::Decision, snapshot_name: &str) {
+    let outcome_idx = match decision.outcome {
+        Ok(_) => 0,
+        Err(reason) => crate::metrics::OUTCOMES.iter().position(|&o| o == reason.name()).unwrap_or(0),
+    };
+    state.metrics.decision(outcome_idx, snapshot_name == "staging");
+}
+
+/// A signed token and the impression and click URLs that carry it.
+struct TrackingUrls<'a> {
+    token: String,
+    base: &'a str,
+    impression_url: String,
+    click_url: String,
+}
+
+fn tracking_urls<'a>(state: &'a State, claims: &Claims) -> TrackingUrls<'a> {
+    let token = state.token_key.sign(claims);
+    let base = state.config.public_base_url.trim_end_matches('/');
+    let impression_url = format!("{base}/v1/imp?t={token}");
+    let click_url = format!("{base}/v1/click?t={token}");
+    TrackingUrls { token, base, impression_url, click_url }
 }
 
 fn fresh_id() -> u64 {
@@ -195,10 +216,7 @@ fn ad_response(
     let campaign = &a.campaigns[winner.campaign_idx as usize];
     let creative = &a.creatives[winner.creative_idx as usize];
     let advertiser = &a.advertisers[campaign.advertiser_idx.to_native() as usize];
-    let token = state.token_key.sign(claims);
-    let base = state.config.public_base_url.trim_end_matches('/');
-    let impression_url = format!("{base}/v1/imp?t={token}");
-    let click_url = format!("{base}/v1/click?t={token}");
+    let TrackingUrls { impression_url, click_url, .. } = tracking_urls(state, claims);
     let mut markup = String::new();
     let fill =
         Fill { click_url: &click_url, impression_url: &impression_url, campaign_id: claims.campaign_id };
@@ -425,11 +443,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
             continue;
         };
         let decision = decide(snapshot, &query, params);
-        let outcome_idx = match decision.outcome {
-            Ok(_) => 0,
-            Err(reason) => crate::metrics::OUTCOMES.iter().position(|&o| o == reason.name()).unwrap_or(0),
-        };
-        state.metrics.decision(outcome_idx, snapshot_name == "staging");
+        count_decision(state, &decision, snapshot_name);
         if let Ok(winner) = decision.outcome {
             bids.push(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, now));
         }
@@ -466,10 +480,7 @@ fn bid<'a>(
         assignment: assignment.code(),
         issued_unix_s: now,
     };
-    let token = state.token_key.sign(&claims);
-    let base = state.config.public_base_url.trim_end_matches('/');
-    let impression_url = format!("{base}/v1/imp?t={token}");
-    let click_url = format!("{base}/v1/click?t={token}");
+    let TrackingUrls { token, base, impression_url, click_url } = tracking_urls(state, &claims);
     let mut adm = String::new();
     render(
         s,
