@@ -22,13 +22,7 @@ use crate::token::{Claims, TokenError};
 type Reply = Response<Full<Bytes>>;
 
 fn json_reply(status: u16, value: &serde_json::Value) -> Reply {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "application/json")
-        .header(CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default()
+    json_bytes(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
 fn empty(status: u16) -> Reply {
@@ -127,7 +121,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         assignment: assignment.code(),
         issued_unix_s: now,
     };
-    Ok(json_bytes(ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
+    Ok(json_bytes(200, ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
 }
 
 /// Counts a decision's outcome.
@@ -249,9 +243,9 @@ fn ad_response(
     body
 }
 
-fn json_bytes(body: Vec<u8>) -> Reply {
+fn json_bytes(status: u16, body: Vec<u8>) -> Reply {
     Response::builder()
-        .status(200)
+        .status(status)
         .header(CONTENT_TYPE, "application/json")
         .header(CACHE_CONTROL, "no-store")
         .body(Full::new(Bytes::from(body)))

@@ -313,7 +313,7 @@ impl BidRequest {
                 markup_kind: slot.markup_kind,
                 personalised: self.personalised(),
                 now_unix_s,
-                pacing_draw_ppm: ((request_hash >> 32) % 1_000_000) as u32,
+                pacing_draw_ppm: crate::request::pacing_draw_ppm(request_hash),
                 blocked_categories: sorted(
                     self.bcat
                         .iter()

@@ -126,6 +126,11 @@ pub struct Query {
     pub pacing_draw_ppm: u32,
 }
 
+/// A request's pacing draw in parts per million, from its hash; every endpoint draws the same way.
+pub fn pacing_draw_ppm(request_hash: u64) -> u32 {
+    ((request_hash >> 32) % 1_000_000) as u32
+}
+
 fn bad(field: &str, reason: impl Into<String>) -> RequestError {
     RequestError::Invalid { field: field.to_string(), reason: reason.into() }
 }
@@ -212,7 +217,7 @@ impl AdRequest {
             blocked_bundles: Vec::new(),
             personalised: !coppa && !consent_missing && !self.device.lmt,
             now_unix_s,
-            pacing_draw_ppm: ((request_hash >> 32) % 1_000_000) as u32,
+            pacing_draw_ppm: pacing_draw_ppm(request_hash),
         })
     }
 }

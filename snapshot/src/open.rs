@@ -271,10 +271,13 @@ pub fn verify_with(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<H
     let archive = match rkyv::access::<ArchivedSnapshot, rancor::Error>(payload) {
         Ok(archive) => archive,
         // A corrupt file fails both; the checksum names the cause better.
-        Err(_) if xxh3_128(payload) != header.payload_xxh3_128 => {
-            return Err(checksum_error(xxh3_128(payload)));
+        Err(err) => {
+            let computed = xxh3_128(payload);
+            if computed != header.payload_xxh3_128 {
+                return Err(checksum_error(computed));
+            }
+            return Err(Error::Archive { path: path.to_owned(), reason: err.to_string() });
         }
-        Err(err) => return Err(Error::Archive { path: path.to_owned(), reason: err.to_string() }),
     };
     let heap = archive.strings.as_slice();
     let heap_start = heap.as_ptr() as usize - payload.as_ptr() as usize;
