@@ -17,6 +17,9 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
     #[arg(long, env = "ADSNAP_LISTEN_ADDR")]
     listen_addr: Option<SocketAddr>,
+    /// Admin endpoints (install, promote, rollback); keep on loopback.
+    #[arg(long, env = "ADSNAP_ADMIN_LISTEN_ADDR")]
+    admin_listen_addr: Option<SocketAddr>,
     #[arg(long, env = "ADSNAP_SNAPSHOT_PATH")]
     snapshot_path: Option<PathBuf>,
     #[arg(long, env = "ADSNAP_STAGING_SNAPSHOT_PATH")]
@@ -63,6 +66,7 @@ impl ServeArgs {
         }
         set!(
             listen_addr,
+            admin_listen_addr,
             snapshot_path,
             public_base_url,
             request_body_bytes_max,
@@ -111,14 +115,22 @@ fn serve_with(
 ) -> anyhow::Result<ExitCode> {
     runtime(worker_threads)?.block_on(async move {
         let listener = adsnap_serve::bind(&config).await?;
+        let admin_listener = adsnap_serve::bind_admin(&config).await?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let admin_addr = admin_listener.local_addr().context("reading the bound admin address")?;
         let state = State::new(config).await?;
-        tracing::info!(%addr, snapshot_id = %state.production.load().header().id_hex(), "serving");
+        tracing::info!(%addr, %admin_addr, snapshot_id = %state.production.load().header().id_hex(), "serving");
         on_ready(addr);
+        let (stop, mut admin_stopped) = tokio::sync::watch::channel(false);
+        let admin = tokio::spawn(adsnap_serve::serve_admin(state.clone(), admin_listener, async move {
+            let _ = admin_stopped.changed().await;
+        }));
         adsnap_serve::serve(state, listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
+        let _ = stop.send(true);
+        let _ = admin.await;
         Ok(ExitCode::SUCCESS)
     })
 }

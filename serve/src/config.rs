@@ -13,9 +13,12 @@ use crate::error::ServeError;
 pub struct ServeConfig {
     /// Address to listen on.
     pub listen_addr: SocketAddr,
+    /// Address of the admin endpoints (install, promote, rollback); keep it on loopback.
+    pub admin_listen_addr: SocketAddr,
     /// The production snapshot.
     pub snapshot_path: PathBuf,
-    /// The staging snapshot, served to the staging slice; absent: staging gets production.
+    /// The staging snapshot, served to the staging slice. Absent: `<snapshot_path>.staging`
+    /// when that file exists, else staging is decided from production.
     pub staging_snapshot_path: Option<PathBuf>,
     /// Base of the tracking URLs put in responses, as clients reach this server.
     pub public_base_url: String,
@@ -45,6 +48,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             snapshot_path: PathBuf::from("adsnap.snap"),
             staging_snapshot_path: None,
             public_base_url: "http://127.0.0.1:8080".into(),

@@ -34,4 +34,12 @@ pub enum ServeError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("bad configuration: {0}")]
     Config(String),
+    #[error("cannot move the snapshot file {path}: {source}")]
+    Slot { path: std::path::PathBuf, source: std::io::Error },
+    #[error("refused {path}: {reason}")]
+    Refused { path: std::path::PathBuf, reason: String },
+    #[error("there is no staging snapshot to promote")]
+    NoStaging,
+    #[error("there is no previous snapshot to roll back to ({0} does not exist)")]
+    NoPrevious(std::path::PathBuf),
 }

@@ -19,9 +19,9 @@ use crate::request::AdRequest;
 use crate::server::State;
 use crate::token::{Claims, TokenError};
 
-type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Full<Bytes>>;
 
-fn json_reply(status: u16, value: &serde_json::Value) -> Reply {
+pub(crate) fn json_reply(status: u16, value: &serde_json::Value) -> Reply {
     json_bytes(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
@@ -322,12 +322,13 @@ pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> R
         .unwrap_or_default()
 }
 
-fn snapshot_health(s: &Snapshot, now_unix_ms: i64) -> serde_json::Value {
+/// One served snapshot as `/health` and the admin endpoints describe it; `path` is its slot file.
+pub(crate) fn snapshot_health(s: &Snapshot, path: &std::path::Path, now_unix_ms: i64) -> serde_json::Value {
     let h = s.header();
     json!({
         "id": h.id_hex(),
         "version": h.snapshot_version,
-        "path": s.path(),
+        "path": path,
         "age_s": (now_unix_ms - h.created_unix_ms).max(0) / 1000,
         "campaigns": s.archive().campaigns.len(),
     })
@@ -335,13 +336,13 @@ fn snapshot_health(s: &Snapshot, now_unix_ms: i64) -> serde_json::Value {
 
 pub fn health(state: &State) -> Reply {
     let now_ms = state.now_unix_s() * 1000;
-    let staging = state.staging.load_full().map(|s| snapshot_health(&s, now_ms));
+    let staging = state.staging.load_full().map(|s| snapshot_health(&s, &state.slots.staging, now_ms));
     json_reply(
         200,
         &json!({
             "status": "ok",
             "uptime_s": state.started.elapsed().as_secs(),
-            "snapshot": snapshot_health(&state.production.load(), now_ms),
+            "snapshot": snapshot_health(&state.production.load(), &state.slots.production, now_ms),
             "staging_snapshot": staging,
             "profile_store": "not configured: decisions run without profiles",
             "event_log": "not configured: no events are written",

@@ -31,6 +31,7 @@ fn build_snapshot(catalog: &Path, out: &Path, version: u64) {
 
 struct Running {
     addr: SocketAddr,
+    admin: SocketAddr,
     state: Arc<State>,
     runtime: tokio::runtime::Runtime,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -47,6 +48,7 @@ fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Running {
     build_snapshot(&example_catalog(), &snapshot, 1);
     let config = ServeConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_listen_addr: "127.0.0.1:0".parse().unwrap(),
         snapshot_path: snapshot,
         tracking_key_hex: Some("11".repeat(32)),
         request_body_bytes_max: 4096,
@@ -58,18 +60,25 @@ fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Running {
     adjust(&mut config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr, state) = runtime.block_on(async {
+    let (addr, admin, state) = runtime.block_on(async {
         let listener = adsnap_serve::bind(&config).await.unwrap();
+        let admin_listener = adsnap_serve::bind_admin(&config).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let mut config = config;
         config.public_base_url = format!("http://{addr}");
         let state = State::new(config).await.unwrap();
-        tokio::spawn(adsnap_serve::serve(state.clone(), listener, async {
-            let _ = stopped.await;
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(adsnap_serve::serve_admin(state.clone(), admin_listener, async {
+            let _ = admin_stopped.await;
         }));
-        (addr, state)
+        tokio::spawn(adsnap_serve::serve(state.clone(), listener, async move {
+            let _ = stopped.await;
+            let _ = stop_admin.send(());
+        }));
+        (addr, admin, state)
     });
-    Running { addr, state, runtime, _stop: stop, dir }
+    Running { addr, admin, state, runtime, _stop: stop, dir }
 }
 
 struct Reply {
@@ -224,6 +233,89 @@ fn health_reports_the_snapshot_and_a_hot_swap_replaces_it() {
     assert_eq!(metric(server.addr, "adsnap_snapshot_swap_failures_total"), 1.0);
     assert_eq!(metric(server.addr, "adsnap_snapshot_swaps_total"), 1.0);
     assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
+}
+
+fn served_ids(server: &Running) -> (String, Option<String>) {
+    let health = json(&http(server.addr, "GET", "/health", ""));
+    let production = health["snapshot"]["id"].as_str().unwrap().to_owned();
+    (production, health["staging_snapshot"]["id"].as_str().map(str::to_owned))
+}
+
+fn install(server: &Running, path: &Path, target: &str) -> Reply {
+    let body = serde_json::json!({ "path": path, "target": target }).to_string();
+    http(server.admin, "POST", "/admin/install", &body)
+}
+
+#[test]
+fn admin_installs_promotes_and_rolls_back_while_serving() {
+    let server = start();
+    let (v1, staging) = served_ids(&server);
+    assert_eq!(staging, None);
+    let v2_path = server.dir.path().join("v2.snap");
+    build_snapshot(&example_catalog(), &v2_path, 2);
+
+    // Promoting or rolling back with nothing to move is a conflict, and changes nothing.
+    assert_eq!(http(server.admin, "POST", "/admin/promote", "").status, 409);
+    assert_eq!(http(server.admin, "POST", "/admin/rollback", "").status, 409);
+
+    let reply = install(&server, &v2_path, "staging");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let v2 = json(&reply)["snapshot_id"].as_str().unwrap().to_owned();
+    assert_ne!(v2, v1);
+    assert_eq!(served_ids(&server), (v1.clone(), Some(v2.clone())));
+    assert!(v2_path.exists(), "the installed file is left where it was");
+    assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
+
+    let reply = http(server.admin, "POST", "/admin/promote", "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(served_ids(&server), (v2.clone(), None));
+    let slots = json(&http(server.admin, "GET", "/admin/snapshots", ""));
+    assert_eq!(slots["previous"]["exists"], true);
+
+    // A restart now comes up on what was promoted: the slot files say so.
+    let config = server.state.config.clone();
+    let restarted = server.runtime.block_on(State::new(config)).unwrap();
+    assert_eq!(restarted.production.load().header().id_hex(), v2);
+
+    let reply = http(server.admin, "POST", "/admin/rollback", "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(served_ids(&server).0, v1);
+    // Rolling back again undoes the rollback.
+    assert_eq!(http(server.admin, "POST", "/admin/rollback", "").status, 200);
+    assert_eq!(served_ids(&server).0, v2);
+    assert_eq!(metric(server.addr, "adsnap_snapshot_swaps_total"), 4.0);
+}
+
+#[test]
+fn admin_refuses_bad_installs_and_keeps_serving() {
+    let server = start();
+    let (v1, _) = served_ids(&server);
+    let missing = install(&server, &server.dir.path().join("absent.snap"), "production");
+    assert_eq!(missing.status, 404, "{}", missing.body);
+
+    let corrupt_path = server.dir.path().join("corrupt.snap");
+    let mut bytes = std::fs::read(&server.state.config.snapshot_path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&corrupt_path, bytes).unwrap();
+    let corrupt = install(&server, &corrupt_path, "production");
+    assert_eq!(corrupt.status, 422, "{}", corrupt.body);
+    let error = json(&corrupt)["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("corrupt.snap") && error.contains("payload is corrupt"), "{error}");
+
+    let bad_target = http(server.admin, "POST", "/admin/install", r#"{"path":"/x","target":"canary"}"#);
+    assert_eq!(bad_target.status, 400);
+    assert!(bad_target.body.contains("canary"), "{}", bad_target.body);
+    assert_eq!(http(server.admin, "POST", "/admin/install", "not json").status, 400);
+    assert_eq!(http(server.admin, "GET", "/admin/nothing", "").status, 404);
+
+    assert_eq!(served_ids(&server), (v1, None));
+    assert_eq!(metric(server.addr, "adsnap_snapshot_swap_failures_total"), 2.0);
+    let slots = json(&http(server.admin, "GET", "/admin/snapshots", ""));
+    assert_eq!(slots["previous"]["exists"], false, "a refused install leaves no previous file");
+    assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
+    // The admin endpoints are not on the public listener.
+    assert_eq!(http(server.addr, "POST", "/admin/promote", "").status, 404);
 }
 
 const BID_REQUEST: &str = r#"{
