@@ -39,6 +39,8 @@ pub struct ServeArgs {
     tracking_key_hex: Option<String>,
     #[arg(long, env = "ADSNAP_TRACKING_TOKEN_TTL_S")]
     tracking_token_ttl_s: Option<u64>,
+    #[arg(long, env = "ADSNAP_INSTALL_ATTRIBUTION_WINDOW_S")]
+    install_attribution_window_s: Option<u64>,
     #[arg(long, env = "ADSNAP_AD_TTL_S")]
     ad_ttl_s: Option<u32>,
     #[arg(long, env = "ADSNAP_TRACKING_DEDUP_ENTRIES_MAX")]
@@ -74,6 +76,7 @@ impl ServeArgs {
             connections_max
         );
         set!(header_read_timeout_ms, tracking_token_ttl_s, ad_ttl_s, tracking_dedup_entries_max);
+        set!(install_attribution_window_s);
         if self.staging_snapshot_path.is_some() {
             c.staging_snapshot_path = self.staging_snapshot_path.clone();
         }

@@ -35,6 +35,9 @@ pub struct ServeConfig {
     pub tracking_key_hex: Option<String>,
     /// How long a tracking URL stays valid.
     pub tracking_token_ttl_s: u64,
+    /// How long after its click an install is attributed to an ad (the click token's age limit
+    /// for `/v1/install`).
+    pub install_attribution_window_s: u64,
     /// How long an SDK may cache an ad before showing it.
     pub ad_ttl_s: u32,
     /// Tracking tokens remembered to count duplicates once (per generation; two are kept).
@@ -58,6 +61,7 @@ impl Default for ServeConfig {
             header_read_timeout_ms: 5_000,
             tracking_key_hex: None,
             tracking_token_ttl_s: 86_400,
+            install_attribution_window_s: 7 * 86_400,
             ad_ttl_s: 300,
             tracking_dedup_entries_max: 1_000_000,
             fixed_now_unix_s: None,

@@ -276,9 +276,75 @@ impl TrackingKind {
     }
 }
 
-fn token_param<B>(request: &Request<B>) -> Option<&str> {
-    request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix("t="))
+/// The value of query parameter `name` (as sent: tokens and ids need no decoding).
+fn query_param<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
+    request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
+
+fn token_param<B>(request: &Request<B>) -> Option<&str> {
+    query_param(request, "t")
+}
+
+/// The query parameter a click adds to the store URL it redirects to, carrying the click's
+/// token to the measurement partner, which sends it back in its install postback.
+pub const CLICK_ID_PARAM: &str = "adsnap_click";
+/// Longest partner event id accepted.
+const PARTNER_EVENT_ID_CHARS_MAX: usize = 128;
+
+/// `GET /v1/install?click=TOKEN[&event_id=ID]`: a measurement partner's install postback. The
+/// click token must verify within the attribution window; the partner's event id (else the
+/// click) makes a repeated postback count once.
+pub fn install<B>(state: &State, request: &Request<B>) -> Reply {
+    let now = state.now_unix_s();
+    let window_s = state.config.install_attribution_window_s.min(i64::MAX as u64) as i64;
+    let event_id = query_param(request, "event_id").filter(|id| !id.is_empty());
+    if event_id.is_some_and(|id| id.len() > PARTNER_EVENT_ID_CHARS_MAX) {
+        let reason = format!("at most {PARTNER_EVENT_ID_CHARS_MAX} characters");
+        return error_reply(&RequestError::Invalid { field: "event_id".into(), reason });
+    }
+    let verified = query_param(request, "click")
+        .ok_or(TokenError::Malformed)
+        .and_then(|token| state.token_key.verify_within(token, now, window_s));
+    let result = match &verified {
+        Ok(claims) => {
+            let key = match event_id {
+                Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), INSTALL_DEDUP_SEED),
+                None => claims.request_hash ^ INSTALL_DEDUP_SEED,
+            };
+            if state.dedup.first_time(key) {
+                "counted"
+            } else {
+                "duplicate"
+            }
+        }
+        Err(TokenError::Malformed) => "malformed",
+        Err(TokenError::Forged) => "forged",
+        Err(TokenError::Expired) => "expired",
+    };
+    state.metrics.tracking.get_or_create(&TrackingLabels { kind: "install", result }).inc();
+    match verified {
+        Ok(claims) => json_reply(
+            200,
+            &json!({ "status": result, "campaign_id": claims.campaign_id, "creative_id": claims.creative_id }),
+        ),
+        Err(err) => error_reply(&RequestError::Token(err.to_string())),
+    }
+}
+
+/// `url` with the click id added to its query (before any fragment).
+fn with_click_id(url: &str, token: &str) -> String {
+    let (base, fragment) = url.split_once('#').map_or((url, None), |(b, f)| (b, Some(f)));
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let mut location = format!("{base}{separator}{CLICK_ID_PARAM}={token}");
+    if let Some(fragment) = fragment {
+        location.push('#');
+        location.push_str(fragment);
+    }
+    location
+}
+
+/// Keeps install postbacks' de-duplication keys apart from the notices'.
+const INSTALL_DEDUP_SEED: u64 = 0x1a57_a11e_d000_0007;
 
 /// An impression or click notice: the token must verify; a repeated one is acknowledged but
 /// counted once. A click redirects to the promoted app's store page.
@@ -315,9 +381,11 @@ pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> R
             &json!({ "error": "the campaign is no longer in the snapshot", "field": null }),
         );
     };
+    let location =
+        with_click_id(production.str(&campaign.store_url), token_param(request).unwrap_or_default());
     Response::builder()
         .status(StatusCode::FOUND)
-        .header(LOCATION, production.str(&campaign.store_url))
+        .header(LOCATION, location)
         .body(Full::new(Bytes::new()))
         .unwrap_or_default()
 }
@@ -499,5 +567,19 @@ fn bid<'a>(
         w: if slot.width > 0 { slot.width } else { creative.width.to_native() },
         h: if slot.height > 0 { slot.height } else { creative.height.to_native() },
         mtype: slot.mtype,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_click_id_joins_the_store_urls_query() {
+        let check = |url: &str, expected: &str| assert_eq!(with_click_id(url, "T"), expected);
+        check("https://apps.apple.com/app/id1", "https://apps.apple.com/app/id1?adsnap_click=T");
+        check("https://play.google.com/d?id=a", "https://play.google.com/d?id=a&adsnap_click=T");
+        check("https://s.example/p?x=1#top", "https://s.example/p?x=1&adsnap_click=T#top");
+        check("https://s.example/p#top", "https://s.example/p?adsnap_click=T#top");
     }
 }

@@ -73,7 +73,7 @@ impl State {
             Some(key) => key,
             None => {
                 warn!("no tracking_key_hex configured: tracking URLs are signed with a key of this process only");
-                random_key()
+                random_key()?
             }
         };
         let ttl_s = config.tracking_token_ttl_s as i64;
@@ -210,15 +210,11 @@ async fn open_staging(slots: &SlotPaths) -> Result<Option<Arc<Snapshot>>, ServeE
     }
 }
 
-fn random_key() -> [u8; 32] {
-    // The standard library's hasher seeds are random per process; four of them make a key that
-    // only has to be unguessable for this process's lifetime.
-    use std::hash::{BuildHasher, RandomState};
+fn random_key() -> Result<[u8; 32], ServeError> {
     let mut key = [0u8; 32];
-    for chunk in key.chunks_mut(8) {
-        chunk.copy_from_slice(&RandomState::new().hash_one(Instant::now()).to_le_bytes());
-    }
-    key
+    getrandom::fill(&mut key)
+        .map_err(|e| ServeError::Config(format!("no randomness for a tracking key: {e}")))?;
+    Ok(key)
 }
 
 /// Binds the configured address.
@@ -342,6 +338,7 @@ async fn route(
         ("GET", "/v1/win") => (7, handlers::tracking(&state, &request, handlers::TrackingKind::Win)),
         ("GET", "/v1/bill") => (8, handlers::tracking(&state, &request, handlers::TrackingKind::Bill)),
         ("GET", "/v1/loss") => (9, handlers::tracking(&state, &request, handlers::TrackingKind::Loss)),
+        ("GET", "/v1/install") => (10, handlers::install(&state, &request)),
         (_, path) => (5, handlers::not_found(path)),
     };
     state.metrics.request(endpoint_idx, response.status().as_u16(), started.elapsed().as_secs_f64());

@@ -69,6 +69,12 @@ impl TokenKey {
 
     /// Checks a token's signature and age at `now_unix_s` and returns what it vouches for.
     pub fn verify(&self, token: &str, now_unix_s: i64) -> Result<Claims, TokenError> {
+        self.verify_within(token, now_unix_s, self.ttl_s)
+    }
+
+    /// As [`TokenKey::verify`], with another longest age: an install may be attributed to a
+    /// click for days after the click's own notice expired.
+    pub fn verify_within(&self, token: &str, now_unix_s: i64, age_s_max: i64) -> Result<Claims, TokenError> {
         if token.len() != TOKEN_CHARS {
             return Err(TokenError::Malformed);
         }
@@ -94,7 +100,7 @@ impl TokenKey {
             assignment: u128::from_le_bytes(fields[25..41].try_into().expect("16 bytes")),
             issued_unix_s: u64_at(41) as i64,
         };
-        if now_unix_s - claims.issued_unix_s > self.ttl_s || claims.issued_unix_s > now_unix_s + 60 {
+        if now_unix_s - claims.issued_unix_s > age_s_max || claims.issued_unix_s > now_unix_s + 60 {
             return Err(TokenError::Expired);
         }
         Ok(claims)
@@ -136,6 +142,8 @@ mod tests {
         }
         assert_eq!(TokenKey::new([8; 32], 3600).verify(&token, 1_795_305_600), Err(TokenError::Forged));
         assert_eq!(key.verify(&token, 1_795_305_600 + 3601), Err(TokenError::Expired));
+        assert_eq!(key.verify_within(&token, 1_795_305_600 + 3601, 7200), Ok(claims()));
+        assert_eq!(key.verify_within(&token, 1_795_305_600 + 7201, 7200), Err(TokenError::Expired));
         assert_eq!(key.verify("not a token", 0), Err(TokenError::Malformed));
         assert_eq!(key.verify(&"A".repeat(500), 0), Err(TokenError::Malformed));
     }

@@ -148,9 +148,29 @@ fn an_ad_request_is_filled_and_its_tracking_urls_work() {
 
     let redirect = http(server.addr, "GET", path_of(click), "");
     assert_eq!(redirect.status, 302);
-    assert!(redirect
-        .headers
-        .contains("location: https://play.google.com/store/apps/details?id=com.example.mergemeadow"));
+    let token = &click[click.find("t=").unwrap() + 2..];
+    let store = "location: https://play.google.com/store/apps/details?id=com.example.mergemeadow";
+    let expected = format!("{store}&adsnap_click={}\r\n", token.to_lowercase());
+    assert!(redirect.headers.contains(&expected), "{}", redirect.headers);
+
+    // The measurement partner sends the click id back with its install postback: counted once
+    // per partner event id, refused when forged or past the attribution window.
+    let postback = format!("/v1/install?click={token}&event_id=mmp-1");
+    let installed = http(server.addr, "GET", &postback, "");
+    assert_eq!(installed.status, 200, "{}", installed.body);
+    assert_eq!(json(&installed)["status"], "counted");
+    assert_eq!(json(&installed)["campaign_id"], 101);
+    assert_eq!(json(&http(server.addr, "GET", &postback, ""))["status"], "duplicate");
+    let forged_install = format!("/v1/install?click={}AAA&event_id=mmp-2", &token[..token.len() - 3]);
+    assert_eq!(http(server.addr, "GET", &forged_install, "").status, 403);
+    let long_id = format!("/v1/install?click={token}&event_id={}", "x".repeat(129));
+    let refused = http(server.addr, "GET", &long_id, "");
+    assert_eq!((refused.status, json(&refused)["field"].as_str()), (400, Some("event_id")));
+    assert_eq!(metric(server.addr, r#"adsnap_tracking_events_total{kind="install",result="counted"}"#), 1.0);
+    assert_eq!(
+        metric(server.addr, r#"adsnap_tracking_events_total{kind="install",result="duplicate"}"#),
+        1.0
+    );
 
     let mut forged = path_of(click).to_owned();
     forged.replace_range(forged.len() - 3.., "AAA");
