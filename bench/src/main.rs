@@ -9,6 +9,7 @@
 mod decide;
 mod load;
 mod mirror;
+mod paced;
 mod traffic;
 
 use std::fs;
