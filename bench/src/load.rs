@@ -78,7 +78,7 @@ fn start_nginx(dir: &Path) -> anyhow::Result<Guard> {
     // About 400 bytes, the size of a small ad response.
     let body = format!(
         r#"{{"request_id":"static","ad":{{"campaign_id":101,"creative_id":1001,"format":"interstitial","width":320,"height":480,"mime":"image/jpeg","markup_kind":"html","markup":"<a href=\"https://example.com/c\"><img src=\"https://cdn.example.net/i.jpg\"></a>","impression_url":"http://127.0.0.1/v1/imp?t={t}","price_micros":1435000,"currency":"USD","ttl_s":300}}}}"#,
-        t = "A".repeat(87)
+        t = "A".repeat(adsnap_serve::token::TOKEN_CHARS)
     );
     fs::write(root.join("ad.json"), body)?;
     let conf = format!(

@@ -14,10 +14,12 @@ use serde_json::json;
 use crate::decision::{decide, Winner};
 use crate::error::RequestError;
 use crate::metrics::TrackingLabels;
+use crate::privacy::PrivacySignals;
 use crate::render::{render, Fill};
 use crate::request::AdRequest;
 use crate::server::State;
 use crate::token::{Claims, TokenError};
+use adsnap_events::Channel;
 
 pub(crate) type Reply = Response<Full<Bytes>>;
 
@@ -53,14 +55,17 @@ async fn read_body(request: Request<hyper::body::Incoming>, max: usize) -> Resul
     }
 }
 
-/// The stable key a user is assigned by: the publisher's user id, else the advertising id when
-/// tracking is allowed, else none (assigned per request).
-fn user_key<'a>(request: &'a AdRequest, request_hash: u64) -> UserKey<'a> {
-    let tracking_allowed = !request.device.lmt && !request.privacy.coppa;
-    match (&request.user.id, &request.device.ifa) {
-        (Some(id), _) => UserKey::Id(id.as_bytes()),
-        (None, Some(ifa)) if tracking_allowed => UserKey::Id(ifa.as_bytes()),
-        _ => UserKey::Anonymous { request_nonce: request_hash },
+/// The stable key a user is assigned by (`PrivacySignals::stable_id`), else none: assigned per
+/// request.
+fn assignment_key<'a>(
+    signals: &PrivacySignals,
+    user_id: Option<&'a str>,
+    ifa: Option<&'a str>,
+    request_hash: u64,
+) -> UserKey<'a> {
+    match signals.stable_id(user_id, ifa) {
+        Some(id) => UserKey::Id(id.as_bytes()),
+        None => UserKey::Anonymous { request_nonce: request_hash },
     }
 }
 
@@ -104,7 +109,13 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     let request_hash = xxhash_rust::xxh3::xxh3_64(request_id.as_bytes());
     let production = state.production.load_full();
     let staging = state.staging.load_full();
-    let assignment = assign(user_key(&ad_request, request_hash), &production.archive().experiments);
+    let key = assignment_key(
+        &ad_request.signals(),
+        ad_request.user.id.as_deref(),
+        ad_request.device.ifa.as_deref(),
+        request_hash,
+    );
+    let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
     let query = ad_request.resolve(snapshot, now, request_hash)?;
     let decision = decide(snapshot, &query, params);
@@ -120,6 +131,9 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         price_micros: winner.ecpm_micros,
         assignment: assignment.code(),
         issued_unix_s: now,
+        user_key: query.user_key.unwrap_or(0),
+        snapshot_id: snapshot.header().snapshot_id,
+        channel: Channel::Sdk as u8,
     };
     Ok(json_bytes(200, ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
 }
@@ -486,13 +500,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     let production = state.production.load_full();
     let staging = state.staging.load_full();
     let request_hash = xxhash_rust::xxh3::xxh3_64(bid_request.id.as_bytes());
-    let tracking_allowed = bid_request.personalised();
-    let user_id = bid_request.user.as_ref().and_then(|u| u.id.as_deref());
-    let ifa = bid_request.device.as_ref().and_then(|d| d.ifa.as_deref()).filter(|_| tracking_allowed);
-    let key = match user_id.or(ifa) {
-        Some(id) => UserKey::Id(id.as_bytes()),
-        None => UserKey::Anonymous { request_nonce: request_hash },
-    };
+    let key = assignment_key(&bid_request.signals(), bid_request.user_id(), bid_request.ifa(), request_hash);
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
     let currency = snapshot.archive().meta.currency.as_str();
@@ -508,7 +516,17 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
         let decision = decide(snapshot, &query, params);
         count_decision(state, &decision, snapshot_name);
         if let Ok(winner) = decision.outcome {
-            bids.push(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, now));
+            bids.push(bid(
+                state,
+                snapshot,
+                &winner,
+                imp,
+                slot,
+                request_hash,
+                &assignment,
+                now,
+                query.user_key,
+            ));
         }
     }
     if bids.is_empty() {
@@ -529,6 +547,7 @@ fn bid<'a>(
     request_hash: u64,
     assignment: &Assignment,
     now: i64,
+    user_key: Option<u64>,
 ) -> Bid<'a> {
     let a = s.archive();
     let campaign = &a.campaigns[winner.campaign_idx as usize];
@@ -542,6 +561,9 @@ fn bid<'a>(
         price_micros: winner.ecpm_micros,
         assignment: assignment.code(),
         issued_unix_s: now,
+        user_key: user_key.unwrap_or(0),
+        snapshot_id: s.header().snapshot_id,
+        channel: Channel::OpenRtb as u8,
     };
     let TrackingUrls { token, base, impression_url, click_url } = tracking_urls(state, &claims);
     let mut adm = String::new();

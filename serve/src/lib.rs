@@ -9,6 +9,7 @@ pub mod error;
 mod handlers;
 pub mod metrics;
 pub mod openrtb;
+pub mod privacy;
 pub mod render;
 pub mod request;
 pub mod server;

@@ -5,8 +5,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 /// Layout version of the token's fields.
-const TOKEN_VERSION: u8 = 1;
-const FIELDS_LEN: usize = 1 + 8 + 4 + 4 + 8 + 16 + 8;
+const TOKEN_VERSION: u8 = 2;
+const FIELDS_LEN: usize = 1 + 8 + 4 + 4 + 8 + 16 + 8 + 8 + 8 + 1;
 const MAC_LEN: usize = 16;
 /// Encoded length of a token (base64url without padding).
 pub const TOKEN_CHARS: usize = ((FIELDS_LEN + MAC_LEN) * 4).div_ceil(3);
@@ -22,6 +22,13 @@ pub struct Claims {
     /// The request's assignment (staging, experiment arm or control), as `Assignment::code`.
     pub assignment: u128,
     pub issued_unix_s: i64,
+    /// The hashed user key the decision was made for, for frequency caps and installs; 0 when
+    /// there was none or privacy forbids keeping one.
+    pub user_key: u64,
+    /// The snapshot the decision came from (its header's id).
+    pub snapshot_id: u64,
+    /// `adsnap_events::Channel` of the request, as its code.
+    pub channel: u8,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,6 +69,9 @@ impl TokenKey {
         bytes[17..25].copy_from_slice(&c.price_micros.to_le_bytes());
         bytes[25..41].copy_from_slice(&c.assignment.to_le_bytes());
         bytes[41..49].copy_from_slice(&c.issued_unix_s.to_le_bytes());
+        bytes[49..57].copy_from_slice(&c.user_key.to_le_bytes());
+        bytes[57..65].copy_from_slice(&c.snapshot_id.to_le_bytes());
+        bytes[65] = c.channel;
         let mac = self.mac(&bytes[..FIELDS_LEN]);
         bytes[FIELDS_LEN..].copy_from_slice(&mac);
         URL_SAFE_NO_PAD.encode(bytes)
@@ -99,6 +109,9 @@ impl TokenKey {
             price_micros: u64_at(17),
             assignment: u128::from_le_bytes(fields[25..41].try_into().expect("16 bytes")),
             issued_unix_s: u64_at(41) as i64,
+            user_key: u64_at(49),
+            snapshot_id: u64_at(57),
+            channel: fields[65],
         };
         if now_unix_s - claims.issued_unix_s > age_s_max || claims.issued_unix_s > now_unix_s + 60 {
             return Err(TokenError::Expired);
@@ -119,6 +132,9 @@ mod tests {
             price_micros: 2_500_000,
             assignment: 7 << 90 | 5,
             issued_unix_s: 1_795_305_600,
+            user_key: 0xfeed_beef,
+            snapshot_id: 0x0123_4567_89ab_cdef,
+            channel: 1,
         }
     }
 
