@@ -45,6 +45,22 @@ pub struct ServeArgs {
     ad_ttl_s: Option<u32>,
     #[arg(long, env = "ADSNAP_TRACKING_DEDUP_ENTRIES_MAX")]
     tracking_dedup_entries_max: Option<usize>,
+    /// Write events (default true; off only for measurements).
+    #[arg(long, env = "ADSNAP_EVENTS_ENABLED")]
+    events_enabled: Option<bool>,
+    /// Folder of the local event log.
+    #[arg(long, env = "ADSNAP_EVENTS_DIR")]
+    events_dir: Option<PathBuf>,
+    #[arg(long, env = "ADSNAP_EVENTS_SEGMENT_BYTES_MAX")]
+    events_segment_bytes_max: Option<u64>,
+    #[arg(long, env = "ADSNAP_EVENTS_FSYNC_INTERVAL_MS")]
+    events_fsync_interval_ms: Option<u64>,
+    #[arg(long, env = "ADSNAP_EVENTS_LOG_BYTES_MAX")]
+    events_log_bytes_max: Option<u64>,
+    /// NATS servers to replicate events to (comma-separated `nats://host:port`); the rest of
+    /// `[events.nats]` comes from the file or its defaults.
+    #[arg(long, env = "ADSNAP_EVENTS_NATS_URLS", value_delimiter = ',')]
+    events_nats_urls: Option<Vec<String>>,
     /// Decide as of this Unix time (replays and tests).
     #[arg(long, env = "ADSNAP_FIXED_NOW_UNIX_S")]
     fixed_now_unix_s: Option<i64>,
@@ -85,6 +101,18 @@ impl ServeArgs {
         }
         if self.fixed_now_unix_s.is_some() {
             c.fixed_now_unix_s = self.fixed_now_unix_s;
+        }
+        if let Some(v) = self.events_enabled {
+            c.events_enabled = v;
+        }
+        let e = &mut c.events;
+        macro_rules! set_events {
+            ($($flag:ident => $field:ident),*) => { $(if let Some(v) = &self.$flag { e.$field = v.clone(); })* };
+        }
+        set_events!(events_dir => dir, events_segment_bytes_max => segment_bytes_max);
+        set_events!(events_fsync_interval_ms => fsync_interval_ms, events_log_bytes_max => log_bytes_max);
+        if let Some(urls) = &self.events_nats_urls {
+            e.nats.get_or_insert_with(Default::default).urls = urls.clone();
         }
         if self.public_base_url.is_none() && self.listen_addr.is_some() {
             c.public_base_url = format!("http://{}", c.listen_addr);

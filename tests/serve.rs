@@ -66,6 +66,8 @@ fn serve(snapshot: &Path) -> Server {
         .args(["serve", "--listen-addr", "127.0.0.1:0", "--admin-listen-addr", "127.0.0.1:0"])
         .args(["--fixed-now-unix-s", NOW_UNIX_S, "--snapshot-path"])
         .arg(snapshot)
+        .arg("--events-dir")
+        .arg(snapshot.with_extension("events"))
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -42,6 +42,11 @@ pub struct ServeConfig {
     pub ad_ttl_s: u32,
     /// Tracking tokens remembered to count duplicates once (per generation; two are kept).
     pub tracking_dedup_entries_max: usize,
+    /// Write an event for every decision, notice and install. Off only for measurements and
+    /// tests: without events nothing is billed or analysed.
+    pub events_enabled: bool,
+    /// The local event log and its replication (`[events]`; docs/events.md).
+    pub events: adsnap_events::EventLogConfig,
     /// Decide as of this time (seconds since the Unix epoch) instead of the clock's: for replays
     /// and tests. Absent in production.
     pub fixed_now_unix_s: Option<i64>,
@@ -64,6 +69,8 @@ impl Default for ServeConfig {
             install_attribution_window_s: 7 * 86_400,
             ad_ttl_s: 300,
             tracking_dedup_entries_max: 1_000_000,
+            events_enabled: true,
+            events: adsnap_events::EventLogConfig::default(),
             fixed_now_unix_s: None,
         }
     }

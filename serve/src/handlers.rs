@@ -11,15 +11,16 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::decision::{decide, Winner};
+use crate::decision::{decide, User, Winner};
+use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
 use crate::metrics::TrackingLabels;
 use crate::privacy::PrivacySignals;
 use crate::render::{render, Fill};
-use crate::request::AdRequest;
+use crate::request::{AdRequest, Query};
 use crate::server::State;
 use crate::token::{Claims, TokenError};
-use adsnap_events::Channel;
+use adsnap_events::{Channel, EventKind};
 
 pub(crate) type Reply = Response<Full<Bytes>>;
 
@@ -118,9 +119,19 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
     let query = ad_request.resolve(snapshot, now, request_hash)?;
-    let decision = decide(snapshot, &query, params);
+    let decision = decide(snapshot, &query, params, User::default());
     state.metrics.candidates_scanned.observe(decision.n_scanned as f64);
     count_decision(state, &decision, snapshot_name);
+    let context = DecisionContext {
+        snapshot,
+        query: &query,
+        request_hash,
+        imp_idx: 0,
+        assignment_code: assignment.code(),
+        channel: Channel::Sdk,
+        now_unix_ms: state.now_unix_ms(),
+    };
+    state.write_event(&decision_event(&context, &decision))?;
     let Ok(winner) = decision.outcome else {
         return Ok(empty(204));
     };
@@ -134,6 +145,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         user_key: query.user_key.unwrap_or(0),
         snapshot_id: snapshot.header().snapshot_id,
         channel: Channel::Sdk as u8,
+        privacy: query.privacy.bits().0,
     };
     Ok(json_bytes(200, ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
 }
@@ -279,6 +291,16 @@ pub enum TrackingKind {
 }
 
 impl TrackingKind {
+    fn event_kind(self) -> EventKind {
+        match self {
+            TrackingKind::Impression => EventKind::Impression,
+            TrackingKind::Click => EventKind::Click,
+            TrackingKind::Win => EventKind::Win,
+            TrackingKind::Bill => EventKind::Bill,
+            TrackingKind::Loss => EventKind::Loss,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             TrackingKind::Impression => "impression",
@@ -288,6 +310,13 @@ impl TrackingKind {
             TrackingKind::Loss => "loss",
         }
     }
+}
+
+/// The clearing price of a win or bill notice (`p=${AUCTION_PRICE}`, per mille in the currency's
+/// units), in micros; `None` when absent, not substituted by the exchange, or not a price.
+fn clearing_price_micros<B>(request: &Request<B>) -> Option<i64> {
+    let price: f64 = query_param(request, "p")?.parse().ok()?;
+    (0.0..1e9).contains(&price).then(|| (price * 1e6).round() as i64)
 }
 
 /// The value of query parameter `name` (as sent: tokens and ids need no decoding).
@@ -319,30 +348,44 @@ pub fn install<B>(state: &State, request: &Request<B>) -> Reply {
     let verified = query_param(request, "click")
         .ok_or(TokenError::Malformed)
         .and_then(|token| state.token_key.verify_within(token, now, window_s));
+    let dedup_key = verified.as_ref().ok().map(|claims| match event_id {
+        Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), INSTALL_DEDUP_SEED),
+        None => claims.request_hash ^ INSTALL_DEDUP_SEED,
+    });
+    let counted = dedup_key.is_some_and(|key| state.dedup.first_time(key));
     let result = match &verified {
-        Ok(claims) => {
-            let key = match event_id {
-                Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), INSTALL_DEDUP_SEED),
-                None => claims.request_hash ^ INSTALL_DEDUP_SEED,
-            };
-            if state.dedup.first_time(key) {
-                "counted"
-            } else {
-                "duplicate"
-            }
-        }
+        Ok(_) if counted => "counted",
+        Ok(_) => "duplicate",
         Err(TokenError::Malformed) => "malformed",
         Err(TokenError::Forged) => "forged",
         Err(TokenError::Expired) => "expired",
     };
-    state.metrics.tracking.get_or_create(&TrackingLabels { kind: "install", result }).inc();
-    match verified {
-        Ok(claims) => json_reply(
-            200,
-            &json!({ "status": result, "campaign_id": claims.campaign_id, "creative_id": claims.creative_id }),
-        ),
-        Err(err) => error_reply(&RequestError::Token(err.to_string())),
+    let claims = match verified {
+        Ok(claims) => claims,
+        Err(err) => {
+            state.metrics.tracking.get_or_create(&TrackingLabels { kind: "install", result }).inc();
+            return error_reply(&RequestError::Token(err.to_string()));
+        }
+    };
+    if counted {
+        let click = query_param(request, "click").unwrap_or_default();
+        let notice = Notice {
+            kind: EventKind::Install,
+            claims: &claims,
+            identity: event_id.unwrap_or(click).as_bytes(),
+            clearing_price_micros: None,
+            now_unix_ms: state.now_unix_ms(),
+        };
+        if let Err(err) = state.write_event(&notice_event(&notice, &state.production.load())) {
+            state.dedup.forget(dedup_key.unwrap_or_default());
+            return error_reply(&err);
+        }
     }
+    state.metrics.tracking.get_or_create(&TrackingLabels { kind: "install", result }).inc();
+    json_reply(
+        200,
+        &json!({ "status": result, "campaign_id": claims.campaign_id, "creative_id": claims.creative_id }),
+    )
 }
 
 /// `url` with the click id added to its query (before any fragment).
@@ -364,27 +407,40 @@ const INSTALL_DEDUP_SEED: u64 = 0x1a57_a11e_d000_0007;
 /// counted once. A click redirects to the promoted app's store page.
 pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> Reply {
     let now = state.now_unix_s();
-    let verified = token_param(request)
-        .ok_or(TokenError::Malformed)
-        .and_then(|token| state.token_key.verify(token, now));
+    let token = token_param(request).unwrap_or_default();
+    let verified = state.token_key.verify(token, now);
+    let dedup_key =
+        verified.as_ref().ok().map(|c| c.request_hash ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let counted = dedup_key.is_some_and(|key| state.dedup.first_time(key));
     let result = match &verified {
-        Ok(claims) => {
-            let key = claims.request_hash ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            if state.dedup.first_time(key) {
-                "counted"
-            } else {
-                "duplicate"
-            }
-        }
+        Ok(_) if counted => "counted",
+        Ok(_) => "duplicate",
         Err(TokenError::Malformed) => "malformed",
         Err(TokenError::Forged) => "forged",
         Err(TokenError::Expired) => "expired",
     };
-    state.metrics.tracking.get_or_create(&TrackingLabels { kind: kind.name(), result }).inc();
     let claims = match verified {
         Ok(claims) => claims,
-        Err(err) => return error_reply(&RequestError::Token(err.to_string())),
+        Err(err) => {
+            state.metrics.tracking.get_or_create(&TrackingLabels { kind: kind.name(), result }).inc();
+            return error_reply(&RequestError::Token(err.to_string()));
+        }
     };
+    if counted {
+        let notice = Notice {
+            kind: kind.event_kind(),
+            claims: &claims,
+            identity: token.as_bytes(),
+            clearing_price_micros: clearing_price_micros(request),
+            now_unix_ms: state.now_unix_ms(),
+        };
+        if let Err(err) = state.write_event(&notice_event(&notice, &state.production.load())) {
+            // Not counted after all: the sender's retry must count.
+            state.dedup.forget(dedup_key.unwrap_or_default());
+            return error_reply(&err);
+        }
+    }
+    state.metrics.tracking.get_or_create(&TrackingLabels { kind: kind.name(), result }).inc();
     if kind != TrackingKind::Click {
         return empty(204);
     }
@@ -419,15 +475,21 @@ pub(crate) fn snapshot_health(s: &Snapshot, path: &std::path::Path, now_unix_ms:
 pub fn health(state: &State) -> Reply {
     let now_ms = state.now_unix_s() * 1000;
     let staging = state.staging.load_full().map(|s| snapshot_health(&s, &state.slots.staging, now_ms));
+    let event_log = match &state.events {
+        Some(log) => serde_json::to_value(log.health()).unwrap_or_default(),
+        None => json!({ "status": "disabled", "error": "events_enabled is off: no events are written" }),
+    };
+    // Degraded: requests are being shed because their events cannot be written.
+    let status = if event_log["status"] == "refusing" { "degraded" } else { "ok" };
     json_reply(
         200,
         &json!({
-            "status": "ok",
+            "status": status,
             "uptime_s": state.started.elapsed().as_secs(),
             "snapshot": snapshot_health(&state.production.load(), &state.slots.production, now_ms),
             "staging_snapshot": staging,
             "profile_store": "not configured: decisions run without profiles",
-            "event_log": "not configured: no events are written",
+            "event_log": event_log,
         }),
     )
 }
@@ -509,24 +571,26 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     }
     let now = state.now_unix_s();
     let mut bids = Vec::new();
-    for imp in bid_request.imp.iter().take(crate::openrtb::IMPS_MAX) {
+    for (imp_idx, imp) in bid_request.imp.iter().take(crate::openrtb::IMPS_MAX).enumerate() {
         let Some((query, slot)) = bid_request.query(snapshot, imp, currency, now, request_hash) else {
             continue;
         };
-        let decision = decide(snapshot, &query, params);
+        let decision = decide(snapshot, &query, params, User::default());
         count_decision(state, &decision, snapshot_name);
+        let context = DecisionContext {
+            snapshot,
+            query: &query,
+            request_hash,
+            imp_idx: imp_idx as u32,
+            assignment_code: assignment.code(),
+            channel: Channel::OpenRtb,
+            now_unix_ms: state.now_unix_ms(),
+        };
+        if let Err(err) = state.write_event(&decision_event(&context, &decision)) {
+            return error_reply(&err);
+        }
         if let Ok(winner) = decision.outcome {
-            bids.push(bid(
-                state,
-                snapshot,
-                &winner,
-                imp,
-                slot,
-                request_hash,
-                &assignment,
-                now,
-                query.user_key,
-            ));
+            bids.push(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, &query));
         }
     }
     if bids.is_empty() {
@@ -546,8 +610,7 @@ fn bid<'a>(
     slot: crate::openrtb::Slot,
     request_hash: u64,
     assignment: &Assignment,
-    now: i64,
-    user_key: Option<u64>,
+    query: &Query,
 ) -> Bid<'a> {
     let a = s.archive();
     let campaign = &a.campaigns[winner.campaign_idx as usize];
@@ -560,10 +623,11 @@ fn bid<'a>(
         creative_id: creative.id.to_native(),
         price_micros: winner.ecpm_micros,
         assignment: assignment.code(),
-        issued_unix_s: now,
-        user_key: user_key.unwrap_or(0),
+        issued_unix_s: query.now_unix_s,
+        user_key: query.user_key.unwrap_or(0),
         snapshot_id: s.header().snapshot_id,
         channel: Channel::OpenRtb as u8,
+        privacy: query.privacy.bits().0,
     };
     let TrackingUrls { token, base, impression_url, click_url } = tracking_urls(state, &claims);
     let mut adm = String::new();

@@ -5,6 +5,7 @@ mod admin;
 pub mod config;
 pub mod decision;
 mod dedup;
+pub mod emit;
 pub mod error;
 mod handlers;
 pub mod metrics;

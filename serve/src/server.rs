@@ -20,11 +20,12 @@ use tracing::{info, warn};
 
 use crate::config::ServeConfig;
 use crate::dedup::Dedup;
-use crate::error::ServeError;
+use crate::error::{RequestError, ServeError};
 use crate::metrics::Metrics;
 use crate::slots::{keep_as_previous, link_or_copy, remove_if_exists, sync_folder, SlotPaths, Target};
 use crate::token::TokenKey;
 use crate::{admin, handlers};
+use adsnap_events::{Event, EventLog, EventLogConfig};
 
 /// What every request handler reads.
 pub struct State {
@@ -38,6 +39,8 @@ pub struct State {
     pub token_key: TokenKey,
     pub metrics: Metrics,
     pub dedup: Dedup,
+    /// The local event log; `None` only when `events_enabled` is off.
+    pub events: Option<EventLog>,
     pub started: Instant,
     /// One reload at a time: two racing reloads could otherwise store an older file last.
     reload_lock: tokio::sync::Mutex<()>,
@@ -64,6 +67,14 @@ impl State {
         self.config.fixed_now_unix_s.unwrap_or_else(now_unix_s)
     }
 
+    /// The time events are stamped with: the clock, unless the configuration fixes it.
+    pub fn now_unix_ms(&self) -> i64 {
+        match self.config.fixed_now_unix_s {
+            Some(s) => s.saturating_mul(1000),
+            None => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        }
+    }
+
     /// Opens the configured snapshots and prepares the shared state.
     pub async fn new(config: ServeConfig) -> Result<Arc<State>, ServeError> {
         let slots = SlotPaths::new(&config);
@@ -79,18 +90,35 @@ impl State {
         let ttl_s = config.tracking_token_ttl_s as i64;
         let config_connections_max = config.connections_max.max(1);
         let dedup = Dedup::new(config.tracking_dedup_entries_max);
+        let events = match config.events_enabled {
+            true => Some(open_event_log(&config.events).await?),
+            false => None,
+        };
+        let mut metrics = Metrics::default();
+        if let Some(log) = &events {
+            log.register_metrics(&mut metrics.registry);
+        }
         Ok(Arc::new(State {
             config,
             slots,
             production: ArcSwap::new(production),
             staging: ArcSwapOption::new(staging),
             token_key: TokenKey::new(key, ttl_s),
-            metrics: Metrics::default(),
+            metrics,
             dedup,
+            events,
             started: Instant::now(),
             reload_lock: tokio::sync::Mutex::new(()),
             connections: Arc::new(tokio::sync::Semaphore::new(config_connections_max)),
         }))
+    }
+
+    /// Appends an event to the log before the response that reports it leaves. A log that
+    /// refuses appends makes the request fail with 503: shedding load loses no data, answering
+    /// without the event would.
+    pub fn write_event(&self, event: &Event<'_>) -> Result<(), RequestError> {
+        let Some(log) = &self.events else { return Ok(()) };
+        log.append(event).map_err(|err| RequestError::EventsRefused(err.to_string()))
     }
 
     /// Runs one change of the snapshot slots, one at a time, counting it as a swap or a refusal.
@@ -194,6 +222,16 @@ impl State {
         })
         .await
     }
+}
+
+async fn open_event_log(config: &EventLogConfig) -> Result<EventLog, ServeError> {
+    let config = config.clone();
+    // Opening recovers the tail of the last segment: file work, off the async workers. The
+    // blocking thread still sees the runtime, which the shipper task is spawned on.
+    tokio::task::spawn_blocking(move || EventLog::open(&config))
+        .await
+        .map_err(|e| ServeError::Config(format!("the event log opener stopped: {e}")))?
+        .map_err(ServeError::Events)
 }
 
 fn slot_error(path: &Path, source: std::io::Error) -> ServeError {

@@ -27,8 +27,10 @@ pub struct Claims {
     pub user_key: u64,
     /// The snapshot the decision came from (its header's id).
     pub snapshot_id: u64,
-    /// `adsnap_events::Channel` of the request, as its code.
+    /// `adsnap_events::Channel` of the request, as its code (below 16).
     pub channel: u8,
+    /// `adsnap_events::Privacy` bits of the request (below 16).
+    pub privacy: u8,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -71,7 +73,8 @@ impl TokenKey {
         bytes[41..49].copy_from_slice(&c.issued_unix_s.to_le_bytes());
         bytes[49..57].copy_from_slice(&c.user_key.to_le_bytes());
         bytes[57..65].copy_from_slice(&c.snapshot_id.to_le_bytes());
-        bytes[65] = c.channel;
+        // Both fit in four bits; sharing a byte keeps tracking URLs short.
+        bytes[65] = (c.channel & 0x0f) | (c.privacy << 4);
         let mac = self.mac(&bytes[..FIELDS_LEN]);
         bytes[FIELDS_LEN..].copy_from_slice(&mac);
         URL_SAFE_NO_PAD.encode(bytes)
@@ -111,7 +114,8 @@ impl TokenKey {
             issued_unix_s: u64_at(41) as i64,
             user_key: u64_at(49),
             snapshot_id: u64_at(57),
-            channel: fields[65],
+            channel: fields[65] & 0x0f,
+            privacy: fields[65] >> 4,
         };
         if now_unix_s - claims.issued_unix_s > age_s_max || claims.issued_unix_s > now_unix_s + 60 {
             return Err(TokenError::Expired);
@@ -135,6 +139,7 @@ mod tests {
             user_key: 0xfeed_beef,
             snapshot_id: 0x0123_4567_89ab_cdef,
             channel: 1,
+            privacy: 0b0100,
         }
     }
 

@@ -49,6 +49,10 @@ fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Running {
     let config = ServeConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         admin_listen_addr: "127.0.0.1:0".parse().unwrap(),
+        events: adsnap_events::EventLogConfig {
+            dir: dir.path().join("events"),
+            ..adsnap_events::EventLogConfig::default()
+        },
         snapshot_path: snapshot,
         tracking_key_hex: Some("11".repeat(32)),
         request_body_bytes_max: 4096,
@@ -176,6 +180,85 @@ fn an_ad_request_is_filled_and_its_tracking_urls_work() {
     forged.replace_range(forged.len() - 3.., "AAA");
     assert_eq!(http(server.addr, "GET", &forged, "").status, 403);
     assert_eq!(metric(server.addr, r#"adsnap_tracking_events_total{kind="click",result="forged"}"#), 1.0);
+}
+
+/// Every event the server wrote so far, in order.
+fn events(server: &Running) -> Vec<adsnap_events::Event<'static>> {
+    let log = server.state.events.as_ref().expect("events are on");
+    adsnap_events::read_log(log.dir(), adsnap_events::Position::Start)
+        .unwrap()
+        .map(|event| event.unwrap())
+        .collect()
+}
+
+#[test]
+fn every_decision_and_counted_notice_is_an_event_before_the_response() {
+    use adsnap_events::{Channel, EventKind};
+    let server = start();
+    let reply = http(server.addr, "POST", "/v1/ad", AD_REQUEST);
+    let ad = &json(&reply)["ad"];
+    let impression = path_of(ad["impression_url"].as_str().unwrap()).to_owned();
+    let click = path_of(ad["click_url"].as_str().unwrap()).to_owned();
+    let written = events(&server);
+    assert_eq!(written.len(), 1, "the decision is in the log when its response arrives");
+    let decision = &written[0];
+    assert_eq!((decision.kind, decision.channel), (EventKind::Decision, Channel::Sdk));
+    assert_eq!((decision.campaign_id, decision.price_micros), (101, 1_435_000));
+    assert_eq!(
+        (&*decision.app_id, &*decision.ad_unit_id),
+        ("wordsmith-android", "wordsmith-android-interstitial")
+    );
+    assert_eq!(decision.user_key, Some(xxhash_rust::xxh3::xxh3_64(b"user-42")));
+    assert_eq!(decision.snapshot_id, server.state.production.load().header().snapshot_id);
+    assert_eq!(decision.time_unix_ms, NOW_UNIX_S * 1000);
+
+    for _ in 0..2 {
+        assert_eq!(http(server.addr, "GET", &impression, "").status, 204);
+    }
+    assert_eq!(http(server.addr, "GET", &click, "").status, 302);
+    let written = events(&server);
+    let kinds: Vec<_> = written.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Decision, EventKind::Impression, EventKind::Click],
+        "a duplicate adds nothing"
+    );
+    let shown = &written[1];
+    assert_eq!((shown.request_id, shown.assignment_code), (decision.request_id, decision.assignment_code));
+    assert_eq!((shown.campaign_id, shown.creative_id), (decision.campaign_id, decision.creative_id));
+    assert_eq!(shown.user_key, decision.user_key);
+    // Campaign 101 pays per install: impressions and clicks earn nothing, the install its bid.
+    assert_eq!((shown.revenue_micros, written[2].revenue_micros), (0, 0));
+    let token = &click[click.find("t=").unwrap() + 2..];
+    let postback = format!("/v1/install?click={token}&event_id=mmp-9");
+    assert_eq!(http(server.addr, "GET", &postback, "").status, 200);
+    let install = events(&server).pop().unwrap();
+    assert_eq!(
+        (install.kind, install.channel, install.revenue_micros),
+        (EventKind::Install, Channel::Partner, 2_500_000)
+    );
+
+    // A no-fill is an event too, with its reason; a request refused as bad input is not.
+    let unfillable = AD_REQUEST.replace(r#""country":"US""#, r#""country":"AQ""#);
+    assert_eq!(http(server.addr, "POST", "/v1/ad", &unfillable).status, 204);
+    assert_eq!(http(server.addr, "POST", "/v1/ad", "{").status, 400);
+    let last = events(&server).pop().unwrap();
+    assert_eq!((last.kind, last.campaign_id, last.no_fill_reason), (EventKind::Decision, 0, 1));
+}
+
+#[test]
+fn privacy_signals_keep_user_keys_out_of_events() {
+    let server = start();
+    let coppa = AD_REQUEST
+        .replace(r#""user":{"id":"user-42"}"#, r#""user":{"id":"user-42"},"privacy":{"coppa":true}"#);
+    let no_consent = AD_REQUEST
+        .replace(r#""user":{"id":"user-42"}"#, r#""user":{"id":"user-42"},"privacy":{"gdpr":true}"#);
+    for body in [&coppa, &no_consent] {
+        assert_ne!(http(server.addr, "POST", "/v1/ad", body).status, 400, "{body}");
+    }
+    let written = events(&server);
+    assert_eq!(written.len(), 2);
+    assert!(written.iter().all(|e| e.user_key.is_none() && !e.privacy.allows_user_key()), "{written:?}");
 }
 
 #[test]
