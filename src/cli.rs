@@ -59,6 +59,8 @@ enum Command {
     Serve(crate::serve_cli::ServeArgs),
     /// Build the example catalog into a snapshot if there is none, then serve it on localhost.
     Up(crate::serve_cli::UpArgs),
+    /// User profiles: read one, bulk-load a JSON Lines file, or generate profiles.
+    Profiles(crate::profiles_cli::ProfilesArgs),
     /// Verify a snapshot and print its header and counts.
     Inspect {
         snapshot: PathBuf,
@@ -80,6 +82,7 @@ impl Cli {
             Command::Inspect { snapshot, json } => run_inspect(snapshot, json),
             Command::Serve(args) => crate::serve_cli::run_serve(args),
             Command::Up(args) => crate::serve_cli::run_up(args),
+            Command::Profiles(args) => crate::profiles_cli::run(args),
         }
     }
 }

@@ -36,8 +36,9 @@ pub struct ProfileLine {
     pub installed_hashes: Vec<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frequency: Vec<CounterLine>,
-    #[serde(default)]
-    pub last_seen_unix_s: i64,
+    /// Absent: the time of the import (an imported profile counts as seen then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_unix_s: Option<i64>,
     #[serde(default)]
     pub n_impressions: u32,
     #[serde(default)]
@@ -75,10 +76,10 @@ pub enum LineError {
     Fields(#[from] FieldsError),
 }
 
-/// Parses one line of a profiles file.
-pub fn parse_line(line: &str) -> Result<(UserKey, Profile), LineError> {
+/// Parses one line of a profiles file; a line without `last_seen_unix_s` is seen at `now_unix_s`.
+pub fn parse_line(line: &str, now_unix_s: i64) -> Result<(UserKey, Profile), LineError> {
     let parsed: ProfileLine = serde_json::from_str(line).map_err(|e| LineError::Json(e.to_string()))?;
-    parsed.into_profile()
+    parsed.into_profile(now_unix_s)
 }
 
 fn parse_os(name: &str) -> Result<u8, LineError> {
@@ -110,7 +111,7 @@ impl ProfileLine {
         }
     }
 
-    pub fn into_profile(self) -> Result<(UserKey, Profile), LineError> {
+    pub fn into_profile(self, now_unix_s: i64) -> Result<(UserKey, Profile), LineError> {
         let key = self.key()?;
         let country = match &self.country {
             Some(c) if adsnap_snapshot::is_country_code(c) => pack_country(c),
@@ -139,7 +140,7 @@ impl ProfileLine {
             country,
             language,
             os,
-            last_seen_unix_s: self.last_seen_unix_s,
+            last_seen_unix_s: self.last_seen_unix_s.unwrap_or(now_unix_s),
             n_impressions: self.n_impressions,
             n_clicks: self.n_clicks,
             n_installs: self.n_installs,
@@ -176,7 +177,7 @@ impl ProfileLine {
                     impressions: c.n_impressions,
                 })
                 .collect(),
-            last_seen_unix_s: profile.last_seen_unix_s(),
+            last_seen_unix_s: Some(profile.last_seen_unix_s()),
             n_impressions: profile.n_impressions(),
             n_clicks: profile.n_clicks(),
             n_installs: profile.n_installs(),
@@ -188,8 +189,10 @@ impl ProfileLine {
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_795_000_000;
+
     fn check(line: &str, expected: Result<(), LineError>) {
-        assert_eq!(parse_line(line).map(|_| ()), expected, "{line}");
+        assert_eq!(parse_line(line, NOW).map(|_| ()), expected, "{line}");
     }
 
     #[test]
@@ -206,22 +209,27 @@ mod tests {
         check(r#"{"user":"a","language":"EN"}"#, Err(LineError::Language("EN".into())));
         check(r#"{"user":"a","os":"symbian"}"#, Err(LineError::Os("symbian".into())));
         assert!(
-            matches!(parse_line(r#"{"user":"a","colour":1}"#), Err(LineError::Json(m)) if m.contains("colour"))
+            matches!(parse_line(r#"{"user":"a","colour":1}"#, NOW), Err(LineError::Json(m)) if m.contains("colour"))
         );
         let many: Vec<u32> = (0..2000).collect();
         let line = serde_json::json!({ "user": "a", "segments": many }).to_string();
-        assert!(matches!(parse_line(&line), Err(LineError::Fields(FieldsError::TooManySegments { .. }))));
+        assert!(matches!(
+            parse_line(&line, NOW),
+            Err(LineError::Fields(FieldsError::TooManySegments { .. }))
+        ));
     }
 
     #[test]
     fn a_printed_profile_loads_back_to_the_same_profile() {
         let line = r#"{"user":"idfa-9","country":"FR","language":"fr","os":"ios","segments":[7],"installed":["com.b","com.a"],
             "frequency":[{"campaign_id":4,"period_s":3600,"window_start_unix_s":7200,"impressions":2}],"last_seen_unix_s":9000,"n_impressions":5}"#;
-        let (key, profile) = parse_line(line).unwrap();
+        let (key, profile) = parse_line(line, NOW).unwrap();
+        assert_eq!(profile.last_seen_unix_s(), 9000);
+        assert_eq!(parse_line(r#"{"user":"b"}"#, NOW).unwrap().1.last_seen_unix_s(), NOW);
         assert_eq!(key, UserKey::of_id("idfa-9"));
         assert!(profile.has_installed(key_hash("com.a")));
         let printed = serde_json::to_string(&ProfileLine::from_profile(key, &profile)).unwrap();
         assert!(printed.contains(r#""country":"FR""#) && printed.contains(r#""language":"fr""#), "{printed}");
-        assert_eq!(parse_line(&printed).unwrap(), (key, profile));
+        assert_eq!(parse_line(&printed, NOW).unwrap(), (key, profile));
     }
 }
