@@ -65,6 +65,8 @@ enum Command {
     Promote(crate::admin_cli::AdminArgs),
     /// Make a running server serve its previous production snapshot again.
     Rollback(crate::admin_cli::AdminArgs),
+    /// User profiles: read one, bulk-load a JSON Lines file, or generate profiles.
+    Profiles(crate::profiles_cli::ProfilesArgs),
     /// Verify a snapshot and print its header and counts.
     Inspect {
         snapshot: PathBuf,
@@ -89,6 +91,7 @@ impl Cli {
             Command::Install(args) => crate::admin_cli::run_install(args),
             Command::Promote(args) => crate::admin_cli::run_promote(args),
             Command::Rollback(args) => crate::admin_cli::run_rollback(args),
+            Command::Profiles(args) => crate::profiles_cli::run(args),
         }
     }
 }
