@@ -45,6 +45,22 @@ pub struct ServeArgs {
     ad_ttl_s: Option<u32>,
     #[arg(long, env = "ADSNAP_TRACKING_DEDUP_ENTRIES_MAX")]
     tracking_dedup_entries_max: Option<usize>,
+    /// Read and keep user profiles (default true).
+    #[arg(long, env = "ADSNAP_PROFILES_ENABLED")]
+    profiles_enabled: Option<bool>,
+    /// `embedded` or `aerospike`.
+    #[arg(long, env = "ADSNAP_PROFILES_BACKEND")]
+    profiles_backend: Option<String>,
+    /// Folder of the embedded profile store.
+    #[arg(long, env = "ADSNAP_PROFILES_PATH")]
+    profiles_path: Option<PathBuf>,
+    #[arg(long, env = "ADSNAP_PROFILES_READ_DEADLINE_MS")]
+    profiles_read_deadline_ms: Option<u64>,
+    #[arg(long, env = "ADSNAP_PROFILES_MEMORY_BYTES_MAX")]
+    profiles_memory_bytes_max: Option<u64>,
+    /// Aerospike seed hosts, comma-separated `host:port`.
+    #[arg(long, env = "ADSNAP_PROFILES_AEROSPIKE_HOSTS")]
+    profiles_aerospike_hosts: Option<String>,
     /// Write events (default true; off only for measurements).
     #[arg(long, env = "ADSNAP_EVENTS_ENABLED")]
     events_enabled: Option<bool>,
@@ -101,6 +117,29 @@ impl ServeArgs {
         }
         if self.fixed_now_unix_s.is_some() {
             c.fixed_now_unix_s = self.fixed_now_unix_s;
+        }
+        if let Some(v) = self.profiles_enabled {
+            c.profiles_enabled = v;
+        }
+        let p = &mut c.profiles;
+        if let Some(backend) = &self.profiles_backend {
+            p.backend = match backend.as_str() {
+                "embedded" => adsnap_profile_store::config::Backend::Embedded,
+                "aerospike" => adsnap_profile_store::config::Backend::Aerospike,
+                other => anyhow::bail!("--profiles-backend {other:?}: expected embedded or aerospike"),
+            };
+        }
+        if let Some(v) = &self.profiles_path {
+            p.embedded.path = v.clone();
+        }
+        if let Some(v) = self.profiles_read_deadline_ms {
+            p.read_deadline_ms = v;
+        }
+        if let Some(v) = self.profiles_memory_bytes_max {
+            p.embedded.memory_bytes_max = v;
+        }
+        if let Some(v) = &self.profiles_aerospike_hosts {
+            p.aerospike.hosts = v.clone();
         }
         if let Some(v) = self.events_enabled {
             c.events_enabled = v;

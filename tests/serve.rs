@@ -68,6 +68,8 @@ fn serve(snapshot: &Path) -> Server {
         .arg(snapshot)
         .arg("--events-dir")
         .arg(snapshot.with_extension("events"))
+        .arg("--profiles-path")
+        .arg(snapshot.with_extension("profiles"))
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -42,6 +42,11 @@ pub struct ServeConfig {
     pub ad_ttl_s: u32,
     /// Tracking tokens remembered to count duplicates once (per generation; two are kept).
     pub tracking_dedup_entries_max: usize,
+    /// Read user profiles (segments, installed apps, frequency caps) and keep them up to date.
+    /// Off, every request is decided as for a user without a profile.
+    pub profiles_enabled: bool,
+    /// The profile store (`[profiles]`; docs/profiles.md).
+    pub profiles: adsnap_profile_store::ProfilesConfig,
     /// Write an event for every decision, notice and install. Off only for measurements and
     /// tests: without events nothing is billed or analysed.
     pub events_enabled: bool,
@@ -69,6 +74,8 @@ impl Default for ServeConfig {
             install_attribution_window_s: 7 * 86_400,
             ad_ttl_s: 300,
             tracking_dedup_entries_max: 1_000_000,
+            profiles_enabled: true,
+            profiles: adsnap_profile_store::ProfilesConfig::default(),
             events_enabled: true,
             events: adsnap_events::EventLogConfig::default(),
             fixed_now_unix_s: None,

@@ -20,6 +20,20 @@ pub trait UserFacts {
     fn impressions_in_window(&self, campaign_id: u32, period_s: u32, now_unix_s: i64) -> u32;
 }
 
+impl UserFacts for adsnap_profile_store::Profile {
+    fn in_segment(&self, segment_id: u32) -> bool {
+        adsnap_profile_store::Profile::in_segment(self, segment_id)
+    }
+
+    fn has_installed(&self, bundle_hash: u64) -> bool {
+        adsnap_profile_store::Profile::has_installed(self, bundle_hash)
+    }
+
+    fn impressions_in_window(&self, campaign_id: u32, period_s: u32, now_unix_s: i64) -> u32 {
+        adsnap_profile_store::Profile::impressions_in_window(self, campaign_id, period_s, now_unix_s)
+    }
+}
+
 /// The user a decision is for: their profile when one was read in time, and whether privacy
 /// allows targeting on it (segments, installed apps). Frequency caps apply whenever a profile
 /// was read: they limit, they do not target.

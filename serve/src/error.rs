@@ -35,6 +35,8 @@ impl RequestError {
 pub enum ServeError {
     #[error(transparent)]
     Snapshot(#[from] adsnap_snapshot::Error),
+    #[error("cannot open the profile store: {0}")]
+    Profiles(#[from] adsnap_profile_store::ProfileError),
     #[error("cannot open the event log: {0}")]
     Events(#[from] adsnap_events::EventsError),
     #[error("cannot listen on {addr}: {source}")]

@@ -11,7 +11,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::decision::{decide, User, Winner};
+use crate::decision::{decide, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
 use crate::metrics::TrackingLabels;
@@ -21,6 +21,8 @@ use crate::request::{AdRequest, Query};
 use crate::server::State;
 use crate::token::{Claims, TokenError};
 use adsnap_events::{Channel, EventKind};
+use adsnap_profile_store::profile::CODE_UNKNOWN;
+use adsnap_profile_store::{ProfileUpdate, UserKey as ProfileKey};
 
 pub(crate) type Reply = Response<Full<Bytes>>;
 
@@ -119,7 +121,12 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
     let query = ad_request.resolve(snapshot, now, request_hash)?;
-    let decision = decide(snapshot, &query, params, User::default());
+    let profile = state.profile(query.user_key).await;
+    let user = User {
+        profile: profile.as_deref().map(|p| p as &dyn UserFacts),
+        personalised: query.privacy.personalised(),
+    };
+    let decision = decide(snapshot, &query, params, user);
     state.metrics.candidates_scanned.observe(decision.n_scanned as f64);
     count_decision(state, &decision, snapshot_name);
     let context = DecisionContext {
@@ -132,6 +139,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         now_unix_ms: state.now_unix_ms(),
     };
     state.write_event(&decision_event(&context, &decision))?;
+    record_seen(state, &query);
     let Ok(winner) = decision.outcome else {
         return Ok(empty(204));
     };
@@ -148,6 +156,40 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         privacy: query.privacy.bits().0,
     };
     Ok(json_bytes(200, ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
+}
+
+/// Keeps the user's last-seen country, language and OS.
+fn record_seen(state: &State, query: &Query) {
+    if let Some(key) = query.user_key {
+        state.record_profile(ProfileUpdate::Seen {
+            key: ProfileKey(key),
+            country: query.country.unwrap_or(CODE_UNKNOWN),
+            language: query.language.unwrap_or(CODE_UNKNOWN),
+            os: query.os as u8 + 1,
+            now_unix_s: query.now_unix_s,
+        });
+    }
+}
+
+/// What a counted notice or install changes in the user's profile.
+fn record_notice(state: &State, kind: EventKind, claims: &Claims, production: &Snapshot) {
+    let (key, now_unix_s) = (ProfileKey(claims.user_key), claims.issued_unix_s.max(state.now_unix_s()));
+    if claims.user_key == 0 {
+        return;
+    }
+    let campaign = production.campaign_by_id(claims.campaign_id).map(|(_, c)| c);
+    let update = match (kind, campaign) {
+        (EventKind::Impression, Some(c)) => {
+            let period_s = c.frequency_cap_period_s.to_native();
+            ProfileUpdate::Impression { key, campaign_id: claims.campaign_id, period_s, now_unix_s }
+        }
+        (EventKind::Click, _) => ProfileUpdate::Click { key, campaign_id: claims.campaign_id, now_unix_s },
+        (EventKind::Install, Some(c)) => {
+            ProfileUpdate::Install { key, app_bundle_hash: c.app_bundle_hash.to_native(), now_unix_s }
+        }
+        _ => return,
+    };
+    state.record_profile(update);
 }
 
 /// Counts a decision's outcome.
@@ -376,10 +418,12 @@ pub fn install<B>(state: &State, request: &Request<B>) -> Reply {
             clearing_price_micros: None,
             now_unix_ms: state.now_unix_ms(),
         };
-        if let Err(err) = state.write_event(&notice_event(&notice, &state.production.load())) {
+        let production = state.production.load();
+        if let Err(err) = state.write_event(&notice_event(&notice, &production)) {
             state.dedup.forget(dedup_key.unwrap_or_default());
             return error_reply(&err);
         }
+        record_notice(state, EventKind::Install, &claims, &production);
     }
     state.metrics.tracking.get_or_create(&TrackingLabels { kind: "install", result }).inc();
     json_reply(
@@ -434,11 +478,13 @@ pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> R
             clearing_price_micros: clearing_price_micros(request),
             now_unix_ms: state.now_unix_ms(),
         };
-        if let Err(err) = state.write_event(&notice_event(&notice, &state.production.load())) {
+        let production = state.production.load();
+        if let Err(err) = state.write_event(&notice_event(&notice, &production)) {
             // Not counted after all: the sender's retry must count.
             state.dedup.forget(dedup_key.unwrap_or_default());
             return error_reply(&err);
         }
+        record_notice(state, notice.kind, &claims, &production);
     }
     state.metrics.tracking.get_or_create(&TrackingLabels { kind: kind.name(), result }).inc();
     if kind != TrackingKind::Click {
@@ -479,6 +525,12 @@ pub fn health(state: &State) -> Reply {
         Some(log) => serde_json::to_value(log.health()).unwrap_or_default(),
         None => json!({ "status": "disabled", "error": "events_enabled is off: no events are written" }),
     };
+    let profile_store = match &state.profiles {
+        Some(profiles) => serde_json::to_value(profiles.health()).unwrap_or_default(),
+        None => {
+            json!({ "status": "disabled", "error": "profiles_enabled is off: decisions run without profiles" })
+        }
+    };
     // Degraded: requests are being shed because their events cannot be written.
     let status = if event_log["status"] == "refusing" { "degraded" } else { "ok" };
     json_reply(
@@ -488,7 +540,7 @@ pub fn health(state: &State) -> Reply {
             "uptime_s": state.started.elapsed().as_secs(),
             "snapshot": snapshot_health(&state.production.load(), &state.slots.production, now_ms),
             "staging_snapshot": staging,
-            "profile_store": "not configured: decisions run without profiles",
+            "profile_store": profile_store,
             "event_log": event_log,
         }),
     )
@@ -570,13 +622,22 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
         return openrtb_reply(204, Vec::new());
     }
     let now = state.now_unix_s();
+    let signals = bid_request.signals();
+    let profile = state.profile(signals.user_key(bid_request.user_id(), bid_request.ifa())).await;
+    let user = User {
+        profile: profile.as_deref().map(|p| p as &dyn UserFacts),
+        personalised: signals.personalised(),
+    };
     let mut bids = Vec::new();
     for (imp_idx, imp) in bid_request.imp.iter().take(crate::openrtb::IMPS_MAX).enumerate() {
         let Some((query, slot)) = bid_request.query(snapshot, imp, currency, now, request_hash) else {
             continue;
         };
-        let decision = decide(snapshot, &query, params, User::default());
+        let decision = decide(snapshot, &query, params, user);
         count_decision(state, &decision, snapshot_name);
+        if imp_idx == 0 {
+            record_seen(state, &query);
+        }
         let context = DecisionContext {
             snapshot,
             query: &query,

@@ -26,6 +26,7 @@ use crate::slots::{keep_as_previous, link_or_copy, remove_if_exists, sync_folder
 use crate::token::TokenKey;
 use crate::{admin, handlers};
 use adsnap_events::{Event, EventLog, EventLogConfig};
+use adsnap_profile_store::{Profile, ProfileRead, ProfileUpdate, Profiles, UserKey};
 
 /// What every request handler reads.
 pub struct State {
@@ -39,6 +40,8 @@ pub struct State {
     pub token_key: TokenKey,
     pub metrics: Metrics,
     pub dedup: Dedup,
+    /// The profile store; `None` when `profiles_enabled` is off.
+    pub profiles: Option<Profiles>,
     /// The local event log; `None` only when `events_enabled` is off.
     pub events: Option<EventLog>,
     pub started: Instant,
@@ -94,9 +97,16 @@ impl State {
             true => Some(open_event_log(&config.events).await?),
             false => None,
         };
+        let profiles = match config.profiles_enabled {
+            true => Some(Profiles::open(&config.profiles).await?),
+            false => None,
+        };
         let mut metrics = Metrics::default();
         if let Some(log) = &events {
             log.register_metrics(&mut metrics.registry);
+        }
+        if let Some(profiles) = &profiles {
+            profiles.register_metrics(&mut metrics.registry);
         }
         Ok(Arc::new(State {
             config,
@@ -107,6 +117,7 @@ impl State {
             metrics,
             dedup,
             events,
+            profiles,
             started: Instant::now(),
             reload_lock: tokio::sync::Mutex::new(()),
             connections: Arc::new(tokio::sync::Semaphore::new(config_connections_max)),
@@ -119,6 +130,27 @@ impl State {
     pub fn write_event(&self, event: &Event<'_>) -> Result<(), RequestError> {
         let Some(log) = &self.events else { return Ok(()) };
         log.append(event).map_err(|err| RequestError::EventsRefused(err.to_string()))
+    }
+
+    /// The profile of the user with this key, if privacy allows reading one and the store answers
+    /// within its deadline (from memory when it can, without awaiting anything).
+    pub async fn profile(&self, user_key: Option<u64>) -> Option<Arc<Profile>> {
+        let (profiles, key) = (self.profiles.as_ref()?, UserKey(user_key?));
+        let read = match profiles.get_cached(key) {
+            Some(read) => read,
+            None => profiles.get(key).await,
+        };
+        match read {
+            ProfileRead::Found(profile) => Some(profile),
+            ProfileRead::Absent | ProfileRead::Unknown(_) => None,
+        }
+    }
+
+    /// Queues a profile update (never waits; a full queue drops it and the store counts it).
+    pub fn record_profile(&self, update: ProfileUpdate) {
+        if let Some(profiles) = &self.profiles {
+            profiles.record(update);
+        }
     }
 
     /// Runs one change of the snapshot slots, one at a time, counting it as a swap or a refusal.

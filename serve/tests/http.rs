@@ -49,6 +49,16 @@ fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Running {
     let config = ServeConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         admin_listen_addr: "127.0.0.1:0".parse().unwrap(),
+        profiles: adsnap_profile_store::ProfilesConfig {
+            // A debug build's first disk read can take milliseconds; the tests are about what a
+            // profile changes, not the deadline (the store's own tests cover that).
+            read_deadline_ms: 2_000,
+            embedded: adsnap_profile_store::config::EmbeddedConfig {
+                path: dir.path().join("profiles"),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
         events: adsnap_events::EventLogConfig {
             dir: dir.path().join("events"),
             ..adsnap_events::EventLogConfig::default()
@@ -261,6 +271,100 @@ fn privacy_signals_keep_user_keys_out_of_events() {
     assert!(written.iter().all(|e| e.user_key.is_none() && !e.privacy.allows_user_key()), "{written:?}");
 }
 
+fn import_profile(server: &Running, user_id: &str, fields: adsnap_profile_store::ProfileFields) {
+    let profiles = server.state.profiles.as_ref().expect("profiles are on");
+    let key = adsnap_profile_store::UserKey(xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()));
+    // The store ages profiles by the real clock: seen now, so not idle.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let fields = adsnap_profile_store::ProfileFields { last_seen_unix_s: now, ..fields };
+    let profile = adsnap_profile_store::Profile::from_fields(fields).unwrap();
+    server.runtime.block_on(profiles.import(vec![(key, profile)])).unwrap();
+}
+
+fn campaign_served(server: &Running, body: &str) -> Option<u64> {
+    let reply = http(server.addr, "POST", "/v1/ad", body);
+    assert!(reply.status == 200 || reply.status == 204, "{}: {}", reply.status, reply.body);
+    (reply.status == 200).then(|| json(&reply)["ad"]["campaign_id"].as_u64().unwrap())
+}
+
+#[test]
+fn profiles_change_the_decision_where_privacy_allows() {
+    let server = start();
+    // Campaign 101 leaves out segment 5 and, like every campaign, users who have its app.
+    let body = |user: &str| AD_REQUEST.replace("user-42", user);
+    import_profile(
+        &server,
+        "in-segment-5",
+        adsnap_profile_store::ProfileFields { segments: vec![5], ..Default::default() },
+    );
+    let installed = adsnap_snapshot::key_hash("com.example.mergemeadow");
+    import_profile(
+        &server,
+        "has-the-app",
+        adsnap_profile_store::ProfileFields { installed: vec![installed], ..Default::default() },
+    );
+    import_profile(
+        &server,
+        "in-segment-3",
+        adsnap_profile_store::ProfileFields { segments: vec![3], ..Default::default() },
+    );
+    assert_eq!(campaign_served(&server, &body("no-profile")), Some(101));
+    assert_eq!(campaign_served(&server, &body("in-segment-3")), Some(101));
+    assert_ne!(campaign_served(&server, &body("in-segment-5")), Some(101));
+    assert_ne!(campaign_served(&server, &body("has-the-app")), Some(101));
+    // Limited ad tracking: what the profile says may not target the user.
+    let lat = body("in-segment-5").replace(r#""connection":"wifi""#, r#""connection":"wifi","lmt":true"#);
+    assert_eq!(campaign_served(&server, &lat), Some(101));
+    // Nor under COPPA, where the profile is not even read.
+    let coppa = body("has-the-app")
+        .replace(r#""user":{"id":"has-the-app"}"#, r#""user":{"id":"has-the-app"},"privacy":{"coppa":true}"#);
+    assert_eq!(campaign_served(&server, &coppa), Some(101));
+    let health = json(&http(server.addr, "GET", "/health", ""));
+    assert_eq!(health["profile_store"]["backend"], "embedded", "{health}");
+}
+
+#[test]
+fn impressions_count_against_frequency_caps() {
+    let server = start();
+    import_profile(
+        &server,
+        "ios-fan",
+        adsnap_profile_store::ProfileFields { segments: vec![2], ..Default::default() },
+    );
+    // An exchange's interstitial on an iPhone in the US, without a floor: campaign 102 wins it
+    // for a user in segment 2, at most 3 impressions a day.
+    let bid_request = r#"{"id": "cap-ID", "imp": [{"id": "1", "instl": 1, "video": {"mimes": ["video/mp4"], "w": 720, "h": 1280}}],
+        "app": {"bundle": "6444000101"}, "device": {"os": "iOS", "osv": "17.2", "devicetype": 4, "geo": {"country": "USA"}},
+        "user": {"id": "ios-fan"}}"#;
+    let n_auctions = std::cell::Cell::new(0);
+    let won = || {
+        n_auctions.set(n_auctions.get() + 1);
+        let reply = http(
+            server.addr,
+            "POST",
+            "/openrtb2/bid",
+            &bid_request.replace("ID", &n_auctions.get().to_string()),
+        );
+        (reply.status == 200).then(|| json(&reply)["seatbid"][0]["bid"][0].clone())
+    };
+    for _ in 0..3 {
+        let bid = won().expect("a bid");
+        assert_eq!(bid["cid"], "102", "{bid}");
+        let adm = bid["adm"].as_str().unwrap();
+        let impression = &adm[adm.find("/v1/imp?t=").unwrap()..];
+        let token_end = impression[10..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        let impression = &impression[..10 + token_end.unwrap()];
+        assert_eq!(http(server.addr, "GET", impression, "").status, 204);
+        // Updates leave the request path through the store's queue; let it drain.
+        server.runtime.block_on(server.state.profiles.as_ref().unwrap().flush()).unwrap();
+    }
+    assert_ne!(
+        won().map(|bid| bid["cid"].clone()),
+        Some("102".into()),
+        "a fourth impression today is over the cap"
+    );
+}
+
 #[test]
 fn requests_without_a_matching_campaign_get_no_fill() {
     let server = start();
@@ -376,7 +480,9 @@ fn admin_installs_promotes_and_rolls_back_while_serving() {
     assert_eq!(slots["previous"]["exists"], true);
 
     // A restart now comes up on what was promoted: the slot files say so.
-    let config = server.state.config.clone();
+    // (Only the snapshot slots matter here; the store and log belong to the running server.)
+    let config =
+        ServeConfig { profiles_enabled: false, events_enabled: false, ..server.state.config.clone() };
     let restarted = server.runtime.block_on(State::new(config)).unwrap();
     assert_eq!(restarted.production.load().header().id_hex(), v2);
 
