@@ -101,6 +101,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The clock, in seconds since the Unix epoch.
+pub fn now_unix_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// A `/proc/self/status` field in bytes.
 fn status_bytes(field: &str) -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
