@@ -194,7 +194,8 @@ impl EventLog {
     }
 
     pub fn health(&self) -> EventLogHealth {
-        let shipper = lock(&self.inner.shipper).as_ref().map(|handle| handle.health());
+        let next_seq = self.next_seq();
+        let shipper = lock(&self.inner.shipper).as_ref().map(|handle| handle.health(next_seq));
         self.inner.stats.health(&self.inner, shipper)
     }
 
@@ -402,9 +403,14 @@ impl Inner {
         drop(active.map);
         active.file.set_len(active.offset as u64).map_err(err)?;
         active.file.sync_all().map_err(err)?;
-        let capacity = self.config.segment_bytes_max;
-        self.stats.bytes_on_disk.fetch_sub(capacity.saturating_sub(active.offset as u64), Ordering::AcqRel);
+        self.refresh_disk_usage();
         Ok(())
+    }
+
+    /// After the shipper deleted segments: recount, and fsync the folder in the next round.
+    pub(crate) fn segments_deleted(&self) {
+        self.refresh_disk_usage();
+        self.stats.dir_dirty.store(true, Ordering::Release);
     }
 
     /// Recounts the segments' bytes from the folder (after deletions, and at open).
