@@ -83,8 +83,9 @@ impl StreamReader {
         let js = jetstream::new(client);
         let mut stream =
             js.get_stream(stream).await.map_err(|e| EventsError::nats("finding the stream", e, true))?;
-        let last =
-            stream.info().await.map_err(|e| EventsError::nats("stream info", e, true))?.state.last_sequence;
+        let state = stream.info().await.map_err(|e| EventsError::nats("stream info", e, true))?.state.clone();
+        let last = state.last_sequence;
+        let last_unix_ms = (state.last_timestamp.unix_timestamp_nanos() / 1_000_000) as i64;
         let deliver_policy = match from {
             StreamPosition::Start => DeliverPolicy::All,
             StreamPosition::Seq(seq) => DeliverPolicy::ByStartSequence { start_sequence: seq.max(1) },
@@ -105,6 +106,7 @@ impl StreamReader {
             consumer.messages().await.map_err(|e| EventsError::nats("reading messages", e, true))?;
         let starts_after_last = match from {
             StreamPosition::Seq(seq) => seq > last,
+            StreamPosition::TimeUnixMs(t) => t > last_unix_ms,
             StreamPosition::End => true,
             _ => false,
         };

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use adsnap_events::{read_log, Event, EventLog, EventLogConfig, Position};
+use adsnap_events::{read_log, Event, EventLog, EventLogConfig, Position, StreamPosition, StreamReader};
 use common::cluster::{stream_events, stream_leader, wait_for_async, NatsCluster};
 use common::{event, index_of, local_config};
 
@@ -59,6 +59,28 @@ async fn every_event_arrives_exactly_once_and_shipped_segments_are_deleted() {
     let (events, n_messages) = stream_events(&cluster.urls(), "ONCE").await;
     assert_exactly_once(&events, 0..n);
     assert!(n_messages <= n / 100, "{n} events should travel in batches, not {n_messages} messages");
+
+    // Reading from a stream position or a time gives the tail of the same messages.
+    let mut from_seq =
+        StreamReader::open(&cluster.urls(), "ONCE", StreamPosition::Seq(3), false).await.unwrap();
+    let first = from_seq.next_batch().await.unwrap().unwrap();
+    assert_eq!(first.stream_seq, 3);
+    assert_eq!(first.log_id, Some(log.log_id()));
+    let mut n_after = first.events.len() as u64;
+    while let Some(batch) = from_seq.next_batch().await {
+        n_after += batch.unwrap().events.len() as u64;
+    }
+    assert_eq!(n_after, n - first.events[0].0);
+    let tomorrow = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+        as i64
+        + 86_400_000;
+    let future = StreamPosition::TimeUnixMs(tomorrow);
+    assert!(StreamReader::open(&cluster.urls(), "ONCE", future, false)
+        .await
+        .unwrap()
+        .next_batch()
+        .await
+        .is_none());
 
     let client = async_nats::connect(cluster.urls()).await.unwrap();
     let mut stream = async_nats::jetstream::new(client).get_stream("ONCE").await.unwrap();

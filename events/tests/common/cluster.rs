@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use adsnap_events::{decode_batch, Event, ShipperConfig};
+use adsnap_events::{Event, ShipperConfig, StreamPosition, StreamReader};
 use async_nats::jetstream;
-use futures_util::StreamExt;
 
 pub struct Node {
     pub name: String,
@@ -169,33 +168,13 @@ pub async fn stream_events(urls: &[String], stream: &str) -> (Vec<Event<'static>
 }
 
 async fn try_stream_events(urls: &[String], stream: &str) -> Result<(Vec<Event<'static>>, u64), String> {
-    let client = async_nats::connect(urls.to_vec()).await.map_err(|e| e.to_string())?;
-    let js = jetstream::new(client);
-    let mut stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-    let info = stream.info().await.map_err(|e| e.to_string())?;
-    let (first, last, n_messages) =
-        (info.state.first_sequence, info.state.last_sequence, info.state.messages);
-    let mut events = Vec::new();
-    if n_messages == 0 {
-        return Ok((events, 0));
-    }
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    let mut seen = 0;
-    while seen < n_messages {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .map_err(|_| format!("message {seen} of {n_messages} ({first}..={last}) did not come"))?
-            .ok_or("consumer ended")?
-            .map_err(|e| e.to_string())?;
-        let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-        events.extend(
-            decode_batch(seq, &message.payload).map_err(|e| e.to_string())?.into_iter().map(|(_, e)| e),
-        );
-        seen += 1;
+    let mut reader =
+        StreamReader::open(urls, stream, StreamPosition::Start, false).await.map_err(|e| e.to_string())?;
+    let (mut events, mut n_messages) = (Vec::new(), 0);
+    while let Some(batch) = reader.next_batch().await {
+        let batch = batch.map_err(|e| e.to_string())?;
+        events.extend(batch.events.into_iter().map(|(_, e)| e));
+        n_messages += 1;
     }
     Ok((events, n_messages))
 }
