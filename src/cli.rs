@@ -67,6 +67,8 @@ enum Command {
     Rollback(crate::admin_cli::AdminArgs),
     /// User profiles: read one, bulk-load a JSON Lines file, or generate profiles.
     Profiles(crate::profiles_cli::ProfilesArgs),
+    /// Read the event log (local folder or JetStream stream): tail, replay, export to Parquet.
+    Events(crate::events_cli::EventsArgs),
     /// Verify a snapshot and print its header and counts.
     Inspect {
         snapshot: PathBuf,
@@ -92,6 +94,7 @@ impl Cli {
             Command::Promote(args) => crate::admin_cli::run_promote(args),
             Command::Rollback(args) => crate::admin_cli::run_rollback(args),
             Command::Profiles(args) => crate::profiles_cli::run(args),
+            Command::Events(args) => crate::events_cli::run_events(args),
         }
     }
 }

@@ -93,6 +93,14 @@ impl SegmentCursor {
         &self.buf
     }
 
+    /// Goes back to a frame returned before (at file offset `offset`, from [`Self::offset`]
+    /// taken before the call that returned it).
+    pub fn rewind_to(&mut self, offset: u64) {
+        debug_assert!(offset >= self.buf_offset && offset <= self.buf_offset + self.buf.len() as u64);
+        self.pos = offset.saturating_sub(self.buf_offset).min(self.buf.len() as u64) as usize;
+        self.dead = false;
+    }
+
     /// Forgets what was buffered past the next frame, so that frames appended since are seen.
     pub fn look_again(&mut self) {
         self.buf_offset += self.pos as u64;

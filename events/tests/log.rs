@@ -55,3 +55,33 @@ fn reading_from_a_position_or_a_time() {
     log.append(&event(5000)).unwrap();
     assert_eq!(index_of(&follow.next().unwrap().unwrap()), 5000);
 }
+
+#[test]
+fn appends_from_many_threads_each_land_once_in_one_sequence() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+    assert_send_sync_clone::<EventLog>();
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(&local_config(dir.path(), 64 * 1024)).unwrap();
+    let (n_threads, per_thread) = (4u64, 5000u64);
+    std::thread::scope(|scope| {
+        for t in 0..n_threads {
+            let log = log.clone();
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    log.append(&event(t * per_thread + i)).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(log.next_seq(), n_threads * per_thread);
+    let mut reader = read_log(dir.path(), Position::Start).unwrap();
+    let mut seen = vec![false; (n_threads * per_thread) as usize];
+    let mut expected_seq = 0;
+    while let Some(item) = reader.next_with_seq() {
+        let (seq, e) = item.unwrap();
+        assert_eq!(seq, expected_seq, "sequence numbers are consecutive");
+        expected_seq += 1;
+        assert!(!std::mem::replace(&mut seen[index_of(&e) as usize], true), "event {} twice", index_of(&e));
+    }
+    assert!(seen.iter().all(|s| *s));
+}
