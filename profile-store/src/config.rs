@@ -105,6 +105,9 @@ pub struct AerospikeConfig {
     pub read_retries_max: usize,
     /// Writes in flight at once from the writer task.
     pub writes_in_flight_max: usize,
+    /// Talk only to the seed hosts, never to the addresses nodes advertise (a cluster behind a
+    /// proxy or NAT).
+    pub seed_only_cluster: bool,
 }
 
 impl Default for AerospikeConfig {
@@ -119,6 +122,7 @@ impl Default for AerospikeConfig {
             write_timeout_ms: 50,
             read_retries_max: 1,
             writes_in_flight_max: 256,
+            seed_only_cluster: false,
         }
     }
 }

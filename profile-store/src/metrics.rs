@@ -211,7 +211,10 @@ pub struct ProfilesHealth {
     pub reads: ReadsHealth,
     pub updates_queued: u64,
     pub updates_applied: u64,
+    /// Updates not applied, for any reason (a full queue, a failed write, ...).
     pub updates_dropped: u64,
+    /// Of those, the ones the request path dropped because the queue was full.
+    pub updates_dropped_queue_full: u64,
     pub write_queue_len: i64,
     pub memory_bytes: i64,
     pub memory_entries: i64,
@@ -231,6 +234,7 @@ impl ProfilesHealth {
             updates_queued: metrics.updates_queued.get(),
             updates_applied: metrics.updates_applied.get(),
             updates_dropped: Dropped::ALL.iter().map(|&d| metrics.dropped_count(d)).sum(),
+            updates_dropped_queue_full: metrics.dropped_count(Dropped::QueueFull),
             write_queue_len: metrics.write_queue_len.get(),
             memory_bytes: metrics.memory_bytes.get(),
             memory_entries: metrics.memory_entries.get(),

@@ -192,7 +192,8 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
     profiles.flush().await.unwrap();
     let health = profiles.health();
     assert!(health.updates_dropped > 0, "a 16-slot queue took {n_updates} updates without dropping");
-    assert_eq!(health.updates_dropped + health.updates_queued, n_updates);
+    assert_eq!(health.updates_dropped_queue_full + health.updates_queued, n_updates);
+    assert_eq!(health.updates_dropped, health.updates_dropped_queue_full);
     assert_eq!(health.updates_applied, health.updates_queued);
     assert!(elapsed < Duration::from_secs(5), "recording took {elapsed:?}");
 }
