@@ -209,6 +209,8 @@ pub struct ProfilesHealth {
     /// The last backend error, if the last write failed.
     pub last_error: Option<String>,
     pub reads: ReadsHealth,
+    /// Reads the memory layer could not answer (embedded: disk reads; aerospike: every read).
+    pub backend_reads: u64,
     pub updates_queued: u64,
     pub updates_applied: u64,
     /// Updates not applied, for any reason (a full queue, a failed write, ...).
@@ -231,6 +233,7 @@ impl ProfilesHealth {
             status: if last_error.is_some() { "degraded" } else { "ok" },
             last_error,
             reads: metrics.reads_summary(),
+            backend_reads: metrics.backend_reads.get(),
             updates_queued: metrics.updates_queued.get(),
             updates_applied: metrics.updates_applied.get(),
             updates_dropped: Dropped::ALL.iter().map(|&d| metrics.dropped_count(d)).sum(),

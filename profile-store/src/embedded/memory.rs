@@ -16,8 +16,10 @@ use crate::profile::{Profile, UserKey};
 
 /// Shards of the memory layer: enough that a reader rarely meets the writer in the same one.
 const SHARDS_LEN: usize = 256;
-/// Eviction brings the layer down to this share of its budget, so it does not run after every
-/// persist once the layer is full.
+/// Eviction starts above this share of the budget and brings the layer down to the next one.
+/// Readers add entries only while their shard is under its share of the whole budget, so the
+/// gap between the two is where newly active users come in.
+const EVICT_ABOVE_PERCENT: usize = 95;
 const EVICT_TO_PERCENT: usize = 90;
 /// Victims removed under one write lock: bounds how long a reader can wait for the writer.
 const EVICT_CHUNK_LEN: usize = 256;
@@ -105,6 +107,9 @@ impl MemoryLayer {
         if shard.epoch.load(Ordering::Acquire) != epoch {
             return value;
         }
+        if shard.bytes.load(Ordering::Relaxed) + value.bytes() > self.bytes_max / SHARDS_LEN {
+            return value;
+        }
         shard.bytes.fetch_add(value.bytes(), Ordering::Relaxed);
         map.map.insert(key.0, Slot { value: value.clone(), touched: AtomicBool::new(true) });
         value
@@ -146,7 +151,7 @@ impl MemoryLayer {
     /// only, and only when every entry is persisted: an evicted entry is re-read from disk.
     /// Returns the number of entries evicted.
     pub fn evict_if_over_budget(&self) -> usize {
-        if self.bytes() <= self.bytes_max {
+        if self.bytes() <= self.bytes_max / 100 * EVICT_ABOVE_PERCENT {
             return 0;
         }
         let shard_target = self.bytes_max / 100 * EVICT_TO_PERCENT / SHARDS_LEN;

@@ -165,7 +165,8 @@ impl Writer {
     pub fn persist(&mut self) -> Result<(), ProfileError> {
         self.last_persist = Instant::now();
         if self.dirty.is_empty() {
-            self.publish_memory();
+            // Readers fill the layer too: a read-only workload must be held to the budget.
+            self.evict();
             return Ok(());
         }
         let mut puts = Vec::with_capacity(self.dirty.len());
@@ -181,9 +182,7 @@ impl Writer {
                 self.dirty.clear();
                 self.core.metrics.writes.inc();
                 *self.last_error.lock() = None;
-                let n_evicted = self.core.memory.evict_if_over_budget();
-                self.core.metrics.evicted.inc_by(n_evicted as u64);
-                self.publish_memory();
+                self.evict();
                 Ok(())
             }
             Err(error) => {
@@ -193,6 +192,14 @@ impl Writer {
                 Err(error)
             }
         }
+    }
+
+    /// Only with nothing unwritten: an evicted profile is read again from disk.
+    fn evict(&self) {
+        debug_assert!(self.dirty.is_empty());
+        let n_evicted = self.core.memory.evict_if_over_budget();
+        self.core.metrics.evicted.inc_by(n_evicted as u64);
+        self.publish_memory();
     }
 
     fn publish_memory(&self) {
