@@ -224,3 +224,98 @@ async fn a_second_process_cannot_open_the_same_folder() {
     let error = Profiles::open(&config(dir.path())).await.err().expect("second open must fail");
     assert!(error.to_string().contains("another adsnap process"), "{error}");
 }
+
+/// A store with `n` users on disk and nothing in memory (reopened).
+async fn cold_store(dir: &Path, n: u64, edit: impl FnOnce(&mut ProfilesConfig)) -> Profiles {
+    let profiles = Profiles::open(&config(dir)).await.unwrap();
+    let now = now_unix_s();
+    for i in 0..n {
+        profiles.record(seen(user(i), now));
+    }
+    profiles.flush().await.unwrap();
+    drop(profiles);
+    let mut config = config(dir);
+    edit(&mut config);
+    Profiles::open(&config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_past_its_deadline_is_unknown_at_once_and_still_fills_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = cold_store(dir.path(), 50, |c| c.read_deadline_ms = 0).await;
+    let mut n_deadline = 0;
+    for i in 0..50 {
+        let started = Instant::now();
+        let read = profiles.get(user(i)).await;
+        assert!(started.elapsed() < Duration::from_millis(100), "read {i} took {:?}", started.elapsed());
+        match read {
+            ProfileRead::Unknown(MissReason::Deadline) => n_deadline += 1,
+            ProfileRead::Found(p) => assert_eq!(p.os(), os::ANDROID),
+            other => panic!("read {i}: {other:?}"),
+        }
+    }
+    assert!(n_deadline > 0, "a zero deadline never expired");
+    assert_eq!(profiles.health().reads.deadline, n_deadline);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (0..50).any(|i| profiles.get_cached(user(i)).is_none()) {
+        assert!(Instant::now() < deadline, "late disk reads did not fill the memory layer");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(profiles.get(user(7)).await, ProfileRead::Found(_)), "answered from memory now");
+}
+
+#[tokio::test]
+async fn disk_reads_past_their_limit_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = cold_store(dir.path(), 3, |c| c.embedded.disk_reads_in_flight_max = 0).await;
+    for i in 0..3 {
+        assert!(matches!(profiles.get(user(i)).await, ProfileRead::Unknown(MissReason::Overloaded)));
+    }
+    assert_eq!(profiles.health().reads.overloaded, 3);
+    assert_eq!(profiles.health().backend_reads, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_recorders_and_readers_lose_no_increment_and_see_no_torn_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = Profiles::open(&config(dir.path())).await.unwrap();
+    let now = now_unix_s();
+    let (n_tasks, n_each) = (4, 2_000u32);
+    let mut tasks = Vec::new();
+    for _ in 0..n_tasks {
+        let profiles = profiles.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n_each {
+                profiles.record(ProfileUpdate::Impression {
+                    key: user(1),
+                    campaign_id: 3,
+                    period_s: 3600,
+                    now_unix_s: now,
+                });
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let reader = {
+        let profiles = profiles.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for _ in 0..5_000 {
+                if let ProfileRead::Found(p) = profiles.get(user(1)).await {
+                    // A profile is an immutable snapshot: both counters come from one update.
+                    assert_eq!(p.n_impressions(), p.impressions_in_window(3, 3600, now));
+                    assert!(p.n_impressions() >= last, "counts went backwards");
+                    last = p.n_impressions();
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for task in tasks {
+        task.await.unwrap();
+    }
+    reader.await.unwrap();
+    profiles.flush().await.unwrap();
+    assert_eq!(profiles.health().updates_dropped, 0);
+    assert_eq!(found(&profiles, user(1)).await.n_impressions(), n_tasks * n_each);
+}

@@ -110,7 +110,14 @@ impl EmbeddedStore {
             read
         });
         core.metrics.backend_reads.inc();
-        match tokio::time::timeout(deadline, task).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(deadline, task).await;
+        // The timer fires on a 1 ms tick, so a read can come back a little after its deadline;
+        // it is late all the same, and the contract is that late answers are misses.
+        if started.elapsed() > deadline {
+            return core.unknown(MissReason::Deadline);
+        }
+        match result {
             Ok(Ok(Ok(cached))) => core.answer(cached),
             Ok(Ok(Err(reason))) => core.unknown(reason),
             Ok(Err(_)) => core.unknown(MissReason::Unavailable),
