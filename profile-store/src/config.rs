@@ -132,6 +132,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_lists_every_default() {
+        let text = include_str!("../../docs/profiles.example.toml");
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let config: ProfilesConfig = table["profiles"].clone().try_into().unwrap();
+        assert_eq!(config, ProfilesConfig::default());
+        // Every field appears in the file, not only those whose default is written out.
+        let expected = toml::Value::try_from(ProfilesConfig::default()).unwrap();
+        assert_eq!(table["profiles"], expected);
+    }
+
+    #[test]
     fn an_empty_table_is_the_default_and_unknown_keys_are_refused() {
         let empty: ProfilesConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(empty, ProfilesConfig::default());

@@ -61,6 +61,8 @@ struct Shard {
     /// Bumped by every eviction in this shard; see the module comment.
     epoch: AtomicU64,
     bytes: AtomicUsize,
+    /// The CLOCK hand: where the next eviction scan starts, in the map's iteration order.
+    hand: AtomicUsize,
 }
 
 /// The sharded map. Cheap to read from any thread.
@@ -184,20 +186,26 @@ fn evict_shard(shard: &Shard, target_bytes: usize) -> usize {
     n_evicted
 }
 
+/// Sweeps from the hand, clearing marks and picking unmarked entries until `excess_bytes` are
+/// chosen; the hand stays where the sweep stopped, so every entry gets its turn.
 fn choose_victims(shard: &Shard, excess_bytes: usize) -> Vec<u64> {
     let map = shard.map.read();
-    let mut victims = Vec::new();
-    let mut freed = 0;
-    for (key, slot) in &map.map {
-        if freed >= excess_bytes {
-            break;
-        }
+    let len = map.map.len();
+    let start = shard.hand.load(Ordering::Relaxed) % len.max(1);
+    let (mut victims, mut freed, mut stop) = (Vec::new(), 0, start);
+    let sweep = map.map.iter().enumerate().skip(start).chain(map.map.iter().enumerate().take(start));
+    for (pos, (key, slot)) in sweep {
+        stop = pos + 1;
         if slot.touched.swap(false, Ordering::Relaxed) {
             continue;
         }
         freed += slot.value.bytes();
         victims.push(*key);
+        if freed >= excess_bytes {
+            break;
+        }
     }
+    shard.hand.store(stop, Ordering::Relaxed);
     victims
 }
 
