@@ -57,6 +57,10 @@ pub struct EmbeddedConfig {
     pub memory_bytes_max: u64,
     /// fjall's block cache, which serves reads that miss the memory layer.
     pub block_cache_bytes: u64,
+    /// Users the key filter is sized for. The filter (about 1.2 bytes per user) answers "absent"
+    /// for users the store has never seen without a disk read; past this many users its false
+    /// positives (reads that go to disk for nothing) grow above 1%.
+    pub key_filter_users_max: u64,
     /// Disk reads (memory-layer misses) in flight at once; past it a miss answers "unknown"
     /// (overloaded) at once instead of queueing behind a slow disk.
     pub disk_reads_in_flight_max: usize,
@@ -76,6 +80,7 @@ impl Default for EmbeddedConfig {
             path: PathBuf::from("adsnap-profiles"),
             memory_bytes_max: 1 << 30,
             block_cache_bytes: 64 << 20,
+            key_filter_users_max: 20_000_000,
             disk_reads_in_flight_max: 64,
             persist_interval_ms: 200,
             persist_batch_len_max: 50_000,

@@ -220,6 +220,8 @@ pub struct ProfilesHealth {
     pub write_queue_len: i64,
     pub memory_bytes: i64,
     pub memory_entries: i64,
+    /// Embedded: whether the key filter (absent users answered without a disk read) is built.
+    pub key_filter_ready: Option<bool>,
 }
 
 impl ProfilesHealth {
@@ -241,6 +243,7 @@ impl ProfilesHealth {
             write_queue_len: metrics.write_queue_len.get(),
             memory_bytes: metrics.memory_bytes.get(),
             memory_entries: metrics.memory_entries.get(),
+            key_filter_ready: None,
         }
     }
 }

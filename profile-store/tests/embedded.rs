@@ -319,3 +319,31 @@ async fn concurrent_recorders_and_readers_lose_no_increment_and_see_no_torn_prof
     assert_eq!(profiles.health().updates_dropped, 0);
     assert_eq!(found(&profiles, user(1)).await.n_impressions(), n_tasks * n_each);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_never_seen_are_absent_without_a_disk_read_once_the_key_filter_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = cold_store(dir.path(), 200, |_| {}).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while profiles.health().key_filter_ready != Some(true) {
+        assert!(Instant::now() < deadline, "the key filter was not built");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let disk_reads_before = profiles.health().backend_reads;
+    for i in 0..2_000 {
+        let stranger = UserKey::of_id(&format!("stranger-{i}"));
+        assert!(matches!(profiles.get_cached(stranger), None | Some(ProfileRead::Absent)));
+        assert!(matches!(profiles.get(stranger).await, ProfileRead::Absent));
+    }
+    let disk_reads = profiles.health().backend_reads - disk_reads_before;
+    assert!(disk_reads < 100, "{disk_reads} of 2000 reads for unknown users went to disk");
+    for i in 0..200 {
+        assert_eq!(found(&profiles, user(i)).await.os(), os::ANDROID, "user {i} lost by the filter");
+    }
+    // A user created after the filter was built is found too.
+    profiles.record(seen(user(9_999), now_unix_s()));
+    profiles.flush().await.unwrap();
+    drop(profiles);
+    let profiles = Profiles::open(&config(dir.path())).await.unwrap();
+    assert!(matches!(profiles.get(user(9_999)).await, ProfileRead::Found(_)));
+}

@@ -117,4 +117,17 @@ impl Disk {
     pub fn disk_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
     }
+
+    /// Calls `visit` with every stored user key, in key order, until it returns false.
+    pub fn for_each_key(&self, mut visit: impl FnMut(UserKey) -> bool) -> Result<(), ProfileError> {
+        for guard in self.profiles.iter() {
+            let key = guard.key().map_err(embedded("scanning profile keys"))?;
+            if let Some(user) = crate::record::user_key_of(&key) {
+                if !visit(user) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
 }

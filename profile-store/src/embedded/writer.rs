@@ -156,6 +156,7 @@ impl Writer {
     }
 
     fn set(&mut self, key: UserKey, profile: Arc<Profile>) {
+        self.core.keys.insert(key);
         self.core.memory.put(key, Cached::Present(profile.clone()));
         self.dirty.insert(key, Some(profile));
     }
