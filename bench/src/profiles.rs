@@ -160,7 +160,8 @@ async fn run_updates(
         if per_s > 0 {
             let due = (started.elapsed().as_secs_f64() * per_s as f64) as u64;
             if n_offered >= due {
-                tokio::task::yield_now().await;
+                // Sleep, not spin: the producer must not take the writer's core.
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         }

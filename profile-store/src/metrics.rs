@@ -72,6 +72,8 @@ pub struct StoreMetrics {
     pub records_replaced: Counter,
     pub writes: Counter,
     pub write_failures: Counter,
+    /// Embedded: time of one persist (encode, batch write, fdatasync).
+    pub persist_duration_s: Histogram,
     pub expired_removed: Counter,
     pub evicted: Counter,
     pub memory_bytes: Gauge,
@@ -104,6 +106,8 @@ impl Default for StoreMetrics {
             records_replaced: Counter::default(),
             writes: Counter::default(),
             write_failures: Counter::default(),
+            // 100 µs to about 3 s.
+            persist_duration_s: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             expired_removed: Counter::default(),
             evicted: Counter::default(),
             memory_bytes: Gauge::default(),
@@ -161,6 +165,11 @@ impl StoreMetrics {
         );
         r.register("writes", "Batches (embedded) or operations (aerospike) written", self.writes.clone());
         r.register("write_failures", "Writes the backend refused", self.write_failures.clone());
+        r.register(
+            "persist_duration_seconds",
+            "Time of one embedded persist (encode, batch write, sync)",
+            self.persist_duration_s.clone(),
+        );
         r.register("expired_removed", "Idle profiles removed past their TTL", self.expired_removed.clone());
         r.register("evicted", "Profiles evicted from the memory layer", self.evicted.clone());
         r.register("memory_bytes", "Bytes held by the memory layer", self.memory_bytes.clone());

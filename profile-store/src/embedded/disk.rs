@@ -96,14 +96,11 @@ impl Disk {
         self.profiles.get(store_key(key)).map_err(embedded("reading a profile"))
     }
 
-    /// Writes a batch of records and removals, then syncs the journal to disk.
-    pub fn write(&self, puts: &[(UserKey, Vec<u8>)], removes: &[UserKey]) -> Result<(), ProfileError> {
+    /// Writes a batch of records atomically, then syncs the journal to disk.
+    pub fn write(&self, records: &[(UserKey, Vec<u8>)]) -> Result<(), ProfileError> {
         let mut batch = self.db.batch();
-        for (key, record) in puts {
+        for (key, record) in records {
             batch.insert(&self.profiles, store_key(*key), record.as_slice());
-        }
-        for key in removes {
-            batch.remove(&self.profiles, store_key(*key));
         }
         batch.commit().map_err(embedded("writing profiles"))?;
         self.db.persist(PersistMode::SyncData).map_err(embedded("syncing the journal"))

@@ -74,7 +74,7 @@ impl EmbeddedStore {
         let (updates_tx, updates_rx) = crossbeam_channel::bounded(config.write_queue_len_max.max(1));
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let last_error = Arc::new(Mutex::new(None));
-        let writer = Writer::new(core.clone(), last_error.clone());
+        let writer = Writer::new(core.clone(), last_error.clone())?;
         let handle = std::thread::Builder::new()
             .name("profile-writer".into())
             .spawn(move || writer.run(updates_rx, control_rx))
