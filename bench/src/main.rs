@@ -10,6 +10,7 @@ mod decide;
 mod load;
 mod mirror;
 mod paced;
+mod profiles;
 mod traffic;
 
 use std::fs;
@@ -79,6 +80,17 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         seconds: u32,
     },
+    /// The embedded profile store: import, read latency against a HashMap, update throughput.
+    Profiles {
+        /// Population sizes, in users.
+        #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+        users: Vec<u64>,
+        #[arg(long, default_value = "target/bench-work")]
+        work: PathBuf,
+        /// The memory layer's budget.
+        #[arg(long, default_value_t = 1 << 30)]
+        memory_bytes_max: u64,
+    },
     /// Builds one catalog and prints the wall time and this process's peak memory as JSON.
     #[command(hide = true)]
     BuildChild { catalog: PathBuf, out: PathBuf },
@@ -92,6 +104,10 @@ fn main() -> anyhow::Result<()> {
             fs::create_dir_all(&work)?;
             let snapshot = ensure_snapshot(&work, campaigns)?;
             load::run(&snapshot, &work, requests, connections, seconds)
+        }
+        Bench::Profiles { users, work, memory_bytes_max } => {
+            fs::create_dir_all(&work)?;
+            profiles::run(&users, &work, memory_bytes_max)
         }
         Bench::Decide { campaigns, work, requests, rounds } => {
             fs::create_dir_all(&work)?;

@@ -78,6 +78,7 @@ fn policies(config: &ProfilesConfig) -> (ClientPolicy, ReadPolicy, WritePolicy) 
         timeout: a.connect_timeout_ms as u32,
         max_conns_per_node: a.connections_per_node_max,
         fail_if_not_connected: false,
+        seed_only_cluster: a.seed_only_cluster,
         ..ClientPolicy::default()
     };
     let mut read = ReadPolicy::default();
@@ -442,4 +443,91 @@ pub fn decode(record: &Record, idle_ttl_s: u64) -> Result<Option<Arc<Profile>>, 
     let profile = Profile::from_fields(fields).map_err(|_| MissReason::Corrupt)?;
     // The server expires the record too; this covers a namespace configured without TTLs.
     Ok((!profile.is_idle(idle_ttl_s, crate::embedded::now_unix_s())).then(|| Arc::new(profile)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aerospike::IndexMap;
+
+    fn record(bins: Vec<Bin>) -> Record {
+        // The server answers maps as key-ordered maps, not as the hash maps written.
+        let bins: IndexMap<String, Value> = bins
+            .into_iter()
+            .map(|b| {
+                let value = match b.value {
+                    Value::HashMap(m) => Value::SortedMap(m.into_iter().collect()),
+                    other => other,
+                };
+                (b.name, value)
+            })
+            .collect();
+        Record::new(None, bins, None, 1, 0)
+    }
+
+    fn sample() -> Profile {
+        Profile::from_fields(ProfileFields {
+            country: Some(7),
+            language: None,
+            os: 1,
+            last_seen_unix_s: crate::embedded::now_unix_s(),
+            n_impressions: 10,
+            n_clicks: 2,
+            n_installs: 1,
+            segments: vec![4, 2],
+            installed: vec![u64::MAX - 3, 9],
+            frequency: vec![FrequencyCounter {
+                campaign_id: 3,
+                period_s: 3600,
+                window_start_unix_s: 7200,
+                n_impressions: 4,
+            }],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn bins_round_trip_and_bad_bins_are_typed() {
+        let profile = sample();
+        let decoded = decode(&record(encode_bins(&profile)), 86_400).unwrap().unwrap();
+        assert_eq!(*decoded, profile);
+        let mut bins = encode_bins(&profile);
+        bins.retain(|b| b.name != bin::VERSION);
+        assert_eq!(decode(&record(bins.clone()), 86_400).unwrap_err(), MissReason::Foreign);
+        bins.push(Bin::new(bin::VERSION, int(2)));
+        assert_eq!(decode(&record(bins.clone()), 86_400).unwrap_err(), MissReason::UnknownVersion);
+        let mut bins = encode_bins(&profile);
+        bins.push(Bin::new(bin::COUNTRY, Value::String("DE".into())));
+        assert_eq!(decode(&record(bins), 86_400).unwrap_err(), MissReason::Corrupt);
+        let mut bins = encode_bins(&profile);
+        let too_many = (0..=SEGMENTS_MAX as i64).map(int).collect();
+        bins.push(Bin::new(bin::SEGMENTS, Value::List(too_many)));
+        assert_eq!(decode(&record(bins), 86_400).unwrap_err(), MissReason::Oversized);
+    }
+
+    #[test]
+    fn the_latest_window_of_each_counter_wins() {
+        let entries = vec![
+            (counter_key(1, 60, 120), int(5)),
+            (counter_key(1, 60, 180), int(2)),
+            (counter_key(1, 3600, 0), int(9)),
+        ];
+        let mut counters = counters(entries).unwrap();
+        counters.sort_by_key(|c| (c.campaign_id, c.period_s));
+        assert_eq!(counters.len(), 2);
+        assert_eq!((counters[0].window_start_unix_s, counters[0].n_impressions), (180, 2));
+        assert!(super::counters(vec![(Value::String("x".into()), int(1))]).is_err());
+    }
+
+    #[test]
+    fn an_impression_increments_its_window_and_drops_the_previous_one() {
+        let update =
+            ProfileUpdate::Impression { key: UserKey(1), campaign_id: 5, period_s: 60, now_unix_s: 3_630 };
+        let ops = update_ops(&update);
+        // version, last seen, impressions, the window's counter, the previous window's removal.
+        assert_eq!(ops.len(), 5);
+        let lifetime =
+            ProfileUpdate::Impression { key: UserKey(1), campaign_id: 5, period_s: 0, now_unix_s: 3_630 };
+        assert_eq!(update_ops(&lifetime).len(), 4);
+    }
 }

@@ -57,6 +57,10 @@ pub struct EmbeddedConfig {
     pub memory_bytes_max: u64,
     /// fjall's block cache, which serves reads that miss the memory layer.
     pub block_cache_bytes: u64,
+    /// Users the key filter is sized for. The filter (about 1.2 bytes per user) answers "absent"
+    /// for users the store has never seen without a disk read; past this many users its false
+    /// positives (reads that go to disk for nothing) grow above 1%.
+    pub key_filter_users_max: u64,
     /// Disk reads (memory-layer misses) in flight at once; past it a miss answers "unknown"
     /// (overloaded) at once instead of queueing behind a slow disk.
     pub disk_reads_in_flight_max: usize,
@@ -76,6 +80,7 @@ impl Default for EmbeddedConfig {
             path: PathBuf::from("adsnap-profiles"),
             memory_bytes_max: 1 << 30,
             block_cache_bytes: 64 << 20,
+            key_filter_users_max: 20_000_000,
             disk_reads_in_flight_max: 64,
             persist_interval_ms: 200,
             persist_batch_len_max: 50_000,
@@ -105,6 +110,9 @@ pub struct AerospikeConfig {
     pub read_retries_max: usize,
     /// Writes in flight at once from the writer task.
     pub writes_in_flight_max: usize,
+    /// Talk only to the seed hosts, never to the addresses nodes advertise (a cluster behind a
+    /// proxy or NAT).
+    pub seed_only_cluster: bool,
 }
 
 impl Default for AerospikeConfig {
@@ -119,6 +127,7 @@ impl Default for AerospikeConfig {
             write_timeout_ms: 50,
             read_retries_max: 1,
             writes_in_flight_max: 256,
+            seed_only_cluster: false,
         }
     }
 }
@@ -126,6 +135,17 @@ impl Default for AerospikeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_file_lists_every_default() {
+        let text = include_str!("../../docs/profiles.example.toml");
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let config: ProfilesConfig = table["profiles"].clone().try_into().unwrap();
+        assert_eq!(config, ProfilesConfig::default());
+        // Every field appears in the file, not only those whose default is written out.
+        let expected = toml::Value::try_from(ProfilesConfig::default()).unwrap();
+        assert_eq!(table["profiles"], expected);
+    }
 
     #[test]
     fn an_empty_table_is_the_default_and_unknown_keys_are_refused() {

@@ -72,6 +72,8 @@ pub struct StoreMetrics {
     pub records_replaced: Counter,
     pub writes: Counter,
     pub write_failures: Counter,
+    /// Embedded: time of one persist (encode, batch write, fdatasync).
+    pub persist_duration_s: Histogram,
     pub expired_removed: Counter,
     pub evicted: Counter,
     pub memory_bytes: Gauge,
@@ -104,6 +106,8 @@ impl Default for StoreMetrics {
             records_replaced: Counter::default(),
             writes: Counter::default(),
             write_failures: Counter::default(),
+            // 100 µs to about 3 s.
+            persist_duration_s: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             expired_removed: Counter::default(),
             evicted: Counter::default(),
             memory_bytes: Gauge::default(),
@@ -161,6 +165,11 @@ impl StoreMetrics {
         );
         r.register("writes", "Batches (embedded) or operations (aerospike) written", self.writes.clone());
         r.register("write_failures", "Writes the backend refused", self.write_failures.clone());
+        r.register(
+            "persist_duration_seconds",
+            "Time of one embedded persist (encode, batch write, sync)",
+            self.persist_duration_s.clone(),
+        );
         r.register("expired_removed", "Idle profiles removed past their TTL", self.expired_removed.clone());
         r.register("evicted", "Profiles evicted from the memory layer", self.evicted.clone());
         r.register("memory_bytes", "Bytes held by the memory layer", self.memory_bytes.clone());
@@ -209,12 +218,19 @@ pub struct ProfilesHealth {
     /// The last backend error, if the last write failed.
     pub last_error: Option<String>,
     pub reads: ReadsHealth,
+    /// Reads the memory layer could not answer (embedded: disk reads; aerospike: every read).
+    pub backend_reads: u64,
     pub updates_queued: u64,
     pub updates_applied: u64,
+    /// Updates not applied, for any reason (a full queue, a failed write, ...).
     pub updates_dropped: u64,
+    /// Of those, the ones the request path dropped because the queue was full.
+    pub updates_dropped_queue_full: u64,
     pub write_queue_len: i64,
     pub memory_bytes: i64,
     pub memory_entries: i64,
+    /// Embedded: whether the key filter (absent users answered without a disk read) is built.
+    pub key_filter_ready: Option<bool>,
 }
 
 impl ProfilesHealth {
@@ -228,12 +244,15 @@ impl ProfilesHealth {
             status: if last_error.is_some() { "degraded" } else { "ok" },
             last_error,
             reads: metrics.reads_summary(),
+            backend_reads: metrics.backend_reads.get(),
             updates_queued: metrics.updates_queued.get(),
             updates_applied: metrics.updates_applied.get(),
             updates_dropped: Dropped::ALL.iter().map(|&d| metrics.dropped_count(d)).sum(),
+            updates_dropped_queue_full: metrics.dropped_count(Dropped::QueueFull),
             write_queue_len: metrics.write_queue_len.get(),
             memory_bytes: metrics.memory_bytes.get(),
             memory_entries: metrics.memory_entries.get(),
+            key_filter_ready: None,
         }
     }
 }

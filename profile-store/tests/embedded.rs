@@ -192,7 +192,8 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
     profiles.flush().await.unwrap();
     let health = profiles.health();
     assert!(health.updates_dropped > 0, "a 16-slot queue took {n_updates} updates without dropping");
-    assert_eq!(health.updates_dropped + health.updates_queued, n_updates);
+    assert_eq!(health.updates_dropped_queue_full + health.updates_queued, n_updates);
+    assert_eq!(health.updates_dropped, health.updates_dropped_queue_full);
     assert_eq!(health.updates_applied, health.updates_queued);
     assert!(elapsed < Duration::from_secs(5), "recording took {elapsed:?}");
 }
@@ -222,4 +223,127 @@ async fn a_second_process_cannot_open_the_same_folder() {
     let _profiles = Profiles::open(&config(dir.path())).await.unwrap();
     let error = Profiles::open(&config(dir.path())).await.err().expect("second open must fail");
     assert!(error.to_string().contains("another adsnap process"), "{error}");
+}
+
+/// A store with `n` users on disk and nothing in memory (reopened).
+async fn cold_store(dir: &Path, n: u64, edit: impl FnOnce(&mut ProfilesConfig)) -> Profiles {
+    let profiles = Profiles::open(&config(dir)).await.unwrap();
+    let now = now_unix_s();
+    for i in 0..n {
+        profiles.record(seen(user(i), now));
+    }
+    profiles.flush().await.unwrap();
+    drop(profiles);
+    let mut config = config(dir);
+    edit(&mut config);
+    Profiles::open(&config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_past_its_deadline_is_unknown_at_once_and_still_fills_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = cold_store(dir.path(), 50, |c| c.read_deadline_ms = 0).await;
+    let mut n_deadline = 0;
+    for i in 0..50 {
+        let started = Instant::now();
+        let read = profiles.get(user(i)).await;
+        assert!(started.elapsed() < Duration::from_millis(100), "read {i} took {:?}", started.elapsed());
+        match read {
+            ProfileRead::Unknown(MissReason::Deadline) => n_deadline += 1,
+            ProfileRead::Found(p) => assert_eq!(p.os(), os::ANDROID),
+            other => panic!("read {i}: {other:?}"),
+        }
+    }
+    assert!(n_deadline > 0, "a zero deadline never expired");
+    assert_eq!(profiles.health().reads.deadline, n_deadline);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (0..50).any(|i| profiles.get_cached(user(i)).is_none()) {
+        assert!(Instant::now() < deadline, "late disk reads did not fill the memory layer");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(profiles.get(user(7)).await, ProfileRead::Found(_)), "answered from memory now");
+}
+
+#[tokio::test]
+async fn disk_reads_past_their_limit_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = cold_store(dir.path(), 3, |c| c.embedded.disk_reads_in_flight_max = 0).await;
+    for i in 0..3 {
+        assert!(matches!(profiles.get(user(i)).await, ProfileRead::Unknown(MissReason::Overloaded)));
+    }
+    assert_eq!(profiles.health().reads.overloaded, 3);
+    assert_eq!(profiles.health().backend_reads, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_recorders_and_readers_lose_no_increment_and_see_no_torn_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = Profiles::open(&config(dir.path())).await.unwrap();
+    let now = now_unix_s();
+    let (n_tasks, n_each) = (4, 2_000u32);
+    let mut tasks = Vec::new();
+    for _ in 0..n_tasks {
+        let profiles = profiles.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n_each {
+                profiles.record(ProfileUpdate::Impression {
+                    key: user(1),
+                    campaign_id: 3,
+                    period_s: 3600,
+                    now_unix_s: now,
+                });
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let reader = {
+        let profiles = profiles.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for _ in 0..5_000 {
+                if let ProfileRead::Found(p) = profiles.get(user(1)).await {
+                    // A profile is an immutable snapshot: both counters come from one update.
+                    assert_eq!(p.n_impressions(), p.impressions_in_window(3, 3600, now));
+                    assert!(p.n_impressions() >= last, "counts went backwards");
+                    last = p.n_impressions();
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for task in tasks {
+        task.await.unwrap();
+    }
+    reader.await.unwrap();
+    profiles.flush().await.unwrap();
+    assert_eq!(profiles.health().updates_dropped, 0);
+    assert_eq!(found(&profiles, user(1)).await.n_impressions(), n_tasks * n_each);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_never_seen_are_absent_without_a_disk_read_once_the_key_filter_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = cold_store(dir.path(), 200, |_| {}).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while profiles.health().key_filter_ready != Some(true) {
+        assert!(Instant::now() < deadline, "the key filter was not built");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let disk_reads_before = profiles.health().backend_reads;
+    for i in 0..2_000 {
+        let stranger = UserKey::of_id(&format!("stranger-{i}"));
+        assert!(matches!(profiles.get_cached(stranger), None | Some(ProfileRead::Absent)));
+        assert!(matches!(profiles.get(stranger).await, ProfileRead::Absent));
+    }
+    let disk_reads = profiles.health().backend_reads - disk_reads_before;
+    assert!(disk_reads < 100, "{disk_reads} of 2000 reads for unknown users went to disk");
+    for i in 0..200 {
+        assert_eq!(found(&profiles, user(i)).await.os(), os::ANDROID, "user {i} lost by the filter");
+    }
+    // A user created after the filter was built is found too.
+    profiles.record(seen(user(9_999), now_unix_s()));
+    profiles.flush().await.unwrap();
+    drop(profiles);
+    let profiles = Profiles::open(&config(dir.path())).await.unwrap();
+    assert!(matches!(profiles.get(user(9_999)).await, ProfileRead::Found(_)));
 }

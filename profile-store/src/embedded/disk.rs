@@ -96,14 +96,11 @@ impl Disk {
         self.profiles.get(store_key(key)).map_err(embedded("reading a profile"))
     }
 
-    /// Writes a batch of records and removals, then syncs the journal to disk.
-    pub fn write(&self, puts: &[(UserKey, Vec<u8>)], removes: &[UserKey]) -> Result<(), ProfileError> {
+    /// Writes a batch of records atomically, then syncs the journal to disk.
+    pub fn write(&self, records: &[(UserKey, Vec<u8>)]) -> Result<(), ProfileError> {
         let mut batch = self.db.batch();
-        for (key, record) in puts {
+        for (key, record) in records {
             batch.insert(&self.profiles, store_key(*key), record.as_slice());
-        }
-        for key in removes {
-            batch.remove(&self.profiles, store_key(*key));
         }
         batch.commit().map_err(embedded("writing profiles"))?;
         self.db.persist(PersistMode::SyncData).map_err(embedded("syncing the journal"))
@@ -116,5 +113,18 @@ impl Disk {
 
     pub fn disk_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
+    }
+
+    /// Calls `visit` with every stored user key, in key order, until it returns false.
+    pub fn for_each_key(&self, mut visit: impl FnMut(UserKey) -> bool) -> Result<(), ProfileError> {
+        for guard in self.profiles.iter() {
+            let key = guard.key().map_err(embedded("scanning profile keys"))?;
+            if let Some(user) = crate::record::user_key_of(&key) {
+                if !visit(user) {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -16,8 +16,10 @@ use crate::profile::{Profile, UserKey};
 
 /// Shards of the memory layer: enough that a reader rarely meets the writer in the same one.
 const SHARDS_LEN: usize = 256;
-/// Eviction brings the layer down to this share of its budget, so it does not run after every
-/// persist once the layer is full.
+/// Eviction starts above this share of the budget and brings the layer down to the next one.
+/// Readers add entries only while their shard is under its share of the whole budget, so the
+/// gap between the two is where newly active users come in.
+const EVICT_ABOVE_PERCENT: usize = 95;
 const EVICT_TO_PERCENT: usize = 90;
 /// Victims removed under one write lock: bounds how long a reader can wait for the writer.
 const EVICT_CHUNK_LEN: usize = 256;
@@ -59,6 +61,8 @@ struct Shard {
     /// Bumped by every eviction in this shard; see the module comment.
     epoch: AtomicU64,
     bytes: AtomicUsize,
+    /// The CLOCK hand: where the next eviction scan starts, in the map's iteration order.
+    hand: AtomicUsize,
 }
 
 /// The sharded map. Cheap to read from any thread.
@@ -105,6 +109,9 @@ impl MemoryLayer {
         if shard.epoch.load(Ordering::Acquire) != epoch {
             return value;
         }
+        if shard.bytes.load(Ordering::Relaxed) + value.bytes() > self.bytes_max / SHARDS_LEN {
+            return value;
+        }
         shard.bytes.fetch_add(value.bytes(), Ordering::Relaxed);
         map.map.insert(key.0, Slot { value: value.clone(), touched: AtomicBool::new(true) });
         value
@@ -142,21 +149,21 @@ impl MemoryLayer {
         self.shards.iter().map(|s| s.map.read().map.len()).sum()
     }
 
-    /// Evicts entries not read recently until the layer is under 90% of its budget. Writer
-    /// only, and only when every entry is persisted: an evicted entry is re-read from disk.
+    /// Evicts entries not read recently until the layer is under 90% of its budget, never a
+    /// `pinned` one (not yet on disk: an evicted entry is read again from disk). Writer only.
     /// Returns the number of entries evicted.
-    pub fn evict_if_over_budget(&self) -> usize {
-        if self.bytes() <= self.bytes_max {
+    pub fn evict_if_over_budget(&self, pinned: &dyn Fn(UserKey) -> bool) -> usize {
+        if self.bytes() <= self.bytes_max / 100 * EVICT_ABOVE_PERCENT {
             return 0;
         }
         let shard_target = self.bytes_max / 100 * EVICT_TO_PERCENT / SHARDS_LEN;
-        self.shards.iter().map(|shard| evict_shard(shard, shard_target)).sum()
+        self.shards.iter().map(|shard| evict_shard(shard, shard_target, pinned)).sum()
     }
 }
 
 /// Second-chance eviction in one shard: untouched entries go, touched ones lose their mark.
 /// Victims are chosen under the read lock (readers keep going) and removed in short chunks.
-fn evict_shard(shard: &Shard, target_bytes: usize) -> usize {
+fn evict_shard(shard: &Shard, target_bytes: usize, pinned: &dyn Fn(UserKey) -> bool) -> usize {
     let mut n_evicted = 0;
     // Two passes at most: the first clears every mark, so the second finds victims.
     for _ in 0..2 {
@@ -164,7 +171,7 @@ fn evict_shard(shard: &Shard, target_bytes: usize) -> usize {
         if excess == 0 {
             break;
         }
-        let victims = choose_victims(shard, excess);
+        let victims = choose_victims(shard, excess, pinned);
         for chunk in victims.chunks(EVICT_CHUNK_LEN) {
             let mut map = shard.map.write();
             shard.epoch.fetch_add(1, Ordering::AcqRel);
@@ -179,20 +186,26 @@ fn evict_shard(shard: &Shard, target_bytes: usize) -> usize {
     n_evicted
 }
 
-fn choose_victims(shard: &Shard, excess_bytes: usize) -> Vec<u64> {
+/// Sweeps from the hand, clearing marks and picking unmarked entries until `excess_bytes` are
+/// chosen; the hand stays where the sweep stopped, so every entry gets its turn.
+fn choose_victims(shard: &Shard, excess_bytes: usize, pinned: &dyn Fn(UserKey) -> bool) -> Vec<u64> {
     let map = shard.map.read();
-    let mut victims = Vec::new();
-    let mut freed = 0;
-    for (key, slot) in &map.map {
-        if freed >= excess_bytes {
-            break;
-        }
-        if slot.touched.swap(false, Ordering::Relaxed) {
+    let len = map.map.len();
+    let start = shard.hand.load(Ordering::Relaxed) % len.max(1);
+    let (mut victims, mut freed, mut stop) = (Vec::new(), 0, start);
+    let sweep = map.map.iter().enumerate().skip(start).chain(map.map.iter().enumerate().take(start));
+    for (pos, (key, slot)) in sweep {
+        stop = pos + 1;
+        if slot.touched.swap(false, Ordering::Relaxed) || pinned(UserKey(*key)) {
             continue;
         }
         freed += slot.value.bytes();
         victims.push(*key);
+        if freed >= excess_bytes {
+            break;
+        }
     }
+    shard.hand.store(stop, Ordering::Relaxed);
     victims
 }
 
@@ -235,7 +248,7 @@ mod tests {
         }
         assert_eq!(layer.bytes(), per_entry * 4000);
         // Clear every mark, then read a hot set: it must survive.
-        layer.evict_if_over_budget();
+        layer.evict_if_over_budget(&|_| false);
         let before = layer.len();
         for i in 0..4000 {
             layer.put(key(i), profile(8));
@@ -248,11 +261,12 @@ mod tests {
         for i in 0..100 {
             layer.get(key(i));
         }
-        let n_evicted = layer.evict_if_over_budget();
+        let n_evicted = layer.evict_if_over_budget(&|k| k == key(3_999));
         assert!(n_evicted >= 2000, "evicted {n_evicted}");
         assert!(layer.bytes() <= per_entry * 2000, "{} bytes", layer.bytes());
         assert!(before <= 2000);
         let hot_kept = (0..100).filter(|&i| layer.get(key(i)).is_some()).count();
         assert!(hot_kept >= 90, "only {hot_kept} of 100 hot entries kept");
+        assert!(layer.get(key(3_999)).is_some(), "a pinned entry was evicted");
     }
 }

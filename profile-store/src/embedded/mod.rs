@@ -2,10 +2,11 @@
 //! LSM tree on local disk, with one writer thread that owns every change. See STATE.md.
 
 mod disk;
+mod keys;
 mod memory;
 mod writer;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 
 pub use disk::now_unix_s;
 use disk::Disk;
+use keys::KeyFilter;
 use memory::{Cached, MemoryLayer};
 use writer::{Control, Writer};
 
@@ -32,6 +34,9 @@ pub struct Core {
     disk: Disk,
     metrics: StoreMetrics,
     disk_reads_in_flight: AtomicUsize,
+    keys: KeyFilter,
+    /// Tells the key filter's fill thread to stop (the store is closing).
+    closing: AtomicBool,
 }
 
 /// The open embedded store. Dropping it stops the writer after a last persist and closes the
@@ -41,6 +46,7 @@ pub struct EmbeddedStore {
     updates: Option<Sender<ProfileUpdate>>,
     control: Option<Sender<Control>>,
     writer: Option<JoinHandle<()>>,
+    key_filler: Option<JoinHandle<()>>,
     last_error: Arc<Mutex<Option<String>>>,
 }
 
@@ -57,11 +63,18 @@ impl EmbeddedStore {
             disk,
             metrics,
             disk_reads_in_flight: AtomicUsize::new(0),
+            keys: KeyFilter::new(config.embedded.key_filter_users_max),
+            closing: AtomicBool::new(false),
         });
+        let filler_core = core.clone();
+        let key_filler = std::thread::Builder::new()
+            .name("profile-keys".into())
+            .spawn(move || filler_core.fill_key_filter())
+            .map_err(|e| ProfileError::Config(format!("cannot start the key filter thread: {e}")))?;
         let (updates_tx, updates_rx) = crossbeam_channel::bounded(config.write_queue_len_max.max(1));
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let last_error = Arc::new(Mutex::new(None));
-        let writer = Writer::new(core.clone(), last_error.clone());
+        let writer = Writer::new(core.clone(), last_error.clone())?;
         let handle = std::thread::Builder::new()
             .name("profile-writer".into())
             .spawn(move || writer.run(updates_rx, control_rx))
@@ -72,14 +85,21 @@ impl EmbeddedStore {
             updates: Some(updates_tx),
             control: Some(control_tx),
             writer: Some(handle),
+            key_filler: Some(key_filler),
             last_error,
         })
     }
 
-    /// The answer from memory, if the memory layer has one. Never waits.
+    /// The answer without waiting, if there is one: from the memory layer, or "absent" when
+    /// the key filter knows the user was never stored.
     pub fn get_cached(&self, key: UserKey) -> Option<ProfileRead> {
-        let cached = self.core.memory.get(key)?;
-        Some(self.core.answer(cached))
+        if let Some(cached) = self.core.memory.get(key) {
+            return Some(self.core.answer(cached));
+        }
+        if !self.core.keys.may_contain(key) {
+            return Some(self.core.answer(Cached::Absent));
+        }
+        None
     }
 
     /// Reads the profile: from memory without waiting, else from disk within the deadline.
@@ -110,7 +130,14 @@ impl EmbeddedStore {
             read
         });
         core.metrics.backend_reads.inc();
-        match tokio::time::timeout(deadline, task).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(deadline, task).await;
+        // The timer fires on a 1 ms tick, so a read can come back a little after its deadline;
+        // it is late all the same, and the contract is that late answers are misses.
+        if started.elapsed() > deadline {
+            return core.unknown(MissReason::Deadline);
+        }
+        match result {
             Ok(Ok(Ok(cached))) => core.answer(cached),
             Ok(Ok(Err(reason))) => core.unknown(reason),
             Ok(Err(_)) => core.unknown(MissReason::Unavailable),
@@ -150,7 +177,10 @@ impl EmbeddedStore {
     }
 
     pub fn health(&self) -> ProfilesHealth {
-        ProfilesHealth::from_metrics("embedded", &self.core.metrics, self.last_error.lock().clone())
+        let mut health =
+            ProfilesHealth::from_metrics("embedded", &self.core.metrics, self.last_error.lock().clone());
+        health.key_filter_ready = Some(self.core.keys.is_ready());
+        health
     }
 
     /// Records on disk (an estimate) and the disk space the store takes.
@@ -161,6 +191,10 @@ impl EmbeddedStore {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
+        self.core.closing.store(true, Ordering::Relaxed);
+        if let Some(filler) = self.key_filler.take() {
+            let _ = filler.join();
+        }
         self.updates.take();
         self.control.take();
         if let Some(writer) = self.writer.take() {
@@ -170,6 +204,33 @@ impl Drop for EmbeddedStore {
 }
 
 impl Core {
+    /// Inserts every key on disk into the key filter, then marks it ready (blocking).
+    fn fill_key_filter(&self) {
+        let started = Instant::now();
+        let mut n_keys = 0u64;
+        let scanned = self.disk.for_each_key(|key| {
+            self.keys.insert(key);
+            n_keys += 1;
+            !self.closing.load(Ordering::Relaxed)
+        });
+        match scanned {
+            Ok(()) if !self.closing.load(Ordering::Relaxed) => {
+                self.keys.set_ready();
+                tracing::info!(
+                    n_keys,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    filter_bytes = self.keys.bytes(),
+                    "profile key filter ready"
+                );
+            }
+            Ok(()) => {}
+            // Without the filter every memory miss reads the disk: slower, still correct.
+            Err(error) => {
+                tracing::error!(%error, "profile key filter not built; absent users will be read from disk")
+            }
+        }
+    }
+
     /// Reads a profile from disk and adds it to the memory layer (blocking).
     fn load(&self, key: UserKey, epoch: u64) -> Result<Cached, MissReason> {
         let cached = match self.disk.get(key) {
