@@ -1,0 +1,341 @@
+//! Streaming aggregation: events in, one pass, per-user counters per group (staging, control,
+//! each experiment arm) and per-group moments out. Events are never held: memory is one small
+//! record per (group, user) seen, plus a record per group and per snapshot id.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use adsnap_events::{Event, EventKind};
+use serde::Serialize;
+
+use super::stats::{Moments, N_QUANTITIES};
+use crate::{Assignment, Slice};
+
+/// Distinct groups (staging, control, experiment arms) tracked at most. A real table has at most
+/// 2 + 3 × 8; anything beyond this limit can only come from corrupt assignment codes, and those
+/// events are counted as bad instead.
+pub const GROUPS_MAX: usize = 1024;
+/// Distinct snapshot ids tracked at most; events of further ids are counted as untracked, which
+/// the report treats like events from an unknown snapshot.
+pub const SNAPSHOT_IDS_MAX: usize = 4096;
+
+/// A group of traffic compared in a report, named by ids (stable across snapshots), not by the
+/// indexes a single snapshot's table gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "slice", rename_all = "snake_case")]
+pub enum GroupKey {
+    Control,
+    Staging,
+    Arm { experiment_id: u32, arm_id: u32 },
+}
+
+impl GroupKey {
+    fn of(slice: Slice) -> GroupKey {
+        match slice {
+            Slice::Control => GroupKey::Control,
+            Slice::Staging => GroupKey::Staging,
+            Slice::Experiment { experiment_id, arm_id, .. } => GroupKey::Arm { experiment_id, arm_id },
+        }
+    }
+}
+
+impl std::fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupKey::Control => f.write_str("control"),
+            GroupKey::Staging => f.write_str("staging"),
+            GroupKey::Arm { experiment_id, arm_id } => write!(f, "experiment-{experiment_id}/arm-{arm_id}"),
+        }
+    }
+}
+
+/// The half-open time range `[from_unix_ms, to_unix_ms)` a report covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TimeRange {
+    pub from_unix_ms: i64,
+    pub to_unix_ms: i64,
+}
+
+impl TimeRange {
+    pub fn contains(&self, time_unix_ms: i64) -> bool {
+        (self.from_unix_ms..self.to_unix_ms).contains(&time_unix_ms)
+    }
+}
+
+/// Counts of every event of a group in range, anonymous and key-less ones included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventCounts {
+    pub n_decisions: u64,
+    pub n_filled: u64,
+    pub n_impressions: u64,
+    pub n_clicks: u64,
+    pub n_wins: u64,
+    pub n_bills: u64,
+    pub n_losses: u64,
+    pub n_installs: u64,
+    pub revenue_micros: i64,
+}
+
+impl EventCounts {
+    fn add(&mut self, event: &Event<'_>) {
+        let n = match event.kind {
+            EventKind::Decision => {
+                self.n_filled += u64::from(event.filled());
+                &mut self.n_decisions
+            }
+            EventKind::Impression => &mut self.n_impressions,
+            EventKind::Click => &mut self.n_clicks,
+            EventKind::Win => &mut self.n_wins,
+            EventKind::Bill => &mut self.n_bills,
+            EventKind::Loss => &mut self.n_losses,
+            EventKind::Install => &mut self.n_installs,
+        };
+        *n += 1;
+        self.revenue_micros = self.revenue_micros.saturating_add(event.revenue_micros);
+    }
+}
+
+/// What happened to the events read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InputCounts {
+    pub n_events_read: u64,
+    /// Outside the time range: skipped.
+    pub n_events_out_of_range: u64,
+    /// In range and in a group's totals.
+    pub n_events_in_range: u64,
+    /// In range, assigned per request (no stable user): in totals, left out of per-user metrics.
+    pub n_events_anonymous: u64,
+    /// In range, from a user-assigned slice but without a user key (privacy): in totals, left
+    /// out of per-user metrics.
+    pub n_events_without_user_key: u64,
+    /// In range, with an assignment code that is not a code (or past [`GROUPS_MAX`]): skipped.
+    pub n_events_bad_assignment: u64,
+    /// In range, from a snapshot id past [`SNAPSHOT_IDS_MAX`].
+    pub n_events_snapshot_untracked: u64,
+}
+
+/// Events in range of one snapshot id, by the slice they were assigned to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotTally {
+    pub n_events: u64,
+    pub n_staging_events: u64,
+}
+
+/// One user's counters in one group.
+#[derive(Clone, Copy, Debug, Default)]
+struct UserCounters {
+    requests: u32,
+    filled: u32,
+    impressions: u32,
+    clicks: u32,
+    installs: u32,
+    revenue_micros: i64,
+}
+
+impl UserCounters {
+    fn add(&mut self, event: &Event<'_>) {
+        match event.kind {
+            EventKind::Decision => {
+                self.requests = self.requests.saturating_add(1);
+                self.filled = self.filled.saturating_add(u32::from(event.filled()));
+            }
+            EventKind::Impression => self.impressions = self.impressions.saturating_add(1),
+            EventKind::Click => self.clicks = self.clicks.saturating_add(1),
+            EventKind::Install => self.installs = self.installs.saturating_add(1),
+            EventKind::Win | EventKind::Bill | EventKind::Loss => {}
+        }
+        self.revenue_micros = self.revenue_micros.saturating_add(event.revenue_micros);
+    }
+
+    fn quantities(&self) -> [f64; N_QUANTITIES] {
+        [
+            f64::from(self.requests),
+            f64::from(self.filled),
+            f64::from(self.impressions),
+            f64::from(self.clicks),
+            f64::from(self.installs),
+            self.revenue_micros as f64 / 1e6,
+        ]
+    }
+}
+
+/// Hashes the (group, user key) pair. User keys are already xxh3 hashes, so one multiply
+/// (FxHash's) spreads them enough; a keyed SipHash would cost more than the rest of the update.
+#[derive(Default)]
+struct UserSlotHasher(u64);
+
+impl Hasher for UserSlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type UserMap = HashMap<(u16, u64), UserCounters, BuildHasherDefault<UserSlotHasher>>;
+
+/// The streaming aggregator. Feed it every event with [`Aggregator::push`] (or
+/// [`Aggregator::extend`]), then [`Aggregator::finish`].
+pub struct Aggregator {
+    range: TimeRange,
+    groups: Vec<GroupKey>,
+    group_idx: HashMap<GroupKey, u16>,
+    /// The previous event's code and what it resolved to: most events repeat it.
+    last_code: Option<(u128, Option<(u16, bool)>)>,
+    totals: Vec<EventCounts>,
+    users: UserMap,
+    snapshots: HashMap<u64, SnapshotTally>,
+    input: InputCounts,
+    time_min_ms: Option<i64>,
+    time_max_ms: Option<i64>,
+}
+
+impl Aggregator {
+    pub fn new(range: TimeRange) -> Aggregator {
+        Aggregator {
+            range,
+            groups: Vec::new(),
+            group_idx: HashMap::new(),
+            last_code: None,
+            totals: Vec::new(),
+            users: UserMap::default(),
+            snapshots: HashMap::new(),
+            input: InputCounts::default(),
+            time_min_ms: None,
+            time_max_ms: None,
+        }
+    }
+
+    pub fn push(&mut self, event: &Event<'_>) {
+        self.input.n_events_read += 1;
+        if !self.range.contains(event.time_unix_ms) {
+            self.input.n_events_out_of_range += 1;
+            return;
+        }
+        let Some((group, anonymous)) = self.resolve(event.assignment_code) else {
+            self.input.n_events_bad_assignment += 1;
+            return;
+        };
+        self.input.n_events_in_range += 1;
+        self.time_min_ms = Some(self.time_min_ms.map_or(event.time_unix_ms, |t| t.min(event.time_unix_ms)));
+        self.time_max_ms = Some(self.time_max_ms.map_or(event.time_unix_ms, |t| t.max(event.time_unix_ms)));
+        self.tally_snapshot(event.snapshot_id, self.groups[usize::from(group)] == GroupKey::Staging);
+        self.totals[usize::from(group)].add(event);
+        match (anonymous, event.user_key) {
+            (true, _) => self.input.n_events_anonymous += 1,
+            (false, None) => self.input.n_events_without_user_key += 1,
+            (false, Some(user_key)) => self.users.entry((group, user_key)).or_default().add(event),
+        }
+    }
+
+    fn resolve(&mut self, code: u128) -> Option<(u16, bool)> {
+        if let Some((last, resolved)) = self.last_code {
+            if last == code {
+                return resolved;
+            }
+        }
+        let resolved =
+            Assignment::from_code(code).and_then(|a| Some((self.group(GroupKey::of(a.slice))?, a.anonymous)));
+        self.last_code = Some((code, resolved));
+        resolved
+    }
+
+    fn group(&mut self, key: GroupKey) -> Option<u16> {
+        if let Some(&idx) = self.group_idx.get(&key) {
+            return Some(idx);
+        }
+        if self.groups.len() >= GROUPS_MAX {
+            return None;
+        }
+        let idx = self.groups.len() as u16;
+        self.groups.push(key);
+        self.totals.push(EventCounts::default());
+        self.group_idx.insert(key, idx);
+        Some(idx)
+    }
+
+    fn tally_snapshot(&mut self, snapshot_id: u64, staging: bool) {
+        let n_tracked = self.snapshots.len();
+        let tally = match self.snapshots.get_mut(&snapshot_id) {
+            Some(tally) => tally,
+            None if n_tracked >= SNAPSHOT_IDS_MAX => {
+                self.input.n_events_snapshot_untracked += 1;
+                return;
+            }
+            None => self.snapshots.entry(snapshot_id).or_default(),
+        };
+        tally.n_events += 1;
+        tally.n_staging_events += u64::from(staging);
+    }
+
+    /// The moments of every group, sorted by group (control, staging, then arms by ids).
+    pub fn finish(self) -> Aggregates {
+        let mut moments = vec![Moments::default(); self.groups.len()];
+        for ((group, _), counters) in &self.users {
+            moments[usize::from(*group)].push(&counters.quantities());
+        }
+        let mut groups: Vec<GroupAggregate> = self
+            .groups
+            .iter()
+            .zip(moments)
+            .zip(self.totals)
+            .map(|((&key, moments), events)| GroupAggregate { key, moments, events })
+            .collect();
+        groups.sort_by_key(|g| g.key);
+        let mut snapshots: Vec<(u64, SnapshotTally)> = self.snapshots.into_iter().collect();
+        snapshots.sort_by_key(|(id, _)| *id);
+        Aggregates {
+            range: self.range,
+            input: self.input,
+            groups,
+            snapshots,
+            time_min_ms: self.time_min_ms,
+            time_max_ms: self.time_max_ms,
+        }
+    }
+}
+
+impl<'a> Extend<Event<'a>> for Aggregator {
+    fn extend<I: IntoIterator<Item = Event<'a>>>(&mut self, events: I) {
+        for event in events {
+            self.push(&event);
+        }
+    }
+}
+
+/// One group's aggregate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupAggregate {
+    pub key: GroupKey,
+    /// Over the group's users (with a key, not anonymous): `moments.n` is the number of users.
+    pub moments: Moments,
+    /// Every event of the group in range.
+    pub events: EventCounts,
+}
+
+/// Everything a report is computed from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Aggregates {
+    pub range: TimeRange,
+    pub input: InputCounts,
+    pub groups: Vec<GroupAggregate>,
+    /// Events in range per snapshot id, sorted by id.
+    pub snapshots: Vec<(u64, SnapshotTally)>,
+    pub time_min_ms: Option<i64>,
+    pub time_max_ms: Option<i64>,
+}
+
+impl Aggregates {
+    pub fn group(&self, key: GroupKey) -> Option<&GroupAggregate> {
+        self.groups.iter().find(|g| g.key == key)
+    }
+}
