@@ -57,6 +57,14 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
+    /// A range that holds at least one millisecond.
+    pub fn new(from_unix_ms: i64, to_unix_ms: i64) -> Result<TimeRange, super::AnalysisError> {
+        if from_unix_ms >= to_unix_ms {
+            return Err(super::AnalysisError::BadRange { from_unix_ms, to_unix_ms });
+        }
+        Ok(TimeRange { from_unix_ms, to_unix_ms })
+    }
+
     pub fn contains(&self, time_unix_ms: i64) -> bool {
         (self.from_unix_ms..self.to_unix_ms).contains(&time_unix_ms)
     }
@@ -279,6 +287,12 @@ impl Aggregator {
 
     /// The moments of every group, sorted by group (control, staging, then arms by ids).
     pub fn finish(self) -> Aggregates {
+        self.current()
+    }
+
+    /// The aggregates of the events pushed so far, leaving the aggregator running: a look at
+    /// results in the middle of the stream. Costs one pass over the users.
+    pub fn current(&self) -> Aggregates {
         let mut moments = vec![Moments::default(); self.groups.len()];
         for ((group, _), counters) in &self.users {
             moments[usize::from(*group)].push(&counters.quantities());
@@ -287,11 +301,12 @@ impl Aggregator {
             .groups
             .iter()
             .zip(moments)
-            .zip(self.totals)
-            .map(|((&key, moments), events)| GroupAggregate { key, moments, events })
+            .zip(&self.totals)
+            .map(|((&key, moments), events)| GroupAggregate { key, moments, events: *events })
             .collect();
         groups.sort_by_key(|g| g.key);
-        let mut snapshots: Vec<(u64, SnapshotTally)> = self.snapshots.into_iter().collect();
+        let mut snapshots: Vec<(u64, SnapshotTally)> =
+            self.snapshots.iter().map(|(id, t)| (*id, *t)).collect();
         snapshots.sort_by_key(|(id, _)| *id);
         Aggregates {
             range: self.range,

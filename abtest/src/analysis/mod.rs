@@ -12,6 +12,7 @@ mod error;
 mod html;
 mod jsonl;
 mod report;
+pub mod simulate;
 mod split;
 pub mod stats;
 mod table;
