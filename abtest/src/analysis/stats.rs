@@ -275,3 +275,152 @@ pub fn normal_quantile_upper(upper: f64) -> f64 {
     // The lower quantile, negated, avoids rounding in 1 − upper.
     -standard_normal().inverse_cdf(upper.clamp(0.0, 1.0))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn settings() -> TestSettings {
+        TestSettings { alpha: 0.05, msprt_tau_relative: 0.05 }
+    }
+
+    fn users() -> impl Strategy<Value = Vec<[f64; N_QUANTITIES]>> {
+        prop::collection::vec(
+            (0u32..50, 0u32..50, 0u32..50, 0u32..20, 0u32..5, 0.0f64..100.0).prop_map(
+                |(r, f, i, c, n, v)| {
+                    [f64::from(r), f64::from(f.min(r)), f64::from(i), f64::from(c), f64::from(n), v]
+                },
+            ),
+            2..200,
+        )
+    }
+
+    fn moments(rows: &[[f64; N_QUANTITIES]]) -> Moments {
+        let mut m = Moments::default();
+        rows.iter().for_each(|row| m.push(row));
+        m
+    }
+
+    fn estimate() -> impl Strategy<Value = Estimate> {
+        (-1e3f64..1e3, 1e-6f64..1e3).prop_map(|(value, variance)| Estimate { value, variance })
+    }
+
+    proptest! {
+        /// The streaming update equals the textbook two-pass covariance.
+        #[test]
+        fn streaming_moments_equal_two_pass_moments(rows in users()) {
+            let m = moments(&rows);
+            let n = rows.len() as f64;
+            for a in 0..N_QUANTITIES {
+                let mean_a = rows.iter().map(|r| r[a]).sum::<f64>() / n;
+                prop_assert!((m.mean[a] - mean_a).abs() <= 1e-9 * mean_a.abs().max(1.0));
+                for b in 0..N_QUANTITIES {
+                    let mean_b = rows.iter().map(|r| r[b]).sum::<f64>() / n;
+                    let c = rows.iter().map(|r| (r[a] - mean_a) * (r[b] - mean_b)).sum::<f64>();
+                    prop_assert!((m.comoment[a][b] - c).abs() <= 1e-7 * c.abs().max(1.0), "{a} {b}");
+                }
+            }
+        }
+
+        /// A ratio's estimate is the ratio of sums, and its variance is never negative.
+        #[test]
+        fn ratio_is_ratio_of_sums(rows in users()) {
+            let m = moments(&rows);
+            let clicks: f64 = rows.iter().map(|r| r[3]).sum();
+            let impressions: f64 = rows.iter().map(|r| r[2]).sum();
+            match ratio_estimate(&m, Quantity::Clicks, Quantity::Impressions, 1.0) {
+                Ok(e) => {
+                    prop_assert!((e.value - clicks / impressions).abs() <= 1e-9 * e.value.abs().max(1.0));
+                    prop_assert!(e.variance >= 0.0);
+                }
+                Err(reason) => prop_assert_eq!(reason, Unavailable::ZeroDenominator),
+            }
+        }
+
+        /// p-values are probabilities, intervals hold the estimate, and swapping the groups
+        /// mirrors the difference and keeps the p-values.
+        #[test]
+        fn comparisons_are_consistent(t in estimate(), c in estimate()) {
+            let s = settings();
+            let forward = compare(t, c, &s).unwrap();
+            let backward = compare(c, t, &s).unwrap();
+            prop_assert!((0.0..=1.0).contains(&forward.p_value));
+            prop_assert!(forward.ci_abs[0] <= forward.diff_abs && forward.diff_abs <= forward.ci_abs[1]);
+            prop_assert!((forward.diff_abs + backward.diff_abs).abs() <= 1e-9 * forward.diff_abs.abs().max(1.0));
+            prop_assert!((forward.p_value - backward.p_value).abs() <= 1e-12);
+            // The interval excludes zero exactly when the test rejects.
+            let excludes_zero = forward.ci_abs[0] > 0.0 || forward.ci_abs[1] < 0.0;
+            let margin = (forward.p_value - s.alpha).abs();
+            if margin > 1e-9 {
+                prop_assert_eq!(excludes_zero, forward.p_value < s.alpha);
+            }
+            if let (Some(rel), Some(ci)) = (forward.diff_rel, forward.ci_rel) {
+                prop_assert!(ci[0] <= rel && rel <= ci[1]);
+            }
+        }
+
+        /// The always-valid p-value is never below the fixed-horizon one, and its confidence
+        /// sequence always holds the fixed-horizon interval: the price of looking often.
+        #[test]
+        fn always_valid_inference_is_more_conservative(t in estimate(), c in estimate(), tau in 0.001f64..5.0) {
+            let s = TestSettings { alpha: 0.05, msprt_tau_relative: tau };
+            let r = compare(t, c, &s).unwrap();
+            if let (Some(p), Some(ci)) = (r.p_value_always_valid, r.ci_abs_always_valid) {
+                prop_assert!(p >= r.p_value - 1e-12, "{} < {}", p, r.p_value);
+                prop_assert!(ci[0] <= r.ci_abs[0] + 1e-9 && r.ci_abs[1] <= ci[1] + 1e-9);
+            } else {
+                prop_assert!(c.value == 0.0);
+            }
+        }
+
+        /// Counts in exactly the configured proportions give a zero statistic and p = 1; the
+        /// statistic grows as one cell drifts away.
+        #[test]
+        fn chi_square_is_zero_on_the_shares_and_grows_away_from_them(
+            weights in prop::collection::vec(1u64..20, 2..6), scale in 1u64..1000, drift in 1u64..100,
+        ) {
+            let observed: Vec<u64> = weights.iter().map(|w| w * scale).collect();
+            let shares: Vec<f64> = weights.iter().map(|&w| w as f64).collect();
+            let exact = chi_square_goodness_of_fit(&observed, &shares).unwrap();
+            prop_assert!(exact.statistic.abs() < 1e-9 && (exact.p_value - 1.0).abs() < 1e-9);
+            let mut drifted = observed.clone();
+            drifted[0] += drift;
+            let more = chi_square_goodness_of_fit(&drifted, &shares).unwrap();
+            drifted[0] += drift;
+            let most = chi_square_goodness_of_fit(&drifted, &shares).unwrap();
+            prop_assert!(0.0 < more.statistic && more.statistic < most.statistic);
+            prop_assert!(most.p_value < more.p_value && more.p_value < 1.0);
+        }
+    }
+
+    #[test]
+    fn degenerate_inputs_give_reasons() {
+        let mut one = Moments::default();
+        one.push(&[1.0; N_QUANTITIES]);
+        assert_eq!(mean_estimate(&one, Quantity::Requests, 1.0), Err(Unavailable::TooFewUsers));
+        assert_eq!(
+            ratio_estimate(&one, Quantity::Clicks, Quantity::Impressions, 1.0),
+            Err(Unavailable::TooFewUsers)
+        );
+        let flat = Estimate { value: 1.0, variance: 0.0 };
+        assert_eq!(compare(flat, flat, &settings()), Err(Unavailable::NoVariance));
+        let zero = Estimate { value: 0.0, variance: 1.0 };
+        let r = compare(Estimate { value: 1.0, variance: 1.0 }, zero, &settings()).unwrap();
+        assert_eq!((r.diff_rel, r.ci_rel, r.p_value_always_valid), (None, None, None));
+        assert!(chi_square_goodness_of_fit(&[0, 0], &[1.0, 1.0]).is_none());
+        assert!(chi_square_goodness_of_fit(&[5, 5], &[1.0, 0.0]).is_none());
+        assert!(chi_square_goodness_of_fit(&[5], &[1.0]).is_none());
+    }
+
+    /// Textbook values: z(0.975) and the chi-square upper tail at its 0.05 critical value.
+    #[test]
+    fn distributions_match_tables() {
+        assert!((normal_quantile_upper(0.025) - 1.959_963_984_540_054).abs() < 1e-12);
+        let chi = chi_square_goodness_of_fit(&[60, 40], &[1.0, 1.0]).unwrap();
+        assert!((chi.statistic - 4.0).abs() < 1e-12);
+        // P(chi2(1) > 4) = 2 (1 − Φ(2)) = 0.0455002638963584.
+        assert!((chi.p_value - 0.045_500_263_896_358_4).abs() < 1e-12);
+    }
+}
