@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::report::{MetricComparison, Report};
-use super::table::{diff, headline, interval_percent, opt, p_value, percent, srm_line, value};
+use super::table::{diff, headline, interval_percent, opt, p_value, percent, range, srm_line, value};
 
 const CHART_WIDTH_PX: f64 = 640.0;
 const LABEL_WIDTH_PX: f64 = 170.0;
@@ -45,9 +45,8 @@ pub fn render_html(report: &Report) -> String {
     );
     let _ = write!(
         out,
-        "<p>Range [{}, {}) ms. {} events read, {} in range ({} anonymous, {} without a user key).</p>",
-        report.range.from_unix_ms,
-        report.range.to_unix_ms,
+        "<p>Events {}: {} read, {} in range ({} anonymous, {} without a user key).</p>",
+        esc(&range(report)),
         report.input.n_events_read,
         report.input.n_events_in_range,
         report.input.n_events_anonymous,

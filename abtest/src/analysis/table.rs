@@ -79,14 +79,26 @@ pub(crate) fn headline(report: &Report) -> Vec<String> {
     lines
 }
 
+/// The range for people: an unbounded end says so instead of printing `i64::MIN`.
+pub(crate) fn range(report: &Report) -> String {
+    let from = match report.range.from_unix_ms {
+        i64::MIN => "the first event".to_owned(),
+        ms => format!("{ms} ms"),
+    };
+    let to = match report.range.to_unix_ms {
+        i64::MAX => "the last event".to_owned(),
+        ms => format!("{ms} ms (exclusive)"),
+    };
+    format!("from {from} to {to}")
+}
+
 /// The report as plain text for a terminal.
 pub fn render_table(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "A/B report for [{}, {}) ms: {} events read, {} in range ({} anonymous, {} without a user key)",
-        report.range.from_unix_ms,
-        report.range.to_unix_ms,
+        "A/B report {}: {} events read, {} in range ({} anonymous, {} without a user key)",
+        range(report),
         report.input.n_events_read,
         report.input.n_events_in_range,
         report.input.n_events_anonymous,
