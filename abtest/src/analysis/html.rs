@@ -33,7 +33,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:right}\
 td:first-child,th:first-child{text-align:left}.blocking,.alarm{background:#fdd;border:2px solid #c00;padding:.6em;font-weight:bold}\
 .warning{background:#ffd;padding:.4em}.sig{font-weight:bold}svg.chart{display:block;margin:.5em 0}\
-.methods{font-size:.85em;color:#555;max-width:60em}";
+.methods,.legend{font-size:.85em;color:#555;max-width:60em}";
 
 /// The whole page.
 pub fn render_html(report: &Report) -> String {
@@ -127,9 +127,8 @@ fn chart(out: &mut String, metrics: &[MetricComparison], alpha: f64) {
     let extent = metrics
         .iter()
         .flat_map(|m| {
-            let fixed = m.comparison.as_ref().and_then(|c| c.ci_rel).unwrap_or([0.0, 0.0]);
-            let always = always_valid_relative(m).unwrap_or([0.0, 0.0]);
-            [fixed[0], fixed[1], always[0], always[1]]
+            // The fixed-horizon intervals set the scale; wider always-valid lines run to the edge.
+            m.comparison.as_ref().and_then(|c| c.ci_rel).unwrap_or([0.0, 0.0])
         })
         .filter(|v| v.is_finite())
         .fold(AXIS_RELATIVE_MIN, |acc, v| acc.max(v.abs()));
@@ -185,4 +184,10 @@ fn chart(out: &mut String, metrics: &[MetricComparison], alpha: f64) {
         );
     }
     out.push_str("</svg>");
+    let _ = write!(
+        out,
+        "<p class=\"legend\">dot: relative difference; bar: {:.0}% interval for one planned look; thin line: \
+         always-valid interval (any number of looks); red: significant by the always-valid p-value.</p>",
+        100.0 * (1.0 - alpha)
+    );
 }
