@@ -18,6 +18,10 @@ pub const GROUPS_MAX: usize = 1024;
 /// Distinct snapshot ids tracked at most; events of further ids are counted as untracked, which
 /// the report treats like events from an unknown snapshot.
 pub const SNAPSHOT_IDS_MAX: usize = 4096;
+/// Assignment codes remembered in the scanned list (2 × (staging, control and 3 × 8 arms) fit).
+const CODES_SCANNED_MAX: usize = 64;
+/// Snapshot ids kept in the scanned list before the hash map.
+const SNAPSHOTS_SCANNED_MAX: usize = 8;
 
 /// A group of traffic compared in a report, named by ids (stable across snapshots), not by the
 /// indexes a single snapshot's table gives them.
@@ -197,10 +201,13 @@ pub struct Aggregator {
     range: TimeRange,
     groups: Vec<GroupKey>,
     group_idx: HashMap<GroupKey, u16>,
-    /// The previous event's code and what it resolved to: most events repeat it.
-    last_code: Option<(u128, Option<(u16, bool)>)>,
+    /// Codes seen and what they resolved to, scanned before hashing: a table yields a few dozen
+    /// codes, and scanning them beats hashing a u128 on every event.
+    recent_codes: Vec<(u128, Option<(u16, bool)>)>,
     totals: Vec<EventCounts>,
     users: UserMap,
+    /// The first snapshot ids seen; later ones go to `snapshots`.
+    recent_snapshots: Vec<(u64, SnapshotTally)>,
     snapshots: HashMap<u64, SnapshotTally>,
     input: InputCounts,
     time_min_ms: Option<i64>,
@@ -213,9 +220,10 @@ impl Aggregator {
             range,
             groups: Vec::new(),
             group_idx: HashMap::new(),
-            last_code: None,
+            recent_codes: Vec::with_capacity(CODES_SCANNED_MAX),
             totals: Vec::new(),
             users: UserMap::default(),
+            recent_snapshots: Vec::new(),
             snapshots: HashMap::new(),
             input: InputCounts::default(),
             time_min_ms: None,
@@ -246,14 +254,14 @@ impl Aggregator {
     }
 
     fn resolve(&mut self, code: u128) -> Option<(u16, bool)> {
-        if let Some((last, resolved)) = self.last_code {
-            if last == code {
-                return resolved;
-            }
+        if let Some((_, resolved)) = self.recent_codes.iter().find(|(c, _)| *c == code) {
+            return *resolved;
         }
         let resolved =
             Assignment::from_code(code).and_then(|a| Some((self.group(GroupKey::of(a.slice))?, a.anonymous)));
-        self.last_code = Some((code, resolved));
+        if self.recent_codes.len() < CODES_SCANNED_MAX {
+            self.recent_codes.push((code, resolved));
+        }
         resolved
     }
 
@@ -272,7 +280,18 @@ impl Aggregator {
     }
 
     fn tally_snapshot(&mut self, snapshot_id: u64, staging: bool) {
-        let n_tracked = self.snapshots.len();
+        // A range holds a handful of snapshots: scan the first few before hashing.
+        if let Some((_, tally)) = self.recent_snapshots.iter_mut().find(|(id, _)| *id == snapshot_id) {
+            tally.n_events += 1;
+            tally.n_staging_events += u64::from(staging);
+            return;
+        }
+        if self.recent_snapshots.len() < SNAPSHOTS_SCANNED_MAX && !self.snapshots.contains_key(&snapshot_id) {
+            self.recent_snapshots
+                .push((snapshot_id, SnapshotTally { n_events: 1, n_staging_events: u64::from(staging) }));
+            return;
+        }
+        let n_tracked = self.snapshots.len() + self.recent_snapshots.len();
         let tally = match self.snapshots.get_mut(&snapshot_id) {
             Some(tally) => tally,
             None if n_tracked >= SNAPSHOT_IDS_MAX => {
@@ -305,8 +324,12 @@ impl Aggregator {
             .map(|((&key, moments), events)| GroupAggregate { key, moments, events: *events })
             .collect();
         groups.sort_by_key(|g| g.key);
-        let mut snapshots: Vec<(u64, SnapshotTally)> =
-            self.snapshots.iter().map(|(id, t)| (*id, *t)).collect();
+        let mut snapshots: Vec<(u64, SnapshotTally)> = self
+            .snapshots
+            .iter()
+            .map(|(id, t)| (*id, *t))
+            .chain(self.recent_snapshots.iter().copied())
+            .collect();
         snapshots.sort_by_key(|(id, _)| *id);
         Aggregates {
             range: self.range,

@@ -158,7 +158,9 @@ impl Simulation {
         // Squaring a uniform draw makes low user indexes far more active: a heavy tail.
         let draw: f64 = rng.random();
         let user_idx = ((draw * draw) * self.n_users as f64) as u64;
-        let id = [self.seed.to_le_bytes(), user_idx.to_le_bytes()].concat();
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.seed.to_le_bytes());
+        id[8..].copy_from_slice(&user_idx.to_le_bytes());
         let (assignment, user_key) = if rng.random_bool(self.anonymous_share.clamp(0.0, 1.0)) {
             (assign(UserKey::Anonymous { request_nonce: rng.random() }, table), None)
         } else {
