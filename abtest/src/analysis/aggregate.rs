@@ -3,12 +3,12 @@
 //! record per (group, user) seen, plus a record per group and per snapshot id.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use adsnap_events::{Event, EventKind};
 use serde::Serialize;
 
 use super::stats::{Moments, N_QUANTITIES};
+use super::user_table::{Update, UserCounters, UserTable};
 use crate::{Assignment, Slice};
 
 /// Distinct groups (staging, control, experiment arms) tracked at most. A real table has at most
@@ -133,67 +133,16 @@ pub struct SnapshotTally {
     pub n_staging_events: u64,
 }
 
-/// One user's counters in one group.
-#[derive(Clone, Copy, Debug, Default)]
-struct UserCounters {
-    requests: u32,
-    filled: u32,
-    impressions: u32,
-    clicks: u32,
-    installs: u32,
-    revenue_micros: i64,
+fn quantities(c: &UserCounters) -> [f64; N_QUANTITIES] {
+    [
+        f64::from(c.requests),
+        f64::from(c.filled),
+        f64::from(c.impressions),
+        f64::from(c.clicks),
+        f64::from(c.installs),
+        c.revenue_micros as f64 / 1e6,
+    ]
 }
-
-impl UserCounters {
-    fn add(&mut self, event: &Event<'_>) {
-        match event.kind {
-            EventKind::Decision => {
-                self.requests = self.requests.saturating_add(1);
-                self.filled = self.filled.saturating_add(u32::from(event.filled()));
-            }
-            EventKind::Impression => self.impressions = self.impressions.saturating_add(1),
-            EventKind::Click => self.clicks = self.clicks.saturating_add(1),
-            EventKind::Install => self.installs = self.installs.saturating_add(1),
-            EventKind::Win | EventKind::Bill | EventKind::Loss => {}
-        }
-        self.revenue_micros = self.revenue_micros.saturating_add(event.revenue_micros);
-    }
-
-    fn quantities(&self) -> [f64; N_QUANTITIES] {
-        [
-            f64::from(self.requests),
-            f64::from(self.filled),
-            f64::from(self.impressions),
-            f64::from(self.clicks),
-            f64::from(self.installs),
-            self.revenue_micros as f64 / 1e6,
-        ]
-    }
-}
-
-/// Hashes the (group, user key) pair. User keys are already xxh3 hashes, so one multiply
-/// (FxHash's) spreads them enough; a keyed SipHash would cost more than the rest of the update.
-#[derive(Default)]
-struct UserSlotHasher(u64);
-
-impl Hasher for UserSlotHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-type UserMap = HashMap<(u16, u64), UserCounters, BuildHasherDefault<UserSlotHasher>>;
 
 /// The streaming aggregator. Feed it every event with [`Aggregator::push`] (or
 /// [`Aggregator::extend`]), then [`Aggregator::finish`].
@@ -205,7 +154,7 @@ pub struct Aggregator {
     /// codes, and scanning them beats hashing a u128 on every event.
     recent_codes: Vec<(u128, Option<(u16, bool)>)>,
     totals: Vec<EventCounts>,
-    users: UserMap,
+    users: UserTable,
     /// The first snapshot ids seen; later ones go to `snapshots`.
     recent_snapshots: Vec<(u64, SnapshotTally)>,
     snapshots: HashMap<u64, SnapshotTally>,
@@ -222,7 +171,7 @@ impl Aggregator {
             group_idx: HashMap::new(),
             recent_codes: Vec::with_capacity(CODES_SCANNED_MAX),
             totals: Vec::new(),
-            users: UserMap::default(),
+            users: UserTable::default(),
             recent_snapshots: Vec::new(),
             snapshots: HashMap::new(),
             input: InputCounts::default(),
@@ -249,7 +198,13 @@ impl Aggregator {
         match (anonymous, event.user_key) {
             (true, _) => self.input.n_events_anonymous += 1,
             (false, None) => self.input.n_events_without_user_key += 1,
-            (false, Some(user_key)) => self.users.entry((group, user_key)).or_default().add(event),
+            (false, Some(user_key)) => self.users.push(Update {
+                group,
+                user_key,
+                kind: event.kind,
+                filled: event.filled(),
+                revenue_micros: event.revenue_micros,
+            }),
         }
     }
 
@@ -305,16 +260,17 @@ impl Aggregator {
     }
 
     /// The moments of every group, sorted by group (control, staging, then arms by ids).
-    pub fn finish(self) -> Aggregates {
+    pub fn finish(mut self) -> Aggregates {
         self.current()
     }
 
     /// The aggregates of the events pushed so far, leaving the aggregator running: a look at
     /// results in the middle of the stream. Costs one pass over the users.
-    pub fn current(&self) -> Aggregates {
+    pub fn current(&mut self) -> Aggregates {
+        self.users.flush();
         let mut moments = vec![Moments::default(); self.groups.len()];
-        for ((group, _), counters) in &self.users {
-            moments[usize::from(*group)].push(&counters.quantities());
+        for (group, counters) in self.users.iter() {
+            moments[usize::from(group)].push(&quantities(counters));
         }
         let mut groups: Vec<GroupAggregate> = self
             .groups

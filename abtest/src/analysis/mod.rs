@@ -16,6 +16,7 @@ pub mod simulate;
 mod split;
 pub mod stats;
 mod table;
+mod user_table;
 
 pub use aggregate::{
     Aggregates, Aggregator, EventCounts, GroupAggregate, GroupKey, InputCounts, SnapshotTally, TimeRange,
