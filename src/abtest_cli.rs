@@ -68,6 +68,9 @@ struct ReportArgs {
     /// TOML file of report settings (see docs/abtest.md); flags override it.
     #[arg(long, env = "ADSNAP_ABTEST_CONFIG")]
     config: Option<PathBuf>,
+    /// Threads holding the per-user counters, split by user key; default: the machine's cores.
+    #[arg(long, env = "ADSNAP_ABTEST_THREADS")]
+    threads: Option<usize>,
     #[arg(long, env = "ADSNAP_ABTEST_ALPHA")]
     alpha: Option<f64>,
     #[arg(long, env = "ADSNAP_ABTEST_MSPRT_TAU_RELATIVE")]
@@ -163,7 +166,9 @@ fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()
         .context("opening a snapshot")?;
     let started = std::time::Instant::now();
-    let mut aggregator = Aggregator::new(range);
+    let n_threads =
+        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut aggregator = Aggregator::with_threads(range, n_threads);
     for path in &args.events {
         for event in read_json_lines(open_events(path)?, path) {
             aggregator.push(&event?);

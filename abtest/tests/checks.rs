@@ -201,3 +201,32 @@ fn invalid_settings_are_rejected() {
         assert!(matches!(err, AnalysisError::InvalidConfig { .. }), "{err}");
     }
 }
+
+#[test]
+fn sharded_aggregation_equals_one_thread() {
+    let s = sim(12);
+    let split = example_split();
+    let mut local = Aggregator::new(range(&s));
+    let mut sharded = Aggregator::with_threads(range(&s), 2);
+    simulate(&s, &split, |e| {
+        local.push(e);
+        sharded.push(e);
+    });
+    // A look in the middle goes through the shards too.
+    let (local_mid, sharded_mid) = (local.current(), sharded.current());
+    assert_eq!(local_mid.input, sharded_mid.input);
+    let (local, sharded) = (local.finish(), sharded.finish());
+    assert_eq!(local.input, sharded.input);
+    assert_eq!(local.snapshots, sharded.snapshots);
+    assert_eq!(local.groups.len(), sharded.groups.len());
+    for (a, b) in local.groups.iter().zip(&sharded.groups) {
+        assert_eq!((a.key, a.events, a.moments.n), (b.key, b.events, b.moments.n));
+        for q in 0..a.moments.mean.len() {
+            assert!((a.moments.mean[q] - b.moments.mean[q]).abs() <= 1e-9 * a.moments.mean[q].abs().max(1.0));
+            for r in 0..a.moments.mean.len() {
+                let (x, y) = (a.moments.comoment[q][r], b.moments.comoment[q][r]);
+                assert!((x - y).abs() <= 1e-7 * x.abs().max(1.0), "{:?} {q} {r}: {x} vs {y}", a.key);
+            }
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use adsnap_abtest::analysis::simulate::{Effect, Simulation};
-use adsnap_abtest::analysis::{aggregate, build_report, read_json_lines, Report, ReportConfig};
+use adsnap_abtest::analysis::{build_report, read_json_lines, Aggregator, Report, ReportConfig};
 use common::{example_split, known_snapshots, range, simulate};
 use serde_json::Value;
 
@@ -93,7 +93,7 @@ fn compare_all(report: &Report, reference: &Value) -> usize {
     n_checked
 }
 
-fn check_case(sim: Simulation, config: ReportConfig) {
+fn check_case(sim: Simulation, config: ReportConfig, n_threads: usize) {
     let split = example_split();
     let dir = tempfile::tempdir().unwrap();
     let events_path = dir.path().join("events.jsonl");
@@ -107,7 +107,11 @@ fn check_case(sim: Simulation, config: ReportConfig) {
     std::fs::write(&split_path, serde_json::to_vec(&split).unwrap()).unwrap();
 
     let reader = BufReader::new(std::fs::File::open(&events_path).unwrap());
-    let aggregates = aggregate(read_json_lines(reader, &events_path), range(&sim)).unwrap();
+    let mut aggregator = Aggregator::with_threads(range(&sim), n_threads);
+    for event in read_json_lines(reader, &events_path) {
+        aggregator.push(&event.unwrap());
+    }
+    let aggregates = aggregator.finish();
     let report = build_report(&aggregates, &known_snapshots(&sim, &split), &config).unwrap();
     let reference = run_reference(&events_path, &split_path, &config, &sim);
     for group in &report.groups {
@@ -121,7 +125,7 @@ fn check_case(sim: Simulation, config: ReportConfig) {
 #[test]
 fn agrees_with_scipy_and_statsmodels_without_effects() {
     let sim = Simulation { seed: 11, n_users: 6_000, n_requests: 40_000, ..Simulation::default() };
-    check_case(sim, ReportConfig::default());
+    check_case(sim, ReportConfig::default(), 1);
 }
 
 #[test]
@@ -139,5 +143,6 @@ fn agrees_with_scipy_and_statsmodels_with_effects_and_other_settings() {
         ..Simulation::default()
     };
     let config = ReportConfig { alpha: 0.01, msprt_tau_relative: 0.2, ..ReportConfig::default() };
-    check_case(sim, config);
+    // Through three shard threads: users split by key, moments merged.
+    check_case(sim, config, 3);
 }

@@ -88,6 +88,9 @@ enum Bench {
         /// Distinct users.
         #[arg(long, default_value_t = 5_000_000)]
         users: u64,
+        /// Shard threads for the per-user counters (1: everything on the reading thread).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
     /// Builds one catalog and prints the wall time and this process's peak memory as JSON.
     #[command(hide = true)]
@@ -98,7 +101,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Snapshot { campaigns, work, repetitions } => snapshot_bench(&campaigns, &work, repetitions),
         Bench::BuildChild { catalog, out } => build_child(&catalog, &out),
-        Bench::Abtest { events, users } => abtest::run(events, users),
+        Bench::Abtest { events, users, threads } => abtest::run(events, users, threads),
         Bench::Serve { campaigns, work, requests, connections, seconds } => {
             fs::create_dir_all(&work)?;
             let snapshot = ensure_snapshot(&work, campaigns)?;

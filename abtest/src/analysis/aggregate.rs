@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use adsnap_events::{Event, EventKind};
 use serde::Serialize;
 
-use super::stats::{Moments, N_QUANTITIES};
-use super::user_table::{Update, UserCounters, UserTable};
+use super::shards::Users;
+use super::stats::Moments;
+use super::user_table::Update;
 use crate::{Assignment, Slice};
 
 /// Distinct groups (staging, control, experiment arms) tracked at most. A real table has at most
@@ -133,17 +134,6 @@ pub struct SnapshotTally {
     pub n_staging_events: u64,
 }
 
-fn quantities(c: &UserCounters) -> [f64; N_QUANTITIES] {
-    [
-        f64::from(c.requests),
-        f64::from(c.filled),
-        f64::from(c.impressions),
-        f64::from(c.clicks),
-        f64::from(c.installs),
-        c.revenue_micros as f64 / 1e6,
-    ]
-}
-
 /// The streaming aggregator. Feed it every event with [`Aggregator::push`] (or
 /// [`Aggregator::extend`]), then [`Aggregator::finish`].
 pub struct Aggregator {
@@ -154,7 +144,7 @@ pub struct Aggregator {
     /// codes, and scanning them beats hashing a u128 on every event.
     recent_codes: Vec<(u128, Option<(u16, bool)>)>,
     totals: Vec<EventCounts>,
-    users: UserTable,
+    users: Users,
     /// The first snapshot ids seen; later ones go to `snapshots`.
     recent_snapshots: Vec<(u64, SnapshotTally)>,
     snapshots: HashMap<u64, SnapshotTally>,
@@ -164,14 +154,22 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// An aggregator that keeps every counter on this thread.
     pub fn new(range: TimeRange) -> Aggregator {
+        Aggregator::with_threads(range, 1)
+    }
+
+    /// An aggregator whose per-user counters are split by user key over `n_threads` threads
+    /// (up to [`SHARDS_MAX`](super::SHARDS_MAX); 0 or 1 keeps them on this thread). This thread
+    /// still decodes every event; the shards take the random memory traffic.
+    pub fn with_threads(range: TimeRange, n_threads: usize) -> Aggregator {
         Aggregator {
             range,
             groups: Vec::new(),
             group_idx: HashMap::new(),
             recent_codes: Vec::with_capacity(CODES_SCANNED_MAX),
             totals: Vec::new(),
-            users: UserTable::default(),
+            users: Users::new(n_threads),
             recent_snapshots: Vec::new(),
             snapshots: HashMap::new(),
             input: InputCounts::default(),
@@ -267,11 +265,7 @@ impl Aggregator {
     /// The aggregates of the events pushed so far, leaving the aggregator running: a look at
     /// results in the middle of the stream. Costs one pass over the users.
     pub fn current(&mut self) -> Aggregates {
-        self.users.flush();
-        let mut moments = vec![Moments::default(); self.groups.len()];
-        for (group, counters) in self.users.iter() {
-            moments[usize::from(group)].push(&quantities(counters));
-        }
+        let moments = self.users.moments(self.groups.len());
         let mut groups: Vec<GroupAggregate> = self
             .groups
             .iter()

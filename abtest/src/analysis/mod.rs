@@ -12,6 +12,7 @@ mod error;
 mod html;
 mod jsonl;
 mod report;
+mod shards;
 pub mod simulate;
 mod split;
 pub mod stats;
@@ -29,6 +30,7 @@ pub use report::{
     build_report, ArmReport, ExperimentReport, GroupReport, Metric, MetricComparison, Report, ReportConfig,
     SnapshotUse, SrmCell, SrmCheck, StagingReport, METHODS,
 };
+pub use shards::{SHARDS_MAX, SHARD_BATCHES_QUEUED_MAX, SHARD_BATCH_UPDATES};
 pub use split::{ConfiguredArm, ConfiguredExperiment, ConfiguredSplit, KnownSnapshot};
 pub use table::render_table;
 

@@ -53,6 +53,33 @@ impl Moments {
         }
     }
 
+    /// Adds another set of users' moments (Chan, Golub and LeVeque's pairwise update), as if
+    /// their vectors had been pushed here.
+    pub fn merge(&mut self, other: &Moments) {
+        if other.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = other.clone();
+            return;
+        }
+        let (na, nb) = (self.n as f64, other.n as f64);
+        let n = na + nb;
+        let mut delta = [0.0; N_QUANTITIES];
+        for (d, (a, b)) in delta.iter_mut().zip(self.mean.iter().zip(&other.mean)) {
+            *d = b - a;
+        }
+        for (row, (other_row, &da)) in self.comoment.iter_mut().zip(other.comoment.iter().zip(&delta)) {
+            for (cell, (&other_cell, &db)) in row.iter_mut().zip(other_row.iter().zip(&delta)) {
+                *cell += other_cell + da * db * na * nb / n;
+            }
+        }
+        for (mean, &d) in self.mean.iter_mut().zip(&delta) {
+            *mean += d * nb / n;
+        }
+        self.n += other.n;
+    }
+
     /// Sample covariance (n − 1 in the denominator) of two quantities; `None` below two users.
     pub fn covariance(&self, a: Quantity, b: Quantity) -> Option<f64> {
         (self.n >= 2).then(|| self.comoment[a as usize][b as usize] / (self.n - 1) as f64)
@@ -320,6 +347,23 @@ mod tests {
                     let mean_b = rows.iter().map(|r| r[b]).sum::<f64>() / n;
                     let c = rows.iter().map(|r| (r[a] - mean_a) * (r[b] - mean_b)).sum::<f64>();
                     prop_assert!((m.comoment[a][b] - c).abs() <= 1e-7 * c.abs().max(1.0), "{a} {b}");
+                }
+            }
+        }
+
+        /// Merging the moments of two halves equals pushing every row into one.
+        #[test]
+        fn merged_moments_equal_streamed_moments(rows in users(), cut in 0usize..200) {
+            let cut = cut.min(rows.len());
+            let mut merged = moments(&rows[..cut]);
+            merged.merge(&moments(&rows[cut..]));
+            let whole = moments(&rows);
+            prop_assert_eq!(merged.n, whole.n);
+            for a in 0..N_QUANTITIES {
+                prop_assert!((merged.mean[a] - whole.mean[a]).abs() <= 1e-9 * whole.mean[a].abs().max(1.0));
+                for b in 0..N_QUANTITIES {
+                    let (x, y) = (merged.comoment[a][b], whole.comoment[a][b]);
+                    prop_assert!((x - y).abs() <= 1e-7 * y.abs().max(1.0), "{a} {b}: {x} vs {y}");
                 }
             }
         }
