@@ -19,3 +19,10 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 fi
+
+# The event pipeline's replication tests run a real 3-node NATS JetStream cluster on loopback.
+if ! command -v nats-server >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y --no-install-recommends nats-server
+fi

@@ -13,6 +13,7 @@ use adsnap_abtest::analysis::{
     build_report, read_json_lines, render_html, render_table, Aggregator, KnownSnapshot, Report,
     ReportConfig, TimeRange,
 };
+use adsnap_events::{read_log, EventLog, EventLogConfig, EventsError, Position};
 use adsnap_snapshot::Snapshot;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -48,8 +49,17 @@ enum Format {
 #[derive(Args, Debug)]
 struct ReportArgs {
     /// Event files, JSON Lines as `adsnap events tail` writes them; `-` reads standard input.
-    #[arg(long = "events", env = "ADSNAP_ABTEST_EVENTS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "events",
+        env = "ADSNAP_ABTEST_EVENTS",
+        value_delimiter = ',',
+        required_unless_present = "logs"
+    )]
     events: Vec<PathBuf>,
+    /// Event log folders (the server's durable local log), read from the range's start.
+    /// Damaged records are skipped and counted in a warning.
+    #[arg(long = "log", env = "ADSNAP_ABTEST_LOGS", value_delimiter = ',')]
+    logs: Vec<PathBuf>,
     /// Every snapshot that served in the range (production and staging): their experiment
     /// tables give the configured shares, and events from any other snapshot are an error.
     #[arg(long = "snapshot", env = "ADSNAP_ABTEST_SNAPSHOTS", value_delimiter = ',')]
@@ -89,8 +99,12 @@ struct SimulateArgs {
     /// A staging snapshot whose id marks staging events; default: the production one.
     #[arg(long)]
     staging_snapshot: Option<PathBuf>,
+    /// A JSON Lines file to write.
+    #[arg(long, required_unless_present = "log", conflicts_with = "log")]
+    out: Option<PathBuf>,
+    /// An event log folder to append to (created if absent), as the server would.
     #[arg(long)]
-    out: PathBuf,
+    log: Option<PathBuf>,
     #[arg(long, default_value_t = 10_000)]
     users: u64,
     #[arg(long, default_value_t = 100_000)]
@@ -174,15 +188,44 @@ fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
             aggregator.push(&event?);
         }
     }
+    let mut n_damaged = 0u64;
+    for dir in &args.logs {
+        n_damaged += read_log_into(dir, range, &mut aggregator)?;
+    }
     let aggregates = aggregator.finish();
     tracing::info!(
         n_events_read = aggregates.input.n_events_read,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "events aggregated"
     );
-    let report = build_report(&aggregates, &snapshots, &config)?;
+    let mut report = build_report(&aggregates, &snapshots, &config)?;
+    if n_damaged > 0 {
+        report.warnings.push(format!("{n_damaged} damaged records in the event log were skipped"));
+    }
     write_report(&report, args.format, args.out.as_deref())?;
     Ok(exit_code(&report))
+}
+
+/// Streams one log folder into the aggregator from the range's start; returns the number of
+/// damaged records skipped (the log's reader goes on after them).
+fn read_log_into(dir: &Path, range: TimeRange, aggregator: &mut Aggregator) -> anyhow::Result<u64> {
+    let from = match range.from_unix_ms {
+        i64::MIN => Position::Start,
+        ms => Position::TimeUnixMs(ms),
+    };
+    let reader = read_log(dir, from).with_context(|| format!("opening the event log {}", dir.display()))?;
+    let mut n_damaged = 0;
+    for event in reader {
+        match event {
+            Ok(event) => aggregator.push(&event),
+            Err(err @ EventsError::CorruptRecord { .. }) => {
+                tracing::warn!(error = %err, "skipping a damaged record");
+                n_damaged += 1;
+            }
+            Err(err) => return Err(err).with_context(|| format!("reading the event log {}", dir.display())),
+        }
+    }
+    Ok(n_damaged)
 }
 
 fn write_report(report: &Report, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
@@ -224,7 +267,16 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         staging_effect: Effect { ctr: args.staging_ctr_multiplier, ..Effect::NONE },
         ..Simulation::default()
     };
-    let file = File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    match (&args.out, &args.log) {
+        (_, Some(dir)) => simulate_into_log(&sim, &snapshot, dir)?,
+        (Some(path), None) => simulate_into_file(&sim, &snapshot, path)?,
+        (None, None) => anyhow::bail!("give --out or --log"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate_into_file(sim: &Simulation, snapshot: &Snapshot, path: &Path) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = BufWriter::new(file);
     let mut result = Ok(());
     sim.run(&snapshot.archive().experiments, |event| {
@@ -236,6 +288,18 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     });
     result
         .and_then(|()| out.flush().map_err(anyhow::Error::from))
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    Ok(ExitCode::SUCCESS)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn simulate_into_log(sim: &Simulation, snapshot: &Snapshot, dir: &Path) -> anyhow::Result<()> {
+    let config = EventLogConfig { dir: dir.to_owned(), ..EventLogConfig::default() };
+    let log = EventLog::open(&config).with_context(|| format!("opening the event log {}", dir.display()))?;
+    let mut result = Ok(());
+    sim.run(&snapshot.archive().experiments, |event| {
+        if result.is_ok() {
+            result = log.append(event);
+        }
+    });
+    result.with_context(|| format!("appending to {}", dir.display()))?;
+    log.sync().with_context(|| format!("syncing {}", dir.display()))
 }

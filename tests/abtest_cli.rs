@@ -180,3 +180,60 @@ fn bad_input_gets_a_clear_message() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("missing.jsonl"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_event_log_and_json_lines_give_the_same_report() {
+    let s = setup();
+    let events = s.dir.join("events.jsonl");
+    simulate(&s.production, &s.staging, &events, "1.0");
+    let log = s.dir.join("log").display().to_string();
+    let out = adsnap(&[
+        "abtest",
+        "simulate",
+        "--snapshot",
+        &s.production,
+        "--staging-snapshot",
+        &s.staging,
+        "--log",
+        &log,
+        "--users",
+        "8000",
+        "--requests",
+        "60000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let snapshots = format!("{},{}", s.production, s.staging);
+    let from_file = adsnap(&[
+        "abtest",
+        "report",
+        "--events",
+        &events.display().to_string(),
+        "--snapshot",
+        &snapshots,
+        "--format",
+        "json",
+        "--from",
+        "2026-11-22T06:00:00Z",
+    ]);
+    let from_log = adsnap(&[
+        "abtest",
+        "report",
+        "--log",
+        &log,
+        "--snapshot",
+        &snapshots,
+        "--format",
+        "json",
+        "--from",
+        "2026-11-22T06:00:00Z",
+    ]);
+    assert!(from_file.status.success() && from_log.status.success(), "{}", text(&from_log.stderr));
+    let (file_report, log_report): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_slice(&from_file.stdout).unwrap(),
+        serde_json::from_slice(&from_log.stdout).unwrap(),
+    );
+    assert!(file_report["input"]["n_events_in_range"].as_u64().unwrap() > 40_000);
+    assert_eq!(file_report["experiments"], log_report["experiments"]);
+    assert_eq!(file_report["staging"], log_report["staging"]);
+    assert_eq!(file_report["input"]["n_events_in_range"], log_report["input"]["n_events_in_range"]);
+}

@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 use adsnap_snapshot::Snapshot;
 use anyhow::{bail, Context};
 
-use crate::traffic;
+use crate::{paced, traffic};
 
 /// How long a server may take to start answering.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const NGINX_PORT: u16 = 18_481;
+/// Connections of the paced (fixed-rate) runs.
+const PACED_CONNECTIONS: usize = 32;
+/// The CPU the load generators run on; the servers get CPU 0.
+const LOAD_CPU: usize = 1;
 const ADSNAP_PORT: u16 = 18_482;
 
 /// A child process killed when dropped.
@@ -74,7 +78,7 @@ fn start_nginx(dir: &Path) -> anyhow::Result<Guard> {
     // About 400 bytes, the size of a small ad response.
     let body = format!(
         r#"{{"request_id":"static","ad":{{"campaign_id":101,"creative_id":1001,"format":"interstitial","width":320,"height":480,"mime":"image/jpeg","markup_kind":"html","markup":"<a href=\"https://example.com/c\"><img src=\"https://cdn.example.net/i.jpg\"></a>","impression_url":"http://127.0.0.1/v1/imp?t={t}","price_micros":1435000,"currency":"USD","ttl_s":300}}}}"#,
-        t = "A".repeat(87)
+        t = "A".repeat(adsnap_serve::token::TOKEN_CHARS)
     );
     fs::write(root.join("ad.json"), body)?;
     let conf = format!(
@@ -113,6 +117,7 @@ fn start_adsnap(snapshot: &Path) -> anyhow::Result<Guard> {
         .args(["-c", "0"])
         .arg(adsnap_binary()?)
         .args(["serve", "--worker-threads", "1", "--listen-addr", &format!("127.0.0.1:{ADSNAP_PORT}")])
+        .args(["--admin-listen-addr", "127.0.0.1:0"])
         .arg("--snapshot-path")
         .arg(snapshot)
         .args(["--tracking-key-hex", &"5a".repeat(32)])
@@ -295,6 +300,22 @@ pub fn run(
         wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(&script), connections, seconds)?
     };
     let (swapping, n_swaps) = swapping_run(snapshot_path, &dir, &script, connections, seconds)?;
+    // Latency at half of adsnap's peak, on a fixed schedule, with nginx at the same rate beside.
+    let half_peak = (adsnap.requests_per_s / 2.0).max(1.0);
+    let paced_duration = Duration::from_secs(seconds.into());
+    let nginx_addr = SocketAddr::from(([127, 0, 0, 1], NGINX_PORT));
+    let adsnap_addr = SocketAddr::from(([127, 0, 0, 1], ADSNAP_PORT));
+    let nginx_paced = {
+        let _server = start_nginx(&dir)?;
+        let requests = [paced::raw_request("GET", "/ad.json", nginx_addr, "")];
+        paced::run(nginx_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)?
+    };
+    let adsnap_paced = {
+        let _server = start_adsnap(snapshot_path)?;
+        let requests: Vec<_> =
+            bodies.iter().map(|b| paced::raw_request("POST", "/v1/ad", adsnap_addr, b)).collect();
+        paced::run(adsnap_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)?
+    };
     println!("## throughput: adsnap full decisions vs nginx static file (1 server core, wrk -t1 -c{connections} -d{seconds}s on the other)");
     println!(
         "snapshot {}, {} distinct requests; profiles and events are not built yet, so neither is on",
@@ -325,6 +346,25 @@ pub fn run(
         swapping.non_2xx + swapping.errors
     );
     println!("(wrk counts 204 no-fills as successes: they are 2xx)");
+    println!();
+    println!(
+        "## latency at half of adsnap's peak: {:.0} requests/s on a fixed schedule, {PACED_CONNECTIONS} keep-alive connections, {seconds} s, measured from each request's intended send time",
+        half_peak
+    );
+    println!("| server | completed | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, f) in [("nginx, static 400-byte JSON", &nginx_paced), ("adsnap, POST /v1/ad", &adsnap_paced)] {
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
+            f.completed, f.p50_ms, f.p90_ms, f.p99_ms, f.p999_ms, f.max_ms, f.non_2xx, f.errors
+        );
+    }
+    println!();
+    println!(
+        "adsnap p99 at half of peak: {:.3} ms (target < 1 ms); adsnap / nginx p99 at the same rate: {:.2}",
+        adsnap_paced.p99_ms,
+        adsnap_paced.p99_ms / nginx_paced.p99_ms
+    );
     Ok(())
 }
 

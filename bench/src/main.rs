@@ -10,6 +10,7 @@ mod abtest;
 mod decide;
 mod load;
 mod mirror;
+mod paced;
 mod traffic;
 
 use std::fs;
