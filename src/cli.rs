@@ -59,6 +59,8 @@ enum Command {
     Serve(crate::serve_cli::ServeArgs),
     /// Build the example catalog into a snapshot if there is none, then serve it on localhost.
     Up(crate::serve_cli::UpArgs),
+    /// A/B test and staging reports from events.
+    Abtest(crate::abtest_cli::AbtestArgs),
     /// Install a snapshot file into a running server's staging or production slot.
     Install(crate::admin_cli::InstallArgs),
     /// Make a running server's staging snapshot its production snapshot.
@@ -90,6 +92,7 @@ impl Cli {
             Command::Inspect { snapshot, json } => run_inspect(snapshot, json),
             Command::Serve(args) => crate::serve_cli::run_serve(args),
             Command::Up(args) => crate::serve_cli::run_up(args),
+            Command::Abtest(args) => crate::abtest_cli::run_abtest(args),
             Command::Install(args) => crate::admin_cli::run_install(args),
             Command::Promote(args) => crate::admin_cli::run_promote(args),
             Command::Rollback(args) => crate::admin_cli::run_rollback(args),

@@ -1,5 +1,6 @@
 //! `adsnap`: the one user-facing binary. Each subcommand parses its flags and calls a library.
 
+mod abtest_cli;
 mod admin_cli;
 mod cli;
 mod profiles_cli;

@@ -6,6 +6,7 @@
 //! snapshot against one bare xxh3 pass over the same bytes and against serde_json loading the same
 //! data.
 
+mod abtest;
 mod decide;
 mod load;
 mod mirror;
@@ -91,6 +92,19 @@ enum Bench {
         #[arg(long, default_value_t = 1 << 30)]
         memory_bytes_max: u64,
     },
+    /// The A/B report over a stream of simulated events (generated, never stored) against the
+    /// same stream generated alone.
+    Abtest {
+        /// Events to stream, about.
+        #[arg(long, default_value_t = 100_000_000)]
+        events: u64,
+        /// Distinct users.
+        #[arg(long, default_value_t = 5_000_000)]
+        users: u64,
+        /// Shard threads for the per-user counters (1: everything on the reading thread).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// Builds one catalog and prints the wall time and this process's peak memory as JSON.
     #[command(hide = true)]
     BuildChild { catalog: PathBuf, out: PathBuf },
@@ -100,6 +114,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Snapshot { campaigns, work, repetitions } => snapshot_bench(&campaigns, &work, repetitions),
         Bench::BuildChild { catalog, out } => build_child(&catalog, &out),
+        Bench::Abtest { events, users, threads } => abtest::run(events, users, threads),
         Bench::Serve { campaigns, work, requests, connections, seconds } => {
             fs::create_dir_all(&work)?;
             let snapshot = ensure_snapshot(&work, campaigns)?;
