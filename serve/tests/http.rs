@@ -257,6 +257,31 @@ fn every_decision_and_counted_notice_is_an_event_before_the_response() {
 }
 
 #[test]
+fn a_log_that_refuses_appends_sheds_requests_and_says_so() {
+    // The smallest log: two 64 KiB segments, no shipper to free them.
+    let server = start_with(|config| {
+        config.events.segment_bytes_max = 64 << 10;
+        config.events.log_bytes_max = 128 << 10;
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..5_000 {
+        let status = http(server.addr, "POST", "/v1/ad", AD_REQUEST).status;
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+    }
+    let reply = http(server.addr, "POST", "/v1/ad", AD_REQUEST);
+    assert_eq!(reply.status, 503, "after {} requests: {}", statuses.len(), reply.body);
+    assert!(json(&reply)["error"].as_str().unwrap().contains("cannot record events"), "{}", reply.body);
+    assert!(statuses[..statuses.len() - 1].iter().all(|&s| s == 200), "only the log's refusal sheds");
+    let health = json(&http(server.addr, "GET", "/health", ""));
+    assert_eq!((health["status"].as_str(), health["event_log"]["status"].as_str()), (Some("degraded"), Some("refusing")));
+    // Every answered request has its event; none was answered without one.
+    assert_eq!(events(&server).len(), statuses.len() - 1);
+}
+
+#[test]
 fn privacy_signals_keep_user_keys_out_of_events() {
     let server = start();
     let coppa = AD_REQUEST
