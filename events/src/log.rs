@@ -29,7 +29,8 @@ const LOCK_FILE: &str = "lock";
 /// release the folder.
 pub const LOCK_WAIT_MS: u64 = 2000;
 
-/// The local event log. Cheap to clone (an `Arc` inside), `Send + Sync`.
+/// The local event log. Cheap to clone (an `Arc` inside), `Send + Sync`. With a shipper, the
+/// shipper task holds a clone: call [`EventLog::shutdown`] to stop it and release the folder.
 #[derive(Clone, Debug)]
 pub struct EventLog {
     pub(crate) inner: Arc<Inner>,
