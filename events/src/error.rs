@@ -24,6 +24,10 @@ pub enum EventsError {
     PositionGone { requested: u64, first_available: u64 },
     #[error("shipper state file {path}: {source}")]
     ShipperState { path: PathBuf, source: io::Error },
+    #[error(
+        "event log folder {dir} is in use by another writer (its `lock` file is held); one log, one writer"
+    )]
+    Locked { dir: PathBuf },
     #[error("invalid event log configuration: {0}")]
     Config(String),
     #[error("nats ({context}): {message} (retryable: {retryable})")]

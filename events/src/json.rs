@@ -97,3 +97,40 @@ mod tests {
         assert!(to_json_line(None, 0, &e).find("log_id").is_none());
     }
 }
+
+#[cfg(test)]
+mod docs {
+    use std::borrow::Cow;
+
+    use super::to_json_line;
+    use crate::event::{Channel, Event, EventKind, Privacy};
+
+    /// The example in docs/events.md is this event's line, so that the document stays true.
+    #[test]
+    fn the_documented_example_is_what_the_code_writes() {
+        let event = Event {
+            event_id: 0x5f1c_8a2e_77d0_4b19_9c3e_0a6b_d2f4_1e07,
+            kind: EventKind::Impression,
+            time_unix_ms: 1_795_000_000_120,
+            request_id: 0x0b7e_4d21_c9a0_4f3e_8d11_6a5c_2b90_e4f3,
+            snapshot_id: 0x9d3a_61f0_5c2e_7b18,
+            assignment_code: 0x0201,
+            channel: Channel::Sdk,
+            app_id: Cow::Borrowed("com.example.puzzle"),
+            ad_unit_id: Cow::Borrowed("rewarded-main"),
+            campaign_id: 1042,
+            creative_id: 3127,
+            price_micros: 4_200_000,
+            revenue_micros: 4200,
+            currency: *b"USD",
+            country: 0x5553,
+            os: 1,
+            user_key: Some(0xa8f5_f167_f44f_4964),
+            privacy: Privacy(0),
+            no_fill_reason: 0,
+        };
+        let line = to_json_line(Some(0x3c9e_10d4_aa72_5b06), 12, &event);
+        let docs = include_str!("../../docs/events.md");
+        assert!(docs.lines().any(|l| l == line), "docs/events.md should show:\n{line}");
+    }
+}

@@ -24,8 +24,13 @@ use crate::shipper::{ShipperHandle, ShipperHealth};
 use crate::stats::Stats;
 
 const LOG_ID_FILE: &str = "log-id";
+const LOCK_FILE: &str = "lock";
+/// How long `open` waits for another writer (a process just killed, a log just dropped) to
+/// release the folder.
+pub const LOCK_WAIT_MS: u64 = 2000;
 
-/// The local event log. Cheap to clone (an `Arc` inside), `Send + Sync`.
+/// The local event log. Cheap to clone (an `Arc` inside), `Send + Sync`. With a shipper, the
+/// shipper task holds a clone: call [`EventLog::shutdown`] to stop it and release the folder.
 #[derive(Clone, Debug)]
 pub struct EventLog {
     pub(crate) inner: Arc<Inner>,
@@ -42,6 +47,8 @@ pub(crate) struct Inner {
     stop: AtomicBool,
     flusher: Mutex<Option<JoinHandle<()>>>,
     shipper: Mutex<Option<ShipperHandle>>,
+    /// Held (flock) for the log's lifetime: two writers in one folder would interleave frames.
+    _lock: File,
 }
 
 /// Everything the append path touches, behind one uncontended-in-practice mutex.
@@ -132,6 +139,7 @@ impl EventLog {
         config.validate()?;
         let dir = config.dir.clone();
         fs::create_dir_all(&dir).map_err(|source| EventsError::Folder { dir: dir.clone(), source })?;
+        let folder_lock = lock_folder(&dir)?;
         let log_id = read_or_create_log_id(&dir)?;
         let (next_seq, recovery) = recover(&dir)?;
         let stats = Stats::new(next_seq, recovery);
@@ -145,6 +153,7 @@ impl EventLog {
             stop: AtomicBool::new(false),
             flusher: Mutex::new(None),
             shipper: Mutex::new(None),
+            _lock: folder_lock,
         });
         inner.refresh_disk_usage();
         {
@@ -437,6 +446,33 @@ impl Inner {
             segments.iter().filter_map(|(_, path)| fs::metadata(path).ok()).map(|m| m.len()).sum();
         self.stats.bytes_on_disk.store(bytes, Ordering::Release);
         self.stats.n_segments.store(segments.len() as u64, Ordering::Release);
+    }
+}
+
+/// Takes the folder's writer lock, waiting up to [`LOCK_WAIT_MS`].
+fn lock_folder(dir: &Path) -> Result<File, EventsError> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| EventsError::Folder { dir: dir.to_owned(), source })?;
+    let deadline = Instant::now() + Duration::from_millis(LOCK_WAIT_MS);
+    loop {
+        // SAFETY: flock only reads the descriptor, which `file` owns and keeps open.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::WouldBlock {
+            return Err(EventsError::Folder { dir: dir.to_owned(), source: err });
+        }
+        if Instant::now() >= deadline {
+            return Err(EventsError::Locked { dir: dir.to_owned() });
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -318,8 +318,10 @@ impl Shipper {
         let Some(batch) = batch else { return Ok(None) };
         if planned {
             self.replay.pop_first();
-        } else {
-            self.journal.planned(batch.first_seq, batch.last_seq)?;
+        } else if let Err(err) = self.journal.planned(batch.first_seq, batch.last_seq) {
+            // Unplanned batches must not be sent; read them again next time.
+            self.reader.rewind(batch.first_seq);
+            return Err(err);
         }
         let first_seq = batch.first_seq;
         self.in_flight.insert(
@@ -541,6 +543,12 @@ impl BatchReader {
             }
         }
         Ok((batch.n_events > 0).then_some(batch))
+    }
+
+    /// Makes `seq` the next sequence number to read (its segment is found again).
+    fn rewind(&mut self, seq: u64) {
+        self.next_seq = seq;
+        self.cursor = None;
     }
 
     fn open_cursor_for_next(&mut self) -> Result<bool, EventsError> {

@@ -158,6 +158,29 @@ async fn events_wait_on_disk_while_the_whole_cluster_is_down_then_flow() {
     log.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_before_its_cluster_ships_once_the_cluster_is_up() {
+    let mut cluster = NatsCluster::start(3);
+    for idx in 0..3 {
+        cluster.kill_node(idx);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(&shipping_config(&cluster, dir.path(), "LATE")).unwrap();
+    let n = 3000;
+    for i in 0..n {
+        log.append(&event(i)).unwrap();
+    }
+    let health = log.health().shipper.unwrap();
+    assert!(!health.stream_ready && health.acked_seq == 0, "{health:?}");
+    for idx in 0..3 {
+        cluster.start_node(idx);
+    }
+    wait_acked(&log, n).await;
+    let (events, _) = stream_events(&cluster.urls(), "LATE").await;
+    assert_exactly_once(&events, 0..n);
+    log.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 const ROLE_ENV: &str = "ADSNAP_EVENTS_TEST_SHIPPER_DIR";
 const URLS_ENV: &str = "ADSNAP_EVENTS_TEST_URLS";
 /// Events the child appends at most, and per burst between reports.

@@ -343,3 +343,22 @@ fn kill_9_of_a_writer_loses_no_acknowledged_event() {
         );
     }
 }
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_holds_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(&local_config(dir.path(), SEGMENT_BYTES)).unwrap();
+    let second = EventLog::open(&local_config(dir.path(), SEGMENT_BYTES));
+    assert!(matches!(second, Err(EventsError::Locked { .. })), "{second:?}");
+    drop(log);
+    let start = Instant::now();
+    // The flusher thread may hold the log for one more round after the last handle is dropped.
+    let reopened = loop {
+        match EventLog::open(&local_config(dir.path(), SEGMENT_BYTES)) {
+            Ok(log) => break log,
+            Err(EventsError::Locked { .. }) if start.elapsed() < Duration::from_secs(10) => continue,
+            Err(err) => panic!("{err}"),
+        }
+    };
+    reopened.append(&event(1)).unwrap();
+}
