@@ -160,6 +160,26 @@ impl ServeArgs {
     }
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, the signals an operator or a supervisor stops with.
+async fn stop_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+}
+
+/// How long stopping may wait for the event shipper's acknowledgements in flight.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Args, Debug)]
 pub struct UpArgs {
     /// The catalog to build when there is no snapshot yet.
@@ -195,12 +215,11 @@ fn serve_with(
         let admin = tokio::spawn(adsnap_serve::serve_admin(state.clone(), admin_listener, async move {
             let _ = admin_stopped.changed().await;
         }));
-        adsnap_serve::serve(state, listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+        adsnap_serve::serve(state.clone(), listener, stop_signal()).await;
         let _ = stop.send(true);
         let _ = admin.await;
+        tracing::info!("stopping: syncing events and profiles");
+        state.shutdown(SHUTDOWN_DEADLINE).await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -141,3 +141,44 @@ fn an_operator_installs_promotes_and_rolls_back_a_running_server() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no staging snapshot"));
     assert_eq!(served(&server), (1, None));
 }
+
+fn post_ad(addr: SocketAddr) -> u16 {
+    const BODY: &str = r#"{"app":{"bundle":"com.example.wordsmith"},"ad_unit_id":"wordsmith-android-interstitial","format":"interstitial","device":{"os":"android","os_version":"14","country":"US"},"user":{"id":"user-42"}}"#;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!("POST /v1/ad HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", BODY.len());
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(BODY.as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn sigterm_stops_the_server_with_its_events_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("current.snap");
+    build(&snapshot, "1");
+    let mut server = serve(&snapshot);
+    for _ in 0..3 {
+        assert_eq!(post_ad(server.addr), 200);
+    }
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    // Stopped cleanly, the log folder is free again and holds the three decisions.
+    let events: Vec<_> = adsnap_events::read_log(&snapshot.with_extension("events"), adsnap_events::Position::Start)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.kind == adsnap_events::EventKind::Decision && e.campaign_id == 101));
+}

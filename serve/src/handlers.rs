@@ -390,10 +390,48 @@ pub fn install<B>(state: &State, request: &Request<B>) -> Reply {
     let verified = query_param(request, "click")
         .ok_or(TokenError::Malformed)
         .and_then(|token| state.token_key.verify_within(token, now, window_s));
-    let dedup_key = verified.as_ref().ok().map(|claims| match event_id {
+    let click = query_param(request, "click").unwrap_or_default();
+    let counting = Counting {
+        kind: EventKind::Install,
+        metric_kind: "install",
+        identity: event_id.unwrap_or(click).as_bytes(),
+        clearing_price_micros: None,
+    };
+    let dedup_key = |claims: &Claims| match event_id {
         Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), INSTALL_DEDUP_SEED),
         None => claims.request_hash ^ INSTALL_DEDUP_SEED,
-    });
+    };
+    let (claims, result) = match count_notice(state, verified, &counting, dedup_key) {
+        Ok(counted) => counted,
+        Err(reply) => return reply,
+    };
+    json_reply(
+        200,
+        &json!({ "status": result, "campaign_id": claims.campaign_id, "creative_id": claims.creative_id }),
+    )
+}
+
+/// What a notice or install is, for counting it.
+struct Counting<'a> {
+    kind: EventKind,
+    /// Its `kind` label in `adsnap_tracking_events_total`.
+    metric_kind: &'static str,
+    /// What makes it unique (see `Notice::identity`).
+    identity: &'a [u8],
+    clearing_price_micros: Option<i64>,
+}
+
+/// Counts a notice once: the first time its token is seen, its event is written and the user's
+/// profile updated; repeats are acknowledged as duplicates; a bad token is refused. Every
+/// outcome is counted in the metrics. Returns the claims and "counted" or "duplicate", or the
+/// reply that refuses the notice.
+fn count_notice(
+    state: &State,
+    verified: Result<Claims, TokenError>,
+    counting: &Counting<'_>,
+    dedup_key: impl FnOnce(&Claims) -> u64,
+) -> Result<(Claims, &'static str), Reply> {
+    let dedup_key = verified.as_ref().ok().map(dedup_key);
     let counted = dedup_key.is_some_and(|key| state.dedup.first_time(key));
     let result = match &verified {
         Ok(_) if counted => "counted",
@@ -402,34 +440,32 @@ pub fn install<B>(state: &State, request: &Request<B>) -> Reply {
         Err(TokenError::Forged) => "forged",
         Err(TokenError::Expired) => "expired",
     };
+    let labels = TrackingLabels { kind: counting.metric_kind, result };
     let claims = match verified {
         Ok(claims) => claims,
         Err(err) => {
-            state.metrics.tracking.get_or_create(&TrackingLabels { kind: "install", result }).inc();
-            return error_reply(&RequestError::Token(err.to_string()));
+            state.metrics.tracking.get_or_create(&labels).inc();
+            return Err(error_reply(&RequestError::Token(err.to_string())));
         }
     };
     if counted {
-        let click = query_param(request, "click").unwrap_or_default();
         let notice = Notice {
-            kind: EventKind::Install,
+            kind: counting.kind,
             claims: &claims,
-            identity: event_id.unwrap_or(click).as_bytes(),
-            clearing_price_micros: None,
+            identity: counting.identity,
+            clearing_price_micros: counting.clearing_price_micros,
             now_unix_ms: state.now_unix_ms(),
         };
         let production = state.production.load();
         if let Err(err) = state.write_event(&notice_event(&notice, &production)) {
+            // Not counted after all: the sender's retry must count.
             state.dedup.forget(dedup_key.unwrap_or_default());
-            return error_reply(&err);
+            return Err(error_reply(&err));
         }
-        record_notice(state, EventKind::Install, &claims, &production);
+        record_notice(state, counting.kind, &claims, &production);
     }
-    state.metrics.tracking.get_or_create(&TrackingLabels { kind: "install", result }).inc();
-    json_reply(
-        200,
-        &json!({ "status": result, "campaign_id": claims.campaign_id, "creative_id": claims.creative_id }),
-    )
+    state.metrics.tracking.get_or_create(&labels).inc();
+    Ok((claims, result))
 }
 
 /// `url` with the click id added to its query (before any fragment).
@@ -453,40 +489,17 @@ pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> R
     let now = state.now_unix_s();
     let token = token_param(request).unwrap_or_default();
     let verified = state.token_key.verify(token, now);
-    let dedup_key =
-        verified.as_ref().ok().map(|c| c.request_hash ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let counted = dedup_key.is_some_and(|key| state.dedup.first_time(key));
-    let result = match &verified {
-        Ok(_) if counted => "counted",
-        Ok(_) => "duplicate",
-        Err(TokenError::Malformed) => "malformed",
-        Err(TokenError::Forged) => "forged",
-        Err(TokenError::Expired) => "expired",
+    let counting = Counting {
+        kind: kind.event_kind(),
+        metric_kind: kind.name(),
+        identity: token.as_bytes(),
+        clearing_price_micros: clearing_price_micros(request),
     };
-    let claims = match verified {
-        Ok(claims) => claims,
-        Err(err) => {
-            state.metrics.tracking.get_or_create(&TrackingLabels { kind: kind.name(), result }).inc();
-            return error_reply(&RequestError::Token(err.to_string()));
-        }
+    let dedup_key = |claims: &Claims| claims.request_hash ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let claims = match count_notice(state, verified, &counting, dedup_key) {
+        Ok((claims, _)) => claims,
+        Err(reply) => return reply,
     };
-    if counted {
-        let notice = Notice {
-            kind: kind.event_kind(),
-            claims: &claims,
-            identity: token.as_bytes(),
-            clearing_price_micros: clearing_price_micros(request),
-            now_unix_ms: state.now_unix_ms(),
-        };
-        let production = state.production.load();
-        if let Err(err) = state.write_event(&notice_event(&notice, &production)) {
-            // Not counted after all: the sender's retry must count.
-            state.dedup.forget(dedup_key.unwrap_or_default());
-            return error_reply(&err);
-        }
-        record_notice(state, notice.kind, &claims, &production);
-    }
-    state.metrics.tracking.get_or_create(&TrackingLabels { kind: kind.name(), result }).inc();
     if kind != TrackingKind::Click {
         return empty(204);
     }

@@ -153,6 +153,22 @@ impl State {
         }
     }
 
+    /// Makes what this server recorded durable before it exits: stops the event shipper
+    /// (waiting up to `deadline` for acknowledgements in flight), syncs the log and releases its
+    /// folder, and writes queued profile updates.
+    pub async fn shutdown(&self, deadline: Duration) {
+        if let Some(log) = &self.events {
+            if let Err(err) = log.shutdown(deadline).await {
+                warn!(error = %err, "the event log did not shut down cleanly");
+            }
+        }
+        if let Some(profiles) = &self.profiles {
+            if let Err(err) = profiles.flush().await {
+                warn!(error = %err, "queued profile updates could not be written");
+            }
+        }
+    }
+
     /// Runs one change of the snapshot slots, one at a time, counting it as a swap or a refusal.
     async fn change<T>(
         &self,
