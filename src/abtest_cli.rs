@@ -10,8 +10,8 @@ use std::time::UNIX_EPOCH;
 
 use adsnap_abtest::analysis::simulate::{Effect, Simulation};
 use adsnap_abtest::analysis::{
-    build_report, read_json_lines, render_html, render_table, Aggregator, KnownSnapshot, Report,
-    ReportConfig, TimeRange,
+    build_report, read_json_lines, render_html, render_prometheus, render_table, Aggregator, KnownSnapshot,
+    Report, ReportConfig, TimeRange,
 };
 use adsnap_events::{read_log, EventLog, EventLogConfig, EventsError, Position};
 use adsnap_snapshot::Snapshot;
@@ -44,6 +44,8 @@ enum Format {
     Table,
     Json,
     Html,
+    /// The alarms and staging differences as Prometheus metrics (a textfile collector's input).
+    Prometheus,
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +235,7 @@ fn write_report(report: &Report, format: Format, out: Option<&Path>) -> anyhow::
         Format::Table => render_table(report),
         Format::Json => serde_json::to_string_pretty(report)? + "\n",
         Format::Html => render_html(report),
+        Format::Prometheus => render_prometheus(report),
     };
     match out {
         Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display())),

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use adsnap_abtest::analysis::simulate::{Effect, Simulation};
 use adsnap_abtest::analysis::{
-    aggregate, build_report, read_json_lines, render_html, render_table, Aggregator, AnalysisError, GroupKey,
-    Metric, ReportConfig, TimeRange,
+    aggregate, build_report, read_json_lines, render_html, render_prometheus, render_table, Aggregator,
+    AnalysisError, GroupKey, Metric, ReportConfig, TimeRange,
 };
 use adsnap_abtest::Assignment;
 use common::{aggregate as aggregate_sim, example_split, known_snapshots, range, report, simulate};
@@ -66,6 +66,10 @@ fn staging_beyond_the_threshold_raises_the_alarm_and_within_it_does_not() {
     assert!(loud.staging_alarm);
     assert_eq!(loud.staging.as_ref().unwrap().alarm_metrics, vec![Metric::Ctr]);
     assert!(render_table(&loud).contains("STAGING ALARM"));
+    let metrics = render_prometheus(&loud);
+    assert!(metrics.contains("\nadsnap_abtest_staging_alarm 1\n"), "{metrics}");
+    assert!(metrics.contains("adsnap_abtest_staging_relative_difference{metric=\"ctr\"} 0."), "{metrics}");
+    assert!(render_prometheus(&quiet).contains("\nadsnap_abtest_staging_alarm 0\n"));
     // The same difference under a threshold above it is no alarm.
     let lenient = ReportConfig { staging_alarm_relative: 0.9, ..ReportConfig::default() };
     assert!(!report(&s, &split, &lenient).staging_alarm);

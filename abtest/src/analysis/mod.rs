@@ -11,6 +11,7 @@ mod aggregate;
 mod error;
 mod html;
 mod jsonl;
+mod prometheus;
 mod report;
 mod shards;
 pub mod simulate;
@@ -26,6 +27,7 @@ pub use aggregate::{
 pub use error::AnalysisError;
 pub use html::render_html;
 pub use jsonl::{read_json_lines, JsonLines, LINE_BYTES_MAX};
+pub use prometheus::render_prometheus;
 pub use report::{
     build_report, ArmReport, ExperimentReport, GroupReport, Metric, MetricComparison, Report, ReportConfig,
     SnapshotUse, SrmCell, SrmCheck, StagingReport, METHODS,
