@@ -6,3 +6,23 @@ set -euo pipefail
 # Nothing yet: the snapshot and builder tests need only cargo. The server, event and
 # distribution issues add their Debian packages (nginx, wrk, nats-server, opentracker) here.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# A/B analysis: its statistics are checked against scipy and statsmodels (PyPI), and its HTML
+# report is opened in Debian's headless chromium.
+if ! python3 -c 'import scipy, statsmodels' >/dev/null 2>&1; then
+    # PyPI first; a system Python that refuses pip (PEP 668) gets Debian's packages instead.
+    python3 -m pip install --quiet 'scipy==1.14.1' 'statsmodels==0.14.4' ||
+        { apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-scipy python3-statsmodels; }
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+fi
+
+# The event pipeline's replication tests run a real 3-node NATS JetStream cluster on loopback.
+if ! command -v nats-server >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y --no-install-recommends nats-server
+fi

@@ -59,8 +59,18 @@ enum Command {
     Serve(crate::serve_cli::ServeArgs),
     /// Build the example catalog into a snapshot if there is none, then serve it on localhost.
     Up(crate::serve_cli::UpArgs),
+    /// A/B test and staging reports from events.
+    Abtest(crate::abtest_cli::AbtestArgs),
+    /// Install a snapshot file into a running server's staging or production slot.
+    Install(crate::admin_cli::InstallArgs),
+    /// Make a running server's staging snapshot its production snapshot.
+    Promote(crate::admin_cli::AdminArgs),
+    /// Make a running server serve its previous production snapshot again.
+    Rollback(crate::admin_cli::AdminArgs),
     /// User profiles: read one, bulk-load a JSON Lines file, or generate profiles.
     Profiles(crate::profiles_cli::ProfilesArgs),
+    /// Read the event log (local folder or JetStream stream): tail, replay, export to Parquet.
+    Events(crate::events_cli::EventsArgs),
     /// Verify a snapshot and print its header and counts.
     Inspect {
         snapshot: PathBuf,
@@ -82,7 +92,12 @@ impl Cli {
             Command::Inspect { snapshot, json } => run_inspect(snapshot, json),
             Command::Serve(args) => crate::serve_cli::run_serve(args),
             Command::Up(args) => crate::serve_cli::run_up(args),
+            Command::Abtest(args) => crate::abtest_cli::run_abtest(args),
+            Command::Install(args) => crate::admin_cli::run_install(args),
+            Command::Promote(args) => crate::admin_cli::run_promote(args),
+            Command::Rollback(args) => crate::admin_cli::run_rollback(args),
             Command::Profiles(args) => crate::profiles_cli::run(args),
+            Command::Events(args) => crate::events_cli::run_events(args),
         }
     }
 }

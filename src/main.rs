@@ -1,7 +1,10 @@
 //! `adsnap`: the one user-facing binary. Each subcommand parses its flags and calls a library.
 
+mod abtest_cli;
+mod admin_cli;
 mod cli;
 mod profiles_cli;
+mod events_cli;
 mod serve_cli;
 
 /// jemalloc: the reference fleet measured about 30% more speed with it than with the system
