@@ -5,6 +5,9 @@
 //! each in a child process (wall time and the child's peak memory), then times opening the largest
 //! snapshot against one bare xxh3 pass over the same bytes and against serde_json loading the same
 //! data.
+//!
+//! `adsnap-bench profiles` measures the embedded profile store at 1M and 10M users (see
+//! `profiles.rs`).
 
 mod abtest;
 mod decide;

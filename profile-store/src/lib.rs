@@ -110,7 +110,8 @@ impl Profiles {
         }
     }
 
-    /// The answer if it is already in memory (embedded only); never waits. `None`: call `get`.
+    /// The answer without waiting, if there is one (embedded only): a profile or an absence
+    /// from the memory layer, or an absence the key filter is sure of. `None`: call `get`.
     pub fn get_cached(&self, key: UserKey) -> Option<ProfileRead> {
         match &self.inner.store {
             Store::Embedded(store) => store.get_cached(key),
