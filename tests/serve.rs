@@ -146,7 +146,10 @@ fn post_ad(addr: SocketAddr) -> u16 {
     const BODY: &str = r#"{"app":{"bundle":"com.example.wordsmith"},"ad_unit_id":"wordsmith-android-interstitial","format":"interstitial","device":{"os":"android","os_version":"14","country":"US"},"user":{"id":"user-42"}}"#;
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!("POST /v1/ad HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", BODY.len());
+    let head = format!(
+        "POST /v1/ad HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        BODY.len()
+    );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(BODY.as_bytes()).unwrap();
     let mut raw = String::new();
@@ -175,10 +178,11 @@ fn sigterm_stops_the_server_with_its_events_on_disk() {
     };
     assert!(status.success(), "{status}");
     // Stopped cleanly, the log folder is free again and holds the three decisions.
-    let events: Vec<_> = adsnap_events::read_log(&snapshot.with_extension("events"), adsnap_events::Position::Start)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let events: Vec<_> =
+        adsnap_events::read_log(&snapshot.with_extension("events"), adsnap_events::Position::Start)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
     assert_eq!(events.len(), 3);
     assert!(events.iter().all(|e| e.kind == adsnap_events::EventKind::Decision && e.campaign_id == 101));
 }

@@ -276,7 +276,10 @@ fn a_log_that_refuses_appends_sheds_requests_and_says_so() {
     assert!(json(&reply)["error"].as_str().unwrap().contains("cannot record events"), "{}", reply.body);
     assert!(statuses[..statuses.len() - 1].iter().all(|&s| s == 200), "only the log's refusal sheds");
     let health = json(&http(server.addr, "GET", "/health", ""));
-    assert_eq!((health["status"].as_str(), health["event_log"]["status"].as_str()), (Some("degraded"), Some("refusing")));
+    assert_eq!(
+        (health["status"].as_str(), health["event_log"]["status"].as_str()),
+        (Some("degraded"), Some("refusing"))
+    );
     // Every answered request has its event; none was answered without one.
     assert_eq!(events(&server).len(), statuses.len() - 1);
 }
