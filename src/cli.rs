@@ -60,6 +60,14 @@ enum Command {
     /// Build the example catalog into a snapshot if there is none, then serve it on localhost.
     Up(crate::serve_cli::UpArgs),
     /// Verify a snapshot and print its header and counts.
+    /// Make a publisher key pair for signing manifests.
+    Keygen(crate::distribute_cli::KeygenArgs),
+    /// Publish a snapshot: torrent, signed manifest, announced by the origin.
+    Publish(crate::distribute_cli::PublishArgs),
+    /// Seed published snapshots and serve their manifests (the origin daemon).
+    Origin(crate::distribute_cli::OriginArgs),
+    /// Follow an origin: download new snapshots from the swarm, verify, hand them to the server.
+    Follow(crate::distribute_cli::FollowArgs),
     Inspect {
         snapshot: PathBuf,
         /// Print JSON instead of text.
@@ -80,6 +88,10 @@ impl Cli {
             Command::Inspect { snapshot, json } => run_inspect(snapshot, json),
             Command::Serve(args) => crate::serve_cli::run_serve(args),
             Command::Up(args) => crate::serve_cli::run_up(args),
+            Command::Keygen(args) => crate::distribute_cli::run_keygen(args),
+            Command::Publish(args) => crate::distribute_cli::run_publish(args),
+            Command::Origin(args) => crate::distribute_cli::run_origin(args),
+            Command::Follow(args) => crate::distribute_cli::run_follow(args),
         }
     }
 }

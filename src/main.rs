@@ -1,6 +1,7 @@
 //! `adsnap`: the one user-facing binary. Each subcommand parses its flags and calls a library.
 
 mod cli;
+mod distribute_cli;
 mod serve_cli;
 
 /// jemalloc: the reference fleet measured about 30% more speed with it than with the system

@@ -1,0 +1,496 @@
+//! The follower: polls the origin for the latest signed manifest, downloads the snapshot from the
+//! swarm, verifies it, hands it to its server, keeps seeding it, and forgets old snapshots except
+//! the one kept for rollback. Its states and invariants are in `distribute/STATE.md`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::VerifyingKey;
+use librqbit::api::TorrentIdOrHash;
+use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DistributeError, Result};
+use crate::handover::Handover;
+use crate::manifest::{Manifest, SignedManifest};
+use crate::metrics::{Metrics, Outcome};
+use crate::session::SwarmConfig;
+
+/// Manifests remembered as already handled, so that one unchanged bad manifest is logged once.
+const SEEN_MANIFESTS_MAX: usize = 1024;
+/// How often a running download's progress is looked at.
+const PROGRESS_POLL_MS: u64 = 100;
+
+/// The follower's configuration (`adsnap follow`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FollowConfig {
+    /// Folder for downloaded snapshots, their torrents and the follower's state file.
+    pub data_dir: PathBuf,
+    /// The origin's latest manifest, e.g. `http://origin:8090/manifest.json`.
+    pub manifest_url: String,
+    /// Public keys (64 hex digits each) whose manifests are trusted.
+    pub publisher_keys: Vec<String>,
+    /// Peers to try besides the manifest's seed peers and the trackers' answers.
+    pub peers: Vec<SocketAddr>,
+    /// Trackers to use besides the manifest's.
+    pub trackers: Vec<String>,
+    /// The server's admin listener, e.g. `http://127.0.0.1:8081`.
+    pub admin_url: Option<String>,
+    /// Time between manifest polls.
+    pub poll_interval_ms: u64,
+    /// Deadline of one manifest or torrent fetch.
+    pub http_timeout_ms: u64,
+    /// A download that has not finished by then is dropped and tried again on the next poll.
+    pub download_timeout_s: u64,
+    /// Disk the follower's snapshots may use in total.
+    pub disk_bytes_max: u64,
+    /// Where `/status` and `/metrics` are served (loopback); none when unset.
+    pub status_listen_addr: Option<SocketAddr>,
+    pub swarm: SwarmConfig,
+}
+
+impl Default for FollowConfig {
+    fn default() -> Self {
+        FollowConfig {
+            data_dir: PathBuf::from("follower"),
+            manifest_url: "http://127.0.0.1:8090/manifest.json".into(),
+            publisher_keys: Vec::new(),
+            peers: Vec::new(),
+            trackers: Vec::new(),
+            admin_url: None,
+            poll_interval_ms: 1000,
+            http_timeout_ms: 5000,
+            download_timeout_s: 3600,
+            disk_bytes_max: 64 << 30,
+            status_listen_addr: None,
+            swarm: SwarmConfig::default(),
+        }
+    }
+}
+
+impl FollowConfig {
+    pub fn from_toml(text: &str) -> Result<FollowConfig> {
+        toml::from_str(text).map_err(|e| DistributeError::Config(e.to_string()))
+    }
+
+    pub fn trusted_keys(&self) -> Result<Vec<VerifyingKey>> {
+        if self.publisher_keys.is_empty() {
+            return Err(DistributeError::Config(
+                "publisher_keys is empty: no manifest could be trusted".into(),
+            ));
+        }
+        self.publisher_keys.iter().map(|k| crate::keys::parse_verifying_key(k)).collect()
+    }
+}
+
+/// What survives a restart: the installed snapshots, newest last (the current one and the one
+/// kept for rollback).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowerState {
+    pub installed: Vec<Manifest>,
+}
+
+/// Where the follower is now, for `/status`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    Idle,
+    Downloading { snapshot_id: String, progress_bytes: u64, total_bytes: u64 },
+    Verifying { snapshot_id: String },
+    HandingOver { snapshot_id: String },
+}
+
+/// A running follower.
+pub struct Follower<H> {
+    config: FollowConfig,
+    trusted: Vec<VerifyingKey>,
+    session: Arc<Session>,
+    handover: H,
+    client: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+    phase: Mutex<Phase>,
+    state: Mutex<FollowerState>,
+    seen: Mutex<HashSet<u64>>,
+}
+
+impl<H: Handover> Follower<H> {
+    /// Loads the state, starts the session and seeds the snapshots already installed.
+    pub async fn start(config: FollowConfig, handover: H) -> Result<Arc<Self>> {
+        let trusted = config.trusted_keys()?;
+        for dir in [config.data_dir.join("snapshots"), config.data_dir.join("torrents")] {
+            std::fs::create_dir_all(&dir).map_err(DistributeError::io(&dir))?;
+        }
+        let state = load_state(&config.data_dir.join("state.json"))?;
+        let session = crate::session::start(&config.data_dir.join("snapshots"), &config.swarm).await?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.http_timeout_ms))
+            .build()
+            .map_err(|e| DistributeError::Config(format!("http client: {e}")))?;
+        let follower = Arc::new(Follower {
+            config,
+            trusted,
+            session,
+            handover,
+            client,
+            metrics: Arc::new(Metrics::default()),
+            phase: Mutex::new(Phase::Idle),
+            state: Mutex::new(state.clone()),
+            seen: Mutex::default(),
+        });
+        for manifest in &state.installed {
+            if let Err(err) = follower.add(manifest).await {
+                tracing::warn!(snapshot_id = %manifest.snapshot_id, error = %err, "cannot seed an installed snapshot");
+            }
+        }
+        Ok(follower)
+    }
+
+    /// Polls until the future is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            self.poll_once().await;
+            tokio::time::sleep(Duration::from_millis(self.config.poll_interval_ms)).await;
+        }
+    }
+
+    /// One poll: fetch, verify, and act on the latest manifest. Errors are logged and counted.
+    pub async fn poll_once(&self) {
+        let bytes = match self.fetch(&self.config.manifest_url).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                self.metrics.count(Outcome::OriginUnreachable);
+                tracing::debug!(error = %err, "manifest poll failed");
+                return;
+            }
+        };
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(&bytes);
+        if self.seen.lock().expect("seen lock").contains(&fingerprint) {
+            return;
+        }
+        match self.handle(&bytes).await {
+            Ok(()) => self.remember(fingerprint),
+            Err(err) => {
+                let outcome = Outcome::of(&err);
+                self.metrics.count(outcome);
+                tracing::warn!(error = %err, outcome = outcome.as_str(), "manifest not installed");
+                if !crate::metrics::retryable(&err) {
+                    self.remember(fingerprint);
+                }
+            }
+        }
+        *self.phase.lock().expect("phase lock") = Phase::Idle;
+    }
+
+    fn remember(&self, fingerprint: u64) {
+        let mut seen = self.seen.lock().expect("seen lock");
+        if seen.len() >= SEEN_MANIFESTS_MAX {
+            seen.clear();
+        }
+        seen.insert(fingerprint);
+    }
+
+    async fn handle(&self, bytes: &[u8]) -> Result<()> {
+        let manifest = SignedManifest::verify(bytes, &self.trusted)?;
+        if !self.is_wanted(&manifest)? {
+            return Ok(());
+        }
+        tracing::info!(snapshot_id = %manifest.snapshot_id, version = manifest.snapshot_version, target = manifest.target.as_str(), "new manifest");
+        self.make_room(manifest.size_bytes).await?;
+        let path = self.download(&manifest).await?;
+        self.set_phase(Phase::Verifying { snapshot_id: manifest.snapshot_id.clone() });
+        let (check_path, check_manifest) = (path.clone(), manifest.clone());
+        let checked =
+            tokio::task::spawn_blocking(move || crate::verify::check_download(&check_path, &check_manifest))
+                .await
+                .map_err(|e| DistributeError::Config(format!("verification task: {e}")))?;
+        if let Err(err) = checked {
+            self.forget(&manifest).await;
+            return Err(err);
+        }
+        self.set_phase(Phase::HandingOver { snapshot_id: manifest.snapshot_id.clone() });
+        let served_id = self.handover.install(&path, &manifest).await?;
+        if served_id != manifest.snapshot_id {
+            return Err(DistributeError::Handover {
+                reason: format!("server reports {served_id}, expected {}", manifest.snapshot_id),
+                retry: false,
+            });
+        }
+        self.metrics.count(Outcome::Installed);
+        tracing::info!(snapshot_id = %manifest.snapshot_id, target = manifest.target.as_str(), "installed");
+        self.record_installed(manifest).await
+    }
+
+    /// Newer than what is installed, or a rollback signed after it.
+    fn is_wanted(&self, manifest: &Manifest) -> Result<bool> {
+        let state = self.state.lock().expect("state lock");
+        let Some(current) = state.installed.last() else { return Ok(true) };
+        if current.snapshot_id == manifest.snapshot_id && current.target == manifest.target {
+            return Ok(false);
+        }
+        let newer = manifest.snapshot_version > current.snapshot_version;
+        let later_rollback = manifest.rollback && manifest.created_unix_ms > current.created_unix_ms;
+        if newer || later_rollback {
+            return Ok(true);
+        }
+        Err(DistributeError::StaleVersion {
+            version: manifest.snapshot_version,
+            newest: current.snapshot_version,
+        })
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.lock().expect("phase lock").clone()
+    }
+
+    pub fn state(&self) -> FollowerState {
+        self.state.lock().expect("state lock").clone()
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().expect("phase lock") = phase;
+    }
+
+    async fn fetch(&self, url: &str) -> Result<bytes::Bytes> {
+        let http = |reason: String| DistributeError::Http { url: url.to_owned(), reason };
+        let response = self.client.get(url).send().await.map_err(|e| http(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(http(format!("status {}", response.status())));
+        }
+        let bytes = response.bytes().await.map_err(|e| http(e.to_string()))?;
+        Ok(bytes)
+    }
+
+    /// The torrent from the origin when it answers (checked against the signed info hash),
+    /// otherwise the magnet link, whose metadata peers supply and librqbit checks.
+    async fn torrent_source(&self, manifest: &Manifest) -> AddTorrent<'static> {
+        let stored = self.torrent_path(manifest);
+        if let Ok(bytes) = std::fs::read(&stored) {
+            return AddTorrent::TorrentFileBytes(bytes.into());
+        }
+        if let Some(url) = &manifest.torrent_url {
+            match self.fetch(url).await {
+                Ok(bytes) if torrent_info_hash(&bytes).as_deref() == Some(manifest.info_hash.as_str()) => {
+                    return AddTorrent::TorrentFileBytes(bytes);
+                }
+                Ok(_) => {
+                    tracing::warn!(%url, "torrent does not match the signed info hash; using the magnet")
+                }
+                Err(err) => {
+                    tracing::info!(error = %err, "torrent not fetched from the origin; using the magnet")
+                }
+            }
+        }
+        AddTorrent::from_url(manifest.magnet.clone())
+    }
+
+    fn torrent_path(&self, manifest: &Manifest) -> PathBuf {
+        self.config.data_dir.join("torrents").join(format!("{}.torrent", manifest.snapshot_id))
+    }
+
+    fn snapshot_path(&self, manifest: &Manifest) -> PathBuf {
+        self.config.data_dir.join("snapshots").join(manifest.file_name())
+    }
+
+    /// Adds the torrent to the session (resuming over whatever part of the file is there).
+    async fn add(&self, manifest: &Manifest) -> Result<Arc<ManagedTorrent>> {
+        let mut peers: Vec<SocketAddr> = manifest.seed_peers.clone();
+        peers.extend(&self.config.peers);
+        let mut trackers = manifest.trackers.clone();
+        trackers.extend(self.config.trackers.iter().cloned());
+        let options = AddTorrentOptions {
+            overwrite: true,
+            output_folder: Some(self.config.data_dir.join("snapshots").display().to_string()),
+            initial_peers: Some(peers),
+            trackers: Some(trackers),
+            ..Default::default()
+        };
+        let source = self.torrent_source(manifest).await;
+        let handle = self
+            .session
+            .add_torrent(source, Some(options))
+            .await
+            .map_err(DistributeError::Torrent)?
+            .into_handle()
+            .ok_or_else(|| DistributeError::Torrent(anyhow::anyhow!("torrent was listed, not added")))?;
+        if handle.info_hash().as_string() != manifest.info_hash {
+            let _ = self.session.delete(handle.id().into(), false).await;
+            return Err(DistributeError::Mismatch {
+                what: "torrent info hash differs from the manifest's".into(),
+            });
+        }
+        Ok(handle)
+    }
+
+    async fn download(&self, manifest: &Manifest) -> Result<PathBuf> {
+        self.set_phase(Phase::Downloading {
+            snapshot_id: manifest.snapshot_id.clone(),
+            progress_bytes: 0,
+            total_bytes: manifest.size_bytes,
+        });
+        let handle = self.add(manifest).await?;
+        let deadline = Instant::now() + Duration::from_secs(self.config.download_timeout_s);
+        loop {
+            let stats = handle.stats();
+            if let Some(error) = &stats.error {
+                return Err(DistributeError::Torrent(anyhow::anyhow!("{error}")));
+            }
+            if stats.finished {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(DistributeError::Torrent(anyhow::anyhow!("download timed out")));
+            }
+            self.set_phase(Phase::Downloading {
+                snapshot_id: manifest.snapshot_id.clone(),
+                progress_bytes: stats.progress_bytes,
+                total_bytes: stats.total_bytes,
+            });
+            tokio::time::sleep(Duration::from_millis(PROGRESS_POLL_MS)).await;
+        }
+        if let Ok(bytes) = handle.with_metadata(|m| m.torrent_bytes.clone()) {
+            crate::origin::write_atomic(&self.torrent_path(manifest), &bytes)?;
+        }
+        Ok(self.snapshot_path(manifest))
+    }
+
+    /// Drops a rejected download: the torrent, its file and its stored torrent.
+    async fn forget(&self, manifest: &Manifest) {
+        if let Ok(id) = manifest.info_hash.parse::<librqbit::dht::Id20>() {
+            let _ = self.session.delete(TorrentIdOrHash::from(id), true).await;
+        }
+        let _ = std::fs::remove_file(self.snapshot_path(manifest));
+        let _ = std::fs::remove_file(self.torrent_path(manifest));
+    }
+
+    async fn record_installed(&self, manifest: Manifest) -> Result<()> {
+        let dropped = {
+            let mut state = self.state.lock().expect("state lock");
+            state.installed.retain(|m| m.snapshot_id != manifest.snapshot_id);
+            state.installed.push(manifest);
+            // The current snapshot and the one before it, kept for rollback.
+            let n_drop = state.installed.len().saturating_sub(2);
+            let dropped: Vec<Manifest> = state.installed.drain(..n_drop).collect();
+            save_state(&self.config.data_dir.join("state.json"), &state)?;
+            dropped
+        };
+        for old in dropped {
+            tracing::info!(snapshot_id = %old.snapshot_id, "garbage-collecting an old snapshot");
+            self.forget(&old).await;
+        }
+        Ok(())
+    }
+
+    /// Keeps the disk budget: drops the rollback copy if that makes room, refuses otherwise.
+    async fn make_room(&self, size_bytes: u64) -> Result<()> {
+        let budget_bytes = self.config.disk_bytes_max;
+        let installed = self.state().installed;
+        let used = |ms: &[Manifest]| ms.iter().map(|m| m.size_bytes).sum::<u64>();
+        if used(&installed) + size_bytes <= budget_bytes {
+            return Ok(());
+        }
+        let current = installed.last().map(|m| m.size_bytes).unwrap_or(0);
+        if current + size_bytes > budget_bytes {
+            return Err(DistributeError::DiskBudget { size_bytes, budget_bytes });
+        }
+        let rollback = &installed[..installed.len() - 1];
+        for old in rollback {
+            tracing::info!(snapshot_id = %old.snapshot_id, "dropping the rollback copy to stay within the disk budget");
+            self.forget(old).await;
+        }
+        let mut state = self.state.lock().expect("state lock");
+        state.installed.retain(|m| !rollback.iter().any(|r| r.snapshot_id == m.snapshot_id));
+        save_state(&self.config.data_dir.join("state.json"), &state)
+    }
+
+    /// Bytes uploaded and downloaded by this follower over the torrents it holds now.
+    pub fn transfer_bytes(&self) -> (u64, u64) {
+        self.session.with_torrents(|torrents| {
+            torrents.fold((0, 0), |(up, down), (_, t)| {
+                let stats = t.stats();
+                let fetched = stats.live.as_ref().map(|l| l.snapshot.fetched_bytes).unwrap_or(0);
+                (up + stats.uploaded_bytes, down + fetched)
+            })
+        })
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let (uploaded_bytes, fetched_bytes) = self.transfer_bytes();
+        let installed = self.state().installed;
+        serde_json::json!({
+            "phase": self.phase(),
+            "current": installed.last().map(|m| serde_json::json!({
+                "snapshot_id": m.snapshot_id, "snapshot_version": m.snapshot_version, "target": m.target,
+            })),
+            "kept_snapshot_ids": installed.iter().map(|m| m.snapshot_id.clone()).collect::<Vec<_>>(),
+            "uploaded_bytes": uploaded_bytes,
+            "fetched_bytes": fetched_bytes,
+            "outcomes": self.metrics.outcomes_json(),
+        })
+    }
+}
+
+/// The info hash of a .torrent file, as 40 hex digits.
+pub fn torrent_info_hash(bytes: &[u8]) -> Option<String> {
+    librqbit::torrent_from_bytes(bytes).ok().map(|t| t.info_hash.as_string())
+}
+
+fn load_state(path: &Path) -> Result<FollowerState> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(DistributeError::ManifestFormat),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FollowerState::default()),
+        Err(e) => Err(DistributeError::Io { path: path.to_owned(), source: e }),
+    }
+}
+
+fn save_state(path: &Path, state: &FollowerState) -> Result<()> {
+    crate::origin::write_atomic(path, &serde_json::to_vec_pretty(state).expect("state serializes"))
+}
+
+/// Serves `/status` (JSON) and `/metrics` (Prometheus text) until the future is dropped.
+pub async fn serve_status<H: Handover + 'static>(
+    follower: Arc<Follower<H>>,
+    listener: tokio::net::TcpListener,
+) {
+    crate::http::serve(listener, move |path| {
+        let follower = follower.clone();
+        async move {
+            use hyper::StatusCode;
+            match path.as_str() {
+                "/status" => crate::http::json(StatusCode::OK, &follower.status_json()),
+                "/metrics" => crate::http::reply(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    follower.metrics.prometheus_text(),
+                ),
+                _ => crate::http::not_found(),
+            }
+        }
+    })
+    .await
+}
+
+/// Binds the status listener when one is configured.
+pub async fn bind_status(config: &FollowConfig) -> Result<Option<tokio::net::TcpListener>> {
+    match config.status_listen_addr {
+        Some(addr) => Ok(Some(crate::http::bind(addr).await?)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_the_default() {
+        let text = include_str!("../../docs/follow.example.toml");
+        assert_eq!(FollowConfig::from_toml(text).unwrap(), FollowConfig::default());
+        assert!(FollowConfig::from_toml("poll_interval = 1").is_err());
+        assert!(FollowConfig::default().trusted_keys().is_err(), "no trusted key is a config error");
+    }
+}
