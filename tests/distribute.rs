@@ -41,6 +41,7 @@ impl Proc {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(program)
             .args(args)
+            .current_dir(dir)
             .env("ADSNAP_LOG", "info,librqbit=warn")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -56,6 +57,13 @@ impl Proc {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Panics with the log if the process has exited (it should run until killed).
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited with {status}\n{}", self.name, self.log_text());
+        }
     }
 
     fn kill(&mut self) {
@@ -100,9 +108,17 @@ fn get_json(url: &str) -> Option<serde_json::Value> {
     })
 }
 
+/// A generated catalog of this many campaigns builds into a snapshot of about 2.3 MB.
+const N_CAMPAIGNS: &str = "2000";
+
+/// Builds the test catalog (generated once per folder) with the given version.
 fn build_snapshot(dir: &Path, name: &str, version: u64) -> (PathBuf, String) {
     let out = dir.join(name);
-    let catalog = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/catalog");
+    let catalog = dir.join("catalog");
+    if !catalog.exists() {
+        let made = run(&["gen", "--out", catalog.to_str().unwrap(), "--campaigns", N_CAMPAIGNS]);
+        assert!(made.status.success(), "{}", text(&made.stderr));
+    }
     let built = run(&[
         "build",
         catalog.to_str().unwrap(),
@@ -140,10 +156,32 @@ impl Tracker {
             .chain(["-w", "whitelist.txt", "-u", "nobody"])
             .map(str::to_owned)
             .collect();
-        let proc = Proc::spawn("opentracker", "opentracker", &args, dir);
+        // It opens the whitelist before it chroots, relative to its working folder.
+        let proc = Proc::spawn("opentracker", "opentracker", &args, &root);
         let url = format!("http://127.0.0.1:{port}/announce");
         wait_for("opentracker to listen", || std::net::TcpStream::connect(format!("127.0.0.1:{port}")).ok());
         Tracker { proc, url, whitelist }
+    }
+}
+
+impl Tracker {
+    /// Peers of a torrent (seeds and not), from the tracker's standard scrape answer.
+    fn peers(&self, info_hash_hex: &str) -> u64 {
+        let escaped: String = info_hash_hex
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| format!("%{}", std::str::from_utf8(pair).unwrap()))
+            .collect();
+        let url = format!("{}?info_hash={escaped}", self.url.replace("/announce", "/scrape"));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let body = runtime.block_on(async { reqwest::get(url).await.ok()?.bytes().await.ok() });
+        let body = body.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        // A bencoded dictionary: ...8:completei<N>e...10:incompletei<N>e...
+        let count = |key: &str| -> u64 {
+            let Some(at) = body.find(key) else { return 0 };
+            body[at + key.len()..].split('e').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+        };
+        count("8:completei") + count("10:incompletei")
     }
 }
 
@@ -194,9 +232,13 @@ peer_listen_addr = "127.0.0.1:{peer_port}"
 
     fn start_origin(&mut self) {
         let args = vec!["origin".to_owned(), "--config".to_owned(), self.origin_config.display().to_string()];
-        self.origin = Some(Proc::adsnap("origin", &args, &self.dir));
+        let mut origin = Proc::adsnap("origin", &args, &self.dir);
         let url = format!("{}/status", self.origin_http);
-        wait_for("the origin to answer", || get_json(&url));
+        wait_for("the origin to answer", || {
+            origin.assert_running();
+            get_json(&url)
+        });
+        self.origin = Some(origin);
     }
 
     fn publish(&self, snapshot: &Path, target: &str, rollback: bool) -> Output {
@@ -240,8 +282,11 @@ impl Member {
             "--snapshot-path".into(),
             production.display().to_string(),
         ];
-        let server = Proc::adsnap(&format!("{name}-serve"), &server_args, &fleet.dir);
-        wait_for("the server to answer", || get_json(&format!("{server_url}/health")));
+        let mut server = Proc::adsnap(&format!("{name}-serve"), &server_args, &fleet.dir);
+        wait_for("the server to answer", || {
+            server.assert_running();
+            get_json(&format!("{server_url}/health"))
+        });
         let status_port = free_port();
         let mut follower_args: Vec<String> = vec![
             "follow".into(),
@@ -255,8 +300,6 @@ impl Member {
             "100".into(),
             "--status-listen-addr".into(),
             format!("127.0.0.1:{status_port}"),
-            "--peer-listen-addr".into(),
-            "127.0.0.1:0".into(),
             "--production-path".into(),
             production.display().to_string(),
             "--staging-path".into(),
@@ -265,6 +308,9 @@ impl Member {
             format!("kill -HUP {}", server.pid()),
         ];
         follower_args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--peer-listen-addr") {
+            follower_args.extend(["--peer-listen-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
         let mut member = Member {
             server,
             server_url,
@@ -279,8 +325,12 @@ impl Member {
     }
 
     fn start_follower(&mut self) {
-        self.follower = Some(Proc::adsnap(&format!("{}-follow", self.name), &self.follower_args, &self.dir));
-        wait_for("the follower to answer", || get_json(&self.status_url));
+        let mut follower = Proc::adsnap(&format!("{}-follow", self.name), &self.follower_args, &self.dir);
+        wait_for("the follower to answer", || {
+            follower.assert_running();
+            get_json(&self.status_url)
+        });
+        self.follower = Some(follower);
     }
 
     fn serving_id(&self) -> Option<String> {
@@ -321,6 +371,9 @@ fn four_followers_get_each_version_through_the_swarm_and_their_servers_serve_it(
     let whitelist = std::fs::read_to_string(&fleet.tracker.whitelist).unwrap();
     assert!(whitelist.contains(manifest["manifest"]["info_hash"].as_str().unwrap()));
     wait_all_serving(&members, &v1_id);
+    // Every follower announced itself to the tracker, beside the origin.
+    let info_hash = manifest["manifest"]["info_hash"].as_str().unwrap();
+    wait_for("the tracker to list five peers", || (fleet.tracker.peers(info_hash) >= 5).then_some(()));
 
     let published = fleet.publish(&v2, "production", false);
     assert!(published.status.success(), "{}", text(&published.stderr));
@@ -341,4 +394,160 @@ fn four_followers_get_each_version_through_the_swarm_and_their_servers_serve_it(
     let rolled_back = fleet.publish(&v1, "production", true);
     assert!(rolled_back.status.success(), "{}", text(&rolled_back.stderr));
     wait_all_serving(&members, &v1_id);
+}
+
+fn snapshot_file(member_dir: &Path, id: &str) -> PathBuf {
+    member_dir.join("follower/snapshots").join(format!("{id}.snap"))
+}
+
+fn follower_peer_arg() -> (String, Vec<String>) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    (addr.clone(), vec!["--peer-listen-addr".to_owned(), addr])
+}
+
+#[test]
+fn a_forged_manifest_is_refused_and_the_server_keeps_what_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, v0_id) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, _) = build_snapshot(dir.path(), "v1.snap", 11);
+    let mut fleet = Fleet::new(dir.path());
+    // The forger runs a perfectly good origin, but signs with a key the followers do not trust.
+    let forger_key = dir.path().join("forger.key");
+    assert!(run(&["keygen", "--out", forger_key.to_str().unwrap()]).status.success());
+    let config = std::fs::read_to_string(&fleet.origin_config).unwrap();
+    let real_key = dir.path().join("publisher.key").display().to_string();
+    std::fs::write(&fleet.origin_config, config.replace(&real_key, forger_key.to_str().unwrap())).unwrap();
+    fleet.start_origin();
+    let member = Member::start(&fleet, "m0", &v0, &[]);
+    assert!(fleet.publish(&v1, "production", false).status.success());
+    wait_for("the forged manifest to be refused", || {
+        (member.status()["outcomes"]["rejected_signature"] == 1).then_some(())
+    });
+    assert_eq!(member.serving_id().as_deref(), Some(v0_id.as_str()));
+    let status = member.status();
+    assert_eq!(status["outcomes"]["installed"], 0, "{status}");
+    assert!(status["kept_snapshot_ids"].as_array().unwrap().is_empty(), "{status}");
+    assert!(!snapshot_file(&dir.path().join("m0"), &v0_id).exists());
+    let metrics = std::thread::spawn({
+        let url = member.status_url.replace("/status", "/metrics");
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(metrics.contains(r#"adsnap_follow_manifests_total{outcome="RejectedSignature"} 1"#), "{metrics}");
+}
+
+#[test]
+fn a_peer_serving_corrupt_pieces_corrupts_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, _) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, v1_id) = build_snapshot(dir.path(), "v1.snap", 11);
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    let (bad_peer, bad_args) = follower_peer_arg();
+    let bad_args: Vec<&str> = bad_args.iter().map(String::as_str).collect();
+    let mut bad = Member::start(&fleet, "bad", &v0, &bad_args);
+    assert!(fleet.publish(&v1, "production", false).status.success());
+    wait_all_serving(std::slice::from_ref(&bad), &v1_id);
+    // The bad box's disk rots under its seeding follower: every other 4 KiB block is flipped.
+    // Its server shares the inode (a hard link), so it is stopped first.
+    bad.server.kill();
+    let path = snapshot_file(&dir.path().join("bad"), &v1_id);
+    let mut bytes = std::fs::read(&path).unwrap();
+    for block in bytes.chunks_mut(4096).step_by(2) {
+        block.iter_mut().for_each(|b| *b = !*b);
+    }
+    {
+        use std::io::{Seek, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        file.write_all(&bytes).unwrap();
+    }
+    // The origin now uploads slowly, so the newcomer asks the bad peer for most pieces.
+    fleet.origin.as_mut().unwrap().kill();
+    let config = std::fs::read_to_string(&fleet.origin_config).unwrap();
+    std::fs::write(
+        &fleet.origin_config,
+        config.replace("[swarm]", "[swarm]\nupload_bytes_per_s_max = 131072"),
+    )
+    .unwrap();
+    fleet.start_origin();
+    let uploaded_before = bad.status()["uploaded_bytes"].as_u64().unwrap();
+    let good = Member::start(&fleet, "good", &v0, &["--peer", &bad_peer]);
+    wait_all_serving(std::slice::from_ref(&good), &v1_id);
+    let status = good.status();
+    assert_eq!(status["outcomes"]["installed"], 1, "{status}");
+    assert_eq!(status["outcomes"]["rejected_mismatch"], 0, "{status}");
+    let uploaded_after = bad.status()["uploaded_bytes"].as_u64().unwrap();
+    assert!(uploaded_after > uploaded_before, "the corrupt peer was never asked for a piece");
+    let good_copy = std::fs::read(snapshot_file(&dir.path().join("good"), &v1_id)).unwrap();
+    assert_eq!(good_copy, std::fs::read(&v1).unwrap());
+}
+
+#[test]
+fn a_follower_killed_mid_download_resumes_and_the_others_finish_without_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, _) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, v1_id) = build_snapshot(dir.path(), "v1.snap", 11);
+    let size = std::fs::metadata(&v1).unwrap().len();
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    // A fast follower, and two that download slowly enough to be caught mid-way.
+    let slow = (size / 8).max(16 * 1024).to_string();
+    let fast = Member::start(&fleet, "fast", &v0, &[]);
+    let slow_args = ["--download-bytes-per-s-max", slow.as_str()];
+    let mut resumer = Member::start(&fleet, "resumer", &v0, &slow_args);
+    let patient = Member::start(&fleet, "patient", &v0, &slow_args);
+    assert!(fleet.publish(&v1, "production", false).status.success());
+
+    let progress_at_kill = wait_for("the resumer to be part-way", || {
+        let phase = resumer.status()["phase"].clone();
+        let progress = phase["progress_bytes"].as_u64().unwrap_or(0);
+        (phase["phase"] == "downloading" && progress > 0 && progress < size).then_some(progress)
+    });
+    resumer.follower.as_mut().unwrap().kill();
+
+    // The origin goes away once the fast follower has a whole copy.
+    wait_all_serving(std::slice::from_ref(&fast), &v1_id);
+    fleet.origin.as_mut().unwrap().kill();
+
+    resumer.start_follower();
+    wait_all_serving(&[fast, patient], &v1_id);
+    wait_all_serving(std::slice::from_ref(&resumer), &v1_id);
+    let status = resumer.status();
+    let fetched = status["fetched_bytes"].as_u64().unwrap();
+    assert!(
+        fetched + progress_at_kill / 2 <= size,
+        "the restarted follower fetched {fetched} of {size} bytes although {progress_at_kill} were on disk"
+    );
+}
+
+#[test]
+fn aria2_downloads_a_published_snapshot_from_the_swarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, _) = build_snapshot(dir.path(), "v1.snap", 11);
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    let published = fleet.publish(&v1, "production", false);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let torrent_url = manifest["manifest"]["torrent_url"].as_str().unwrap();
+    let out = dir.path().join("aria2");
+    let port = free_port().to_string();
+    // Peers come from opentracker only: no DHT, no local discovery, no web seeds.
+    let aria2 = Command::new("aria2c")
+        .args(["--dir", out.to_str().unwrap(), "--seed-time=0", "--enable-dht=false", "--enable-dht6=false"])
+        .args(["--bt-enable-lpd=false", "--listen-port", &port, "--follow-torrent=mem", "--quiet=true"])
+        .args(["--stop", "60", torrent_url])
+        .output()
+        .expect("aria2c runs (scripts/install-deps.sh installs it)");
+    assert!(aria2.status.success(), "{}{}", text(&aria2.stdout), text(&aria2.stderr));
+    let name = format!("{}.snap", manifest["manifest"]["snapshot_id"].as_str().unwrap());
+    assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(&v1).unwrap());
+    assert!(
+        fleet.origin_status()["uploaded_bytes"].as_u64().unwrap() >= std::fs::metadata(&v1).unwrap().len()
+    );
 }

@@ -88,11 +88,13 @@ impl FollowConfig {
 }
 
 /// What survives a restart: the installed snapshots, newest last (the current one and the one
-/// kept for rollback).
+/// kept for rollback), and the signed manifest being worked on, so that a restarted follower
+/// resumes its download even when the origin is gone.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FollowerState {
     pub installed: Vec<Manifest>,
+    pub pending: Option<SignedManifest>,
 }
 
 /// Where the follower is now, for `/status`.
@@ -150,8 +152,13 @@ impl<H: Handover> Follower<H> {
         Ok(follower)
     }
 
-    /// Polls until the future is dropped.
+    /// Resumes the pending manifest if there is one, then polls until the future is dropped.
     pub async fn run(self: Arc<Self>) {
+        let pending = self.state().pending;
+        if let Some(signed) = pending {
+            tracing::info!(snapshot_id = %signed.manifest.snapshot_id, "resuming the pending manifest");
+            self.act_on(&signed.to_json()).await;
+        }
         loop {
             self.poll_once().await;
             tokio::time::sleep(Duration::from_millis(self.config.poll_interval_ms)).await;
@@ -168,11 +175,16 @@ impl<H: Handover> Follower<H> {
                 return;
             }
         };
-        let fingerprint = xxhash_rust::xxh3::xxh3_64(&bytes);
+        self.act_on(&bytes).await;
+    }
+
+    /// Verifies a signed manifest and installs its snapshot if it is wanted; counts the outcome.
+    async fn act_on(&self, bytes: &[u8]) {
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(bytes);
         if self.seen.lock().expect("seen lock").contains(&fingerprint) {
             return;
         }
-        match self.handle(&bytes).await {
+        match self.handle(bytes).await {
             Ok(()) => self.remember(fingerprint),
             Err(err) => {
                 let outcome = Outcome::of(&err);
@@ -180,6 +192,9 @@ impl<H: Handover> Follower<H> {
                 tracing::warn!(error = %err, outcome = outcome.as_str(), "manifest not installed");
                 if !crate::metrics::retryable(&err) {
                     self.remember(fingerprint);
+                    if let Err(err) = self.set_pending(None) {
+                        tracing::warn!(error = %err, "state not saved");
+                    }
                 }
             }
         }
@@ -199,6 +214,7 @@ impl<H: Handover> Follower<H> {
         if !self.is_wanted(&manifest)? {
             return Ok(());
         }
+        self.set_pending(Some(serde_json::from_slice(bytes)?))?;
         tracing::info!(snapshot_id = %manifest.snapshot_id, version = manifest.snapshot_version, target = manifest.target.as_str(), "new manifest");
         self.make_room(manifest.size_bytes).await?;
         let path = self.download(&manifest).await?;
@@ -210,6 +226,7 @@ impl<H: Handover> Follower<H> {
                 .map_err(|e| DistributeError::Config(format!("verification task: {e}")))?;
         if let Err(err) = checked {
             self.forget(&manifest).await;
+            self.set_pending(None)?;
             return Err(err);
         }
         self.set_phase(Phase::HandingOver { snapshot_id: manifest.snapshot_id.clone() });
@@ -241,6 +258,12 @@ impl<H: Handover> Follower<H> {
             version: manifest.snapshot_version,
             newest: current.snapshot_version,
         })
+    }
+
+    fn set_pending(&self, pending: Option<SignedManifest>) -> Result<()> {
+        let mut state = self.state.lock().expect("state lock");
+        state.pending = pending;
+        save_state(&self.config.data_dir.join("state.json"), &state)
     }
 
     pub fn phase(&self) -> Phase {
@@ -323,6 +346,13 @@ impl<H: Handover> Follower<H> {
                 what: "torrent info hash differs from the manifest's".into(),
             });
         }
+        // Kept from the start, so that a restarted follower resumes without the origin.
+        let stored = self.torrent_path(manifest);
+        if !stored.exists() {
+            if let Ok(bytes) = handle.with_metadata(|m| m.torrent_bytes.clone()) {
+                crate::origin::write_atomic(&stored, &bytes)?;
+            }
+        }
         Ok(handle)
     }
 
@@ -352,9 +382,6 @@ impl<H: Handover> Follower<H> {
             });
             tokio::time::sleep(Duration::from_millis(PROGRESS_POLL_MS)).await;
         }
-        if let Ok(bytes) = handle.with_metadata(|m| m.torrent_bytes.clone()) {
-            crate::origin::write_atomic(&self.torrent_path(manifest), &bytes)?;
-        }
         Ok(self.snapshot_path(manifest))
     }
 
@@ -372,6 +399,7 @@ impl<H: Handover> Follower<H> {
             let mut state = self.state.lock().expect("state lock");
             state.installed.retain(|m| m.snapshot_id != manifest.snapshot_id);
             state.installed.push(manifest);
+            state.pending = None;
             // The current snapshot and the one before it, kept for rollback.
             let n_drop = state.installed.len().saturating_sub(2);
             let dropped: Vec<Manifest> = state.installed.drain(..n_drop).collect();

@@ -118,7 +118,7 @@ impl Manifest {
         if parse_hex::<20>(&self.info_hash).is_err() {
             return Err(field("info_hash", "expected 40 hex digits"));
         }
-        if self.size_bytes == 0 || self.size_bytes > adsnap_snapshot::SNAPSHOT_BYTES_MAX as u64 {
+        if self.size_bytes == 0 || self.size_bytes > adsnap_snapshot::SNAPSHOT_BYTES_MAX {
             return Err(field("size_bytes", "outside what a snapshot can be"));
         }
         if self.trackers.len() > MANIFEST_ADDRS_MAX || self.seed_peers.len() > MANIFEST_ADDRS_MAX {
