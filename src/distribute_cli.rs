@@ -163,6 +163,9 @@ pub struct FollowArgs {
     disk_bytes_max: Option<u64>,
     #[arg(long, env = "ADSNAP_FOLLOW_STATUS_LISTEN_ADDR")]
     status_listen_addr: Option<SocketAddr>,
+    /// bittorrent (default) or http (from the origin only; the benchmark's baseline).
+    #[arg(long, env = "ADSNAP_FOLLOW_TRANSPORT")]
+    transport: Option<adsnap_distribute::follow::Transport>,
     /// Without an admin URL: link production snapshots here (the server's snapshot_path).
     #[arg(long, env = "ADSNAP_FOLLOW_PRODUCTION_PATH")]
     production_path: Option<PathBuf>,
@@ -183,6 +186,7 @@ impl FollowArgs {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
         }
         set!(data_dir, manifest_url, poll_interval_ms, http_timeout_ms, download_timeout_s, disk_bytes_max);
+        set!(transport);
         if self.admin_url.is_some() {
             c.admin_url = self.admin_url.clone();
         }

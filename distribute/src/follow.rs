@@ -24,6 +24,29 @@ const SEEN_MANIFESTS_MAX: usize = 1024;
 /// How often a running download's progress is looked at.
 const PROGRESS_POLL_MS: u64 = 100;
 
+/// How a follower gets snapshot bytes.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// From the swarm; the follower seeds what it has.
+    #[default]
+    Bittorrent,
+    /// From the origin's `http_url` only; nothing is seeded. The benchmark's baseline, and a
+    /// fallback where peer traffic is not allowed.
+    Http,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "bittorrent" => Ok(Transport::Bittorrent),
+            "http" => Ok(Transport::Http),
+            other => Err(format!("transport must be bittorrent or http, not {other:?}")),
+        }
+    }
+}
+
 /// The follower's configuration (`adsnap follow`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +73,7 @@ pub struct FollowConfig {
     pub disk_bytes_max: u64,
     /// Where `/status` and `/metrics` are served (loopback); none when unset.
     pub status_listen_addr: Option<SocketAddr>,
+    pub transport: Transport,
     pub swarm: SwarmConfig,
 }
 
@@ -67,6 +91,7 @@ impl Default for FollowConfig {
             download_timeout_s: 3600,
             disk_bytes_max: 64 << 30,
             status_listen_addr: None,
+            transport: Transport::Bittorrent,
             swarm: SwarmConfig::default(),
         }
     }
@@ -144,7 +169,8 @@ impl<H: Handover> Follower<H> {
             state: Mutex::new(state.clone()),
             seen: Mutex::default(),
         });
-        for manifest in &state.installed {
+        let seeds = follower.config.transport == Transport::Bittorrent;
+        for manifest in state.installed.iter().filter(|_| seeds) {
             if let Err(err) = follower.add(manifest).await {
                 tracing::warn!(snapshot_id = %manifest.snapshot_id, error = %err, "cannot seed an installed snapshot");
             }
@@ -242,22 +268,8 @@ impl<H: Handover> Follower<H> {
         self.record_installed(manifest).await
     }
 
-    /// Newer than what is installed, or a rollback signed after it.
     fn is_wanted(&self, manifest: &Manifest) -> Result<bool> {
-        let state = self.state.lock().expect("state lock");
-        let Some(current) = state.installed.last() else { return Ok(true) };
-        if current.snapshot_id == manifest.snapshot_id && current.target == manifest.target {
-            return Ok(false);
-        }
-        let newer = manifest.snapshot_version > current.snapshot_version;
-        let later_rollback = manifest.rollback && manifest.created_unix_ms > current.created_unix_ms;
-        if newer || later_rollback {
-            return Ok(true);
-        }
-        Err(DistributeError::StaleVersion {
-            version: manifest.snapshot_version,
-            newest: current.snapshot_version,
-        })
+        wanted(self.state.lock().expect("state lock").installed.last(), manifest)
     }
 
     fn set_pending(&self, pending: Option<SignedManifest>) -> Result<()> {
@@ -362,6 +374,9 @@ impl<H: Handover> Follower<H> {
             progress_bytes: 0,
             total_bytes: manifest.size_bytes,
         });
+        if self.config.transport == Transport::Http {
+            return self.download_http(manifest).await;
+        }
         let handle = self.add(manifest).await?;
         let deadline = Instant::now() + Duration::from_secs(self.config.download_timeout_s);
         loop {
@@ -383,6 +398,42 @@ impl<H: Handover> Follower<H> {
             tokio::time::sleep(Duration::from_millis(PROGRESS_POLL_MS)).await;
         }
         Ok(self.snapshot_path(manifest))
+    }
+
+    /// Streams the snapshot from the origin's HTTP URL into a temporary file, then renames it.
+    async fn download_http(&self, manifest: &Manifest) -> Result<PathBuf> {
+        use tokio::io::AsyncWriteExt;
+        let url = manifest.http_url.as_deref().ok_or_else(|| DistributeError::ManifestField {
+            field: "http_url",
+            reason: "missing, and this follower downloads over HTTP".into(),
+        })?;
+        let http = |reason: String| DistributeError::Http { url: url.to_owned(), reason };
+        // The client's timeout is per manifest poll; a snapshot download gets the download deadline.
+        let mut response = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(self.config.download_timeout_s))
+            .send()
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(http(format!("status {}", response.status())));
+        }
+        let path = self.snapshot_path(manifest);
+        let part = path.with_extension("part");
+        let mut file = tokio::fs::File::create(&part).await.map_err(DistributeError::io(&part))?;
+        let mut n_bytes = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|e| http(e.to_string()))? {
+            n_bytes += chunk.len() as u64;
+            if n_bytes > manifest.size_bytes {
+                return Err(DistributeError::Mismatch {
+                    what: format!("more than {} bytes", manifest.size_bytes),
+                });
+            }
+            file.write_all(&chunk).await.map_err(DistributeError::io(&part))?;
+        }
+        file.sync_all().await.map_err(DistributeError::io(&part))?;
+        tokio::fs::rename(&part, &path).await.map_err(DistributeError::io(&path))?;
+        Ok(path)
     }
 
     /// Drops a rejected download: the torrent, its file and its stored torrent.
@@ -462,6 +513,24 @@ impl<H: Handover> Follower<H> {
     }
 }
 
+/// Whether a verified manifest should replace the current snapshot: a newer version; the same
+/// snapshot moved to another target (staging promoted to production); or a rollback. The last two
+/// must be signed after the current manifest, so replaying an old manifest changes nothing.
+pub fn wanted(current: Option<&Manifest>, manifest: &Manifest) -> Result<bool> {
+    let Some(current) = current else { return Ok(true) };
+    let signed_later = manifest.created_unix_ms > current.created_unix_ms;
+    if current.snapshot_id == manifest.snapshot_id {
+        return Ok(manifest.target != current.target && signed_later);
+    }
+    if manifest.snapshot_version > current.snapshot_version || (manifest.rollback && signed_later) {
+        return Ok(true);
+    }
+    Err(DistributeError::StaleVersion {
+        version: manifest.snapshot_version,
+        newest: current.snapshot_version,
+    })
+}
+
 /// The info hash of a .torrent file, as 40 hex digits.
 pub fn torrent_info_hash(bytes: &[u8]) -> Option<String> {
     librqbit::torrent_from_bytes(bytes).ok().map(|t| t.info_hash.as_string())
@@ -513,6 +582,7 @@ pub async fn bind_status(config: &FollowConfig) -> Result<Option<tokio::net::Tcp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Target;
 
     #[test]
     fn the_example_config_is_the_default() {
@@ -520,5 +590,36 @@ mod tests {
         assert_eq!(FollowConfig::from_toml(text).unwrap(), FollowConfig::default());
         assert!(FollowConfig::from_toml("poll_interval = 1").is_err());
         assert!(FollowConfig::default().trusted_keys().is_err(), "no trusted key is a config error");
+    }
+
+    fn manifest(id: &str, version: u64, created_unix_ms: i64, target: Target, rollback: bool) -> Manifest {
+        let mut m = crate::manifest::tests::sample();
+        m.snapshot_id = id.into();
+        m.snapshot_version = version;
+        m.created_unix_ms = created_unix_ms;
+        m.target = target;
+        m.rollback = rollback;
+        m
+    }
+
+    #[test]
+    fn which_manifests_replace_the_current_snapshot() {
+        use Target::{Production as P, Staging as S};
+        let current = manifest("a", 5, 100, S, false);
+        let check = |m: Manifest, expected: Option<bool>| {
+            let got = wanted(Some(&current), &m);
+            match expected {
+                Some(want) => assert_eq!(got.unwrap(), want, "{m:?}"),
+                None => assert!(matches!(got, Err(DistributeError::StaleVersion { .. })), "{m:?}"),
+            }
+        };
+        check(manifest("b", 6, 50, S, false), Some(true)); // newer version, whatever its clock
+        check(manifest("a", 5, 100, S, false), Some(false)); // the same manifest again
+        check(manifest("a", 5, 200, P, false), Some(true)); // promoted to production
+        check(manifest("a", 5, 90, P, false), Some(false)); // an old manifest for another target
+        check(manifest("c", 4, 200, P, false), None); // older, not a rollback
+        check(manifest("c", 4, 200, P, true), Some(true)); // an operator's rollback
+        check(manifest("c", 4, 90, P, true), None); // a replayed rollback from before
+        assert!(wanted(None, &manifest("c", 1, 1, S, false)).unwrap());
     }
 }

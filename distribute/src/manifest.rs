@@ -67,6 +67,9 @@ pub struct Manifest {
     pub magnet: String,
     /// Where followers fetch the .torrent file (the origin serves it; peers can also supply it).
     pub torrent_url: Option<String>,
+    /// Where the origin serves the snapshot itself over plain HTTP (followers set to
+    /// `transport = "http"`, and the benchmark's baseline).
+    pub http_url: Option<String>,
     /// Milliseconds since the Unix epoch when the manifest was signed.
     pub created_unix_ms: i64,
     pub target: Target,
@@ -164,7 +167,7 @@ impl SignedManifest {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Manifest {
@@ -176,6 +179,7 @@ mod tests {
             info_hash: "a".repeat(40),
             magnet: "magnet:?xt=urn:btih:aaaa".into(),
             torrent_url: None,
+            http_url: None,
             created_unix_ms: 1,
             target: Target::Staging,
             rollback: false,

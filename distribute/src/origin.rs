@@ -117,7 +117,7 @@ pub async fn publish(config: &OriginConfig, request: &PublishRequest) -> Result<
     })
     .await
     .map_err(|e| DistributeError::Config(format!("verification task: {e}")))??;
-    check_version(config, header.snapshot_version, request.rollback)?;
+    check_version(config, &header.id_hex(), header.snapshot_version, request)?;
     let file_name = format!("{}.snap", header.id_hex());
     let published = config.dir("snapshots").join(&file_name);
     link_or_copy(&request.snapshot_path, &published)?;
@@ -137,6 +137,7 @@ pub async fn publish(config: &OriginConfig, request: &PublishRequest) -> Result<
             config.public_base_url.trim_end_matches('/'),
             header.id_hex()
         )),
+        http_url: Some(format!("{}/snapshots/{file_name}", config.public_base_url.trim_end_matches('/'))),
         created_unix_ms: now_unix_ms(),
         target: request.target,
         rollback: request.rollback,
@@ -152,14 +153,18 @@ pub async fn publish(config: &OriginConfig, request: &PublishRequest) -> Result<
     Ok(signed)
 }
 
-fn check_version(config: &OriginConfig, version: u64, rollback: bool) -> Result<()> {
-    let newest = published_manifests(config)?.iter().map(|m| m.manifest.snapshot_version).max();
-    match newest {
-        Some(newest) if version <= newest && !rollback => {
-            Err(DistributeError::StaleVersion { version, newest })
-        }
-        _ => Ok(()),
+/// Newer than every published version; or the latest snapshot again for another target (a
+/// promotion from staging to production); or an explicit rollback.
+fn check_version(config: &OriginConfig, id: &str, version: u64, request: &PublishRequest) -> Result<()> {
+    let Some(newest) = published_manifests(config)?.iter().map(|m| m.manifest.snapshot_version).max() else {
+        return Ok(());
+    };
+    let latest = SignedManifest::read(&config.latest_path()).ok().map(|s| s.manifest);
+    let promotion = latest.is_some_and(|l| l.snapshot_id == id && l.target != request.target);
+    if version > newest || promotion || request.rollback {
+        return Ok(());
     }
+    Err(DistributeError::StaleVersion { version, newest })
 }
 
 /// Every kept manifest, oldest version first.
