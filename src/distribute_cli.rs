@@ -166,6 +166,9 @@ pub struct FollowArgs {
     /// bittorrent (default) or http (from the origin only; the benchmark's baseline).
     #[arg(long, env = "ADSNAP_FOLLOW_TRANSPORT")]
     transport: Option<adsnap_distribute::follow::Transport>,
+    /// Start each download at a random piece (true) or in file order (false).
+    #[arg(long, env = "ADSNAP_FOLLOW_SPREAD_START_PIECE")]
+    spread_start_piece: Option<bool>,
     /// Without an admin URL: link production snapshots here (the server's snapshot_path).
     #[arg(long, env = "ADSNAP_FOLLOW_PRODUCTION_PATH")]
     production_path: Option<PathBuf>,
@@ -186,7 +189,7 @@ impl FollowArgs {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
         }
         set!(data_dir, manifest_url, poll_interval_ms, http_timeout_ms, download_timeout_s, disk_bytes_max);
-        set!(transport);
+        set!(transport, spread_start_piece);
         if self.admin_url.is_some() {
             c.admin_url = self.admin_url.clone();
         }

@@ -74,6 +74,10 @@ pub struct FollowConfig {
     /// Where `/status` and `/metrics` are served (loopback); none when unset.
     pub status_listen_addr: Option<SocketAddr>,
     pub transport: Transport,
+    /// Start downloading at a random piece and go on in order from there, wrapping around,
+    /// instead of librqbit's file order. Followers that start together then ask the origin for
+    /// different pieces and have different pieces to give each other.
+    pub spread_start_piece: bool,
     pub swarm: SwarmConfig,
 }
 
@@ -92,6 +96,7 @@ impl Default for FollowConfig {
             disk_bytes_max: 64 << 30,
             status_listen_addr: None,
             transport: Transport::Bittorrent,
+            spread_start_piece: true,
             swarm: SwarmConfig::default(),
         }
     }
@@ -378,6 +383,8 @@ impl<H: Handover> Follower<H> {
             return self.download_http(manifest).await;
         }
         let handle = self.add(manifest).await?;
+        let _spread =
+            self.config.spread_start_piece.then(|| spread_start(handle.clone(), manifest.size_bytes));
         let deadline = Instant::now() + Duration::from_secs(self.config.download_timeout_s);
         loop {
             let stats = handle.stats();
@@ -511,6 +518,27 @@ impl<H: Handover> Follower<H> {
             "outcomes": self.metrics.outcomes_json(),
         })
     }
+}
+
+/// Reads the download through a librqbit stream that starts at a random offset and wraps around.
+/// A stream's next pieces are requested before all others (from any peer that has them), so this
+/// sets the order pieces arrive in; the bytes read are dropped, the file is what matters.
+fn spread_start(handle: Arc<ManagedTorrent>, size_bytes: u64) -> crate::origin::AbortOnDrop<()> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let start = rand::random::<u64>() % size_bytes.max(1);
+    crate::origin::AbortOnDrop(tokio::spawn(async move {
+        let read = async {
+            let mut stream = handle.stream(0).await?;
+            stream.seek(std::io::SeekFrom::Start(start)).await?;
+            tokio::io::copy(&mut (&mut stream).take(size_bytes - start), &mut tokio::io::sink()).await?;
+            stream.seek(std::io::SeekFrom::Start(0)).await?;
+            tokio::io::copy(&mut stream.take(start), &mut tokio::io::sink()).await?;
+            anyhow::Ok(())
+        };
+        if let Err(err) = read.await {
+            tracing::debug!(error = %err, "spread reader stopped; librqbit's own order continues");
+        }
+    }))
 }
 
 /// Whether a verified manifest should replace the current snapshot: a newer version; the same
