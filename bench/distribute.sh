@@ -164,7 +164,7 @@ measure() { # N, transport -> prints "seconds bytes"
     local tx0 t0 t1 tx1
     tx0=$(origin_tx_bytes)
     t0=$(now)
-    "$ADSNAP" publish "$WORK/v1.snap" --config "$WORK/run/origin.toml" --target production >/dev/null
+    "$ADSNAP" publish "$WORK/v1.snap" --config "$WORK/run/origin.toml" --target production >/dev/null 2>"$WORK/run/publish.log"
     wait_until "$n followers over $transport" "$RUN_DEADLINE_S" all_serving "$n" "$V1_ID"
     t1=$(now)
     tx1=$(origin_tx_bytes)

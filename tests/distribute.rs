@@ -551,3 +551,20 @@ fn aria2_downloads_a_published_snapshot_from_the_swarm() {
         fleet.origin_status()["uploaded_bytes"].as_u64().unwrap() >= std::fs::metadata(&v1).unwrap().len()
     );
 }
+
+#[test]
+fn a_snapshot_over_the_disk_budget_is_refused_and_the_server_keeps_what_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, v0_id) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, _) = build_snapshot(dir.path(), "v1.snap", 11);
+    let budget = (std::fs::metadata(&v1).unwrap().len() - 1).to_string();
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    let member = Member::start(&fleet, "small", &v0, &["--disk-bytes-max", &budget]);
+    assert!(fleet.publish(&v1, "production", false).status.success());
+    wait_for("the snapshot to be refused", || {
+        (member.status()["outcomes"]["rejected_disk"] == 1).then_some(())
+    });
+    assert_eq!(member.serving_id().as_deref(), Some(v0_id.as_str()));
+    assert_eq!(member.status()["outcomes"]["installed"], 0);
+}

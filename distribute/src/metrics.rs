@@ -73,7 +73,6 @@ pub fn retryable(err: &DistributeError) -> bool {
     match err {
         DistributeError::Handover { retry, .. } => *retry,
         DistributeError::Torrent(_) | DistributeError::Http { .. } | DistributeError::Io { .. } => true,
-        DistributeError::DiskBudget { .. } => true,
         _ => false,
     }
 }
