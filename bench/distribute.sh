@@ -142,6 +142,7 @@ EOF
         ip netns exec "$ns" "$ADSNAP" follow --data-dir "$dir/follower" \
             --manifest-url "http://$(node_ip 0):8090/manifest.json" --publisher-key "$PUBLIC_KEY" \
             --poll-interval-ms 100 --peer-listen-addr "$(node_ip "$i"):4240" --transport "$transport" \
+            --status-listen-addr "$(node_ip "$i"):8091" \
             --production-path "$dir/production.snap" --staging-path "$dir/staging.snap" \
             --reload-command "kill -HUP $server_pid" >"$dir/follow.log" 2>&1 &
         PIDS+=($!)
@@ -168,6 +169,10 @@ measure() { # N, transport -> prints "seconds bytes"
     wait_until "$n followers over $transport" "$RUN_DEADLINE_S" all_serving "$n" "$V1_ID"
     t1=$(now)
     tx1=$(origin_tx_bytes)
+    for i in $(seq 1 "$n"); do
+        curl -s --max-time 2 "http://$(node_ip "$i"):8091/status" >"$WORK/run/f$i/status.json" || true
+    done
+    echo "  follower uploads: $(python3 -c 'import json,sys; print([json.load(open(f)).get("uploaded_bytes") for f in sys.argv[1:]])' "$WORK"/run/f*/status.json)" >&2
     stop_run
     echo "$(echo "$t1 - $t0" | bc) $((tx1 - tx0))"
 }

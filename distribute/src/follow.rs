@@ -74,7 +74,7 @@ pub struct FollowConfig {
     /// Where `/status` and `/metrics` are served (loopback); none when unset.
     pub status_listen_addr: Option<SocketAddr>,
     pub transport: Transport,
-    /// Start downloading at a random piece and go on in order from there, wrapping around,
+    /// Start downloading where the origin hints (else at random) and go on in order, wrapping around,
     /// instead of librqbit's file order. Followers that start together then ask the origin for
     /// different pieces and have different pieces to give each other.
     pub spread_start_piece: bool,
@@ -383,8 +383,11 @@ impl<H: Handover> Follower<H> {
             return self.download_http(manifest).await;
         }
         let handle = self.add(manifest).await?;
-        let _spread =
-            self.config.spread_start_piece.then(|| spread_start(handle.clone(), manifest.size_bytes));
+        let _spread = if self.config.spread_start_piece {
+            Some(spread_start(handle.clone(), manifest.size_bytes, self.start_fraction(manifest).await))
+        } else {
+            None
+        };
         let deadline = Instant::now() + Duration::from_secs(self.config.download_timeout_s);
         loop {
             let stats = handle.stats();
@@ -405,6 +408,18 @@ impl<H: Handover> Follower<H> {
             tokio::time::sleep(Duration::from_millis(PROGRESS_POLL_MS)).await;
         }
         Ok(self.snapshot_path(manifest))
+    }
+
+    /// The origin's start hint, or a random start when the origin does not answer.
+    async fn start_fraction(&self, manifest: &Manifest) -> f64 {
+        let hint = match &manifest.start_hint_url {
+            Some(url) => self.fetch(url).await.ok(),
+            None => None,
+        };
+        let fraction = hint
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|v| v["fraction"].as_f64());
+        fraction.unwrap_or_else(rand::random::<f64>)
     }
 
     /// Streams the snapshot from the origin's HTTP URL into a temporary file, then renames it.
@@ -520,12 +535,16 @@ impl<H: Handover> Follower<H> {
     }
 }
 
-/// Reads the download through a librqbit stream that starts at a random offset and wraps around.
-/// A stream's next pieces are requested before all others (from any peer that has them), so this
-/// sets the order pieces arrive in; the bytes read are dropped, the file is what matters.
-fn spread_start(handle: Arc<ManagedTorrent>, size_bytes: u64) -> crate::origin::AbortOnDrop<()> {
+/// Reads the download through a librqbit stream that starts at `fraction` of the file and wraps
+/// around. A stream's next pieces are requested before all others (from any peer that has them),
+/// so this sets the order pieces arrive in; the bytes read are dropped, the file is what matters.
+fn spread_start(
+    handle: Arc<ManagedTorrent>,
+    size_bytes: u64,
+    fraction: f64,
+) -> crate::origin::AbortOnDrop<()> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let start = rand::random::<u64>() % size_bytes.max(1);
+    let start = ((size_bytes as f64 * fraction.clamp(0.0, 1.0)) as u64).min(size_bytes.saturating_sub(1));
     crate::origin::AbortOnDrop(tokio::spawn(async move {
         let read = async {
             let mut stream = handle.stream(0).await?;

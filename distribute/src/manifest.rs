@@ -70,6 +70,8 @@ pub struct Manifest {
     /// Where the origin serves the snapshot itself over plain HTTP (followers set to
     /// `transport = "http"`, and the benchmark's baseline).
     pub http_url: Option<String>,
+    /// Where followers ask which piece to start at (the origin spreads them out).
+    pub start_hint_url: Option<String>,
     /// Milliseconds since the Unix epoch when the manifest was signed.
     pub created_unix_ms: i64,
     pub target: Target,
@@ -180,6 +182,7 @@ pub(crate) mod tests {
             magnet: "magnet:?xt=urn:btih:aaaa".into(),
             torrent_url: None,
             http_url: None,
+            start_hint_url: None,
             created_unix_ms: 1,
             target: Target::Staging,
             rollback: false,

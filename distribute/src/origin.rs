@@ -138,6 +138,11 @@ pub async fn publish(config: &OriginConfig, request: &PublishRequest) -> Result<
             header.id_hex()
         )),
         http_url: Some(format!("{}/snapshots/{file_name}", config.public_base_url.trim_end_matches('/'))),
+        start_hint_url: Some(format!(
+            "{}/start/{}",
+            config.public_base_url.trim_end_matches('/'),
+            torrent.info_hash
+        )),
         created_unix_ms: now_unix_ms(),
         target: request.target,
         rollback: request.rollback,
@@ -276,6 +281,8 @@ pub struct Origin {
     session: Arc<Session>,
     counters: Arc<OriginCounters>,
     seeding: tokio::sync::Mutex<HashMap<String, usize>>,
+    /// Start hints handed out so far, per info hash.
+    n_starts: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl Origin {
@@ -284,7 +291,13 @@ impl Origin {
             std::fs::create_dir_all(config.dir(sub)).map_err(DistributeError::io(config.dir(sub)))?;
         }
         let session = crate::session::start(&config.dir("snapshots"), &config.swarm).await?;
-        Ok(Arc::new(Origin { config, session, counters: Arc::default(), seeding: Default::default() }))
+        Ok(Arc::new(Origin {
+            config,
+            session,
+            counters: Arc::default(),
+            seeding: Default::default(),
+            n_starts: Default::default(),
+        }))
     }
 
     /// Seeds what is published and serves HTTP on `listener` until the future is dropped.
@@ -375,6 +388,11 @@ impl Origin {
                 }),
             );
         }
+        if let Some(info_hash) =
+            path.strip_prefix("/start/").filter(|h| h.len() == 40 && is_plain_name(h, ""))
+        {
+            return json(StatusCode::OK, &serde_json::json!({"fraction": self.next_start(info_hash)}));
+        }
         if let Some(name) = path.strip_prefix("/torrents/").filter(|n| is_plain_name(n, ".torrent")) {
             return match std::fs::read(self.config.dir("torrents").join(name)) {
                 Ok(bytes) => reply(StatusCode::OK, "application/x-bittorrent", bytes),
@@ -385,6 +403,21 @@ impl Origin {
             return self.snapshot_file(&self.config.dir("snapshots").join(name)).await;
         }
         not_found()
+    }
+
+    /// Where the next follower should start reading a torrent, as a fraction of its length: the
+    /// van der Corput sequence (0, 1/2, 1/4, 3/4, 1/8, ...), so that followers asking one after
+    /// another start evenly spread, whatever their number, and each first asks the origin for
+    /// pieces no one else asks for. Only an ordering hint: it is not signed and needs no trust.
+    fn next_start(&self, info_hash: &str) -> f64 {
+        let mut n_starts = self.n_starts.lock().expect("start hints lock");
+        if n_starts.len() > START_HINTS_TORRENTS_MAX {
+            n_starts.clear();
+        }
+        let k = n_starts.entry(info_hash.to_owned()).or_insert(0);
+        let fraction = van_der_corput(*k);
+        *k += 1;
+        fraction
     }
 
     /// The plain-HTTP way to get a snapshot: the baseline the swarm is measured against, and a
@@ -402,6 +435,14 @@ impl Origin {
     }
 }
 
+/// Torrents the origin keeps start-hint counters for (they are cleared past this).
+const START_HINTS_TORRENTS_MAX: usize = 1024;
+
+/// The k-th point of the base-2 van der Corput sequence: k's bits mirrored after the binary point.
+pub fn van_der_corput(k: u64) -> f64 {
+    k.reverse_bits() as f64 / 2f64.powi(64)
+}
+
 fn is_plain_name(name: &str, suffix: &str) -> bool {
     name.ends_with(suffix) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
@@ -417,6 +458,13 @@ impl<T> Drop for AbortOnDrop<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_hints_spread_evenly() {
+        let starts: Vec<f64> = (0..8).map(van_der_corput).collect();
+        assert_eq!(starts, [0.0, 0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875]);
+        assert!(!is_plain_name("../x", ".torrent"));
+    }
 
     #[test]
     fn the_example_config_is_the_default() {
