@@ -107,7 +107,8 @@ all_serving() { # N, id
 origin_tx_bytes() { ip netns exec "${TAG}n0" cat "/sys/class/net/${TAG}b0/statistics/tx_bytes"; }
 
 start_run() { # N, transport
-    local n=$1 transport=$2 run="$WORK/run"
+    local n=$1 transport=$2 run="$WORK/run-$1-$2"
+    RUN=$run
     rm -rf "$run" && mkdir -p "$run/tracker"
     : >"$run/tracker/whitelist.txt"
     (cd "$run/tracker" && exec opentracker -i "$NET.1" -p 6969 -P 6969 -d "$run/tracker" \
@@ -165,14 +166,15 @@ measure() { # N, transport -> prints "seconds bytes"
     local tx0 t0 t1 tx1
     tx0=$(origin_tx_bytes)
     t0=$(now)
-    "$ADSNAP" publish "$WORK/v1.snap" --config "$WORK/run/origin.toml" --target production >/dev/null 2>"$WORK/run/publish.log"
+    "$ADSNAP" publish "$WORK/v1.snap" --config "$RUN/origin.toml" --target production >/dev/null 2>"$RUN/publish.log"
     wait_until "$n followers over $transport" "$RUN_DEADLINE_S" all_serving "$n" "$V1_ID"
     t1=$(now)
     tx1=$(origin_tx_bytes)
     for i in $(seq 1 "$n"); do
-        curl -s --max-time 2 "http://$(node_ip "$i"):8091/status" >"$WORK/run/f$i/status.json" || true
+        curl -s --max-time 2 "http://$(node_ip "$i"):8091/status" >"$RUN/f$i/status.json" || true
     done
-    echo "  follower uploads: $(python3 -c 'import json,sys; print([json.load(open(f)).get("uploaded_bytes") for f in sys.argv[1:]])' "$WORK"/run/f*/status.json)" >&2
+    echo "  follower uploads: $(python3 -c 'import json,sys; print([json.load(open(f)).get("uploaded_bytes") for f in sys.argv[1:]])' "$RUN"/f*/status.json)" >&2
+    echo "  follower peers: $(python3 -c 'import json,sys; print([list(json.load(open(f)).get("peers").values()) for f in sys.argv[1:]])' "$RUN"/f*/status.json)" >&2
     stop_run
     echo "$(echo "$t1 - $t0" | bc) $((tx1 - tx0))"
 }

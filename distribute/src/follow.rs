@@ -519,6 +519,19 @@ impl<H: Handover> Follower<H> {
         })
     }
 
+    /// librqbit's peer counters (seen, live, dead, steals, ...) per torrent held, by info hash.
+    fn peer_stats(&self) -> serde_json::Value {
+        self.session.with_torrents(|torrents| {
+            let map: serde_json::Map<String, serde_json::Value> = torrents
+                .filter_map(|(_, t)| {
+                    let live = t.stats().live?;
+                    Some((t.info_hash().as_string(), serde_json::to_value(live.snapshot.peer_stats).ok()?))
+                })
+                .collect();
+            map.into()
+        })
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let (uploaded_bytes, fetched_bytes) = self.transfer_bytes();
         let installed = self.state().installed;
@@ -531,6 +544,7 @@ impl<H: Handover> Follower<H> {
             "uploaded_bytes": uploaded_bytes,
             "fetched_bytes": fetched_bytes,
             "outcomes": self.metrics.outcomes_json(),
+            "peers": self.peer_stats(),
         })
     }
 }

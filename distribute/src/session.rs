@@ -6,9 +6,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use librqbit::limits::LimitsConfig;
-use librqbit::{ListenerMode, ListenerOptions, Session, SessionOptions};
+use librqbit::{
+    ConnectionOptions, ListenerMode, ListenerOptions, PeerConnectionOptions, Session, SessionOptions,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DistributeError, Result};
@@ -26,6 +29,13 @@ pub struct SwarmConfig {
     pub download_bytes_per_s_max: Option<u32>,
     /// Most peers connected per torrent.
     pub peers_per_torrent_max: usize,
+    /// Keep-alive messages on idle peer connections. Two followers that start together have
+    /// nothing for each other at first; without a keep-alive well inside the read timeout their
+    /// connection dies idle (librqbit's defaults: 120 s keep-alive, 10 s timeout) and librqbit
+    /// does not call back for a long time.
+    pub peer_keep_alive_interval_s: u64,
+    /// A peer connection silent for this long is dropped.
+    pub peer_read_write_timeout_s: u64,
 }
 
 impl Default for SwarmConfig {
@@ -35,6 +45,8 @@ impl Default for SwarmConfig {
             upload_bytes_per_s_max: None,
             download_bytes_per_s_max: None,
             peers_per_torrent_max: 64,
+            peer_keep_alive_interval_s: 3,
+            peer_read_write_timeout_s: 20,
         }
     }
 }
@@ -63,6 +75,14 @@ pub async fn start(output_dir: &Path, config: &SwarmConfig) -> Result<Arc<Sessio
             // port), so it is always given explicitly.
             announce_port: Some(listen_addr.port()),
             ipv4_only: listen_addr.is_ipv4(),
+            ..Default::default()
+        }),
+        connect: Some(ConnectionOptions {
+            peer_opts: Some(PeerConnectionOptions {
+                keep_alive_interval: Some(Duration::from_secs(config.peer_keep_alive_interval_s.max(1))),
+                read_write_timeout: Some(Duration::from_secs(config.peer_read_write_timeout_s.max(2))),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ratelimits: config.limits(),
