@@ -26,3 +26,13 @@ if ! command -v nats-server >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y --no-install-recommends nats-server
 fi
+
+# Distribution (distribute/): Debian's opentracker is the tracker of the swarm tests, aria2 the
+# unrelated BitTorrent client of the interop test, iproute2 the network namespaces of the fleet
+# benchmark; librqbit's HTTP client links OpenSSL.
+if ! command -v opentracker >/dev/null 2>&1 || ! command -v aria2c >/dev/null 2>&1 \
+    || ! command -v ip >/dev/null 2>&1 || ! dpkg -s libssl-dev >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y --no-install-recommends opentracker aria2 iproute2 libssl-dev pkg-config
+fi

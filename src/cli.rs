@@ -72,6 +72,14 @@ enum Command {
     /// Read the event log (local folder or JetStream stream): tail, replay, export to Parquet.
     Events(crate::events_cli::EventsArgs),
     /// Verify a snapshot and print its header and counts.
+    /// Make a publisher key pair for signing manifests.
+    Keygen(crate::distribute_cli::KeygenArgs),
+    /// Publish a snapshot: torrent, signed manifest, announced by the origin.
+    Publish(crate::distribute_cli::PublishArgs),
+    /// Seed published snapshots and serve their manifests (the origin daemon).
+    Origin(crate::distribute_cli::OriginArgs),
+    /// Follow an origin: download new snapshots from the swarm, verify, hand them to the server.
+    Follow(crate::distribute_cli::FollowArgs),
     Inspect {
         snapshot: PathBuf,
         /// Print JSON instead of text.
@@ -98,6 +106,10 @@ impl Cli {
             Command::Rollback(args) => crate::admin_cli::run_rollback(args),
             Command::Profiles(args) => crate::profiles_cli::run(args),
             Command::Events(args) => crate::events_cli::run_events(args),
+            Command::Keygen(args) => crate::distribute_cli::run_keygen(args),
+            Command::Publish(args) => crate::distribute_cli::run_publish(args),
+            Command::Origin(args) => crate::distribute_cli::run_origin(args),
+            Command::Follow(args) => crate::distribute_cli::run_follow(args),
         }
     }
 }

@@ -3,6 +3,7 @@
 mod abtest_cli;
 mod admin_cli;
 mod cli;
+mod distribute_cli;
 mod events_cli;
 mod profiles_cli;
 mod serve_cli;

@@ -1,0 +1,104 @@
+//! The BitTorrent session both the origin and the followers run: TCP only, no DHT, no local
+//! service discovery, no persistence (the follower keeps its own state file), rate limits from
+//! configuration.
+
+use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use librqbit::limits::LimitsConfig;
+use librqbit::{
+    ConnectionOptions, ListenerMode, ListenerOptions, PeerConnectionOptions, Session, SessionOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DistributeError, Result};
+
+/// How a process joins the swarm.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// Address peers connect to. Port 0 picks a free port (on loopback it is probed first, because
+    /// the tracker must be told the real port).
+    pub peer_listen_addr: SocketAddr,
+    /// Upload rate limit in bytes per second; `None` is unlimited.
+    pub upload_bytes_per_s_max: Option<u32>,
+    /// Download rate limit in bytes per second; `None` is unlimited.
+    pub download_bytes_per_s_max: Option<u32>,
+    /// Most peers connected per torrent.
+    pub peers_per_torrent_max: usize,
+    /// Keep-alive messages on idle peer connections. Two followers that start together have
+    /// nothing for each other at first; without a keep-alive well inside the read timeout their
+    /// connection dies idle (librqbit's defaults: 120 s keep-alive, 10 s timeout) and librqbit
+    /// does not call back for a long time.
+    pub peer_keep_alive_interval_s: u64,
+    /// A peer connection silent for this long is dropped.
+    pub peer_read_write_timeout_s: u64,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            peer_listen_addr: "0.0.0.0:4240".parse().expect("valid address"),
+            upload_bytes_per_s_max: None,
+            download_bytes_per_s_max: None,
+            peers_per_torrent_max: 64,
+            peer_keep_alive_interval_s: 3,
+            peer_read_write_timeout_s: 20,
+        }
+    }
+}
+
+impl SwarmConfig {
+    fn limits(&self) -> LimitsConfig {
+        LimitsConfig {
+            upload_bps: self.upload_bytes_per_s_max.and_then(NonZeroU32::new),
+            download_bps: self.download_bytes_per_s_max.and_then(NonZeroU32::new),
+        }
+    }
+}
+
+/// Starts a session whose torrents default to `output_dir`.
+pub async fn start(output_dir: &Path, config: &SwarmConfig) -> Result<Arc<Session>> {
+    let listen_addr = resolve_port(config.peer_listen_addr)?;
+    let options = SessionOptions {
+        dht: None,
+        disable_local_service_discovery: true,
+        persistence: None,
+        fastresume: false,
+        listen: Some(ListenerOptions {
+            mode: ListenerMode::TcpOnly,
+            listen_addr,
+            // librqbit leaves the port out of announces on loopback (it falls back to its default
+            // port), so it is always given explicitly.
+            announce_port: Some(listen_addr.port()),
+            ipv4_only: listen_addr.is_ipv4(),
+            ..Default::default()
+        }),
+        connect: Some(ConnectionOptions {
+            peer_opts: Some(PeerConnectionOptions {
+                keep_alive_interval: Some(Duration::from_secs(config.peer_keep_alive_interval_s.max(1))),
+                read_write_timeout: Some(Duration::from_secs(config.peer_read_write_timeout_s.max(2))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ratelimits: config.limits(),
+        peer_limit: Some(config.peers_per_torrent_max),
+        ipv4_only: listen_addr.is_ipv4(),
+        client_name_and_version: Some(format!("adsnap {}", env!("CARGO_PKG_VERSION"))),
+        ..Default::default()
+    };
+    Session::new_with_opts(output_dir.to_owned(), options).await.map_err(DistributeError::Torrent)
+}
+
+fn resolve_port(addr: SocketAddr) -> Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe =
+        TcpListener::bind(addr).map_err(|e| DistributeError::Config(format!("binding {addr}: {e}")))?;
+    probe.local_addr().map_err(|e| DistributeError::Config(format!("binding {addr}: {e}")))
+}

@@ -1,0 +1,577 @@
+//! Distribution end to end through the binary: opentracker, an `adsnap origin`, `adsnap publish`,
+//! `adsnap follow` processes and the `adsnap serve` processes they feed, all on loopback.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every wait in these tests polls a condition until this deadline.
+const DEADLINE: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_millis(100);
+/// Small pieces, so that even the example catalog's snapshot is many pieces.
+const PIECE_BYTES: u32 = 16 * 1024;
+
+fn adsnap_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_adsnap")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(adsnap_bin()).args(args).output().expect("adsnap runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (and reaped) when the test ends, its output kept in a log file.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, program: &str, args: &[String], dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .env("ADSNAP_LOG", "info,librqbit=warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        Proc { name: name.to_owned(), child, log }
+    }
+
+    fn adsnap(name: &str, args: &[String], dir: &Path) -> Proc {
+        Proc::spawn(name, adsnap_bin(), args, dir)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Panics with the log if the process has exited (it should run until killed).
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited with {status}\n{}", self.name, self.log_text());
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_text(&self) -> String {
+        format!("--- {} ---\n{}", self.name, std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_text());
+        }
+    }
+}
+
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(POLL);
+    }
+}
+
+fn get_json(url: &str) -> Option<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+        let response = client.get(url).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    })
+}
+
+/// A generated catalog of this many campaigns builds into a snapshot of about 2.3 MB.
+const N_CAMPAIGNS: &str = "2000";
+
+/// Builds the test catalog (generated once per folder) with the given version.
+fn build_snapshot(dir: &Path, name: &str, version: u64) -> (PathBuf, String) {
+    let out = dir.join(name);
+    let catalog = dir.join("catalog");
+    if !catalog.exists() {
+        let made = run(&["gen", "--out", catalog.to_str().unwrap(), "--campaigns", N_CAMPAIGNS]);
+        assert!(made.status.success(), "{}", text(&made.stderr));
+    }
+    let built = run(&[
+        "build",
+        catalog.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--now",
+        "2026-11-22T00:00:00Z",
+        "--snapshot-version",
+        &version.to_string(),
+    ]);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let inspected = run(&["inspect", out.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    (out, report["snapshot_id"].as_str().unwrap().to_owned())
+}
+
+/// Debian's opentracker on loopback, accepting the info hashes in its whitelist.
+struct Tracker {
+    proc: Proc,
+    url: String,
+    whitelist: PathBuf,
+}
+
+impl Tracker {
+    fn start(dir: &Path) -> Tracker {
+        let root = dir.join("tracker");
+        std::fs::create_dir_all(&root).unwrap();
+        let whitelist = root.join("whitelist.txt");
+        std::fs::write(&whitelist, "").unwrap();
+        let port = free_port().to_string();
+        // It chroots into its root folder, so the whitelist is named relative to it.
+        let args: Vec<String> = ["-i", "127.0.0.1", "-p", &port, "-P", &port, "-d", root.to_str().unwrap()]
+            .into_iter()
+            .chain(["-w", "whitelist.txt", "-u", "nobody"])
+            .map(str::to_owned)
+            .collect();
+        // It opens the whitelist before it chroots, relative to its working folder.
+        let proc = Proc::spawn("opentracker", "opentracker", &args, &root);
+        let url = format!("http://127.0.0.1:{port}/announce");
+        wait_for("opentracker to listen", || std::net::TcpStream::connect(format!("127.0.0.1:{port}")).ok());
+        Tracker { proc, url, whitelist }
+    }
+}
+
+impl Tracker {
+    /// Peers of a torrent (seeds and not), from the tracker's standard scrape answer.
+    fn peers(&self, info_hash_hex: &str) -> u64 {
+        let escaped: String = info_hash_hex
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| format!("%{}", std::str::from_utf8(pair).unwrap()))
+            .collect();
+        let url = format!("{}?info_hash={escaped}", self.url.replace("/announce", "/scrape"));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let body = runtime.block_on(async { reqwest::get(url).await.ok()?.bytes().await.ok() });
+        let body = body.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        // A bencoded dictionary: ...8:completei<N>e...10:incompletei<N>e...
+        let count = |key: &str| -> u64 {
+            let Some(at) = body.find(key) else { return 0 };
+            body[at + key.len()..].split('e').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+        };
+        count("8:completei") + count("10:incompletei")
+    }
+}
+
+/// The origin's configuration file and the processes around it.
+struct Fleet {
+    dir: PathBuf,
+    tracker: Tracker,
+    origin_config: PathBuf,
+    origin_http: String,
+    public_key: String,
+    origin: Option<Proc>,
+}
+
+impl Fleet {
+    fn new(dir: &Path) -> Fleet {
+        let tracker = Tracker::start(dir);
+        let key = dir.join("publisher.key");
+        let made = run(&["keygen", "--out", key.to_str().unwrap()]);
+        assert!(made.status.success(), "{}", text(&made.stderr));
+        let public_key = std::fs::read_to_string(dir.join("publisher.key.pub")).unwrap().trim().to_owned();
+        let (http_port, peer_port) = (free_port(), free_port());
+        let origin_http = format!("http://127.0.0.1:{http_port}");
+        let config = format!(
+            r#"origin_dir = "{origin_dir}"
+signing_key_path = "{key}"
+trackers = ["{tracker}"]
+http_listen_addr = "127.0.0.1:{http_port}"
+public_base_url = "{origin_http}"
+seed_peers = ["127.0.0.1:{peer_port}"]
+piece_bytes = {PIECE_BYTES}
+tracker_whitelist_path = "{whitelist}"
+tracker_reload_command = ["kill", "-HUP", "{tracker_pid}"]
+poll_interval_ms = 50
+
+[swarm]
+peer_listen_addr = "127.0.0.1:{peer_port}"
+"#,
+            origin_dir = dir.join("origin").display(),
+            key = key.display(),
+            tracker = tracker.url,
+            whitelist = tracker.whitelist.display(),
+            tracker_pid = tracker.proc.pid(),
+        );
+        let origin_config = dir.join("origin.toml");
+        std::fs::write(&origin_config, config).unwrap();
+        Fleet { dir: dir.to_owned(), tracker, origin_config, origin_http, public_key, origin: None }
+    }
+
+    fn start_origin(&mut self) {
+        let args = vec!["origin".to_owned(), "--config".to_owned(), self.origin_config.display().to_string()];
+        let mut origin = Proc::adsnap("origin", &args, &self.dir);
+        let url = format!("{}/status", self.origin_http);
+        wait_for("the origin to answer", || {
+            origin.assert_running();
+            get_json(&url)
+        });
+        self.origin = Some(origin);
+    }
+
+    fn publish(&self, snapshot: &Path, target: &str, rollback: bool) -> Output {
+        let mut args = vec!["publish", snapshot.to_str().unwrap(), "--config"];
+        args.push(self.origin_config.to_str().unwrap());
+        args.extend(["--target", target]);
+        if rollback {
+            args.push("--rollback");
+        }
+        run(&args)
+    }
+
+    fn origin_status(&self) -> serde_json::Value {
+        get_json(&format!("{}/status", self.origin_http)).expect("origin answers")
+    }
+}
+
+/// An `adsnap serve` process and the `adsnap follow` process feeding it.
+struct Member {
+    server: Proc,
+    server_url: String,
+    follower: Option<Proc>,
+    follower_args: Vec<String>,
+    status_url: String,
+    name: String,
+    dir: PathBuf,
+}
+
+impl Member {
+    fn start(fleet: &Fleet, name: &str, initial: &Path, extra: &[&str]) -> Member {
+        let dir = fleet.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let production = dir.join("production.snap");
+        std::fs::copy(initial, &production).unwrap();
+        let server_port = free_port();
+        let server_url = format!("http://127.0.0.1:{server_port}");
+        let server_args: Vec<String> = vec![
+            "serve".into(),
+            "--listen-addr".into(),
+            format!("127.0.0.1:{server_port}"),
+            "--snapshot-path".into(),
+            production.display().to_string(),
+            // Each server of the fleet has its own admin port, event log and profile store.
+            "--admin-listen-addr".into(),
+            "127.0.0.1:0".into(),
+            "--events-dir".into(),
+            dir.join("events").display().to_string(),
+            "--profiles-path".into(),
+            dir.join("profiles").display().to_string(),
+        ];
+        let mut server = Proc::adsnap(&format!("{name}-serve"), &server_args, &fleet.dir);
+        wait_for("the server to answer", || {
+            server.assert_running();
+            get_json(&format!("{server_url}/health"))
+        });
+        let status_port = free_port();
+        let mut follower_args: Vec<String> = vec![
+            "follow".into(),
+            "--data-dir".into(),
+            dir.join("follower").display().to_string(),
+            "--manifest-url".into(),
+            format!("{}/manifest.json", fleet.origin_http),
+            "--publisher-key".into(),
+            fleet.public_key.clone(),
+            "--poll-interval-ms".into(),
+            "100".into(),
+            "--status-listen-addr".into(),
+            format!("127.0.0.1:{status_port}"),
+            "--production-path".into(),
+            production.display().to_string(),
+            "--staging-path".into(),
+            dir.join("staging.snap").display().to_string(),
+            "--reload-command".into(),
+            format!("kill -HUP {}", server.pid()),
+        ];
+        follower_args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--peer-listen-addr") {
+            follower_args.extend(["--peer-listen-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        let mut member = Member {
+            server,
+            server_url,
+            follower: None,
+            follower_args,
+            status_url: format!("http://127.0.0.1:{status_port}/status"),
+            name: name.to_owned(),
+            dir: fleet.dir.clone(),
+        };
+        member.start_follower();
+        member
+    }
+
+    fn start_follower(&mut self) {
+        let mut follower = Proc::adsnap(&format!("{}-follow", self.name), &self.follower_args, &self.dir);
+        wait_for("the follower to answer", || {
+            follower.assert_running();
+            get_json(&self.status_url)
+        });
+        self.follower = Some(follower);
+    }
+
+    fn serving_id(&self) -> Option<String> {
+        let health = get_json(&format!("{}/health", self.server_url))?;
+        health["snapshot"]["id"].as_str().map(str::to_owned)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        get_json(&self.status_url).expect("follower answers")
+    }
+}
+
+fn wait_all_serving(members: &[Member], id: &str) {
+    for member in members {
+        wait_for(&format!("{} to serve {id}", member.name), || {
+            (member.serving_id().as_deref() == Some(id)).then_some(())
+        });
+    }
+}
+
+#[test]
+fn four_followers_get_each_version_through_the_swarm_and_their_servers_serve_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, v0_id) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, v1_id) = build_snapshot(dir.path(), "v1.snap", 11);
+    let (v2, v2_id) = build_snapshot(dir.path(), "v2.snap", 12);
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    let members: Vec<Member> = (0..4).map(|i| Member::start(&fleet, &format!("m{i}"), &v0, &[])).collect();
+    for member in &members {
+        assert_eq!(member.serving_id().as_deref(), Some(v0_id.as_str()));
+    }
+
+    let published = fleet.publish(&v1, "production", false);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    assert_eq!(manifest["manifest"]["snapshot_id"], v1_id.as_str());
+    let whitelist = std::fs::read_to_string(&fleet.tracker.whitelist).unwrap();
+    assert!(whitelist.contains(manifest["manifest"]["info_hash"].as_str().unwrap()));
+    wait_all_serving(&members, &v1_id);
+    // Every follower announced itself to the tracker, beside the origin.
+    let info_hash = manifest["manifest"]["info_hash"].as_str().unwrap();
+    wait_for("the tracker to list five peers", || (fleet.tracker.peers(info_hash) >= 5).then_some(()));
+
+    let published = fleet.publish(&v2, "production", false);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    wait_all_serving(&members, &v2_id);
+    for member in &members {
+        let status = member.status();
+        assert_eq!(status["kept_snapshot_ids"], serde_json::json!([v1_id, v2_id]), "{status}");
+        assert_eq!(status["outcomes"]["installed"], 2, "{status}");
+    }
+    let uploaded_by_followers: u64 =
+        members.iter().map(|m| m.status()["uploaded_bytes"].as_u64().unwrap()).sum();
+    assert!(uploaded_by_followers > 0, "followers served each other nothing");
+
+    // An older version is refused unless it is an explicit rollback; then every server goes back.
+    let refused = fleet.publish(&v1, "production", false);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("not newer"), "{}", text(&refused.stderr));
+    let rolled_back = fleet.publish(&v1, "production", true);
+    assert!(rolled_back.status.success(), "{}", text(&rolled_back.stderr));
+    wait_all_serving(&members, &v1_id);
+}
+
+fn snapshot_file(member_dir: &Path, id: &str) -> PathBuf {
+    member_dir.join("follower/snapshots").join(format!("{id}.snap"))
+}
+
+fn follower_peer_arg() -> (String, Vec<String>) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    (addr.clone(), vec!["--peer-listen-addr".to_owned(), addr])
+}
+
+#[test]
+fn a_forged_manifest_is_refused_and_the_server_keeps_what_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, v0_id) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, _) = build_snapshot(dir.path(), "v1.snap", 11);
+    let mut fleet = Fleet::new(dir.path());
+    // The forger runs a perfectly good origin, but signs with a key the followers do not trust.
+    let forger_key = dir.path().join("forger.key");
+    assert!(run(&["keygen", "--out", forger_key.to_str().unwrap()]).status.success());
+    let config = std::fs::read_to_string(&fleet.origin_config).unwrap();
+    let real_key = dir.path().join("publisher.key").display().to_string();
+    std::fs::write(&fleet.origin_config, config.replace(&real_key, forger_key.to_str().unwrap())).unwrap();
+    fleet.start_origin();
+    let member = Member::start(&fleet, "m0", &v0, &[]);
+    assert!(fleet.publish(&v1, "production", false).status.success());
+    wait_for("the forged manifest to be refused", || {
+        (member.status()["outcomes"]["rejected_signature"] == 1).then_some(())
+    });
+    assert_eq!(member.serving_id().as_deref(), Some(v0_id.as_str()));
+    let status = member.status();
+    assert_eq!(status["outcomes"]["installed"], 0, "{status}");
+    assert!(status["kept_snapshot_ids"].as_array().unwrap().is_empty(), "{status}");
+    assert!(!snapshot_file(&dir.path().join("m0"), &v0_id).exists());
+    let metrics = std::thread::spawn({
+        let url = member.status_url.replace("/status", "/metrics");
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(metrics.contains(r#"adsnap_follow_manifests_total{outcome="RejectedSignature"} 1"#), "{metrics}");
+}
+
+#[test]
+fn a_peer_serving_corrupt_pieces_corrupts_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, _) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, v1_id) = build_snapshot(dir.path(), "v1.snap", 11);
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    let (bad_peer, bad_args) = follower_peer_arg();
+    let bad_args: Vec<&str> = bad_args.iter().map(String::as_str).collect();
+    let mut bad = Member::start(&fleet, "bad", &v0, &bad_args);
+    assert!(fleet.publish(&v1, "production", false).status.success());
+    wait_all_serving(std::slice::from_ref(&bad), &v1_id);
+    // The bad box's disk rots under its seeding follower: every other 4 KiB block is flipped.
+    // Its server shares the inode (a hard link), so it is stopped first.
+    bad.server.kill();
+    let path = snapshot_file(&dir.path().join("bad"), &v1_id);
+    let mut bytes = std::fs::read(&path).unwrap();
+    for block in bytes.chunks_mut(4096).step_by(2) {
+        block.iter_mut().for_each(|b| *b = !*b);
+    }
+    {
+        use std::io::{Seek, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        file.write_all(&bytes).unwrap();
+    }
+    // The origin now uploads slowly, so the newcomer asks the bad peer for most pieces.
+    fleet.origin.as_mut().unwrap().kill();
+    let config = std::fs::read_to_string(&fleet.origin_config).unwrap();
+    std::fs::write(
+        &fleet.origin_config,
+        config.replace("[swarm]", "[swarm]\nupload_bytes_per_s_max = 131072"),
+    )
+    .unwrap();
+    fleet.start_origin();
+    let uploaded_before = bad.status()["uploaded_bytes"].as_u64().unwrap();
+    let good = Member::start(&fleet, "good", &v0, &["--peer", &bad_peer]);
+    wait_all_serving(std::slice::from_ref(&good), &v1_id);
+    let status = good.status();
+    assert_eq!(status["outcomes"]["installed"], 1, "{status}");
+    assert_eq!(status["outcomes"]["rejected_mismatch"], 0, "{status}");
+    let uploaded_after = bad.status()["uploaded_bytes"].as_u64().unwrap();
+    assert!(uploaded_after > uploaded_before, "the corrupt peer was never asked for a piece");
+    let good_copy = std::fs::read(snapshot_file(&dir.path().join("good"), &v1_id)).unwrap();
+    assert_eq!(good_copy, std::fs::read(&v1).unwrap());
+}
+
+#[test]
+fn a_follower_killed_mid_download_resumes_and_the_others_finish_without_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, _) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, v1_id) = build_snapshot(dir.path(), "v1.snap", 11);
+    let size = std::fs::metadata(&v1).unwrap().len();
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    // A fast follower, and two that download slowly enough to be caught mid-way.
+    let slow = (size / 8).max(16 * 1024).to_string();
+    let fast = Member::start(&fleet, "fast", &v0, &[]);
+    let slow_args = ["--download-bytes-per-s-max", slow.as_str()];
+    let mut resumer = Member::start(&fleet, "resumer", &v0, &slow_args);
+    let patient = Member::start(&fleet, "patient", &v0, &slow_args);
+    assert!(fleet.publish(&v1, "production", false).status.success());
+
+    let progress_at_kill = wait_for("the resumer to be part-way", || {
+        let phase = resumer.status()["phase"].clone();
+        let progress = phase["progress_bytes"].as_u64().unwrap_or(0);
+        (phase["phase"] == "downloading" && progress > 0 && progress < size).then_some(progress)
+    });
+    resumer.follower.as_mut().unwrap().kill();
+
+    // The origin goes away once the fast follower has a whole copy.
+    wait_all_serving(std::slice::from_ref(&fast), &v1_id);
+    fleet.origin.as_mut().unwrap().kill();
+
+    resumer.start_follower();
+    wait_all_serving(&[fast, patient], &v1_id);
+    wait_all_serving(std::slice::from_ref(&resumer), &v1_id);
+    let status = resumer.status();
+    let fetched = status["fetched_bytes"].as_u64().unwrap();
+    assert!(
+        fetched + progress_at_kill / 2 <= size,
+        "the restarted follower fetched {fetched} of {size} bytes although {progress_at_kill} were on disk"
+    );
+}
+
+#[test]
+fn aria2_downloads_a_published_snapshot_from_the_swarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, _) = build_snapshot(dir.path(), "v1.snap", 11);
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    let published = fleet.publish(&v1, "production", false);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let torrent_url = manifest["manifest"]["torrent_url"].as_str().unwrap();
+    let out = dir.path().join("aria2");
+    let port = free_port().to_string();
+    // Peers come from opentracker only: no DHT, no local discovery, no web seeds.
+    let aria2 = Command::new("aria2c")
+        .args(["--dir", out.to_str().unwrap(), "--seed-time=0", "--enable-dht=false", "--enable-dht6=false"])
+        .args(["--bt-enable-lpd=false", "--listen-port", &port, "--follow-torrent=mem", "--quiet=true"])
+        .args(["--stop", "60", torrent_url])
+        .output()
+        .expect("aria2c runs (scripts/install-deps.sh installs it)");
+    assert!(aria2.status.success(), "{}{}", text(&aria2.stdout), text(&aria2.stderr));
+    let name = format!("{}.snap", manifest["manifest"]["snapshot_id"].as_str().unwrap());
+    assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(&v1).unwrap());
+    assert!(
+        fleet.origin_status()["uploaded_bytes"].as_u64().unwrap() >= std::fs::metadata(&v1).unwrap().len()
+    );
+}
+
+#[test]
+fn a_snapshot_over_the_disk_budget_is_refused_and_the_server_keeps_what_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, v0_id) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, _) = build_snapshot(dir.path(), "v1.snap", 11);
+    let budget = (std::fs::metadata(&v1).unwrap().len() - 1).to_string();
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    let member = Member::start(&fleet, "small", &v0, &["--disk-bytes-max", &budget]);
+    assert!(fleet.publish(&v1, "production", false).status.success());
+    wait_for("the snapshot to be refused", || {
+        (member.status()["outcomes"]["rejected_disk"] == 1).then_some(())
+    });
+    assert_eq!(member.serving_id().as_deref(), Some(v0_id.as_str()));
+    assert_eq!(member.status()["outcomes"]["installed"], 0);
+}
