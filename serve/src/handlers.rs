@@ -403,7 +403,7 @@ pub fn install<B>(state: &State, request: &Request<B>) -> Reply {
     };
     let (claims, result) = match count_notice(state, verified, &counting, dedup_key) {
         Ok(counted) => counted,
-        Err(reply) => return reply,
+        Err(err) => return error_reply(&err),
     };
     json_reply(
         200,
@@ -423,14 +423,14 @@ struct Counting<'a> {
 
 /// Counts a notice once: the first time its token is seen, its event is written and the user's
 /// profile updated; repeats are acknowledged as duplicates; a bad token is refused. Every
-/// outcome is counted in the metrics. Returns the claims and "counted" or "duplicate", or the
-/// reply that refuses the notice.
+/// outcome is counted in the metrics. Returns the claims and "counted" or "duplicate", or why
+/// the notice is refused.
 fn count_notice(
     state: &State,
     verified: Result<Claims, TokenError>,
     counting: &Counting<'_>,
     dedup_key: impl FnOnce(&Claims) -> u64,
-) -> Result<(Claims, &'static str), Reply> {
+) -> Result<(Claims, &'static str), RequestError> {
     let dedup_key = verified.as_ref().ok().map(dedup_key);
     let counted = dedup_key.is_some_and(|key| state.dedup.first_time(key));
     let result = match &verified {
@@ -445,7 +445,7 @@ fn count_notice(
         Ok(claims) => claims,
         Err(err) => {
             state.metrics.tracking.get_or_create(&labels).inc();
-            return Err(error_reply(&RequestError::Token(err.to_string())));
+            return Err(RequestError::Token(err.to_string()));
         }
     };
     if counted {
@@ -460,7 +460,7 @@ fn count_notice(
         if let Err(err) = state.write_event(&notice_event(&notice, &production)) {
             // Not counted after all: the sender's retry must count.
             state.dedup.forget(dedup_key.unwrap_or_default());
-            return Err(error_reply(&err));
+            return Err(err);
         }
         record_notice(state, counting.kind, &claims, &production);
     }
@@ -498,7 +498,7 @@ pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> R
     let dedup_key = |claims: &Claims| claims.request_hash ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let claims = match count_notice(state, verified, &counting, dedup_key) {
         Ok((claims, _)) => claims,
-        Err(reply) => return reply,
+        Err(err) => return error_reply(&err),
     };
     if kind != TrackingKind::Click {
         return empty(204);
