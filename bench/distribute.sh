@@ -136,15 +136,16 @@ EOF
         local ns="${TAG}n$i" dir="$run/f$i"
         mkdir -p "$dir"
         cp "$WORK/v0.snap" "$dir/production.snap"
-        ip netns exec "$ns" "$ADSNAP" serve --listen-addr "$(node_ip "$i"):8080" \
-            --snapshot-path "$dir/production.snap" --worker-threads 1 >"$dir/serve.log" 2>&1 &
+        # In its own folder: a server keeps its event log and profile store there.
+        (cd "$dir" && exec ip netns exec "$ns" "$ADSNAP" serve --listen-addr "$(node_ip "$i"):8080" \
+            --snapshot-path "$dir/production.snap" --worker-threads 1 >"$dir/serve.log" 2>&1) &
         local server_pid=$!
         PIDS+=("$server_pid")
         ip netns exec "$ns" "$ADSNAP" follow --data-dir "$dir/follower" \
             --manifest-url "http://$(node_ip 0):8090/manifest.json" --publisher-key "$PUBLIC_KEY" \
             --poll-interval-ms 100 --peer-listen-addr "$(node_ip "$i"):4240" --transport "$transport" \
             --status-listen-addr "$(node_ip "$i"):8091" \
-            --production-path "$dir/production.snap" --staging-path "$dir/staging.snap" \
+            --production-path "$dir/production.snap" --staging-path "$dir/production.snap.staging" \
             --reload-command "kill -HUP $server_pid" >"$dir/follow.log" 2>&1 &
         PIDS+=($!)
     done

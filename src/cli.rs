@@ -59,6 +59,18 @@ enum Command {
     Serve(crate::serve_cli::ServeArgs),
     /// Build the example catalog into a snapshot if there is none, then serve it on localhost.
     Up(crate::serve_cli::UpArgs),
+    /// A/B test and staging reports from events.
+    Abtest(crate::abtest_cli::AbtestArgs),
+    /// Install a snapshot file into a running server's staging or production slot.
+    Install(crate::admin_cli::InstallArgs),
+    /// Make a running server's staging snapshot its production snapshot.
+    Promote(crate::admin_cli::AdminArgs),
+    /// Make a running server serve its previous production snapshot again.
+    Rollback(crate::admin_cli::AdminArgs),
+    /// User profiles: read one, bulk-load a JSON Lines file, or generate profiles.
+    Profiles(crate::profiles_cli::ProfilesArgs),
+    /// Read the event log (local folder or JetStream stream): tail, replay, export to Parquet.
+    Events(crate::events_cli::EventsArgs),
     /// Verify a snapshot and print its header and counts.
     /// Make a publisher key pair for signing manifests.
     Keygen(crate::distribute_cli::KeygenArgs),
@@ -92,6 +104,12 @@ impl Cli {
             Command::Publish(args) => crate::distribute_cli::run_publish(args),
             Command::Origin(args) => crate::distribute_cli::run_origin(args),
             Command::Follow(args) => crate::distribute_cli::run_follow(args),
+            Command::Abtest(args) => crate::abtest_cli::run_abtest(args),
+            Command::Install(args) => crate::admin_cli::run_install(args),
+            Command::Promote(args) => crate::admin_cli::run_promote(args),
+            Command::Rollback(args) => crate::admin_cli::run_rollback(args),
+            Command::Profiles(args) => crate::profiles_cli::run(args),
+            Command::Events(args) => crate::events_cli::run_events(args),
         }
     }
 }

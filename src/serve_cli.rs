@@ -17,6 +17,9 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
     #[arg(long, env = "ADSNAP_LISTEN_ADDR")]
     listen_addr: Option<SocketAddr>,
+    /// Admin endpoints (install, promote, rollback); keep on loopback.
+    #[arg(long, env = "ADSNAP_ADMIN_LISTEN_ADDR")]
+    admin_listen_addr: Option<SocketAddr>,
     #[arg(long, env = "ADSNAP_SNAPSHOT_PATH")]
     snapshot_path: Option<PathBuf>,
     #[arg(long, env = "ADSNAP_STAGING_SNAPSHOT_PATH")]
@@ -36,10 +39,44 @@ pub struct ServeArgs {
     tracking_key_hex: Option<String>,
     #[arg(long, env = "ADSNAP_TRACKING_TOKEN_TTL_S")]
     tracking_token_ttl_s: Option<u64>,
+    #[arg(long, env = "ADSNAP_INSTALL_ATTRIBUTION_WINDOW_S")]
+    install_attribution_window_s: Option<u64>,
     #[arg(long, env = "ADSNAP_AD_TTL_S")]
     ad_ttl_s: Option<u32>,
     #[arg(long, env = "ADSNAP_TRACKING_DEDUP_ENTRIES_MAX")]
     tracking_dedup_entries_max: Option<usize>,
+    /// Read and keep user profiles (default true).
+    #[arg(long, env = "ADSNAP_PROFILES_ENABLED")]
+    profiles_enabled: Option<bool>,
+    /// `embedded` or `aerospike`.
+    #[arg(long, env = "ADSNAP_PROFILES_BACKEND")]
+    profiles_backend: Option<String>,
+    /// Folder of the embedded profile store.
+    #[arg(long, env = "ADSNAP_PROFILES_PATH")]
+    profiles_path: Option<PathBuf>,
+    #[arg(long, env = "ADSNAP_PROFILES_READ_DEADLINE_MS")]
+    profiles_read_deadline_ms: Option<u64>,
+    #[arg(long, env = "ADSNAP_PROFILES_MEMORY_BYTES_MAX")]
+    profiles_memory_bytes_max: Option<u64>,
+    /// Aerospike seed hosts, comma-separated `host:port`.
+    #[arg(long, env = "ADSNAP_PROFILES_AEROSPIKE_HOSTS")]
+    profiles_aerospike_hosts: Option<String>,
+    /// Write events (default true; off only for measurements).
+    #[arg(long, env = "ADSNAP_EVENTS_ENABLED")]
+    events_enabled: Option<bool>,
+    /// Folder of the local event log.
+    #[arg(long, env = "ADSNAP_EVENTS_DIR")]
+    events_dir: Option<PathBuf>,
+    #[arg(long, env = "ADSNAP_EVENTS_SEGMENT_BYTES_MAX")]
+    events_segment_bytes_max: Option<u64>,
+    #[arg(long, env = "ADSNAP_EVENTS_FSYNC_INTERVAL_MS")]
+    events_fsync_interval_ms: Option<u64>,
+    #[arg(long, env = "ADSNAP_EVENTS_LOG_BYTES_MAX")]
+    events_log_bytes_max: Option<u64>,
+    /// NATS servers to replicate events to (comma-separated `nats://host:port`); the rest of
+    /// `[events.nats]` comes from the file or its defaults.
+    #[arg(long, env = "ADSNAP_EVENTS_NATS_URLS", value_delimiter = ',')]
+    events_nats_urls: Option<Vec<String>>,
     /// Decide as of this Unix time (replays and tests).
     #[arg(long, env = "ADSNAP_FIXED_NOW_UNIX_S")]
     fixed_now_unix_s: Option<i64>,
@@ -63,6 +100,7 @@ impl ServeArgs {
         }
         set!(
             listen_addr,
+            admin_listen_addr,
             snapshot_path,
             public_base_url,
             request_body_bytes_max,
@@ -70,6 +108,7 @@ impl ServeArgs {
             connections_max
         );
         set!(header_read_timeout_ms, tracking_token_ttl_s, ad_ttl_s, tracking_dedup_entries_max);
+        set!(install_attribution_window_s);
         if self.staging_snapshot_path.is_some() {
             c.staging_snapshot_path = self.staging_snapshot_path.clone();
         }
@@ -79,12 +118,67 @@ impl ServeArgs {
         if self.fixed_now_unix_s.is_some() {
             c.fixed_now_unix_s = self.fixed_now_unix_s;
         }
+        if let Some(v) = self.profiles_enabled {
+            c.profiles_enabled = v;
+        }
+        let p = &mut c.profiles;
+        if let Some(backend) = &self.profiles_backend {
+            p.backend = match backend.as_str() {
+                "embedded" => adsnap_profile_store::config::Backend::Embedded,
+                "aerospike" => adsnap_profile_store::config::Backend::Aerospike,
+                other => anyhow::bail!("--profiles-backend {other:?}: expected embedded or aerospike"),
+            };
+        }
+        if let Some(v) = &self.profiles_path {
+            p.embedded.path = v.clone();
+        }
+        if let Some(v) = self.profiles_read_deadline_ms {
+            p.read_deadline_ms = v;
+        }
+        if let Some(v) = self.profiles_memory_bytes_max {
+            p.embedded.memory_bytes_max = v;
+        }
+        if let Some(v) = &self.profiles_aerospike_hosts {
+            p.aerospike.hosts = v.clone();
+        }
+        if let Some(v) = self.events_enabled {
+            c.events_enabled = v;
+        }
+        let e = &mut c.events;
+        macro_rules! set_events {
+            ($($flag:ident => $field:ident),*) => { $(if let Some(v) = &self.$flag { e.$field = v.clone(); })* };
+        }
+        set_events!(events_dir => dir, events_segment_bytes_max => segment_bytes_max);
+        set_events!(events_fsync_interval_ms => fsync_interval_ms, events_log_bytes_max => log_bytes_max);
+        if let Some(urls) = &self.events_nats_urls {
+            e.nats.get_or_insert_with(Default::default).urls = urls.clone();
+        }
         if self.public_base_url.is_none() && self.listen_addr.is_some() {
             c.public_base_url = format!("http://{}", c.listen_addr);
         }
         Ok(c)
     }
 }
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, the signals an operator or a supervisor stops with.
+async fn stop_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+}
+
+/// How long stopping may wait for the event shipper's acknowledgements in flight.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -111,14 +205,21 @@ fn serve_with(
 ) -> anyhow::Result<ExitCode> {
     runtime(worker_threads)?.block_on(async move {
         let listener = adsnap_serve::bind(&config).await?;
+        let admin_listener = adsnap_serve::bind_admin(&config).await?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let admin_addr = admin_listener.local_addr().context("reading the bound admin address")?;
         let state = State::new(config).await?;
-        tracing::info!(%addr, snapshot_id = %state.production.load().header().id_hex(), "serving");
+        tracing::info!(%addr, %admin_addr, snapshot_id = %state.production.load().header().id_hex(), "serving");
         on_ready(addr);
-        adsnap_serve::serve(state, listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+        let (stop, mut admin_stopped) = tokio::sync::watch::channel(false);
+        let admin = tokio::spawn(adsnap_serve::serve_admin(state.clone(), admin_listener, async move {
+            let _ = admin_stopped.changed().await;
+        }));
+        adsnap_serve::serve(state.clone(), listener, stop_signal()).await;
+        let _ = stop.send(true);
+        let _ = admin.await;
+        tracing::info!("stopping: syncing events and profiles");
+        state.shutdown(SHUTDOWN_DEADLINE).await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,4 +1,4 @@
-//! A/B traffic assignment: which slice of traffic (staging, an experiment's arm, or control) each
+//! A/B testing. Traffic assignment: which slice of traffic (staging, an experiment's arm, or control) each
 //! ad request belongs to, decided from the snapshot's experiment table.
 //!
 //! [`assign`] is a pure function of the user's key and the table; it runs on every request, so it
@@ -19,8 +19,12 @@
 //!
 //! [`Assignment::code`] packs an assignment into the number that events and tracking tokens carry.
 //!
+//! [`analysis`] reads the events those codes end up in and reports each experiment arm and
+//! staging against control.
+//!
 //! [`BUCKETS`]: adsnap_snapshot::schema::BUCKETS
 
+pub mod analysis;
 mod assign;
 mod code;
 #[cfg(test)]

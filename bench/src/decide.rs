@@ -60,7 +60,12 @@ pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Resu
         for (query, arm) in &queries {
             let params = params_of(arm);
             let t = Instant::now();
-            let decision = std::hint::black_box(decide(&snapshot, query, params));
+            let decision = std::hint::black_box(decide(
+                &snapshot,
+                query,
+                params,
+                adsnap_serve::decision::User::default(),
+            ));
             times.push(t.elapsed());
             n_filled += decision.outcome.is_ok() as u64;
             n_scanned += decision.n_scanned as u64;

@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 use adsnap_snapshot::Snapshot;
 use anyhow::{bail, Context};
 
-use crate::traffic;
+use crate::{paced, traffic};
 
 /// How long a server may take to start answering.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const NGINX_PORT: u16 = 18_481;
+/// Connections of the paced (fixed-rate) runs.
+const PACED_CONNECTIONS: usize = 32;
+/// The CPU the load generators run on; the servers get CPU 0.
+const LOAD_CPU: usize = 1;
 const ADSNAP_PORT: u16 = 18_482;
 
 /// A child process killed when dropped.
@@ -74,7 +78,7 @@ fn start_nginx(dir: &Path) -> anyhow::Result<Guard> {
     // About 400 bytes, the size of a small ad response.
     let body = format!(
         r#"{{"request_id":"static","ad":{{"campaign_id":101,"creative_id":1001,"format":"interstitial","width":320,"height":480,"mime":"image/jpeg","markup_kind":"html","markup":"<a href=\"https://example.com/c\"><img src=\"https://cdn.example.net/i.jpg\"></a>","impression_url":"http://127.0.0.1/v1/imp?t={t}","price_micros":1435000,"currency":"USD","ttl_s":300}}}}"#,
-        t = "A".repeat(87)
+        t = "A".repeat(adsnap_serve::token::TOKEN_CHARS)
     );
     fs::write(root.join("ad.json"), body)?;
     let conf = format!(
@@ -108,11 +112,34 @@ fn adsnap_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn start_adsnap(snapshot: &Path) -> anyhow::Result<Guard> {
-    let child = Command::new("taskset")
+/// What an adsnap server under load runs with.
+#[derive(Clone, Copy)]
+struct Features<'a> {
+    /// The profile store's folder; `None`: profiles off.
+    profiles: Option<&'a Path>,
+    /// A folder for a fresh event log; `None`: events off.
+    events: Option<&'a Path>,
+}
+
+fn start_adsnap(snapshot: &Path, features: Features<'_>) -> anyhow::Result<Guard> {
+    let mut command = Command::new("taskset");
+    command
         .args(["-c", "0"])
         .arg(adsnap_binary()?)
         .args(["serve", "--worker-threads", "1", "--listen-addr", &format!("127.0.0.1:{ADSNAP_PORT}")])
+        .args(["--admin-listen-addr", "127.0.0.1:0"]);
+    match features.profiles {
+        Some(path) => command.arg("--profiles-path").arg(path),
+        None => command.args(["--profiles-enabled", "false"]),
+    };
+    match features.events {
+        Some(dir) => {
+            let _ = fs::remove_dir_all(dir);
+            command.arg("--events-dir").arg(dir)
+        }
+        None => command.args(["--events-enabled", "false"]),
+    };
+    let child = command
         .arg("--snapshot-path")
         .arg(snapshot)
         .args(["--tracking-key-hex", &"5a".repeat(32)])
@@ -237,12 +264,13 @@ fn swapping_run(
     script: &Path,
     connections: u32,
     seconds: u32,
+    features: Features<'_>,
 ) -> anyhow::Result<(WrkFigures, u64)> {
     let (v1, v2, live) = (dir.join("v1.snap"), dir.join("v2.snap"), dir.join("live.snap"));
     fs::copy(snapshot_path, &v1)?;
     rebuild_with_version(snapshot_path, &v2)?;
     fs::hard_link(&v1, &live)?;
-    let server = start_adsnap(&live)?;
+    let server = start_adsnap(&live, features)?;
     let stop = AtomicBool::new(false);
     let pid = server.0.id();
     std::thread::scope(|scope| {
@@ -274,6 +302,42 @@ fn rebuild_with_version(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fills a profile store with a generated profile for every user of the request stream.
+fn prepare_profiles(dir: &Path) -> anyhow::Result<PathBuf> {
+    use adsnap_profile_store::{gen, Profiles, ProfilesConfig};
+    let path = dir.join("profiles");
+    let _ = fs::remove_dir_all(&path);
+    let mut config = ProfilesConfig::default();
+    config.embedded.path = path.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let profiles = Profiles::open(&config).await?;
+        let options = gen::GenOptions { seed: traffic::USER_SEED, now_unix_s: crate::now_unix_s() };
+        for start in (0..traffic::USERS).step_by(PROFILE_IMPORT_BATCH as usize) {
+            let end = (start + PROFILE_IMPORT_BATCH).min(traffic::USERS);
+            profiles.import((start..end).map(|idx| gen::user(&options, idx)).collect()).await?;
+        }
+        profiles.flush().await?;
+        anyhow::Ok(())
+    })?;
+    Ok(path)
+}
+
+/// Profiles imported per call while preparing the store.
+const PROFILE_IMPORT_BATCH: u64 = 50_000;
+
+/// One wrk run against a fresh adsnap server.
+fn adsnap_wrk(
+    snapshot: &Path,
+    features: Features<'_>,
+    script: &Path,
+    connections: u32,
+    seconds: u32,
+) -> anyhow::Result<WrkFigures> {
+    let _server = start_adsnap(snapshot, features)?;
+    wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(script), connections, seconds)
+}
+
 pub fn run(
     snapshot_path: &Path,
     work: &Path,
@@ -286,27 +350,52 @@ pub fn run(
     fs::create_dir_all(&dir)?;
     let bodies = traffic::requests(&Snapshot::open(snapshot_path)?, n_requests, 11);
     let script = wrk_script(&dir, &bodies)?;
+    let prepared = Instant::now();
+    let profiles = prepare_profiles(&dir)?;
+    eprintln!("profile store: {} users in {:.1} s", traffic::USERS, prepared.elapsed().as_secs_f64());
+    let events = dir.join("events");
+    let full = Features { profiles: Some(&profiles), events: Some(&events) };
     let nginx = {
         let _server = start_nginx(&dir)?;
         wrk(&format!("http://127.0.0.1:{NGINX_PORT}/ad.json"), None, connections, seconds)?
     };
-    let adsnap = {
-        let _server = start_adsnap(snapshot_path)?;
-        wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(&script), connections, seconds)?
+    let adsnap = adsnap_wrk(snapshot_path, full, &script, connections, seconds)?;
+    let no_profiles =
+        adsnap_wrk(snapshot_path, Features { profiles: None, ..full }, &script, connections, seconds)?;
+    let no_events =
+        adsnap_wrk(snapshot_path, Features { events: None, ..full }, &script, connections, seconds)?;
+    let (swapping, n_swaps) = swapping_run(snapshot_path, &dir, &script, connections, seconds, full)?;
+    // Latency at half of adsnap's peak, on a fixed schedule, with nginx at the same rate beside.
+    let half_peak = (adsnap.requests_per_s / 2.0).max(1.0);
+    let paced_duration = Duration::from_secs(seconds.into());
+    let nginx_addr = SocketAddr::from(([127, 0, 0, 1], NGINX_PORT));
+    let adsnap_addr = SocketAddr::from(([127, 0, 0, 1], ADSNAP_PORT));
+    let nginx_paced = {
+        let _server = start_nginx(&dir)?;
+        let requests = [paced::raw_request("GET", "/ad.json", nginx_addr, "")];
+        paced::run(nginx_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)?
     };
-    let (swapping, n_swaps) = swapping_run(snapshot_path, &dir, &script, connections, seconds)?;
+    let adsnap_paced = {
+        let _server = start_adsnap(snapshot_path, full)?;
+        let requests: Vec<_> =
+            bodies.iter().map(|b| paced::raw_request("POST", "/v1/ad", adsnap_addr, b)).collect();
+        paced::run(adsnap_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)?
+    };
     println!("## throughput: adsnap full decisions vs nginx static file (1 server core, wrk -t1 -c{connections} -d{seconds}s on the other)");
     println!(
-        "snapshot {}, {} distinct requests; profiles and events are not built yet, so neither is on",
+        "snapshot {}, {} distinct requests from {} users, a profile for each user in the embedded store, events to the local log",
         snapshot_path.display(),
-        bodies.len()
+        bodies.len(),
+        traffic::USERS
     );
     println!("| server | requests/s | p50 ms | p99 ms | non-2xx | socket errors |");
     println!("|---|---:|---:|---:|---:|---:|");
     let swap_name = format!("adsnap, POST /v1/ad, {n_swaps} hot swaps (one a second)");
     for (name, f) in [
         ("nginx, static 400-byte JSON", &nginx),
-        ("adsnap, POST /v1/ad", &adsnap),
+        ("adsnap, POST /v1/ad (profiles, events)", &adsnap),
+        ("adsnap, profiles off", &no_profiles),
+        ("adsnap, events off", &no_events),
         (swap_name.as_str(), &swapping),
     ] {
         println!(
@@ -320,11 +409,34 @@ pub fn run(
         adsnap.requests_per_s / nginx.requests_per_s
     );
     println!(
+        "profiles on / off: {:.2} (target > 0.9); events on / off: {:.2} (target > 0.95)",
+        adsnap.requests_per_s / no_profiles.requests_per_s,
+        adsnap.requests_per_s / no_events.requests_per_s
+    );
+    println!(
         "p99 with swaps / without: {:.2} (target <= 2); failed requests with swaps: {} (target 0)",
         swapping.latency_p99_ms / adsnap.latency_p99_ms,
         swapping.non_2xx + swapping.errors
     );
     println!("(wrk counts 204 no-fills as successes: they are 2xx)");
+    println!();
+    println!(
+        "## latency at half of adsnap's peak: {half_peak:.0} requests/s on a fixed schedule, {PACED_CONNECTIONS} keep-alive connections, {seconds} s, measured from each request's intended send time"
+    );
+    println!("| server | completed | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, f) in [("nginx, static 400-byte JSON", &nginx_paced), ("adsnap, POST /v1/ad", &adsnap_paced)] {
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
+            f.completed, f.p50_ms, f.p90_ms, f.p99_ms, f.p999_ms, f.max_ms, f.non_2xx, f.errors
+        );
+    }
+    println!();
+    println!(
+        "adsnap p99 at half of peak: {:.3} ms (target < 1 ms); adsnap / nginx p99 at the same rate: {:.2}",
+        adsnap_paced.p99_ms,
+        adsnap_paced.p99_ms / nginx_paced.p99_ms
+    );
     Ok(())
 }
 

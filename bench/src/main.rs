@@ -5,10 +5,16 @@
 //! each in a child process (wall time and the child's peak memory), then times opening the largest
 //! snapshot against one bare xxh3 pass over the same bytes and against serde_json loading the same
 //! data.
+//!
+//! `adsnap-bench profiles` measures the embedded profile store at 1M and 10M users (see
+//! `profiles.rs`).
 
+mod abtest;
 mod decide;
 mod load;
 mod mirror;
+mod paced;
+mod profiles;
 mod traffic;
 
 use std::fs;
@@ -78,6 +84,30 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         seconds: u32,
     },
+    /// The embedded profile store: import, read latency against a HashMap, update throughput.
+    Profiles {
+        /// Population sizes, in users.
+        #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+        users: Vec<u64>,
+        #[arg(long, default_value = "target/bench-work")]
+        work: PathBuf,
+        /// The memory layer's budget.
+        #[arg(long, default_value_t = 1 << 30)]
+        memory_bytes_max: u64,
+    },
+    /// The A/B report over a stream of simulated events (generated, never stored) against the
+    /// same stream generated alone.
+    Abtest {
+        /// Events to stream, about.
+        #[arg(long, default_value_t = 100_000_000)]
+        events: u64,
+        /// Distinct users.
+        #[arg(long, default_value_t = 5_000_000)]
+        users: u64,
+        /// Shard threads for the per-user counters (1: everything on the reading thread).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// Builds one catalog and prints the wall time and this process's peak memory as JSON.
     #[command(hide = true)]
     BuildChild { catalog: PathBuf, out: PathBuf },
@@ -87,10 +117,15 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Snapshot { campaigns, work, repetitions } => snapshot_bench(&campaigns, &work, repetitions),
         Bench::BuildChild { catalog, out } => build_child(&catalog, &out),
+        Bench::Abtest { events, users, threads } => abtest::run(events, users, threads),
         Bench::Serve { campaigns, work, requests, connections, seconds } => {
             fs::create_dir_all(&work)?;
             let snapshot = ensure_snapshot(&work, campaigns)?;
             load::run(&snapshot, &work, requests, connections, seconds)
+        }
+        Bench::Profiles { users, work, memory_bytes_max } => {
+            fs::create_dir_all(&work)?;
+            profiles::run(&users, &work, memory_bytes_max)
         }
         Bench::Decide { campaigns, work, requests, rounds } => {
             fs::create_dir_all(&work)?;
@@ -98,6 +133,11 @@ fn main() -> anyhow::Result<()> {
             decide::run(&snapshot, requests, rounds)
         }
     }
+}
+
+/// The clock, in seconds since the Unix epoch.
+pub fn now_unix_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A `/proc/self/status` field in bytes.

@@ -19,7 +19,11 @@ const TOP_COUNTRIES: [(&str, f64); 10] = [
     ("CA", 0.03),
     ("AU", 0.02),
 ];
-const USERS: u64 = 1_000_000;
+/// Distinct users; their ids are the profile generator's (`gen-1-IDX`), so that a store filled
+/// by it holds a profile for every user the stream names.
+pub const USERS: u64 = 1_000_000;
+/// The profile generator's seed the user ids are made with.
+pub const USER_SEED: u64 = 1;
 
 /// Picks an index in `0..n` with weight `1 / (rank + 1)`: a Zipf-like heavy tail.
 fn zipf(rng: &mut ChaCha8Rng, n: usize) -> usize {
@@ -58,7 +62,7 @@ pub fn requests(snapshot: &Snapshot, n: usize, seed: u64) -> Vec<String> {
             let user = zipf(&mut rng, USERS as usize);
             let privacy_draw: f64 = rng.random_range(0.0..1.0);
             let (lmt, coppa, gdpr_no_consent) = (privacy_draw < 0.12, privacy_draw > 0.97, (0.9..0.95).contains(&privacy_draw));
-            let user_json = if lmt { String::new() } else { format!(r#","user":{{"id":"u{user}"}}"#) };
+            let user_json = if lmt { String::new() } else { format!(r#","user":{{"id":"{}"}}"#, adsnap_profile_store::gen::user_id(USER_SEED, user as u64)) };
             let device_type = if rng.random_bool(0.85) { "phone" } else { "tablet" };
             let connection = ["wifi", "wifi", "wifi", "cellular_4g", "cellular_4g", "cellular_5g"][rng.random_range(0..6)];
             format!(

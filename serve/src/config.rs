@@ -13,9 +13,12 @@ use crate::error::ServeError;
 pub struct ServeConfig {
     /// Address to listen on.
     pub listen_addr: SocketAddr,
+    /// Address of the admin endpoints (install, promote, rollback); keep it on loopback.
+    pub admin_listen_addr: SocketAddr,
     /// The production snapshot.
     pub snapshot_path: PathBuf,
-    /// The staging snapshot, served to the staging slice; absent: staging gets production.
+    /// The staging snapshot, served to the staging slice. Absent: `<snapshot_path>.staging`
+    /// when that file exists, else staging is decided from production.
     pub staging_snapshot_path: Option<PathBuf>,
     /// Base of the tracking URLs put in responses, as clients reach this server.
     pub public_base_url: String,
@@ -32,10 +35,23 @@ pub struct ServeConfig {
     pub tracking_key_hex: Option<String>,
     /// How long a tracking URL stays valid.
     pub tracking_token_ttl_s: u64,
+    /// How long after its click an install is attributed to an ad (the click token's age limit
+    /// for `/v1/install`).
+    pub install_attribution_window_s: u64,
     /// How long an SDK may cache an ad before showing it.
     pub ad_ttl_s: u32,
     /// Tracking tokens remembered to count duplicates once (per generation; two are kept).
     pub tracking_dedup_entries_max: usize,
+    /// Read user profiles (segments, installed apps, frequency caps) and keep them up to date.
+    /// Off, every request is decided as for a user without a profile.
+    pub profiles_enabled: bool,
+    /// The profile store (`[profiles]`; docs/profiles.md).
+    pub profiles: adsnap_profile_store::ProfilesConfig,
+    /// Write an event for every decision, notice and install. Off only for measurements and
+    /// tests: without events nothing is billed or analysed.
+    pub events_enabled: bool,
+    /// The local event log and its replication (`[events]`; docs/events.md).
+    pub events: adsnap_events::EventLogConfig,
     /// Decide as of this time (seconds since the Unix epoch) instead of the clock's: for replays
     /// and tests. Absent in production.
     pub fixed_now_unix_s: Option<i64>,
@@ -45,6 +61,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             snapshot_path: PathBuf::from("adsnap.snap"),
             staging_snapshot_path: None,
             public_base_url: "http://127.0.0.1:8080".into(),
@@ -54,8 +71,13 @@ impl Default for ServeConfig {
             header_read_timeout_ms: 5_000,
             tracking_key_hex: None,
             tracking_token_ttl_s: 86_400,
+            install_attribution_window_s: 7 * 86_400,
             ad_ttl_s: 300,
             tracking_dedup_entries_max: 1_000_000,
+            profiles_enabled: true,
+            profiles: adsnap_profile_store::ProfilesConfig::default(),
+            events_enabled: true,
+            events: adsnap_events::EventLogConfig::default(),
             fixed_now_unix_s: None,
         }
     }

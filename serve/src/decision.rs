@@ -11,6 +11,38 @@ use adsnap_snapshot::{iab_parent, Format, Snapshot};
 
 use crate::request::Query;
 
+/// What the server knows of the user from their profile, as the decision asks it.
+pub trait UserFacts {
+    fn in_segment(&self, segment_id: u32) -> bool;
+    /// Whether the user already installed the app with this bundle hash (`key_hash`).
+    fn has_installed(&self, bundle_hash: u64) -> bool;
+    /// Impressions of the campaign the user saw in the current window of `period_s`.
+    fn impressions_in_window(&self, campaign_id: u32, period_s: u32, now_unix_s: i64) -> u32;
+}
+
+impl UserFacts for adsnap_profile_store::Profile {
+    fn in_segment(&self, segment_id: u32) -> bool {
+        adsnap_profile_store::Profile::in_segment(self, segment_id)
+    }
+
+    fn has_installed(&self, bundle_hash: u64) -> bool {
+        adsnap_profile_store::Profile::has_installed(self, bundle_hash)
+    }
+
+    fn impressions_in_window(&self, campaign_id: u32, period_s: u32, now_unix_s: i64) -> u32 {
+        adsnap_profile_store::Profile::impressions_in_window(self, campaign_id, period_s, now_unix_s)
+    }
+}
+
+/// The user a decision is for: their profile when one was read in time, and whether privacy
+/// allows targeting on it (segments, installed apps). Frequency caps apply whenever a profile
+/// was read: they limit, they do not target.
+#[derive(Clone, Copy, Default)]
+pub struct User<'a> {
+    pub profile: Option<&'a dyn UserFacts>,
+    pub personalised: bool,
+}
+
 /// The winning candidate of a decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Winner {
@@ -60,7 +92,7 @@ fn order(c: &ArchivedCandidate) -> (std::cmp::Reverse<u64>, u32, u32) {
 }
 
 /// Decides one request with the parameters of its assignment.
-pub fn decide(s: &Snapshot, q: &Query, params: &ArchivedOverrides) -> Decision {
+pub fn decide(s: &Snapshot, q: &Query, params: &ArchivedOverrides, user: User<'_>) -> Decision {
     let a = s.archive();
     let unit = q.ad_unit_idx.and_then(|i| a.ad_units.get(i));
     let app = q.app_idx.and_then(|i| a.apps.get(i));
@@ -106,7 +138,7 @@ pub fn decide(s: &Snapshot, q: &Query, params: &ArchivedOverrides) -> Decision {
             continue;
         }
         let creative = &a.creatives[candidate.creative_idx.to_native() as usize];
-        let ctx = Eligibility { s, q, unit, app, params };
+        let ctx = Eligibility { s, q, unit, app, params, user };
         if ctx.campaign(campaign) && ctx.creative(creative) {
             let winner = Winner {
                 campaign_idx: candidate.campaign_idx.to_native(),
@@ -137,6 +169,7 @@ struct Eligibility<'a> {
     unit: Option<&'a ArchivedAdUnit>,
     app: Option<&'a ArchivedPublisherApp>,
     params: &'a ArchivedOverrides,
+    user: User<'a>,
 }
 
 impl Eligibility<'_> {
@@ -164,18 +197,44 @@ impl Eligibility<'_> {
             && (t.app_categories.is_empty()
                 || q.app_category.is_some_and(|c| contains_category(s, &t.app_categories, c)))
             && q.blocked_bundles.binary_search(&c.app_bundle_hash.to_native()).is_err();
-        // Without a profile (none is read yet, and none may be for COPPA, missing consent or
-        // limited tracking) a campaign that needs a segment cannot be shown.
-        let segments_ok = t.segments_include.is_empty();
         schedule_ok
             && (min_os == 0 || q.os_version >= min_os)
             && device_ok
             && connection_ok
             && language_ok
             && app_ok
-            && segments_ok
+            && self.user_allows(c)
             && self.advertiser_allowed(c)
             && self.paced(c)
+    }
+
+    /// Segments, apps already installed and frequency caps. Without a profile, or where privacy
+    /// forbids targeting on it, a campaign that needs a segment cannot be shown; exclusions and
+    /// installs cannot be known and do not exclude.
+    fn user_allows(&self, c: &ArchivedCampaign) -> bool {
+        let t = &c.targeting;
+        let targetable = self.user.profile.filter(|_| self.user.personalised);
+        let segments_ok = match targetable {
+            None => t.segments_include.is_empty(),
+            Some(p) => {
+                let mut include = self.s.pool_u32(&t.segments_include).iter();
+                let mut exclude = self.s.pool_u32(&t.segments_exclude).iter();
+                (t.segments_include.is_empty() || include.any(|id| p.in_segment(id.to_native())))
+                    && !exclude.any(|id| p.in_segment(id.to_native()))
+                    && !p.has_installed(c.app_bundle_hash.to_native())
+            }
+        };
+        let cap = c.frequency_cap_impressions.to_native();
+        let capped = cap > 0
+            && self.params.frequency_caps_enabled
+            && self.user.profile.is_some_and(|p| {
+                p.impressions_in_window(
+                    c.id.to_native(),
+                    c.frequency_cap_period_s.to_native(),
+                    self.q.now_unix_s,
+                ) >= cap
+            });
+        segments_ok && !capped
     }
 
     fn advertiser_allowed(&self, c: &ArchivedCampaign) -> bool {

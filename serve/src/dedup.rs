@@ -28,6 +28,14 @@ impl Dedup {
         current.insert(key);
         true
     }
+
+    /// Forgets `key`, so that its next notice counts: for a notice whose event could not be
+    /// written, which the sender will retry.
+    pub fn forget(&self, key: u64) {
+        let mut guard = self.generations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.0.remove(&key);
+        guard.1.remove(&key);
+    }
 }
 
 #[cfg(test)]
@@ -44,6 +52,8 @@ mod tests {
         assert!(!dedup.first_time(1));
         assert!(dedup.first_time(4));
         assert!(dedup.first_time(5)); // 3 and 4 are previous; 1 and 2 are forgotten.
+        assert!(dedup.first_time(1));
+        dedup.forget(1);
         assert!(dedup.first_time(1));
     }
 }

@@ -12,6 +12,10 @@ pub enum RequestError {
     TooLarge(usize),
     #[error("{0}")]
     Token(String),
+    /// The event log refuses appends (disk full, backlog full, unwritable): the request is shed
+    /// rather than answered without its event.
+    #[error("the server cannot record events right now and sheds this request: {0}")]
+    EventsRefused(String),
 }
 
 impl RequestError {
@@ -20,6 +24,7 @@ impl RequestError {
             RequestError::TooLarge(_) => 413,
             RequestError::UnknownAdUnit(_) => 404,
             RequestError::Token(_) => 403,
+            RequestError::EventsRefused(_) => 503,
             _ => 400,
         }
     }
@@ -30,8 +35,20 @@ impl RequestError {
 pub enum ServeError {
     #[error(transparent)]
     Snapshot(#[from] adsnap_snapshot::Error),
+    #[error("cannot open the profile store: {0}")]
+    Profiles(#[from] adsnap_profile_store::ProfileError),
+    #[error("cannot open the event log: {0}")]
+    Events(#[from] adsnap_events::EventsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("bad configuration: {0}")]
     Config(String),
+    #[error("cannot move the snapshot file {path}: {source}")]
+    Slot { path: std::path::PathBuf, source: std::io::Error },
+    #[error("refused {path}: {reason}")]
+    Refused { path: std::path::PathBuf, reason: String },
+    #[error("there is no staging snapshot to promote")]
+    NoStaging,
+    #[error("there is no previous snapshot to roll back to ({0} does not exist)")]
+    NoPrevious(std::path::PathBuf),
 }

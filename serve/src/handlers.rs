@@ -11,17 +11,22 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::decision::{decide, Winner};
+use crate::decision::{decide, User, UserFacts, Winner};
+use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
 use crate::metrics::TrackingLabels;
+use crate::privacy::PrivacySignals;
 use crate::render::{render, Fill};
-use crate::request::AdRequest;
+use crate::request::{AdRequest, Query};
 use crate::server::State;
 use crate::token::{Claims, TokenError};
+use adsnap_events::{Channel, EventKind};
+use adsnap_profile_store::profile::CODE_UNKNOWN;
+use adsnap_profile_store::{ProfileUpdate, UserKey as ProfileKey};
 
-type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Full<Bytes>>;
 
-fn json_reply(status: u16, value: &serde_json::Value) -> Reply {
+pub(crate) fn json_reply(status: u16, value: &serde_json::Value) -> Reply {
     json_bytes(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
@@ -53,14 +58,17 @@ async fn read_body(request: Request<hyper::body::Incoming>, max: usize) -> Resul
     }
 }
 
-/// The stable key a user is assigned by: the publisher's user id, else the advertising id when
-/// tracking is allowed, else none (assigned per request).
-fn user_key<'a>(request: &'a AdRequest, request_hash: u64) -> UserKey<'a> {
-    let tracking_allowed = !request.device.lmt && !request.privacy.coppa;
-    match (&request.user.id, &request.device.ifa) {
-        (Some(id), _) => UserKey::Id(id.as_bytes()),
-        (None, Some(ifa)) if tracking_allowed => UserKey::Id(ifa.as_bytes()),
-        _ => UserKey::Anonymous { request_nonce: request_hash },
+/// The stable key a user is assigned by (`PrivacySignals::stable_id`), else none: assigned per
+/// request.
+fn assignment_key<'a>(
+    signals: &PrivacySignals,
+    user_id: Option<&'a str>,
+    ifa: Option<&'a str>,
+    request_hash: u64,
+) -> UserKey<'a> {
+    match signals.stable_id(user_id, ifa) {
+        Some(id) => UserKey::Id(id.as_bytes()),
+        None => UserKey::Anonymous { request_nonce: request_hash },
     }
 }
 
@@ -104,12 +112,34 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     let request_hash = xxhash_rust::xxh3::xxh3_64(request_id.as_bytes());
     let production = state.production.load_full();
     let staging = state.staging.load_full();
-    let assignment = assign(user_key(&ad_request, request_hash), &production.archive().experiments);
+    let key = assignment_key(
+        &ad_request.signals(),
+        ad_request.user.id.as_deref(),
+        ad_request.device.ifa.as_deref(),
+        request_hash,
+    );
+    let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
     let query = ad_request.resolve(snapshot, now, request_hash)?;
-    let decision = decide(snapshot, &query, params);
+    let profile = state.profile(query.user_key).await;
+    let user = User {
+        profile: profile.as_deref().map(|p| p as &dyn UserFacts),
+        personalised: query.privacy.personalised(),
+    };
+    let decision = decide(snapshot, &query, params, user);
     state.metrics.candidates_scanned.observe(decision.n_scanned as f64);
     count_decision(state, &decision, snapshot_name);
+    let context = DecisionContext {
+        snapshot,
+        query: &query,
+        request_hash,
+        imp_idx: 0,
+        assignment_code: assignment.code(),
+        channel: Channel::Sdk,
+        now_unix_ms: state.now_unix_ms(),
+    };
+    state.write_event(&decision_event(&context, &decision))?;
+    record_seen(state, &query);
     let Ok(winner) = decision.outcome else {
         return Ok(empty(204));
     };
@@ -120,8 +150,46 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         price_micros: winner.ecpm_micros,
         assignment: assignment.code(),
         issued_unix_s: now,
+        user_key: query.user_key.unwrap_or(0),
+        snapshot_id: snapshot.header().snapshot_id,
+        channel: Channel::Sdk as u8,
+        privacy: query.privacy.bits().0,
     };
     Ok(json_bytes(200, ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
+}
+
+/// Keeps the user's last-seen country, language and OS.
+fn record_seen(state: &State, query: &Query) {
+    if let Some(key) = query.user_key {
+        state.record_profile(ProfileUpdate::Seen {
+            key: ProfileKey(key),
+            country: query.country.unwrap_or(CODE_UNKNOWN),
+            language: query.language.unwrap_or(CODE_UNKNOWN),
+            os: query.os as u8 + 1,
+            now_unix_s: query.now_unix_s,
+        });
+    }
+}
+
+/// What a counted notice or install changes in the user's profile.
+fn record_notice(state: &State, kind: EventKind, claims: &Claims, production: &Snapshot) {
+    let (key, now_unix_s) = (ProfileKey(claims.user_key), claims.issued_unix_s.max(state.now_unix_s()));
+    if claims.user_key == 0 {
+        return;
+    }
+    let campaign = production.campaign_by_id(claims.campaign_id).map(|(_, c)| c);
+    let update = match (kind, campaign) {
+        (EventKind::Impression, Some(c)) => {
+            let period_s = c.frequency_cap_period_s.to_native();
+            ProfileUpdate::Impression { key, campaign_id: claims.campaign_id, period_s, now_unix_s }
+        }
+        (EventKind::Click, _) => ProfileUpdate::Click { key, campaign_id: claims.campaign_id, now_unix_s },
+        (EventKind::Install, Some(c)) => {
+            ProfileUpdate::Install { key, app_bundle_hash: c.app_bundle_hash.to_native(), now_unix_s }
+        }
+        _ => return,
+    };
+    state.record_profile(update);
 }
 
 /// Counts a decision's outcome.
@@ -265,6 +333,16 @@ pub enum TrackingKind {
 }
 
 impl TrackingKind {
+    fn event_kind(self) -> EventKind {
+        match self {
+            TrackingKind::Impression => EventKind::Impression,
+            TrackingKind::Click => EventKind::Click,
+            TrackingKind::Win => EventKind::Win,
+            TrackingKind::Bill => EventKind::Bill,
+            TrackingKind::Loss => EventKind::Loss,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             TrackingKind::Impression => "impression",
@@ -276,34 +354,151 @@ impl TrackingKind {
     }
 }
 
-fn token_param<B>(request: &Request<B>) -> Option<&str> {
-    request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix("t="))
+/// The clearing price of a win or bill notice (`p=${AUCTION_PRICE}`, per mille in the currency's
+/// units), in micros; `None` when absent, not substituted by the exchange, or not a price.
+fn clearing_price_micros<B>(request: &Request<B>) -> Option<i64> {
+    let price: f64 = query_param(request, "p")?.parse().ok()?;
+    (0.0..1e9).contains(&price).then(|| (price * 1e6).round() as i64)
 }
+
+/// The value of query parameter `name` (as sent: tokens and ids need no decoding).
+fn query_param<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
+    request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+fn token_param<B>(request: &Request<B>) -> Option<&str> {
+    query_param(request, "t")
+}
+
+/// The query parameter a click adds to the store URL it redirects to, carrying the click's
+/// token to the measurement partner, which sends it back in its install postback.
+pub const CLICK_ID_PARAM: &str = "adsnap_click";
+/// Longest partner event id accepted.
+const PARTNER_EVENT_ID_CHARS_MAX: usize = 128;
+
+/// `GET /v1/install?click=TOKEN[&event_id=ID]`: a measurement partner's install postback. The
+/// click token must verify within the attribution window; the partner's event id (else the
+/// click) makes a repeated postback count once.
+pub fn install<B>(state: &State, request: &Request<B>) -> Reply {
+    let now = state.now_unix_s();
+    let window_s = state.config.install_attribution_window_s.min(i64::MAX as u64) as i64;
+    let event_id = query_param(request, "event_id").filter(|id| !id.is_empty());
+    if event_id.is_some_and(|id| id.len() > PARTNER_EVENT_ID_CHARS_MAX) {
+        let reason = format!("at most {PARTNER_EVENT_ID_CHARS_MAX} characters");
+        return error_reply(&RequestError::Invalid { field: "event_id".into(), reason });
+    }
+    let verified = query_param(request, "click")
+        .ok_or(TokenError::Malformed)
+        .and_then(|token| state.token_key.verify_within(token, now, window_s));
+    let click = query_param(request, "click").unwrap_or_default();
+    let counting = Counting {
+        kind: EventKind::Install,
+        metric_kind: "install",
+        identity: event_id.unwrap_or(click).as_bytes(),
+        clearing_price_micros: None,
+    };
+    let dedup_key = |claims: &Claims| match event_id {
+        Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), INSTALL_DEDUP_SEED),
+        None => claims.request_hash ^ INSTALL_DEDUP_SEED,
+    };
+    let (claims, result) = match count_notice(state, verified, &counting, dedup_key) {
+        Ok(counted) => counted,
+        Err(reply) => return reply,
+    };
+    json_reply(
+        200,
+        &json!({ "status": result, "campaign_id": claims.campaign_id, "creative_id": claims.creative_id }),
+    )
+}
+
+/// What a notice or install is, for counting it.
+struct Counting<'a> {
+    kind: EventKind,
+    /// Its `kind` label in `adsnap_tracking_events_total`.
+    metric_kind: &'static str,
+    /// What makes it unique (see `Notice::identity`).
+    identity: &'a [u8],
+    clearing_price_micros: Option<i64>,
+}
+
+/// Counts a notice once: the first time its token is seen, its event is written and the user's
+/// profile updated; repeats are acknowledged as duplicates; a bad token is refused. Every
+/// outcome is counted in the metrics. Returns the claims and "counted" or "duplicate", or the
+/// reply that refuses the notice.
+fn count_notice(
+    state: &State,
+    verified: Result<Claims, TokenError>,
+    counting: &Counting<'_>,
+    dedup_key: impl FnOnce(&Claims) -> u64,
+) -> Result<(Claims, &'static str), Reply> {
+    let dedup_key = verified.as_ref().ok().map(dedup_key);
+    let counted = dedup_key.is_some_and(|key| state.dedup.first_time(key));
+    let result = match &verified {
+        Ok(_) if counted => "counted",
+        Ok(_) => "duplicate",
+        Err(TokenError::Malformed) => "malformed",
+        Err(TokenError::Forged) => "forged",
+        Err(TokenError::Expired) => "expired",
+    };
+    let labels = TrackingLabels { kind: counting.metric_kind, result };
+    let claims = match verified {
+        Ok(claims) => claims,
+        Err(err) => {
+            state.metrics.tracking.get_or_create(&labels).inc();
+            return Err(error_reply(&RequestError::Token(err.to_string())));
+        }
+    };
+    if counted {
+        let notice = Notice {
+            kind: counting.kind,
+            claims: &claims,
+            identity: counting.identity,
+            clearing_price_micros: counting.clearing_price_micros,
+            now_unix_ms: state.now_unix_ms(),
+        };
+        let production = state.production.load();
+        if let Err(err) = state.write_event(&notice_event(&notice, &production)) {
+            // Not counted after all: the sender's retry must count.
+            state.dedup.forget(dedup_key.unwrap_or_default());
+            return Err(error_reply(&err));
+        }
+        record_notice(state, counting.kind, &claims, &production);
+    }
+    state.metrics.tracking.get_or_create(&labels).inc();
+    Ok((claims, result))
+}
+
+/// `url` with the click id added to its query (before any fragment).
+fn with_click_id(url: &str, token: &str) -> String {
+    let (base, fragment) = url.split_once('#').map_or((url, None), |(b, f)| (b, Some(f)));
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let mut location = format!("{base}{separator}{CLICK_ID_PARAM}={token}");
+    if let Some(fragment) = fragment {
+        location.push('#');
+        location.push_str(fragment);
+    }
+    location
+}
+
+/// Keeps install postbacks' de-duplication keys apart from the notices'.
+const INSTALL_DEDUP_SEED: u64 = 0x1a57_a11e_d000_0007;
 
 /// An impression or click notice: the token must verify; a repeated one is acknowledged but
 /// counted once. A click redirects to the promoted app's store page.
 pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> Reply {
     let now = state.now_unix_s();
-    let verified = token_param(request)
-        .ok_or(TokenError::Malformed)
-        .and_then(|token| state.token_key.verify(token, now));
-    let result = match &verified {
-        Ok(claims) => {
-            let key = claims.request_hash ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            if state.dedup.first_time(key) {
-                "counted"
-            } else {
-                "duplicate"
-            }
-        }
-        Err(TokenError::Malformed) => "malformed",
-        Err(TokenError::Forged) => "forged",
-        Err(TokenError::Expired) => "expired",
+    let token = token_param(request).unwrap_or_default();
+    let verified = state.token_key.verify(token, now);
+    let counting = Counting {
+        kind: kind.event_kind(),
+        metric_kind: kind.name(),
+        identity: token.as_bytes(),
+        clearing_price_micros: clearing_price_micros(request),
     };
-    state.metrics.tracking.get_or_create(&TrackingLabels { kind: kind.name(), result }).inc();
-    let claims = match verified {
-        Ok(claims) => claims,
-        Err(err) => return error_reply(&RequestError::Token(err.to_string())),
+    let dedup_key = |claims: &Claims| claims.request_hash ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let claims = match count_notice(state, verified, &counting, dedup_key) {
+        Ok((claims, _)) => claims,
+        Err(reply) => return reply,
     };
     if kind != TrackingKind::Click {
         return empty(204);
@@ -315,19 +510,22 @@ pub fn tracking<B>(state: &State, request: &Request<B>, kind: TrackingKind) -> R
             &json!({ "error": "the campaign is no longer in the snapshot", "field": null }),
         );
     };
+    let location =
+        with_click_id(production.str(&campaign.store_url), token_param(request).unwrap_or_default());
     Response::builder()
         .status(StatusCode::FOUND)
-        .header(LOCATION, production.str(&campaign.store_url))
+        .header(LOCATION, location)
         .body(Full::new(Bytes::new()))
         .unwrap_or_default()
 }
 
-fn snapshot_health(s: &Snapshot, now_unix_ms: i64) -> serde_json::Value {
+/// One served snapshot as `/health` and the admin endpoints describe it; `path` is its slot file.
+pub(crate) fn snapshot_health(s: &Snapshot, path: &std::path::Path, now_unix_ms: i64) -> serde_json::Value {
     let h = s.header();
     json!({
         "id": h.id_hex(),
         "version": h.snapshot_version,
-        "path": s.path(),
+        "path": path,
         "age_s": (now_unix_ms - h.created_unix_ms).max(0) / 1000,
         "campaigns": s.archive().campaigns.len(),
     })
@@ -335,16 +533,28 @@ fn snapshot_health(s: &Snapshot, now_unix_ms: i64) -> serde_json::Value {
 
 pub fn health(state: &State) -> Reply {
     let now_ms = state.now_unix_s() * 1000;
-    let staging = state.staging.load_full().map(|s| snapshot_health(&s, now_ms));
+    let staging = state.staging.load_full().map(|s| snapshot_health(&s, &state.slots.staging, now_ms));
+    let event_log = match &state.events {
+        Some(log) => serde_json::to_value(log.health()).unwrap_or_default(),
+        None => json!({ "status": "disabled", "error": "events_enabled is off: no events are written" }),
+    };
+    let profile_store = match &state.profiles {
+        Some(profiles) => serde_json::to_value(profiles.health()).unwrap_or_default(),
+        None => {
+            json!({ "status": "disabled", "error": "profiles_enabled is off: decisions run without profiles" })
+        }
+    };
+    // Degraded: requests are being shed because their events cannot be written.
+    let status = if event_log["status"] == "refusing" { "degraded" } else { "ok" };
     json_reply(
         200,
         &json!({
-            "status": "ok",
+            "status": status,
             "uptime_s": state.started.elapsed().as_secs(),
-            "snapshot": snapshot_health(&state.production.load(), now_ms),
+            "snapshot": snapshot_health(&state.production.load(), &state.slots.production, now_ms),
             "staging_snapshot": staging,
-            "profile_store": "not configured: decisions run without profiles",
-            "event_log": "not configured: no events are written",
+            "profile_store": profile_store,
+            "event_log": event_log,
         }),
     )
 }
@@ -417,13 +627,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     let production = state.production.load_full();
     let staging = state.staging.load_full();
     let request_hash = xxhash_rust::xxh3::xxh3_64(bid_request.id.as_bytes());
-    let tracking_allowed = bid_request.personalised();
-    let user_id = bid_request.user.as_ref().and_then(|u| u.id.as_deref());
-    let ifa = bid_request.device.as_ref().and_then(|d| d.ifa.as_deref()).filter(|_| tracking_allowed);
-    let key = match user_id.or(ifa) {
-        Some(id) => UserKey::Id(id.as_bytes()),
-        None => UserKey::Anonymous { request_nonce: request_hash },
-    };
+    let key = assignment_key(&bid_request.signals(), bid_request.user_id(), bid_request.ifa(), request_hash);
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
     let currency = snapshot.archive().meta.currency.as_str();
@@ -431,15 +635,36 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
         return openrtb_reply(204, Vec::new());
     }
     let now = state.now_unix_s();
+    let signals = bid_request.signals();
+    let profile = state.profile(signals.user_key(bid_request.user_id(), bid_request.ifa())).await;
+    let user = User {
+        profile: profile.as_deref().map(|p| p as &dyn UserFacts),
+        personalised: signals.personalised(),
+    };
     let mut bids = Vec::new();
-    for imp in bid_request.imp.iter().take(crate::openrtb::IMPS_MAX) {
+    for (imp_idx, imp) in bid_request.imp.iter().take(crate::openrtb::IMPS_MAX).enumerate() {
         let Some((query, slot)) = bid_request.query(snapshot, imp, currency, now, request_hash) else {
             continue;
         };
-        let decision = decide(snapshot, &query, params);
+        let decision = decide(snapshot, &query, params, user);
         count_decision(state, &decision, snapshot_name);
+        if imp_idx == 0 {
+            record_seen(state, &query);
+        }
+        let context = DecisionContext {
+            snapshot,
+            query: &query,
+            request_hash,
+            imp_idx: imp_idx as u32,
+            assignment_code: assignment.code(),
+            channel: Channel::OpenRtb,
+            now_unix_ms: state.now_unix_ms(),
+        };
+        if let Err(err) = state.write_event(&decision_event(&context, &decision)) {
+            return error_reply(&err);
+        }
         if let Ok(winner) = decision.outcome {
-            bids.push(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, now));
+            bids.push(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, &query));
         }
     }
     if bids.is_empty() {
@@ -459,7 +684,7 @@ fn bid<'a>(
     slot: crate::openrtb::Slot,
     request_hash: u64,
     assignment: &Assignment,
-    now: i64,
+    query: &Query,
 ) -> Bid<'a> {
     let a = s.archive();
     let campaign = &a.campaigns[winner.campaign_idx as usize];
@@ -472,7 +697,11 @@ fn bid<'a>(
         creative_id: creative.id.to_native(),
         price_micros: winner.ecpm_micros,
         assignment: assignment.code(),
-        issued_unix_s: now,
+        issued_unix_s: query.now_unix_s,
+        user_key: query.user_key.unwrap_or(0),
+        snapshot_id: s.header().snapshot_id,
+        channel: Channel::OpenRtb as u8,
+        privacy: query.privacy.bits().0,
     };
     let TrackingUrls { token, base, impression_url, click_url } = tracking_urls(state, &claims);
     let mut adm = String::new();
@@ -498,5 +727,19 @@ fn bid<'a>(
         w: if slot.width > 0 { slot.width } else { creative.width.to_native() },
         h: if slot.height > 0 { slot.height } else { creative.height.to_native() },
         mtype: slot.mtype,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_click_id_joins_the_store_urls_query() {
+        let check = |url: &str, expected: &str| assert_eq!(with_click_id(url, "T"), expected);
+        check("https://apps.apple.com/app/id1", "https://apps.apple.com/app/id1?adsnap_click=T");
+        check("https://play.google.com/d?id=a", "https://play.google.com/d?id=a&adsnap_click=T");
+        check("https://s.example/p?x=1#top", "https://s.example/p?x=1&adsnap_click=T#top");
+        check("https://s.example/p#top", "https://s.example/p?adsnap_click=T#top");
     }
 }

@@ -1,18 +1,23 @@
 //! The adsnap ad server: SDK ad requests answered from the mmap'd snapshot over HTTP (hyper on
 //! tokio), with signed tracking URLs, health and Prometheus metrics, and hot snapshot swaps.
 
+mod admin;
 pub mod config;
 pub mod decision;
 mod dedup;
+pub mod emit;
 pub mod error;
 mod handlers;
 pub mod metrics;
 pub mod openrtb;
+pub mod privacy;
 pub mod render;
 pub mod request;
 pub mod server;
+pub mod slots;
 pub mod token;
 
 pub use config::ServeConfig;
 pub use error::{RequestError, ServeError};
-pub use server::{bind, serve, State};
+pub use server::{bind, bind_admin, serve, serve_admin, State};
+pub use slots::Target;

@@ -28,8 +28,19 @@ pub struct TrackingLabels {
 }
 
 /// The endpoints, in the order `Metrics::request` indexes them.
-pub const ENDPOINTS: [&str; 10] =
-    ["ad", "impression", "click", "health", "metrics", "unknown", "openrtb", "win", "bill", "loss"];
+pub const ENDPOINTS: [&str; 11] = [
+    "ad",
+    "impression",
+    "click",
+    "health",
+    "metrics",
+    "unknown",
+    "openrtb",
+    "win",
+    "bill",
+    "loss",
+    "install",
+];
 /// The statuses the server answers with; each (endpoint, status) pair has its series made up
 /// front, so that counting a request is an array index, not a label hash and a lock.
 const STATUSES: [u16; 10] = [200, 204, 302, 400, 403, 404, 410, 413, 500, 503];

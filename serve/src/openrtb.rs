@@ -8,6 +8,7 @@ use adsnap_snapshot::{
 };
 use serde::Deserialize;
 
+use crate::privacy::{us_privacy_opts_out, PrivacySignals};
 use crate::request::Query;
 
 /// Impressions answered per request at most; the rest get no bid.
@@ -148,6 +149,9 @@ pub struct Regs {
     pub coppa: Option<u8>,
     #[serde(default)]
     pub gdpr: Option<u8>,
+    /// OpenRTB 2.6 puts the US privacy string here; 2.5 exchanges put it in `ext`.
+    #[serde(default)]
+    pub us_privacy: Option<String>,
     #[serde(default)]
     pub ext: Option<RegsExt>,
 }
@@ -156,6 +160,8 @@ pub struct Regs {
 pub struct RegsExt {
     #[serde(default)]
     pub gdpr: Option<u8>,
+    #[serde(default)]
+    pub us_privacy: Option<String>,
 }
 
 /// What an impression asks for, in adsnap's terms.
@@ -245,15 +251,26 @@ fn sorted<T: Ord>(mut values: Vec<T>) -> Vec<T> {
 
 impl BidRequest {
     /// Whether the user may be targeted on what we know of them.
-    pub fn personalised(&self) -> bool {
+    pub fn signals(&self) -> PrivacySignals {
         let regs = self.regs.as_ref();
-        let coppa = regs.and_then(|r| r.coppa) == Some(1);
-        let gdpr = regs.and_then(|r| r.gdpr.or(r.ext.as_ref().and_then(|e| e.gdpr))) == Some(1);
         let user = self.user.as_ref();
-        let consent = user.and_then(|u| u.consent.clone().or(u.ext.as_ref().and_then(|e| e.consent.clone())));
-        let lmt = self.device.as_ref().and_then(|d| d.lmt) == Some(1);
-        let consent_missing = gdpr && consent.is_none_or(|c| c.is_empty());
-        !(coppa || lmt || consent_missing)
+        let consent = user.and_then(|u| u.consent.as_deref().or(u.ext.as_ref()?.consent.as_deref()));
+        let us_privacy = regs.and_then(|r| r.us_privacy.as_deref().or(r.ext.as_ref()?.us_privacy.as_deref()));
+        PrivacySignals {
+            coppa: regs.and_then(|r| r.coppa) == Some(1),
+            gdpr_applies: regs.and_then(|r| r.gdpr.or(r.ext.as_ref().and_then(|e| e.gdpr))) == Some(1),
+            gdpr_consent: consent.is_some_and(|c| !c.is_empty()),
+            limit_ad_tracking: self.device.as_ref().and_then(|d| d.lmt) == Some(1),
+            us_privacy_opt_out: us_privacy.is_some_and(us_privacy_opts_out),
+        }
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        self.user.as_ref()?.id.as_deref()
+    }
+
+    pub fn ifa(&self) -> Option<&str> {
+        self.device.as_ref()?.ifa.as_deref()
     }
 
     /// The OS of the device; `None` for anything but Android and iOS (no bid).
@@ -311,7 +328,8 @@ impl BidRequest {
                 slot_width: slot.width,
                 slot_height: slot.height,
                 markup_kind: slot.markup_kind,
-                personalised: self.personalised(),
+                privacy: self.signals(),
+                user_key: self.signals().user_key(self.user_id(), self.ifa()),
                 now_unix_s,
                 pacing_draw_ppm: crate::request::pacing_draw_ppm(request_hash),
                 blocked_categories: sorted(

@@ -7,6 +7,8 @@ use adsnap_snapshot::{
 };
 use serde::Deserialize;
 
+use crate::privacy::{us_privacy_opts_out, PrivacySignals};
+
 use crate::error::RequestError;
 
 /// Longest id accepted in a request (user id, IFA, request id, app or ad unit id).
@@ -119,8 +121,10 @@ pub struct Query {
     pub blocked_categories: Vec<u16>,
     pub blocked_domains: Vec<u64>,
     pub blocked_bundles: Vec<u64>,
-    /// The user may be targeted on what we know of them: not COPPA, consent under GDPR, no LMT.
-    pub personalised: bool,
+    /// The request's privacy signals (COPPA includes the app's own flag).
+    pub privacy: PrivacySignals,
+    /// The hashed key of the user's profile, when privacy allows one.
+    pub user_key: Option<u64>,
     pub now_unix_s: i64,
     /// A per-request draw in parts per million, for pacing.
     pub pacing_draw_ppm: u32,
@@ -143,6 +147,18 @@ fn check_len(field: &str, value: &str) -> Result<(), RequestError> {
 }
 
 impl AdRequest {
+    /// The privacy signals the request itself carries.
+    pub fn signals(&self) -> PrivacySignals {
+        let p = &self.privacy;
+        PrivacySignals {
+            coppa: p.coppa,
+            gdpr_applies: p.gdpr,
+            gdpr_consent: p.tcf_consent.as_deref().is_some_and(|c| !c.is_empty()),
+            limit_ad_tracking: self.device.lmt,
+            us_privacy_opt_out: p.us_privacy.as_deref().is_some_and(us_privacy_opts_out),
+        }
+    }
+
     /// Checks the request against the snapshot and resolves it into a [`Query`].
     pub fn resolve(
         &self,
@@ -193,9 +209,7 @@ impl AdRequest {
                 .ok_or_else(|| bad("device.connection", "is not a known connection type"))
         });
         let app = &snapshot.archive().apps[unit.app_idx.to_native() as usize];
-        let coppa = self.privacy.coppa || app.coppa;
-        let consent_missing =
-            self.privacy.gdpr && self.privacy.tcf_consent.as_deref().is_none_or(str::is_empty);
+        let privacy = PrivacySignals { coppa: self.privacy.coppa || app.coppa, ..self.signals() };
         Ok(Query {
             format,
             os,
@@ -215,7 +229,8 @@ impl AdRequest {
             blocked_categories: Vec::new(),
             blocked_domains: Vec::new(),
             blocked_bundles: Vec::new(),
-            personalised: !coppa && !consent_missing && !self.device.lmt,
+            privacy,
+            user_key: privacy.user_key(self.user.id.as_deref(), self.device.ifa.as_deref()),
             now_unix_s,
             pacing_draw_ppm: pacing_draw_ppm(request_hash),
         })

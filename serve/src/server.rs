@@ -20,14 +20,19 @@ use tracing::{info, warn};
 
 use crate::config::ServeConfig;
 use crate::dedup::Dedup;
-use crate::error::ServeError;
-use crate::handlers;
+use crate::error::{RequestError, ServeError};
 use crate::metrics::Metrics;
+use crate::slots::{keep_as_previous, link_or_copy, remove_if_exists, sync_folder, SlotPaths, Target};
 use crate::token::TokenKey;
+use crate::{admin, handlers};
+use adsnap_events::{Event, EventLog, EventLogConfig};
+use adsnap_profile_store::{Profile, ProfileRead, ProfileUpdate, Profiles, UserKey};
 
 /// What every request handler reads.
 pub struct State {
     pub config: ServeConfig,
+    /// The snapshot files behind the two slots and the previous production file.
+    pub slots: SlotPaths,
     /// The production snapshot. A swap stores a new `Arc`; requests in flight keep the one they
     /// loaded, and the old mapping is released when the last of them is done.
     pub production: ArcSwap<Snapshot>,
@@ -35,6 +40,10 @@ pub struct State {
     pub token_key: TokenKey,
     pub metrics: Metrics,
     pub dedup: Dedup,
+    /// The profile store; `None` when `profiles_enabled` is off.
+    pub profiles: Option<Profiles>,
+    /// The local event log; `None` only when `events_enabled` is off.
+    pub events: Option<EventLog>,
     pub started: Instant,
     /// One reload at a time: two racing reloads could otherwise store an older file last.
     reload_lock: tokio::sync::Mutex<()>,
@@ -61,82 +70,254 @@ impl State {
         self.config.fixed_now_unix_s.unwrap_or_else(now_unix_s)
     }
 
+    /// The time events are stamped with: the clock, unless the configuration fixes it.
+    pub fn now_unix_ms(&self) -> i64 {
+        match self.config.fixed_now_unix_s {
+            Some(s) => s.saturating_mul(1000),
+            None => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        }
+    }
+
     /// Opens the configured snapshots and prepares the shared state.
     pub async fn new(config: ServeConfig) -> Result<Arc<State>, ServeError> {
-        let production = open_blocking(&config.snapshot_path).await?;
-        let staging = match &config.staging_snapshot_path {
-            Some(path) => Some(open_blocking(path).await?),
-            None => None,
-        };
+        let slots = SlotPaths::new(&config);
+        let production = open_blocking(&slots.production).await?;
+        let staging = open_staging(&slots).await?;
         let key = match config.tracking_key()? {
             Some(key) => key,
             None => {
                 warn!("no tracking_key_hex configured: tracking URLs are signed with a key of this process only");
-                random_key()
+                random_key()?
             }
         };
         let ttl_s = config.tracking_token_ttl_s as i64;
         let config_connections_max = config.connections_max.max(1);
         let dedup = Dedup::new(config.tracking_dedup_entries_max);
+        let events = match config.events_enabled {
+            true => Some(open_event_log(&config.events).await?),
+            false => None,
+        };
+        let profiles = match config.profiles_enabled {
+            true => Some(Profiles::open(&config.profiles).await?),
+            false => None,
+        };
+        let mut metrics = Metrics::default();
+        if let Some(log) = &events {
+            log.register_metrics(&mut metrics.registry);
+        }
+        if let Some(profiles) = &profiles {
+            profiles.register_metrics(&mut metrics.registry);
+        }
         Ok(Arc::new(State {
             config,
+            slots,
             production: ArcSwap::new(production),
             staging: ArcSwapOption::new(staging),
             token_key: TokenKey::new(key, ttl_s),
-            metrics: Metrics::default(),
+            metrics,
             dedup,
+            events,
+            profiles,
             started: Instant::now(),
             reload_lock: tokio::sync::Mutex::new(()),
             connections: Arc::new(tokio::sync::Semaphore::new(config_connections_max)),
         }))
     }
 
-    /// Re-opens the configured snapshot files and swaps in those that verify; a file that does
-    /// not verify is refused, counted, and the server keeps what it had.
-    pub async fn reload(&self) -> Result<(), ServeError> {
+    /// Appends an event to the log before the response that reports it leaves. A log that
+    /// refuses appends makes the request fail with 503: shedding load loses no data, answering
+    /// without the event would.
+    pub fn write_event(&self, event: &Event<'_>) -> Result<(), RequestError> {
+        let Some(log) = &self.events else { return Ok(()) };
+        log.append(event).map_err(|err| RequestError::EventsRefused(err.to_string()))
+    }
+
+    /// The profile of the user with this key, if privacy allows reading one and the store answers
+    /// within its deadline (from memory when it can, without awaiting anything).
+    pub async fn profile(&self, user_key: Option<u64>) -> Option<Arc<Profile>> {
+        let (profiles, key) = (self.profiles.as_ref()?, UserKey(user_key?));
+        let read = match profiles.get_cached(key) {
+            Some(read) => read,
+            None => profiles.get(key).await,
+        };
+        match read {
+            ProfileRead::Found(profile) => Some(profile),
+            ProfileRead::Absent | ProfileRead::Unknown(_) => None,
+        }
+    }
+
+    /// Queues a profile update (never waits; a full queue drops it and the store counts it).
+    pub fn record_profile(&self, update: ProfileUpdate) {
+        if let Some(profiles) = &self.profiles {
+            profiles.record(update);
+        }
+    }
+
+    /// Makes what this server recorded durable before it exits: stops the event shipper
+    /// (waiting up to `deadline` for acknowledgements in flight), syncs the log and releases its
+    /// folder, and writes queued profile updates.
+    pub async fn shutdown(&self, deadline: Duration) {
+        if let Some(log) = &self.events {
+            if let Err(err) = log.shutdown(deadline).await {
+                warn!(error = %err, "the event log did not shut down cleanly");
+            }
+        }
+        if let Some(profiles) = &self.profiles {
+            if let Err(err) = profiles.flush().await {
+                warn!(error = %err, "queued profile updates could not be written");
+            }
+        }
+    }
+
+    /// Runs one change of the snapshot slots, one at a time, counting it as a swap or a refusal.
+    async fn change<T>(
+        &self,
+        what: &str,
+        change: impl Future<Output = Result<T, ServeError>>,
+    ) -> Result<T, ServeError> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        let result = self.reload_inner().await;
+        let result = change.await;
         match &result {
-            Ok(()) => {
+            Ok(_) => {
                 self.metrics.snapshot_swaps.inc();
             }
             Err(err) => {
                 self.metrics.snapshot_swap_failures.inc();
-                warn!(error = %err, "snapshot reload refused; serving the previous one");
+                warn!(error = %err, change = what, "snapshot change refused; serving what was there");
             }
-        };
+        }
         result
     }
 
-    async fn reload_inner(&self) -> Result<(), ServeError> {
-        let production = open_blocking(&self.config.snapshot_path).await?;
-        let staging = match &self.config.staging_snapshot_path {
-            Some(path) => Some(open_blocking(path).await?),
-            None => None,
-        };
-        info!(snapshot_id = %production.header().id_hex(), "swapping in snapshot");
-        self.production.store(production);
-        self.staging.store(staging);
-        Ok(())
+    /// Re-opens the slot files and swaps in those that verify; a file that does not verify is
+    /// refused, counted, and the server keeps what it had.
+    pub async fn reload(&self) -> Result<(), ServeError> {
+        self.change("reload", async {
+            let production = open_blocking(&self.slots.production).await?;
+            let staging = open_staging(&self.slots).await?;
+            info!(snapshot_id = %production.header().id_hex(), "swapping in snapshot");
+            self.production.store(production);
+            self.staging.store(staging);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts the snapshot file at `source` into the `target` slot and serves it: linked (or
+    /// copied) beside the slot, verified on a blocking thread, renamed into place. The source
+    /// stays as it was. Installing production keeps the replaced file for [`State::rollback`].
+    pub async fn install_snapshot(&self, source: &Path, target: Target) -> Result<Arc<Snapshot>, ServeError> {
+        self.change("install", async {
+            let incoming = self.slots.incoming(target);
+            link_or_copy(source, &incoming).map_err(|e| slot_error(source, e))?;
+            let snapshot = match open_blocking(&incoming).await {
+                Ok(snapshot) => snapshot,
+                Err(err) => {
+                    let _ = remove_if_exists(&incoming);
+                    return Err(ServeError::Refused { path: source.to_owned(), reason: err.to_string() });
+                }
+            };
+            let dest = self.slots.path(target);
+            if target == Target::Production {
+                keep_as_previous(&self.slots, dest).map_err(|e| slot_error(&self.slots.previous, e))?;
+            }
+            std::fs::rename(&incoming, dest).map_err(|e| slot_error(dest, e))?;
+            sync_folder(dest).map_err(|e| slot_error(dest, e))?;
+            info!(snapshot_id = %snapshot.header().id_hex(), ?target, "installed snapshot");
+            match target {
+                Target::Production => self.production.store(snapshot.clone()),
+                Target::Staging => self.staging.store(Some(snapshot.clone())),
+            }
+            Ok(snapshot)
+        })
+        .await
+    }
+
+    /// Makes the staging snapshot production; the replaced production file becomes the
+    /// previous one and the staging slice is then decided from production.
+    pub async fn promote(&self) -> Result<Arc<Snapshot>, ServeError> {
+        self.change("promote", async {
+            let Some(staging) = self.staging.load_full() else { return Err(ServeError::NoStaging) };
+            let slots = &self.slots;
+            keep_as_previous(slots, &slots.production).map_err(|e| slot_error(&slots.previous, e))?;
+            std::fs::rename(&slots.staging, &slots.production).map_err(|e| slot_error(&slots.staging, e))?;
+            sync_folder(&slots.production).map_err(|e| slot_error(&slots.production, e))?;
+            info!(snapshot_id = %staging.header().id_hex(), "promoted staging to production");
+            self.production.store(staging.clone());
+            self.staging.store(None);
+            Ok(staging)
+        })
+        .await
+    }
+
+    /// Serves the previous production snapshot again; the one it replaces becomes the previous,
+    /// so a second rollback undoes the first.
+    pub async fn rollback(&self) -> Result<Arc<Snapshot>, ServeError> {
+        self.change("rollback", async {
+            let slots = &self.slots;
+            if !slots.previous.exists() {
+                return Err(ServeError::NoPrevious(slots.previous.clone()));
+            }
+            let previous = open_blocking(&slots.previous).await?;
+            let swap = slots.incoming(Target::Production);
+            link_or_copy(&slots.previous, &swap).map_err(|e| slot_error(&swap, e))?;
+            keep_as_previous(slots, &slots.production).map_err(|e| slot_error(&slots.previous, e))?;
+            std::fs::rename(&swap, &slots.production).map_err(|e| slot_error(&slots.production, e))?;
+            sync_folder(&slots.production).map_err(|e| slot_error(&slots.production, e))?;
+            info!(snapshot_id = %previous.header().id_hex(), "rolled production back");
+            self.production.store(previous.clone());
+            Ok(previous)
+        })
+        .await
     }
 }
 
-fn random_key() -> [u8; 32] {
-    // The standard library's hasher seeds are random per process; four of them make a key that
-    // only has to be unguessable for this process's lifetime.
-    use std::hash::{BuildHasher, RandomState};
-    let mut key = [0u8; 32];
-    for chunk in key.chunks_mut(8) {
-        chunk.copy_from_slice(&RandomState::new().hash_one(Instant::now()).to_le_bytes());
+async fn open_event_log(config: &EventLogConfig) -> Result<EventLog, ServeError> {
+    let config = config.clone();
+    // Opening recovers the tail of the last segment: file work, off the async workers. The
+    // blocking thread still sees the runtime, which the shipper task is spawned on.
+    tokio::task::spawn_blocking(move || EventLog::open(&config))
+        .await
+        .map_err(|e| ServeError::Config(format!("the event log opener stopped: {e}")))?
+        .map_err(ServeError::Events)
+}
+
+fn slot_error(path: &Path, source: std::io::Error) -> ServeError {
+    ServeError::Slot { path: path.to_owned(), source }
+}
+
+/// The staging file when there is one: required when configured by name, optional beside the
+/// production file.
+async fn open_staging(slots: &SlotPaths) -> Result<Option<Arc<Snapshot>>, ServeError> {
+    if slots.staging_required || slots.staging.exists() {
+        Ok(Some(open_blocking(&slots.staging).await?))
+    } else {
+        Ok(None)
     }
-    key
+}
+
+fn random_key() -> Result<[u8; 32], ServeError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|e| ServeError::Config(format!("no randomness for a tracking key: {e}")))?;
+    Ok(key)
 }
 
 /// Binds the configured address.
 pub async fn bind(config: &ServeConfig) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|source| ServeError::Listen { addr: config.listen_addr, source })
+    bind_addr(config.listen_addr).await
+}
+
+/// Binds the configured admin address.
+pub async fn bind_admin(config: &ServeConfig) -> Result<TcpListener, ServeError> {
+    if !config.admin_listen_addr.ip().is_loopback() {
+        warn!(addr = %config.admin_listen_addr, "the admin endpoints listen beyond loopback: anyone who reaches them can replace the snapshot");
+    }
+    bind_addr(config.admin_listen_addr).await
+}
+
+async fn bind_addr(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })
 }
 
 /// Serves connections from `listener` until `shutdown` resolves. SIGHUP reloads the snapshots.
@@ -163,7 +344,7 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, shutdown: impl Futu
                 tokio::spawn(async move { let _ = state.reload().await; });
             }
             (permit, accepted) = accept => match (permit, accepted) {
-                (Ok(permit), Ok((stream, _))) => spawn_connection(state.clone(), stream, permit),
+                (Ok(permit), Ok((stream, _))) => spawn_connection(state.clone(), stream, permit, route),
                 (_, Err(err)) => {
                     // Out of descriptors or memory: back off briefly rather than spin.
                     warn!(error = %err, "accept failed");
@@ -178,11 +359,40 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, shutdown: impl Futu
 /// Pause after a failed accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
-fn spawn_connection(
+/// Serves the admin endpoints (snapshot install, promote, rollback) from `listener` until
+/// `shutdown` resolves. They change what every request is answered from, so they listen apart
+/// from the public endpoints, on loopback by default.
+pub async fn serve_admin(state: Arc<State>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let connections = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS_MAX));
+    loop {
+        let accept = async { (connections.clone().acquire_owned().await, listener.accept().await) };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            (permit, accepted) = accept => match (permit, accepted) {
+                (Ok(permit), Ok((stream, _))) => spawn_connection(state.clone(), stream, permit, admin::route),
+                (_, Err(err)) => {
+                    warn!(error = %err, "admin accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+                (Err(_), _) => return,
+            },
+        }
+    }
+}
+
+/// Open admin connections at most: operators and a distributor, not traffic.
+const ADMIN_CONNECTIONS_MAX: usize = 16;
+
+fn spawn_connection<F, Fut>(
     state: Arc<State>,
     stream: tokio::net::TcpStream,
     permit: tokio::sync::OwnedSemaphorePermit,
-) {
+    router: F,
+) where
+    F: Fn(Arc<State>, Request<hyper::body::Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
         let _permit = permit;
@@ -191,7 +401,7 @@ fn spawn_connection(
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(state.config.header_read_timeout_ms))
             .max_headers(state.config.request_headers_max);
-        let service = service_fn(move |request| route(state.clone(), request));
+        let service = service_fn(move |request| router(state.clone(), request));
         if let Err(err) = builder.serve_connection(TokioIo::new(stream), service).await {
             tracing::debug!(error = %err, "connection ended with an error");
         }
@@ -214,6 +424,7 @@ async fn route(
         ("GET", "/v1/win") => (7, handlers::tracking(&state, &request, handlers::TrackingKind::Win)),
         ("GET", "/v1/bill") => (8, handlers::tracking(&state, &request, handlers::TrackingKind::Bill)),
         ("GET", "/v1/loss") => (9, handlers::tracking(&state, &request, handlers::TrackingKind::Loss)),
+        ("GET", "/v1/install") => (10, handlers::install(&state, &request)),
         (_, path) => (5, handlers::not_found(path)),
     };
     state.metrics.request(endpoint_idx, response.status().as_u16(), started.elapsed().as_secs_f64());

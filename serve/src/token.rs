@@ -5,8 +5,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 /// Layout version of the token's fields.
-const TOKEN_VERSION: u8 = 1;
-const FIELDS_LEN: usize = 1 + 8 + 4 + 4 + 8 + 16 + 8;
+const TOKEN_VERSION: u8 = 2;
+const FIELDS_LEN: usize = 1 + 8 + 4 + 4 + 8 + 16 + 8 + 8 + 8 + 1;
 const MAC_LEN: usize = 16;
 /// Encoded length of a token (base64url without padding).
 pub const TOKEN_CHARS: usize = ((FIELDS_LEN + MAC_LEN) * 4).div_ceil(3);
@@ -22,6 +22,15 @@ pub struct Claims {
     /// The request's assignment (staging, experiment arm or control), as `Assignment::code`.
     pub assignment: u128,
     pub issued_unix_s: i64,
+    /// The hashed user key the decision was made for, for frequency caps and installs; 0 when
+    /// there was none or privacy forbids keeping one.
+    pub user_key: u64,
+    /// The snapshot the decision came from (its header's id).
+    pub snapshot_id: u64,
+    /// `adsnap_events::Channel` of the request, as its code (below 16).
+    pub channel: u8,
+    /// `adsnap_events::Privacy` bits of the request (below 16).
+    pub privacy: u8,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,6 +71,10 @@ impl TokenKey {
         bytes[17..25].copy_from_slice(&c.price_micros.to_le_bytes());
         bytes[25..41].copy_from_slice(&c.assignment.to_le_bytes());
         bytes[41..49].copy_from_slice(&c.issued_unix_s.to_le_bytes());
+        bytes[49..57].copy_from_slice(&c.user_key.to_le_bytes());
+        bytes[57..65].copy_from_slice(&c.snapshot_id.to_le_bytes());
+        // Both fit in four bits; sharing a byte keeps tracking URLs short.
+        bytes[65] = (c.channel & 0x0f) | (c.privacy << 4);
         let mac = self.mac(&bytes[..FIELDS_LEN]);
         bytes[FIELDS_LEN..].copy_from_slice(&mac);
         URL_SAFE_NO_PAD.encode(bytes)
@@ -69,6 +82,12 @@ impl TokenKey {
 
     /// Checks a token's signature and age at `now_unix_s` and returns what it vouches for.
     pub fn verify(&self, token: &str, now_unix_s: i64) -> Result<Claims, TokenError> {
+        self.verify_within(token, now_unix_s, self.ttl_s)
+    }
+
+    /// As [`TokenKey::verify`], with another longest age: an install may be attributed to a
+    /// click for days after the click's own notice expired.
+    pub fn verify_within(&self, token: &str, now_unix_s: i64, age_s_max: i64) -> Result<Claims, TokenError> {
         if token.len() != TOKEN_CHARS {
             return Err(TokenError::Malformed);
         }
@@ -93,8 +112,12 @@ impl TokenKey {
             price_micros: u64_at(17),
             assignment: u128::from_le_bytes(fields[25..41].try_into().expect("16 bytes")),
             issued_unix_s: u64_at(41) as i64,
+            user_key: u64_at(49),
+            snapshot_id: u64_at(57),
+            channel: fields[65] & 0x0f,
+            privacy: fields[65] >> 4,
         };
-        if now_unix_s - claims.issued_unix_s > self.ttl_s || claims.issued_unix_s > now_unix_s + 60 {
+        if now_unix_s - claims.issued_unix_s > age_s_max || claims.issued_unix_s > now_unix_s + 60 {
             return Err(TokenError::Expired);
         }
         Ok(claims)
@@ -113,6 +136,10 @@ mod tests {
             price_micros: 2_500_000,
             assignment: 7 << 90 | 5,
             issued_unix_s: 1_795_305_600,
+            user_key: 0xfeed_beef,
+            snapshot_id: 0x0123_4567_89ab_cdef,
+            channel: 1,
+            privacy: 0b0100,
         }
     }
 
@@ -136,6 +163,8 @@ mod tests {
         }
         assert_eq!(TokenKey::new([8; 32], 3600).verify(&token, 1_795_305_600), Err(TokenError::Forged));
         assert_eq!(key.verify(&token, 1_795_305_600 + 3601), Err(TokenError::Expired));
+        assert_eq!(key.verify_within(&token, 1_795_305_600 + 3601, 7200), Ok(claims()));
+        assert_eq!(key.verify_within(&token, 1_795_305_600 + 7201, 7200), Err(TokenError::Expired));
         assert_eq!(key.verify("not a token", 0), Err(TokenError::Malformed));
         assert_eq!(key.verify(&"A".repeat(500), 0), Err(TokenError::Malformed));
     }

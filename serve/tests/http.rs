@@ -31,6 +31,7 @@ fn build_snapshot(catalog: &Path, out: &Path, version: u64) {
 
 struct Running {
     addr: SocketAddr,
+    admin: SocketAddr,
     state: Arc<State>,
     runtime: tokio::runtime::Runtime,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -47,6 +48,21 @@ fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Running {
     build_snapshot(&example_catalog(), &snapshot, 1);
     let config = ServeConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_listen_addr: "127.0.0.1:0".parse().unwrap(),
+        profiles: adsnap_profile_store::ProfilesConfig {
+            // A debug build's first disk read can take milliseconds; the tests are about what a
+            // profile changes, not the deadline (the store's own tests cover that).
+            read_deadline_ms: 2_000,
+            embedded: adsnap_profile_store::config::EmbeddedConfig {
+                path: dir.path().join("profiles"),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        events: adsnap_events::EventLogConfig {
+            dir: dir.path().join("events"),
+            ..adsnap_events::EventLogConfig::default()
+        },
         snapshot_path: snapshot,
         tracking_key_hex: Some("11".repeat(32)),
         request_body_bytes_max: 4096,
@@ -58,18 +74,25 @@ fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Running {
     adjust(&mut config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr, state) = runtime.block_on(async {
+    let (addr, admin, state) = runtime.block_on(async {
         let listener = adsnap_serve::bind(&config).await.unwrap();
+        let admin_listener = adsnap_serve::bind_admin(&config).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let mut config = config;
         config.public_base_url = format!("http://{addr}");
         let state = State::new(config).await.unwrap();
-        tokio::spawn(adsnap_serve::serve(state.clone(), listener, async {
-            let _ = stopped.await;
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(adsnap_serve::serve_admin(state.clone(), admin_listener, async {
+            let _ = admin_stopped.await;
         }));
-        (addr, state)
+        tokio::spawn(adsnap_serve::serve(state.clone(), listener, async move {
+            let _ = stopped.await;
+            let _ = stop_admin.send(());
+        }));
+        (addr, admin, state)
     });
-    Running { addr, state, runtime, _stop: stop, dir }
+    Running { addr, admin, state, runtime, _stop: stop, dir }
 }
 
 struct Reply {
@@ -139,14 +162,235 @@ fn an_ad_request_is_filled_and_its_tracking_urls_work() {
 
     let redirect = http(server.addr, "GET", path_of(click), "");
     assert_eq!(redirect.status, 302);
-    assert!(redirect
-        .headers
-        .contains("location: https://play.google.com/store/apps/details?id=com.example.mergemeadow"));
+    let token = &click[click.find("t=").unwrap() + 2..];
+    let store = "location: https://play.google.com/store/apps/details?id=com.example.mergemeadow";
+    let expected = format!("{store}&adsnap_click={}\r\n", token.to_lowercase());
+    assert!(redirect.headers.contains(&expected), "{}", redirect.headers);
+
+    // The measurement partner sends the click id back with its install postback: counted once
+    // per partner event id, refused when forged or past the attribution window.
+    let postback = format!("/v1/install?click={token}&event_id=mmp-1");
+    let installed = http(server.addr, "GET", &postback, "");
+    assert_eq!(installed.status, 200, "{}", installed.body);
+    assert_eq!(json(&installed)["status"], "counted");
+    assert_eq!(json(&installed)["campaign_id"], 101);
+    assert_eq!(json(&http(server.addr, "GET", &postback, ""))["status"], "duplicate");
+    let forged_install = format!("/v1/install?click={}AAA&event_id=mmp-2", &token[..token.len() - 3]);
+    assert_eq!(http(server.addr, "GET", &forged_install, "").status, 403);
+    let long_id = format!("/v1/install?click={token}&event_id={}", "x".repeat(129));
+    let refused = http(server.addr, "GET", &long_id, "");
+    assert_eq!((refused.status, json(&refused)["field"].as_str()), (400, Some("event_id")));
+    assert_eq!(metric(server.addr, r#"adsnap_tracking_events_total{kind="install",result="counted"}"#), 1.0);
+    assert_eq!(
+        metric(server.addr, r#"adsnap_tracking_events_total{kind="install",result="duplicate"}"#),
+        1.0
+    );
 
     let mut forged = path_of(click).to_owned();
     forged.replace_range(forged.len() - 3.., "AAA");
     assert_eq!(http(server.addr, "GET", &forged, "").status, 403);
     assert_eq!(metric(server.addr, r#"adsnap_tracking_events_total{kind="click",result="forged"}"#), 1.0);
+}
+
+/// Every event the server wrote so far, in order.
+fn events(server: &Running) -> Vec<adsnap_events::Event<'static>> {
+    let log = server.state.events.as_ref().expect("events are on");
+    adsnap_events::read_log(log.dir(), adsnap_events::Position::Start)
+        .unwrap()
+        .map(|event| event.unwrap())
+        .collect()
+}
+
+#[test]
+fn every_decision_and_counted_notice_is_an_event_before_the_response() {
+    use adsnap_events::{Channel, EventKind};
+    let server = start();
+    let reply = http(server.addr, "POST", "/v1/ad", AD_REQUEST);
+    let ad = &json(&reply)["ad"];
+    let impression = path_of(ad["impression_url"].as_str().unwrap()).to_owned();
+    let click = path_of(ad["click_url"].as_str().unwrap()).to_owned();
+    let written = events(&server);
+    assert_eq!(written.len(), 1, "the decision is in the log when its response arrives");
+    let decision = &written[0];
+    assert_eq!((decision.kind, decision.channel), (EventKind::Decision, Channel::Sdk));
+    assert_eq!((decision.campaign_id, decision.price_micros), (101, 1_435_000));
+    assert_eq!(
+        (&*decision.app_id, &*decision.ad_unit_id),
+        ("wordsmith-android", "wordsmith-android-interstitial")
+    );
+    assert_eq!(decision.user_key, Some(xxhash_rust::xxh3::xxh3_64(b"user-42")));
+    assert_eq!(decision.snapshot_id, server.state.production.load().header().snapshot_id);
+    assert_eq!(decision.time_unix_ms, NOW_UNIX_S * 1000);
+
+    for _ in 0..2 {
+        assert_eq!(http(server.addr, "GET", &impression, "").status, 204);
+    }
+    assert_eq!(http(server.addr, "GET", &click, "").status, 302);
+    let written = events(&server);
+    let kinds: Vec<_> = written.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Decision, EventKind::Impression, EventKind::Click],
+        "a duplicate adds nothing"
+    );
+    let shown = &written[1];
+    assert_eq!((shown.request_id, shown.assignment_code), (decision.request_id, decision.assignment_code));
+    assert_eq!((shown.campaign_id, shown.creative_id), (decision.campaign_id, decision.creative_id));
+    assert_eq!(shown.user_key, decision.user_key);
+    // Campaign 101 pays per install: impressions and clicks earn nothing, the install its bid.
+    assert_eq!((shown.revenue_micros, written[2].revenue_micros), (0, 0));
+    let token = &click[click.find("t=").unwrap() + 2..];
+    let postback = format!("/v1/install?click={token}&event_id=mmp-9");
+    assert_eq!(http(server.addr, "GET", &postback, "").status, 200);
+    let install = events(&server).pop().unwrap();
+    assert_eq!(
+        (install.kind, install.channel, install.revenue_micros),
+        (EventKind::Install, Channel::Partner, 2_500_000)
+    );
+
+    // A no-fill is an event too, with its reason; a request refused as bad input is not.
+    let unfillable = AD_REQUEST.replace(r#""country":"US""#, r#""country":"AQ""#);
+    assert_eq!(http(server.addr, "POST", "/v1/ad", &unfillable).status, 204);
+    assert_eq!(http(server.addr, "POST", "/v1/ad", "{").status, 400);
+    let last = events(&server).pop().unwrap();
+    assert_eq!((last.kind, last.campaign_id, last.no_fill_reason), (EventKind::Decision, 0, 1));
+}
+
+#[test]
+fn a_log_that_refuses_appends_sheds_requests_and_says_so() {
+    // The smallest log: two 64 KiB segments, no shipper to free them.
+    let server = start_with(|config| {
+        config.events.segment_bytes_max = 64 << 10;
+        config.events.log_bytes_max = 128 << 10;
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..5_000 {
+        let status = http(server.addr, "POST", "/v1/ad", AD_REQUEST).status;
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+    }
+    let reply = http(server.addr, "POST", "/v1/ad", AD_REQUEST);
+    assert_eq!(reply.status, 503, "after {} requests: {}", statuses.len(), reply.body);
+    assert!(json(&reply)["error"].as_str().unwrap().contains("cannot record events"), "{}", reply.body);
+    assert!(statuses[..statuses.len() - 1].iter().all(|&s| s == 200), "only the log's refusal sheds");
+    let health = json(&http(server.addr, "GET", "/health", ""));
+    assert_eq!(
+        (health["status"].as_str(), health["event_log"]["status"].as_str()),
+        (Some("degraded"), Some("refusing"))
+    );
+    // Every answered request has its event; none was answered without one.
+    assert_eq!(events(&server).len(), statuses.len() - 1);
+}
+
+#[test]
+fn privacy_signals_keep_user_keys_out_of_events() {
+    let server = start();
+    let coppa = AD_REQUEST
+        .replace(r#""user":{"id":"user-42"}"#, r#""user":{"id":"user-42"},"privacy":{"coppa":true}"#);
+    let no_consent = AD_REQUEST
+        .replace(r#""user":{"id":"user-42"}"#, r#""user":{"id":"user-42"},"privacy":{"gdpr":true}"#);
+    for body in [&coppa, &no_consent] {
+        assert_ne!(http(server.addr, "POST", "/v1/ad", body).status, 400, "{body}");
+    }
+    let written = events(&server);
+    assert_eq!(written.len(), 2);
+    assert!(written.iter().all(|e| e.user_key.is_none() && !e.privacy.allows_user_key()), "{written:?}");
+}
+
+fn import_profile(server: &Running, user_id: &str, fields: adsnap_profile_store::ProfileFields) {
+    let profiles = server.state.profiles.as_ref().expect("profiles are on");
+    let key = adsnap_profile_store::UserKey(xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()));
+    // The store ages profiles by the real clock: seen now, so not idle.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let fields = adsnap_profile_store::ProfileFields { last_seen_unix_s: now, ..fields };
+    let profile = adsnap_profile_store::Profile::from_fields(fields).unwrap();
+    server.runtime.block_on(profiles.import(vec![(key, profile)])).unwrap();
+}
+
+fn campaign_served(server: &Running, body: &str) -> Option<u64> {
+    let reply = http(server.addr, "POST", "/v1/ad", body);
+    assert!(reply.status == 200 || reply.status == 204, "{}: {}", reply.status, reply.body);
+    (reply.status == 200).then(|| json(&reply)["ad"]["campaign_id"].as_u64().unwrap())
+}
+
+#[test]
+fn profiles_change_the_decision_where_privacy_allows() {
+    let server = start();
+    // Campaign 101 leaves out segment 5 and, like every campaign, users who have its app.
+    let body = |user: &str| AD_REQUEST.replace("user-42", user);
+    import_profile(
+        &server,
+        "in-segment-5",
+        adsnap_profile_store::ProfileFields { segments: vec![5], ..Default::default() },
+    );
+    let installed = adsnap_snapshot::key_hash("com.example.mergemeadow");
+    import_profile(
+        &server,
+        "has-the-app",
+        adsnap_profile_store::ProfileFields { installed: vec![installed], ..Default::default() },
+    );
+    import_profile(
+        &server,
+        "in-segment-3",
+        adsnap_profile_store::ProfileFields { segments: vec![3], ..Default::default() },
+    );
+    assert_eq!(campaign_served(&server, &body("no-profile")), Some(101));
+    assert_eq!(campaign_served(&server, &body("in-segment-3")), Some(101));
+    assert_ne!(campaign_served(&server, &body("in-segment-5")), Some(101));
+    assert_ne!(campaign_served(&server, &body("has-the-app")), Some(101));
+    // Limited ad tracking: what the profile says may not target the user.
+    let lat = body("in-segment-5").replace(r#""connection":"wifi""#, r#""connection":"wifi","lmt":true"#);
+    assert_eq!(campaign_served(&server, &lat), Some(101));
+    // Nor under COPPA, where the profile is not even read.
+    let coppa = body("has-the-app")
+        .replace(r#""user":{"id":"has-the-app"}"#, r#""user":{"id":"has-the-app"},"privacy":{"coppa":true}"#);
+    assert_eq!(campaign_served(&server, &coppa), Some(101));
+    let health = json(&http(server.addr, "GET", "/health", ""));
+    assert_eq!(health["profile_store"]["backend"], "embedded", "{health}");
+}
+
+#[test]
+fn impressions_count_against_frequency_caps() {
+    let server = start();
+    import_profile(
+        &server,
+        "ios-fan",
+        adsnap_profile_store::ProfileFields { segments: vec![2], ..Default::default() },
+    );
+    // An exchange's interstitial on an iPhone in the US, without a floor: campaign 102 wins it
+    // for a user in segment 2, at most 3 impressions a day.
+    let bid_request = r#"{"id": "cap-ID", "imp": [{"id": "1", "instl": 1, "video": {"mimes": ["video/mp4"], "w": 720, "h": 1280}}],
+        "app": {"bundle": "6444000101"}, "device": {"os": "iOS", "osv": "17.2", "devicetype": 4, "geo": {"country": "USA"}},
+        "user": {"id": "ios-fan"}}"#;
+    let n_auctions = std::cell::Cell::new(0);
+    let won = || {
+        n_auctions.set(n_auctions.get() + 1);
+        let reply = http(
+            server.addr,
+            "POST",
+            "/openrtb2/bid",
+            &bid_request.replace("ID", &n_auctions.get().to_string()),
+        );
+        (reply.status == 200).then(|| json(&reply)["seatbid"][0]["bid"][0].clone())
+    };
+    for _ in 0..3 {
+        let bid = won().expect("a bid");
+        assert_eq!(bid["cid"], "102", "{bid}");
+        let adm = bid["adm"].as_str().unwrap();
+        let impression = &adm[adm.find("/v1/imp?t=").unwrap()..];
+        let token_end = impression[10..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        let impression = &impression[..10 + token_end.unwrap()];
+        assert_eq!(http(server.addr, "GET", impression, "").status, 204);
+        // Updates leave the request path through the store's queue; let it drain.
+        server.runtime.block_on(server.state.profiles.as_ref().unwrap().flush()).unwrap();
+    }
+    assert_ne!(
+        won().map(|bid| bid["cid"].clone()),
+        Some("102".into()),
+        "a fourth impression today is over the cap"
+    );
 }
 
 #[test]
@@ -224,6 +468,91 @@ fn health_reports_the_snapshot_and_a_hot_swap_replaces_it() {
     assert_eq!(metric(server.addr, "adsnap_snapshot_swap_failures_total"), 1.0);
     assert_eq!(metric(server.addr, "adsnap_snapshot_swaps_total"), 1.0);
     assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
+}
+
+fn served_ids(server: &Running) -> (String, Option<String>) {
+    let health = json(&http(server.addr, "GET", "/health", ""));
+    let production = health["snapshot"]["id"].as_str().unwrap().to_owned();
+    (production, health["staging_snapshot"]["id"].as_str().map(str::to_owned))
+}
+
+fn install(server: &Running, path: &Path, target: &str) -> Reply {
+    let body = serde_json::json!({ "path": path, "target": target }).to_string();
+    http(server.admin, "POST", "/admin/install", &body)
+}
+
+#[test]
+fn admin_installs_promotes_and_rolls_back_while_serving() {
+    let server = start();
+    let (v1, staging) = served_ids(&server);
+    assert_eq!(staging, None);
+    let v2_path = server.dir.path().join("v2.snap");
+    build_snapshot(&example_catalog(), &v2_path, 2);
+
+    // Promoting or rolling back with nothing to move is a conflict, and changes nothing.
+    assert_eq!(http(server.admin, "POST", "/admin/promote", "").status, 409);
+    assert_eq!(http(server.admin, "POST", "/admin/rollback", "").status, 409);
+
+    let reply = install(&server, &v2_path, "staging");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let v2 = json(&reply)["snapshot_id"].as_str().unwrap().to_owned();
+    assert_ne!(v2, v1);
+    assert_eq!(served_ids(&server), (v1.clone(), Some(v2.clone())));
+    assert!(v2_path.exists(), "the installed file is left where it was");
+    assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
+
+    let reply = http(server.admin, "POST", "/admin/promote", "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(served_ids(&server), (v2.clone(), None));
+    let slots = json(&http(server.admin, "GET", "/admin/snapshots", ""));
+    assert_eq!(slots["previous"]["exists"], true);
+
+    // A restart now comes up on what was promoted: the slot files say so.
+    // (Only the snapshot slots matter here; the store and log belong to the running server.)
+    let config =
+        ServeConfig { profiles_enabled: false, events_enabled: false, ..server.state.config.clone() };
+    let restarted = server.runtime.block_on(State::new(config)).unwrap();
+    assert_eq!(restarted.production.load().header().id_hex(), v2);
+
+    let reply = http(server.admin, "POST", "/admin/rollback", "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(served_ids(&server).0, v1);
+    // Rolling back again undoes the rollback.
+    assert_eq!(http(server.admin, "POST", "/admin/rollback", "").status, 200);
+    assert_eq!(served_ids(&server).0, v2);
+    assert_eq!(metric(server.addr, "adsnap_snapshot_swaps_total"), 4.0);
+}
+
+#[test]
+fn admin_refuses_bad_installs_and_keeps_serving() {
+    let server = start();
+    let (v1, _) = served_ids(&server);
+    let missing = install(&server, &server.dir.path().join("absent.snap"), "production");
+    assert_eq!(missing.status, 404, "{}", missing.body);
+
+    let corrupt_path = server.dir.path().join("corrupt.snap");
+    let mut bytes = std::fs::read(&server.state.config.snapshot_path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&corrupt_path, bytes).unwrap();
+    let corrupt = install(&server, &corrupt_path, "production");
+    assert_eq!(corrupt.status, 422, "{}", corrupt.body);
+    let error = json(&corrupt)["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("corrupt.snap") && error.contains("payload is corrupt"), "{error}");
+
+    let bad_target = http(server.admin, "POST", "/admin/install", r#"{"path":"/x","target":"canary"}"#);
+    assert_eq!(bad_target.status, 400);
+    assert!(bad_target.body.contains("canary"), "{}", bad_target.body);
+    assert_eq!(http(server.admin, "POST", "/admin/install", "not json").status, 400);
+    assert_eq!(http(server.admin, "GET", "/admin/nothing", "").status, 404);
+
+    assert_eq!(served_ids(&server), (v1, None));
+    assert_eq!(metric(server.addr, "adsnap_snapshot_swap_failures_total"), 2.0);
+    let slots = json(&http(server.admin, "GET", "/admin/snapshots", ""));
+    assert_eq!(slots["previous"]["exists"], false, "a refused install leaves no previous file");
+    assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
+    // The admin endpoints are not on the public listener.
+    assert_eq!(http(server.addr, "POST", "/admin/promote", "").status, 404);
 }
 
 const BID_REQUEST: &str = r#"{
