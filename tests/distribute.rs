@@ -269,27 +269,34 @@ struct Member {
 
 impl Member {
     fn start(fleet: &Fleet, name: &str, initial: &Path, extra: &[&str]) -> Member {
+        Member::start_with(fleet, name, initial, extra, false)
+    }
+
+    /// `admin`: the follower hands over through the server's admin listener rather than by
+    /// linking into the server's path and sending it SIGHUP.
+    fn start_with(fleet: &Fleet, name: &str, initial: &Path, extra: &[&str], admin: bool) -> Member {
         let dir = fleet.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let production = dir.join("production.snap");
         std::fs::copy(initial, &production).unwrap();
         let server_port = free_port();
         let server_url = format!("http://127.0.0.1:{server_port}");
+        let admin_port = free_port();
         let server_args: Vec<String> = vec![
             "serve".into(),
             "--listen-addr".into(),
             format!("127.0.0.1:{server_port}"),
+            "--admin-listen-addr".into(),
+            format!("127.0.0.1:{admin_port}"),
             "--snapshot-path".into(),
             production.display().to_string(),
-            // Each server of the fleet has its own admin port, event log and profile store.
-            "--admin-listen-addr".into(),
-            "127.0.0.1:0".into(),
+            // Each server of the fleet has its own event log and profile store.
             "--events-dir".into(),
             dir.join("events").display().to_string(),
             "--profiles-path".into(),
             dir.join("profiles").display().to_string(),
         ];
-        let mut server = Proc::adsnap(&format!("{name}-serve"), &server_args, &fleet.dir);
+        let mut server = Proc::adsnap(&format!("{name}-serve"), &server_args, &dir);
         wait_for("the server to answer", || {
             server.assert_running();
             get_json(&format!("{server_url}/health"))
@@ -307,13 +314,20 @@ impl Member {
             "100".into(),
             "--status-listen-addr".into(),
             format!("127.0.0.1:{status_port}"),
-            "--production-path".into(),
-            production.display().to_string(),
-            "--staging-path".into(),
-            dir.join("staging.snap").display().to_string(),
-            "--reload-command".into(),
-            format!("kill -HUP {}", server.pid()),
         ];
+        if admin {
+            follower_args.extend(["--admin-url".to_owned(), format!("http://127.0.0.1:{admin_port}")]);
+        } else {
+            follower_args.extend([
+                "--production-path".to_owned(),
+                production.display().to_string(),
+                "--staging-path".to_owned(),
+                // The server's default staging slot beside its production file.
+                dir.join("production.snap.staging").display().to_string(),
+                "--reload-command".to_owned(),
+                format!("kill -HUP {}", server.pid()),
+            ]);
+        }
         follower_args.extend(extra.iter().map(|s| s.to_string()));
         if !extra.contains(&"--peer-listen-addr") {
             follower_args.extend(["--peer-listen-addr".to_owned(), "127.0.0.1:0".to_owned()]);
@@ -338,6 +352,11 @@ impl Member {
             get_json(&self.status_url)
         });
         self.follower = Some(follower);
+    }
+
+    fn staging_id(&self) -> Option<String> {
+        let health = get_json(&format!("{}/health", self.server_url))?;
+        health["staging_snapshot"]["id"].as_str().map(str::to_owned)
     }
 
     fn serving_id(&self) -> Option<String> {
@@ -574,4 +593,29 @@ fn a_snapshot_over_the_disk_budget_is_refused_and_the_server_keeps_what_it_had()
     });
     assert_eq!(member.serving_id().as_deref(), Some(v0_id.as_str()));
     assert_eq!(member.status()["outcomes"]["installed"], 0);
+}
+
+#[test]
+fn followers_hand_over_through_the_admin_listener_to_staging_then_production() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, v0_id) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, v1_id) = build_snapshot(dir.path(), "v1.snap", 11);
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    let members: Vec<Member> =
+        (0..2).map(|i| Member::start_with(&fleet, &format!("a{i}"), &v0, &[], true)).collect();
+    assert!(fleet.publish(&v1, "staging", false).status.success());
+    for member in &members {
+        wait_for("staging to serve the new snapshot", || (member.staging_id()? == v1_id).then_some(()));
+        assert_eq!(member.serving_id().as_deref(), Some(v0_id.as_str()), "production is untouched");
+    }
+    // The same snapshot again, for production: a promotion, not a stale version.
+    let promoted = fleet.publish(&v1, "production", false);
+    assert!(promoted.status.success(), "{}", text(&promoted.stderr));
+    wait_all_serving(&members, &v1_id);
+    for member in &members {
+        let status = member.status();
+        assert_eq!(status["outcomes"]["installed"], 2, "{status}");
+        assert_eq!(status["current"]["target"], "production", "{status}");
+    }
 }
