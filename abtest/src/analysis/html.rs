@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::report::{MetricComparison, Report};
-use super::table::{diff, headline, interval_percent, opt, p_value, percent, range, srm_line, value};
+use super::table::{comparison_cells, headline, interval_percent, percent, range, srm_line};
 
 const CHART_WIDTH_PX: f64 = 640.0;
 const LABEL_WIDTH_PX: f64 = 170.0;
@@ -94,18 +94,11 @@ fn block(out: &mut String, title: &str, metrics: &[MetricComparison], alpha: f64
             continue;
         };
         let class = if m.significant { " class=\"sig\"" } else { "" };
-        let _ = write!(
-            out,
-            "<tr{class}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            m.metric.name(),
-            value(m.metric, c.control),
-            value(m.metric, c.treatment),
-            diff(m.metric, c.diff_abs),
-            opt(c.diff_rel, percent),
-            opt(c.ci_rel, interval_percent),
-            p_value(c.p_value),
-            opt(c.p_value_always_valid, p_value),
-        );
+        let _ = write!(out, "<tr{class}><td>{}</td>", m.metric.name());
+        for cell in comparison_cells(m.metric, c) {
+            let _ = write!(out, "<td>{cell}</td>");
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</table>");
 }

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use super::report::{Metric, MetricComparison, Report, SrmCheck};
+use super::stats::Comparison;
 
 /// A metric's value for people: proportions in percent, money and counts with 4 decimals.
 pub(crate) fn value(metric: Metric, v: f64) -> String {
@@ -43,6 +44,20 @@ pub(crate) fn opt<T: Copy>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 }
 
 /// The verdict of a sample-ratio check, one line.
+/// One comparison's cells as both the table and the HTML report show them: control,
+/// treatment, absolute and relative difference, relative interval, p-value, always-valid p-value.
+pub(crate) fn comparison_cells(metric: Metric, c: &Comparison) -> [String; 7] {
+    [
+        value(metric, c.control),
+        value(metric, c.treatment),
+        diff(metric, c.diff_abs),
+        opt(c.diff_rel, percent),
+        opt(c.ci_rel, interval_percent),
+        p_value(c.p_value),
+        opt(c.p_value_always_valid, p_value),
+    ]
+}
+
 pub(crate) fn srm_line(srm: &SrmCheck) -> String {
     let stat = srm.chi_square.as_ref().map(|c| {
         format!("chi-square {:.3}, df {}, p = {}", c.statistic, c.degrees_of_freedom, p_value(c.p_value))
@@ -156,17 +171,12 @@ fn metric_rows(out: &mut String, metrics: &[MetricComparison], alpha: f64) {
         let star = if m.significant { " *" } else { "" };
         let always_ci =
             c.ci_abs_always_valid.map(|ci| format!("[{}, {}]", diff(m.metric, ci[0]), diff(m.metric, ci[1])));
+        let [control, treatment, diff_abs, diff_rel, ci_rel, p, p_always_valid] =
+            comparison_cells(m.metric, c);
         let _ = writeln!(
             out,
-            "    {:<21} {:>11} {:>11} {:>12} {:>9} {:>20} {:>8} {:>9}  {:>20}{star}",
+            "    {:<21} {control:>11} {treatment:>11} {diff_abs:>12} {diff_rel:>9} {ci_rel:>20} {p:>8} {p_always_valid:>9}  {:>20}{star}",
             m.metric.name(),
-            value(m.metric, c.control),
-            value(m.metric, c.treatment),
-            diff(m.metric, c.diff_abs),
-            opt(c.diff_rel, percent),
-            opt(c.ci_rel, interval_percent),
-            p_value(c.p_value),
-            opt(c.p_value_always_valid, p_value),
             always_ci.unwrap_or_else(|| "n/a".to_owned()),
         );
     }
