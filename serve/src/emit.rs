@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use adsnap_events::{Channel, Event, EventKind, Privacy};
 use adsnap_snapshot::schema::BidType;
 use adsnap_snapshot::Snapshot;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::decision::{Decision, NoFill};
 use crate::request::Query;
@@ -26,13 +26,14 @@ pub struct DecisionContext<'a> {
     pub now_unix_ms: i64,
 }
 
+/// xxh3-128 of the parts and the kind, as if concatenated, without building the concatenation.
 fn event_id(parts: &[&[u8]], kind: EventKind) -> u128 {
-    let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 1);
+    let mut hasher = Xxh3Default::new();
     for part in parts {
-        bytes.extend_from_slice(part);
+        hasher.update(part);
     }
-    bytes.push(kind.code());
-    xxh3_128(&bytes)
+    hasher.update(&[kind.code()]);
+    hasher.digest128()
 }
 
 fn currency(s: &Snapshot) -> [u8; 3] {
@@ -111,10 +112,7 @@ pub struct Notice<'a> {
 /// a day, campaigns are kept in snapshots while they may still be billed).
 pub fn notice_event(notice: &Notice<'_>, production: &Snapshot) -> Event<'static> {
     let c = notice.claims;
-    let channel = match c.channel {
-        2 => Channel::OpenRtb,
-        _ => Channel::Sdk,
-    };
+    let channel = adsnap_events::codec::channel_from_code(c.channel).unwrap_or(Channel::Sdk);
     let campaign = production.campaign_by_id(c.campaign_id).map(|(_, campaign)| campaign);
     let bid = campaign.map(|c| (c.bid_type.get(), c.bid_micros.to_native().min(i64::MAX as u64) as i64));
     let price_micros = notice.clearing_price_micros.unwrap_or(c.price_micros.min(i64::MAX as u64) as i64);
@@ -146,5 +144,17 @@ pub fn notice_event(notice: &Notice<'_>, production: &Snapshot) -> Event<'static
         user_key: (c.user_key != 0).then_some(c.user_key),
         privacy: Privacy(c.privacy),
         no_fill_reason: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_hash_the_parts_as_one_string() {
+        let expected = xxhash_rust::xxh3::xxh3_128(b"abcdef\x02");
+        assert_eq!(event_id(&[b"abc", b"def"], EventKind::Impression), expected);
+        assert_ne!(event_id(&[b"abc", b"def"], EventKind::Click), expected);
     }
 }

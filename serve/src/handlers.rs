@@ -173,10 +173,10 @@ fn record_seen(state: &State, query: &Query) {
 
 /// What a counted notice or install changes in the user's profile.
 fn record_notice(state: &State, kind: EventKind, claims: &Claims, production: &Snapshot) {
-    let (key, now_unix_s) = (ProfileKey(claims.user_key), claims.issued_unix_s.max(state.now_unix_s()));
     if claims.user_key == 0 {
         return;
     }
+    let (key, now_unix_s) = (ProfileKey(claims.user_key), claims.issued_unix_s.max(state.now_unix_s()));
     let campaign = production.campaign_by_id(claims.campaign_id).map(|(_, c)| c);
     let update = match (kind, campaign) {
         (EventKind::Impression, Some(c)) => {

@@ -136,11 +136,8 @@ impl State {
     /// within its deadline (from memory when it can, without awaiting anything).
     pub async fn profile(&self, user_key: Option<u64>) -> Option<Arc<Profile>> {
         let (profiles, key) = (self.profiles.as_ref()?, UserKey(user_key?));
-        let read = match profiles.get_cached(key) {
-            Some(read) => read,
-            None => profiles.get(key).await,
-        };
-        match read {
+        // A read the memory layer answers completes on its first poll: nothing is awaited.
+        match profiles.get(key).await {
             ProfileRead::Found(profile) => Some(profile),
             ProfileRead::Absent | ProfileRead::Unknown(_) => None,
         }
