@@ -129,7 +129,14 @@ fn start_adsnap(snapshot: &Path, features: Features<'_>) -> anyhow::Result<Guard
         .args(["serve", "--worker-threads", "1", "--listen-addr", &format!("127.0.0.1:{ADSNAP_PORT}")])
         .args(["--admin-listen-addr", "127.0.0.1:0"]);
     match features.profiles {
-        Some(path) => command.arg("--profiles-path").arg(path),
+        Some(pristine) => {
+            // Every server starts from the same store: a run's writes (last-seen times, which
+            // decide whether the next visit writes) must not change the next run's work.
+            let path = pristine.with_extension("run");
+            let _ = fs::remove_dir_all(&path);
+            copy_dir(pristine, &path).context("copying the profile store")?;
+            command.arg("--profiles-path").arg(path)
+        }
         None => command.args(["--profiles-enabled", "false"]),
     };
     match features.events {
@@ -322,6 +329,20 @@ fn prepare_profiles(dir: &Path) -> anyhow::Result<PathBuf> {
         anyhow::Ok(())
     })?;
     Ok(path)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Profiles imported per call while preparing the store.

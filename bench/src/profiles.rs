@@ -184,6 +184,8 @@ fn config(dir: &Path, memory_bytes_max: u64) -> ProfilesConfig {
     let mut config = ProfilesConfig::default();
     config.embedded.path = dir.to_path_buf();
     config.embedded.memory_bytes_max = memory_bytes_max;
+    // Every update writes, repeat visits included: the worst case of the writer's load.
+    config.seen_refresh_s = 0;
     config
 }
 

@@ -29,6 +29,10 @@ pub struct ProfilesConfig {
     pub write_queue_len_max: usize,
     /// Profiles idle (no update) for longer than this are treated as absent and removed.
     pub idle_ttl_s: u64,
+    /// A user's last-seen time is rewritten at most this often (unless the request's country,
+    /// language or OS changed): a request from a user seen less than this long ago writes
+    /// nothing. Last-seen serves the idle TTL, so it is accurate to this much.
+    pub seen_refresh_s: u32,
     pub embedded: EmbeddedConfig,
     pub aerospike: AerospikeConfig,
 }
@@ -40,6 +44,7 @@ impl Default for ProfilesConfig {
             read_deadline_ms: 2,
             write_queue_len_max: 65_536,
             idle_ttl_s: 30 * 86_400,
+            seen_refresh_s: 600,
             embedded: EmbeddedConfig::default(),
             aerospike: AerospikeConfig::default(),
         }
@@ -55,6 +60,10 @@ pub struct EmbeddedConfig {
     /// Budget of the memory layer (decoded profiles and remembered absences). Past it, the
     /// writer evicts profiles not read recently, down to 90% of the budget.
     pub memory_bytes_max: u64,
+    /// At open, a background scan of the disk (the one that builds the key filter) also fills
+    /// the memory layer with stored profiles up to this share of `memory_bytes_max`, so that a
+    /// restarted server answers its users from memory; 0 turns it off.
+    pub warm_budget_percent: u8,
     /// fjall's block cache, which serves reads that miss the memory layer.
     pub block_cache_bytes: u64,
     /// Users the key filter is sized for. The filter (about 1.2 bytes per user) answers "absent"
@@ -79,6 +88,7 @@ impl Default for EmbeddedConfig {
         EmbeddedConfig {
             path: PathBuf::from("adsnap-profiles"),
             memory_bytes_max: 1 << 30,
+            warm_budget_percent: 80,
             block_cache_bytes: 64 << 20,
             key_filter_users_max: 20_000_000,
             disk_reads_in_flight_max: 64,

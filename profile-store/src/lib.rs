@@ -68,6 +68,7 @@ enum Store {
 struct Inner {
     store: Store,
     metrics: StoreMetrics,
+    seen_refresh_s: u32,
 }
 
 /// A cheap-to-clone handle to the configured backend (an `Arc` inside), `Send + Sync`.
@@ -97,7 +98,7 @@ impl Profiles {
             #[cfg(not(feature = "aerospike"))]
             Backend::Aerospike => return Err(ProfileError::BackendNotBuilt(Backend::Aerospike)),
         };
-        Ok(Profiles { inner: Arc::new(Inner { store, metrics }) })
+        Ok(Profiles { inner: Arc::new(Inner { store, metrics, seen_refresh_s: config.seen_refresh_s }) })
     }
 
     /// Never takes longer than the configured deadline; past it, `Unknown(Deadline)`, counted.
@@ -127,6 +128,16 @@ impl Profiles {
             #[cfg(feature = "aerospike")]
             Store::Aerospike(store) => store.record(update),
         }
+    }
+
+    /// Like `record`, but an update that would change nothing in `current` (the profile the
+    /// caller just read) is counted and not queued: see [`ProfileUpdate::is_redundant`].
+    pub fn record_given(&self, update: ProfileUpdate, current: Option<&Profile>) {
+        if current.is_some_and(|profile| update.is_redundant(profile, self.inner.seen_refresh_s)) {
+            self.inner.metrics.updates_unchanged.inc();
+            return;
+        }
+        self.record(update);
     }
 
     /// Replaces whole profiles (bulk import) and makes them durable; returns how many.

@@ -65,6 +65,8 @@ pub struct StoreMetrics {
     dropped_series: Vec<Counter>,
     pub updates_queued: Counter,
     pub updates_applied: Counter,
+    /// Updates that would have changed nothing (a repeat visit within `seen_refresh_s`).
+    pub updates_unchanged: Counter,
     /// Reads the memory layer could not answer (went to disk or the network).
     pub backend_reads: Counter,
     pub backend_read_duration_s: Histogram,
@@ -100,6 +102,7 @@ impl Default for StoreMetrics {
             dropped_series,
             updates_queued: Counter::default(),
             updates_applied: Counter::default(),
+            updates_unchanged: Counter::default(),
             backend_reads: Counter::default(),
             // 1 µs to about 65 ms.
             backend_read_duration_s: Histogram::new(exponential_buckets(0.000_001, 2.0, 17)),
@@ -151,6 +154,11 @@ impl StoreMetrics {
         r.register("reads", "Profile reads by result (found, absent, or why unknown)", self.reads.clone());
         r.register("updates_queued", "Updates accepted into the write queue", self.updates_queued.clone());
         r.register("updates_applied", "Updates the writer applied", self.updates_applied.clone());
+        r.register(
+            "updates_unchanged",
+            "Updates skipped because they would change nothing (a repeat visit)",
+            self.updates_unchanged.clone(),
+        );
         r.register("updates_dropped", "Updates not applied, by reason", self.updates_dropped.clone());
         r.register("backend_reads", "Reads the memory layer could not answer", self.backend_reads.clone());
         r.register(
@@ -222,6 +230,8 @@ pub struct ProfilesHealth {
     pub backend_reads: u64,
     pub updates_queued: u64,
     pub updates_applied: u64,
+    /// Updates skipped because they would have changed nothing (a repeat visit).
+    pub updates_unchanged: u64,
     /// Updates not applied, for any reason (a full queue, a failed write, ...).
     pub updates_dropped: u64,
     /// Of those, the ones the request path dropped because the queue was full.
@@ -247,6 +257,7 @@ impl ProfilesHealth {
             backend_reads: metrics.backend_reads.get(),
             updates_queued: metrics.updates_queued.get(),
             updates_applied: metrics.updates_applied.get(),
+            updates_unchanged: metrics.updates_unchanged.get(),
             updates_dropped: Dropped::ALL.iter().map(|&d| metrics.dropped_count(d)).sum(),
             updates_dropped_queue_full: metrics.dropped_count(Dropped::QueueFull),
             write_queue_len: metrics.write_queue_len.get(),

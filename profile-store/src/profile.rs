@@ -400,6 +400,19 @@ impl ProfileUpdate {
         }
     }
 
+    /// Whether applying this update to `profile` would change nothing worth writing: a `Seen`
+    /// that repeats the country, language and OS the profile holds, within `seen_refresh_s` of
+    /// its last-seen time. Last-seen only serves the idle TTL (days), so keeping it to
+    /// `seen_refresh_s` spares a write per request for a user who comes back often.
+    pub fn is_redundant(&self, profile: &Profile, seen_refresh_s: u32) -> bool {
+        let ProfileUpdate::Seen { country, language, os, now_unix_s, .. } = *self else { return false };
+        let same_or_unsaid = |said: u16, held: u16| said >= CODE_LIMIT || said == held;
+        same_or_unsaid(country, profile.country)
+            && same_or_unsaid(language, profile.language)
+            && (os == os::UNKNOWN || os > os::MAX || os == profile.os)
+            && now_unix_s.saturating_sub(profile.last_seen_unix_s) < i64::from(seen_refresh_s)
+    }
+
     /// Applies the update; returns false when part of it could not be kept (a full list).
     pub fn apply(&self, profile: &mut Profile) -> bool {
         match *self {

@@ -66,8 +66,13 @@ async fn updates_are_read_back_and_survive_a_restart() {
         let health = profiles.health();
         assert_eq!((health.updates_queued, health.updates_applied, health.updates_dropped), (6, 6, 0));
     }
-    let profiles = Profiles::open(&config(dir.path())).await.unwrap();
-    assert!(profiles.get_cached(user(1)).is_none(), "a fresh process starts with an empty memory layer");
+    let mut cold = config(dir.path());
+    cold.embedded.warm_budget_percent = 0;
+    let profiles = Profiles::open(&cold).await.unwrap();
+    assert!(
+        profiles.get_cached(user(1)).is_none(),
+        "without warming a process starts with an empty memory layer"
+    );
     let profile = found(&profiles, user(1)).await;
     assert_eq!(profile.country(), adsnap_snapshot::pack_country("DE"));
     assert_eq!(profile.os(), os::ANDROID);
@@ -194,14 +199,18 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
     assert!(health.updates_dropped > 0, "a 16-slot queue took {n_updates} updates without dropping");
     assert_eq!(health.updates_dropped_queue_full + health.updates_queued, n_updates);
     assert_eq!(health.updates_dropped, health.updates_dropped_queue_full);
-    assert_eq!(health.updates_applied, health.updates_queued);
+    // Repeats of a visit within the refresh interval are skipped, not applied.
+    assert_eq!(health.updates_applied + health.updates_unchanged, health.updates_queued);
     assert!(elapsed < Duration::from_secs(5), "recording took {elapsed:?}");
 }
 
 #[tokio::test]
 async fn unknown_codes_in_seen_keep_what_was_known() {
     let dir = tempfile::tempdir().unwrap();
-    let profiles = Profiles::open(&config(dir.path())).await.unwrap();
+    let mut config = config(dir.path());
+    // Every visit rewrites last-seen here; the refresh interval has its own test.
+    config.seen_refresh_s = 0;
+    let profiles = Profiles::open(&config).await.unwrap();
     let now = now_unix_s();
     profiles.record(seen(user(1), now));
     profiles.record(ProfileUpdate::Seen {
@@ -235,6 +244,7 @@ async fn cold_store(dir: &Path, n: u64, edit: impl FnOnce(&mut ProfilesConfig)) 
     profiles.flush().await.unwrap();
     drop(profiles);
     let mut config = config(dir);
+    config.embedded.warm_budget_percent = 0;
     edit(&mut config);
     Profiles::open(&config).await.unwrap()
 }
@@ -346,4 +356,78 @@ async fn users_never_seen_are_absent_without_a_disk_read_once_the_key_filter_is_
     drop(profiles);
     let profiles = Profiles::open(&config(dir.path())).await.unwrap();
     assert!(matches!(profiles.get(user(9_999)).await, ProfileRead::Found(_)));
+}
+
+#[tokio::test]
+async fn a_repeat_visit_within_the_refresh_interval_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.seen_refresh_s = 600;
+    let profiles = Profiles::open(&config).await.unwrap();
+    let now = now_unix_s();
+    profiles.record(seen(user(1), now));
+    profiles.flush().await.unwrap();
+    let first = found(&profiles, user(1)).await;
+    // The request path skips what it can see is unchanged, without queueing it.
+    profiles.record_given(seen(user(1), now + 599), Some(&first));
+    // The writer skips it too when the caller could not tell.
+    profiles.record(seen(user(1), now + 300));
+    profiles.flush().await.unwrap();
+    let health = profiles.health();
+    assert_eq!((health.updates_queued, health.updates_applied, health.updates_unchanged), (2, 1, 2));
+    assert_eq!(found(&profiles, user(1)).await.last_seen_unix_s(), now);
+    // A new country, or the interval passed: written.
+    let fr = adsnap_snapshot::pack_country("FR").unwrap();
+    let moved =
+        ProfileUpdate::Seen { key: user(1), country: fr, language: CODE_UNKNOWN, os: 0, now_unix_s: now + 1 };
+    profiles.record_given(moved, Some(&first));
+    profiles.flush().await.unwrap();
+    let moved = found(&profiles, user(1)).await;
+    assert_eq!((moved.country(), moved.last_seen_unix_s()), (Some(fr), now + 1));
+    profiles.record_given(seen(user(1), now + 601), Some(&moved));
+    profiles.flush().await.unwrap();
+    let later = found(&profiles, user(1)).await;
+    assert_eq!((later.country(), later.last_seen_unix_s()), (adsnap_snapshot::pack_country("DE"), now + 601));
+    assert_eq!(profiles.health().updates_applied, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_store_warms_its_memory_layer_within_the_budget_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = cold_store(dir.path(), 2_000, |_| {}).await;
+    drop(profiles);
+    // Room for everyone: every user is answered from memory, with no disk read.
+    let profiles = Profiles::open(&config(dir.path())).await.unwrap();
+    scan_done(&profiles).await;
+    for i in 0..2_000 {
+        match profiles.get_cached(user(i)) {
+            Some(ProfileRead::Found(p)) => assert_eq!(p.os(), os::ANDROID),
+            other => panic!("user {i} not warmed: {other:?}"),
+        }
+    }
+    assert_eq!(profiles.health().backend_reads, 0);
+    drop(profiles);
+    // A small budget: warming stops at its share, and the rest still comes from disk.
+    let mut small = config(dir.path());
+    (small.embedded.memory_bytes_max, small.embedded.warm_budget_percent) = (200_000, 50);
+    let profiles = Profiles::open(&small).await.unwrap();
+    scan_done(&profiles).await;
+    let health = profiles.health();
+    // It stops at the first entry that takes the layer past its share (entries are < 1 KiB).
+    let warmed = health.memory_bytes;
+    assert!(warmed > 0 && warmed <= 100_000 + 1_024, "{warmed} bytes warmed");
+    let n_cached = (0..2_000).filter(|&i| profiles.get_cached(user(i)).is_some()).count();
+    assert!(n_cached > 0 && n_cached < 2_000, "{n_cached} users warmed");
+    for i in (0..2_000).step_by(37) {
+        assert_eq!(found(&profiles, user(i)).await.os(), os::ANDROID);
+    }
+}
+
+/// Waits (polling, with a deadline) until the scan at open has built the key filter.
+async fn scan_done(profiles: &Profiles) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while profiles.health().key_filter_ready != Some(true) {
+        assert!(Instant::now() < deadline, "the scan at open did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -22,7 +22,7 @@ use crate::server::State;
 use crate::token::{Claims, TokenError};
 use adsnap_events::{Channel, EventKind};
 use adsnap_profile_store::profile::CODE_UNKNOWN;
-use adsnap_profile_store::{ProfileUpdate, UserKey as ProfileKey};
+use adsnap_profile_store::{Profile, ProfileUpdate, UserKey as ProfileKey};
 
 pub(crate) type Reply = Response<Full<Bytes>>;
 
@@ -139,7 +139,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         now_unix_ms: state.now_unix_ms(),
     };
     state.write_event(&decision_event(&context, &decision))?;
-    record_seen(state, &query);
+    record_seen(state, &query, profile.as_deref());
     let Ok(winner) = decision.outcome else {
         return Ok(empty(204));
     };
@@ -158,16 +158,20 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     Ok(json_bytes(200, ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
 }
 
-/// Keeps the user's last-seen country, language and OS.
-fn record_seen(state: &State, query: &Query) {
+/// Keeps the user's last-seen country, language and OS; a repeat visit that changes none of
+/// them within the store's `seen_refresh_s` writes nothing.
+fn record_seen(state: &State, query: &Query, current: Option<&Profile>) {
     if let Some(key) = query.user_key {
-        state.record_profile(ProfileUpdate::Seen {
-            key: ProfileKey(key),
-            country: query.country.unwrap_or(CODE_UNKNOWN),
-            language: query.language.unwrap_or(CODE_UNKNOWN),
-            os: query.os as u8 + 1,
-            now_unix_s: query.now_unix_s,
-        });
+        state.record_profile_given(
+            ProfileUpdate::Seen {
+                key: ProfileKey(key),
+                country: query.country.unwrap_or(CODE_UNKNOWN),
+                language: query.language.unwrap_or(CODE_UNKNOWN),
+                os: query.os as u8 + 1,
+                now_unix_s: query.now_unix_s,
+            },
+            current,
+        );
     }
 }
 
@@ -649,7 +653,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
         let decision = decide(snapshot, &query, params, user);
         count_decision(state, &decision, snapshot_name);
         if imp_idx == 0 {
-            record_seen(state, &query);
+            record_seen(state, &query, profile.as_deref());
         }
         let context = DecisionContext {
             snapshot,

@@ -150,6 +150,14 @@ impl State {
         }
     }
 
+    /// Queues a profile update unless it would change nothing in `current`, the profile this
+    /// request read (never waits).
+    pub fn record_profile_given(&self, update: ProfileUpdate, current: Option<&Profile>) {
+        if let Some(profiles) = &self.profiles {
+            profiles.record_given(update, current);
+        }
+    }
+
     /// Makes what this server recorded durable before it exits: stops the event shipper
     /// (waiting up to `deadline` for acknowledgements in flight), syncs the log and releases its
     /// folder, and writes queued profile updates.

@@ -115,12 +115,23 @@ impl Disk {
         self.db.disk_space().unwrap_or(0)
     }
 
-    /// Calls `visit` with every stored user key, in key order, until it returns false.
-    pub fn for_each_key(&self, mut visit: impl FnMut(UserKey) -> bool) -> Result<(), ProfileError> {
+    /// Calls `visit` with every stored user key, in key order, until it returns false; with
+    /// the key's record while `with_records` answers true (a keys-only scan copies less).
+    /// The scan reads the tree as it was when the scan began.
+    pub fn for_each_record(
+        &self,
+        with_records: impl Fn() -> bool,
+        mut visit: impl FnMut(UserKey, Option<&[u8]>) -> bool,
+    ) -> Result<(), ProfileError> {
         for guard in self.profiles.iter() {
-            let key = guard.key().map_err(embedded("scanning profile keys"))?;
+            let (key, record) = if with_records() {
+                let (key, record) = guard.into_inner().map_err(embedded("scanning profiles"))?;
+                (key, Some(record))
+            } else {
+                (guard.key().map_err(embedded("scanning profile keys"))?, None)
+            };
             if let Some(user) = crate::record::user_key_of(&key) {
-                if !visit(user) {
+                if !visit(user, record.as_deref()) {
                     break;
                 }
             }

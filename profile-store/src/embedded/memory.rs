@@ -20,7 +20,7 @@ const SHARDS_LEN: usize = 256;
 /// Readers add entries only while their shard is under its share of the whole budget, so the
 /// gap between the two is where newly active users come in.
 const EVICT_ABOVE_PERCENT: usize = 95;
-const EVICT_TO_PERCENT: usize = 90;
+pub const EVICT_TO_PERCENT: usize = 90;
 /// Victims removed under one write lock: bounds how long a reader can wait for the writer.
 const EVICT_CHUNK_LEN: usize = 256;
 /// What an entry costs beyond the profile's own fields and lists: the map slot and key, the Arc
@@ -79,9 +79,13 @@ impl MemoryLayer {
         MemoryLayer { shards, bytes_max: usize::try_from(bytes_max).unwrap_or(usize::MAX) }
     }
 
-    fn shard(&self, key: UserKey) -> &Shard {
+    fn shard_idx(key: UserKey) -> usize {
         // Keys are xxh3 hashes, so the top bits spread evenly; the map hashes all 64 bits again.
-        &self.shards[(key.0 >> 56) as usize % SHARDS_LEN]
+        (key.0 >> 56) as usize % SHARDS_LEN
+    }
+
+    fn shard(&self, key: UserKey) -> &Shard {
+        &self.shards[Self::shard_idx(key)]
     }
 
     /// The entry for `key`, marking it recently used. Takes a read lock and clones an Arc.
@@ -97,6 +101,21 @@ impl MemoryLayer {
     /// The shard's epoch, to pass to `insert_read` after a disk read.
     pub fn epoch(&self, key: UserKey) -> u64 {
         self.shard(key).epoch.load(Ordering::Acquire)
+    }
+
+    /// Every shard's epoch now: a long scan of the disk passes `epoch_in(&epochs, key)` to
+    /// `insert_read`, so that it adds nothing to a shard where an eviction ran since it began.
+    pub fn epochs(&self) -> Box<[u64]> {
+        self.shards.iter().map(|s| s.epoch.load(Ordering::Acquire)).collect()
+    }
+
+    pub fn epoch_in(epochs: &[u64], key: UserKey) -> u64 {
+        epochs[Self::shard_idx(key)]
+    }
+
+    /// Whether the layer holds less than `percent` of its budget.
+    pub fn is_below(&self, percent: usize) -> bool {
+        self.bytes() < self.bytes_max / 100 * percent
     }
 
     /// Adds what a reader found on disk, unless the writer has an entry for it or evicted in

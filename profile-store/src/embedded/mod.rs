@@ -69,7 +69,7 @@ impl EmbeddedStore {
         let filler_core = core.clone();
         let key_filler = std::thread::Builder::new()
             .name("profile-keys".into())
-            .spawn(move || filler_core.fill_key_filter())
+            .spawn(move || filler_core.fill_key_filter_and_warm())
             .map_err(|e| ProfileError::Config(format!("cannot start the key filter thread: {e}")))?;
         let (updates_tx, updates_rx) = crossbeam_channel::bounded(config.write_queue_len_max.max(1));
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
@@ -204,23 +204,41 @@ impl Drop for EmbeddedStore {
 }
 
 impl Core {
-    /// Inserts every key on disk into the key filter, then marks it ready (blocking).
-    fn fill_key_filter(&self) {
+    /// Inserts every key on disk into the key filter, then marks it ready; on the way, fills
+    /// the memory layer with the records it reads until the layer holds `warm_budget_percent` of
+    /// its budget, so that a restarted server answers its users from memory at once (blocking).
+    fn fill_key_filter_and_warm(&self) {
         let started = Instant::now();
-        let mut n_keys = 0u64;
-        let scanned = self.disk.for_each_key(|key| {
+        let (mut n_keys, mut n_warmed) = (0u64, 0u64);
+        // Taken before the scan's view of the disk, so a copy older than one the writer
+        // evicted is never put back (see the memory layer's epochs).
+        let epochs = self.memory.epochs();
+        // Capped below the share at which eviction starts, so newly active users find room.
+        let warm_percent =
+            usize::from(self.config.embedded.warm_budget_percent).min(memory::EVICT_TO_PERCENT);
+        let warming = || warm_percent > 0 && self.memory.is_below(warm_percent);
+        let scanned = self.disk.for_each_record(warming, |key, record| {
             self.keys.insert(key);
             n_keys += 1;
+            if let Some(Ok(profile)) = record.map(crate::record::decode) {
+                let cached = Cached::Present(Arc::new(profile));
+                self.memory.insert_read(key, cached, MemoryLayer::epoch_in(&epochs, key));
+                n_warmed += 1;
+            }
             !self.closing.load(Ordering::Relaxed)
         });
         match scanned {
             Ok(()) if !self.closing.load(Ordering::Relaxed) => {
                 self.keys.set_ready();
+                self.metrics.memory_bytes.set(self.memory.bytes() as i64);
+                self.metrics.memory_entries.set(self.memory.len() as i64);
                 tracing::info!(
                     n_keys,
+                    n_warmed,
+                    memory_bytes = self.memory.bytes(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     filter_bytes = self.keys.bytes(),
-                    "profile key filter ready"
+                    "profile key filter ready, memory layer warmed"
                 );
             }
             Ok(()) => {}

@@ -37,6 +37,10 @@ enum Current {
 
 type Batch = Arc<FxHashMap<UserKey, Arc<Profile>>>;
 
+/// How long a busy writer lets updates gather before applying them: the delay before a
+/// reader sees an update (frequency caps are counted a tick late at most).
+const APPLY_TICK: Duration = Duration::from_millis(1);
+
 pub struct Writer {
     core: Arc<Core>,
     /// Changed profiles not yet handed to the persister.
@@ -94,25 +98,54 @@ impl Writer {
     }
 
     /// Runs until both channels are closed (the store was dropped), then persists what is left.
+    ///
+    /// While updates keep coming, the writer takes them a tick (`APPLY_TICK`) at a time instead
+    /// of being woken for each: under load a wake-up per request would cost the request path's
+    /// core more than applying the update. Once a tick finds the queue empty it waits on the
+    /// queue again, so an idle store sleeps and a lone update is applied at once.
     pub fn run(mut self, updates: Receiver<ProfileUpdate>, control: Receiver<Control>) {
         let interval = Duration::from_millis(self.core.config.embedded.persist_interval_ms.max(1));
         let from_persister = self.from_persister.clone();
+        let mut busy = false;
         loop {
             let wait = interval.saturating_sub(self.last_dispatch.elapsed());
-            select! {
-                recv(updates) -> update => match update {
-                    Ok(update) => self.apply(&update),
-                    Err(_) => break,
-                },
-                recv(control) -> message => match message {
-                    Ok(message) => self.control(message, &updates),
-                    Err(_) => break,
-                },
-                recv(from_persister) -> result => match result {
-                    Ok(result) => self.persisted(result),
-                    Err(_) => break,
-                },
-                default(wait) => {}
+            if busy {
+                select! {
+                    recv(control) -> message => match message {
+                        Ok(message) => self.control(message, &updates),
+                        Err(_) => break,
+                    },
+                    recv(from_persister) -> result => match result {
+                        Ok(result) => self.persisted(result),
+                        Err(_) => break,
+                    },
+                    default(wait.min(APPLY_TICK)) => {}
+                }
+                // At most what is queued now, so control messages wait no longer than a tick.
+                let n_queued = updates.len();
+                for update in updates.try_iter().take(n_queued) {
+                    self.apply(&update);
+                }
+                busy = n_queued > 0;
+            } else {
+                select! {
+                    recv(updates) -> update => match update {
+                        Ok(update) => {
+                            self.apply(&update);
+                            busy = true;
+                        }
+                        Err(_) => break,
+                    },
+                    recv(control) -> message => match message {
+                        Ok(message) => self.control(message, &updates),
+                        Err(_) => break,
+                    },
+                    recv(from_persister) -> result => match result {
+                        Ok(result) => self.persisted(result),
+                        Err(_) => break,
+                    },
+                    default(wait) => {}
+                }
             }
             self.core.metrics.write_queue_len.set(updates.len() as i64);
             let batch_full = self.dirty.len() >= self.core.config.embedded.persist_batch_len_max;
@@ -181,6 +214,10 @@ impl Writer {
             return;
         }
         let mut profile = match self.current(key) {
+            Current::Present(p) if update.is_redundant(&p, self.core.config.seen_refresh_s) => {
+                self.core.metrics.updates_unchanged.inc();
+                return;
+            }
             Current::Present(p) if !p.is_idle(self.core.config.idle_ttl_s, now_unix_s) => Profile::clone(&p),
             Current::Present(_) | Current::Absent => Profile::default(),
             Current::Unreadable(RecordError::UnknownVersion { found }) => {
