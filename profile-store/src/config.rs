@@ -64,6 +64,10 @@ pub struct EmbeddedConfig {
     /// the memory layer with stored profiles up to this share of `memory_bytes_max`, so that a
     /// restarted server answers its users from memory; 0 turns it off.
     pub warm_budget_percent: u8,
+    /// Nice value (0 to 19) of the store's background threads (writer, persister, the scan at
+    /// open, fjall's flush and compaction): above 0 they give way to the threads answering
+    /// requests on a busy core, so a compaction does not stall requests. 0: normal priority.
+    pub background_nice: i8,
     /// fjall's block cache, which serves reads that miss the memory layer.
     pub block_cache_bytes: u64,
     /// Users the key filter is sized for. The filter (about 1.2 bytes per user) answers "absent"
@@ -89,6 +93,7 @@ impl Default for EmbeddedConfig {
             path: PathBuf::from("adsnap-profiles"),
             memory_bytes_max: 1 << 30,
             warm_budget_percent: 80,
+            background_nice: 10,
             block_cache_bytes: 64 << 20,
             key_filter_users_max: 20_000_000,
             disk_reads_in_flight_max: 64,

@@ -52,10 +52,27 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     /// Opens (or creates) the store; blocking: recovery can read the whole journal.
+    ///
+    /// The opening runs on a thread of its own at `background_nice`, so every thread the store
+    /// starts (the writer, the persister, the key filter's scan and fjall's flush and compaction
+    /// workers) inherits that priority and yields the core to the threads answering requests.
     pub fn open_blocking(
         config: &ProfilesConfig,
         metrics: StoreMetrics,
     ) -> Result<EmbeddedStore, ProfileError> {
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name("profile-open".into())
+            .spawn(move || {
+                lower_this_thread_priority(config.embedded.background_nice);
+                EmbeddedStore::open_here(&config, metrics)
+            })
+            .map_err(|e| ProfileError::Config(format!("cannot start the profile store's thread: {e}")))?
+            .join()
+            .map_err(|_| ProfileError::Config("opening the profile store panicked".into()))?
+    }
+
+    fn open_here(config: &ProfilesConfig, metrics: StoreMetrics) -> Result<EmbeddedStore, ProfileError> {
         let disk = Disk::open(&config.embedded, config.idle_ttl_s, metrics.expired_removed.clone())?;
         let core = Arc::new(Core {
             config: config.clone(),
@@ -186,6 +203,19 @@ impl EmbeddedStore {
     /// Records on disk (an estimate) and the disk space the store takes.
     pub fn disk_stats(&self) -> (usize, u64) {
         (self.core.disk.approximate_len(), self.core.disk.disk_bytes())
+    }
+}
+
+/// Sets the calling thread's nice value (Linux: per thread, inherited by threads it starts).
+/// Raising it needs no privilege; failing leaves the priority as it was, which is only slower.
+fn lower_this_thread_priority(nice: i8) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: setpriority with `who` 0 changes only the calling thread on Linux; no pointers.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) };
+    if result != 0 {
+        tracing::warn!(nice, error = %std::io::Error::last_os_error(), "profile store threads keep normal priority");
     }
 }
 
