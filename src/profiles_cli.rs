@@ -56,6 +56,16 @@ enum ProfilesCommand {
         #[arg(long, conflicts_with = "user")]
         key: Option<String>,
     },
+    /// Delete one user's profile for good (an erasure request). Prints `{"deleted": true|false}`;
+    /// exit status 1 if there was none. The running server must not hold the embedded store:
+    /// stop it first, or use the Aerospike backend, which many processes share.
+    Delete {
+        /// The raw user or device id (hashed like the server does), or `--key`.
+        user: Option<String>,
+        /// The user key as 16 hex digits, instead of a raw id.
+        #[arg(long, conflicts_with = "user")]
+        key: Option<String>,
+    },
     /// Import profiles from a JSON Lines file (docs/profiles.md), replacing existing ones. Bad
     /// lines are reported as FILE:LINE: reason; the rest are loaded; exit status 2 if any was bad.
     Load {
@@ -141,6 +151,11 @@ pub fn run(args: ProfilesArgs) -> anyhow::Result<ExitCode> {
             let config = args.config()?;
             runtime()?.block_on(run_get(&config, key))
         }
+        ProfilesCommand::Delete { user, key } => {
+            let key = user_key(user.as_deref(), key.as_deref())?;
+            let config = args.config()?;
+            runtime()?.block_on(run_delete(&config, key))
+        }
         ProfilesCommand::Load { file, quiet } => {
             let config = args.config()?;
             runtime()?.block_on(run_load(&config, file, *quiet))
@@ -178,6 +193,14 @@ async fn run_get(config: &ProfilesConfig, key: UserKey) -> anyhow::Result<ExitCo
             anyhow::bail!("user key {:016x}: the store gave no answer ({})", key.0, reason.name())
         }
     }
+}
+
+async fn run_delete(config: &ProfilesConfig, key: UserKey) -> anyhow::Result<ExitCode> {
+    let profiles = open(config).await?;
+    let n_deleted =
+        profiles.forget(vec![key]).await.with_context(|| format!("deleting user key {:016x}", key.0))?;
+    println!("{}", serde_json::json!({ "user_key": format!("{:016x}", key.0), "deleted": n_deleted > 0 }));
+    Ok(if n_deleted > 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn load_progress(file: &Path, quiet: bool) -> anyhow::Result<ProgressBar> {

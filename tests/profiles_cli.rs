@@ -75,6 +75,35 @@ fn gen_load_get_round_trip_with_bad_lines_reported() {
 }
 
 #[test]
+fn delete_erases_one_user_for_good_and_says_whether_there_was_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.jsonl");
+    std::fs::write(
+        &file,
+        "{\"user\":\"u-1\",\"country\":\"DE\",\"n_clicks\":2}\n{\"user\":\"u-2\",\"country\":\"FR\"}\n",
+    )
+    .unwrap();
+    let store = path(&dir.path().join("store"));
+    let out = adsnap(&["profiles", "--path", &store, "load", &path(&file), "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = adsnap(&["profiles", "--path", &store, "delete", "u-1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["deleted"], true);
+    // Gone in a new process (the deletion is on disk), and only that user.
+    let out = adsnap(&["profiles", "--path", &store, "get", "u-1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let out = adsnap(&["profiles", "--path", &store, "get", "u-2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Deleting again finds nothing.
+    let out = adsnap(&["profiles", "--path", &store, "delete", "u-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["deleted"], false);
+}
+
+#[test]
 fn the_store_is_configured_from_the_profiles_table_and_bad_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("from-config");

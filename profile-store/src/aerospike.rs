@@ -188,6 +188,19 @@ impl AerospikeStore {
         }
     }
 
+    /// Deletes these users' records after every update queued before; returns how many
+    /// existed. A delete is idempotent, so it is safe to retry after an error.
+    pub async fn forget(&self, users: Vec<UserKey>) -> Result<usize, ProfileError> {
+        self.flush().await?;
+        let mut n_existed = 0;
+        for user in users {
+            let key = self.key(user).map_err(|e| as_error("making a key", &e))?;
+            let existed = self.shared.client.delete(&self.shared.write_policy, &key).await;
+            n_existed += usize::from(existed.map_err(|e| as_error("deleting a profile", &e))?);
+        }
+        Ok(n_existed)
+    }
+
     /// Replaces whole records, `writes_in_flight_max` at a time.
     pub async fn import(&self, profiles: Vec<(UserKey, Profile)>) -> Result<usize, ProfileError> {
         let mut policy = self.shared.write_policy.clone();

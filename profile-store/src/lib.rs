@@ -149,6 +149,16 @@ impl Profiles {
         }
     }
 
+    /// Deletes these users' profiles for good (an erasure request), after every update
+    /// queued before; returns how many existed. Updates recorded later start new profiles.
+    pub async fn forget(&self, keys: Vec<UserKey>) -> Result<usize, ProfileError> {
+        match &self.inner.store {
+            Store::Embedded(store) => store.forget(keys).await,
+            #[cfg(feature = "aerospike")]
+            Store::Aerospike(store) => store.forget(keys).await,
+        }
+    }
+
     /// For the server's `/health` JSON.
     pub fn health(&self) -> ProfilesHealth {
         match &self.inner.store {

@@ -469,3 +469,25 @@ async fn the_store_background_threads_run_at_the_configured_nice_value() {
     assert_eq!(own[own.rfind(')').unwrap() + 2..].split(' ').nth(16), Some("0"));
     drop(profiles);
 }
+
+#[tokio::test]
+async fn a_forgotten_user_is_absent_after_queued_updates_and_a_restart_and_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix_s();
+    {
+        let profiles = Profiles::open(&config(dir.path())).await.unwrap();
+        profiles.record(ProfileUpdate::Click { key: user(1), campaign_id: 1, now_unix_s: now });
+        profiles.record(ProfileUpdate::Click { key: user(2), campaign_id: 1, now_unix_s: now });
+        profiles.flush().await.unwrap();
+        // Queued before the deletion, so deleted with the rest.
+        profiles.record(ProfileUpdate::Click { key: user(1), campaign_id: 1, now_unix_s: now });
+        assert_eq!(profiles.forget(vec![user(1), user(3)]).await.unwrap(), 1, "only user 1 existed");
+        assert!(matches!(profiles.get(user(1)).await, ProfileRead::Absent));
+        assert_eq!(found(&profiles, user(2)).await.n_clicks(), 1);
+    }
+    let profiles = Profiles::open(&config(dir.path())).await.unwrap();
+    assert!(matches!(profiles.get(user(1)).await, ProfileRead::Absent), "the deletion is on disk");
+    profiles.record(ProfileUpdate::Click { key: user(1), campaign_id: 1, now_unix_s: now });
+    profiles.flush().await.unwrap();
+    assert_eq!(found(&profiles, user(1)).await.n_clicks(), 1, "a new profile, not the old one");
+}

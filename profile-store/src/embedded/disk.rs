@@ -96,11 +96,15 @@ impl Disk {
         self.profiles.get(store_key(key)).map_err(embedded("reading a profile"))
     }
 
-    /// Writes a batch of records atomically, then syncs the journal to disk.
-    pub fn write(&self, records: &[(UserKey, Vec<u8>)]) -> Result<(), ProfileError> {
+    /// Writes a batch of records (`None`: delete the user's) atomically, then syncs the
+    /// journal to disk.
+    pub fn write(&self, records: &[(UserKey, Option<Vec<u8>>)]) -> Result<(), ProfileError> {
         let mut batch = self.db.batch();
         for (key, record) in records {
-            batch.insert(&self.profiles, store_key(*key), record.as_slice());
+            match record {
+                Some(record) => batch.insert(&self.profiles, store_key(*key), record.as_slice()),
+                None => batch.remove(&self.profiles, store_key(*key)),
+            }
         }
         batch.commit().map_err(embedded("writing profiles"))?;
         self.db.persist(PersistMode::SyncData).map_err(embedded("syncing the journal"))

@@ -186,6 +186,14 @@ impl EmbeddedStore {
         self.ask(Control::Flush).await?.map_err(|message| ProfileError::Persist { message })
     }
 
+    /// Deletes these users' profiles (after every update queued before) and makes that
+    /// durable; returns how many existed.
+    pub async fn forget(&self, keys: Vec<UserKey>) -> Result<usize, ProfileError> {
+        self.ask(|reply| Control::Forget(keys, reply))
+            .await?
+            .map_err(|message| ProfileError::Persist { message })
+    }
+
     /// Replaces these profiles and makes them durable; returns how many.
     pub async fn import(&self, profiles: Vec<(UserKey, Profile)>) -> Result<usize, ProfileError> {
         self.ask(|reply| Control::Import(profiles, reply))

@@ -25,6 +25,9 @@ pub enum Control {
     Flush(oneshot::Sender<Result<(), String>>),
     /// Replace these profiles (bulk import), persist, and reply.
     Import(Vec<(UserKey, Profile)>, oneshot::Sender<Result<usize, String>>),
+    /// Apply every update queued before this message, then delete these users' profiles,
+    /// persist, and reply with how many existed.
+    Forget(Vec<UserKey>, oneshot::Sender<Result<usize, String>>),
 }
 
 /// What the writer knows about a user before applying an update.
@@ -35,7 +38,9 @@ enum Current {
     DiskFailed(ProfileError),
 }
 
-type Batch = Arc<FxHashMap<UserKey, Arc<Profile>>>;
+/// A user's change not yet on disk: the new profile, or `None` for a deleted one.
+type Change = Option<Arc<Profile>>;
+type Batch = Arc<FxHashMap<UserKey, Change>>;
 
 /// How long a busy writer lets updates gather before applying them: the delay before a
 /// reader sees an update (frequency caps are counted a tick late at most).
@@ -44,7 +49,7 @@ const APPLY_TICK: Duration = Duration::from_millis(1);
 pub struct Writer {
     core: Arc<Core>,
     /// Changed profiles not yet handed to the persister.
-    dirty: FxHashMap<UserKey, Arc<Profile>>,
+    dirty: FxHashMap<UserKey, Change>,
     /// The batch the persister is writing: at most one, so the disk is never more than one
     /// batch behind and a failed batch can be merged back under newer changes.
     in_flight: Option<Batch>,
@@ -60,8 +65,10 @@ pub struct Writer {
 fn persist_loop(core: Arc<Core>, batches: Receiver<Batch>, results: Sender<Result<(), ProfileError>>) {
     for batch in batches {
         let started = Instant::now();
-        let records: Vec<(UserKey, Vec<u8>)> =
-            batch.iter().map(|(key, profile)| (*key, crate::record::encode(profile))).collect();
+        let records: Vec<(UserKey, Option<Vec<u8>>)> = batch
+            .iter()
+            .map(|(key, profile)| (*key, profile.as_deref().map(crate::record::encode)))
+            .collect();
         let written = core.disk.write(&records);
         let elapsed = started.elapsed();
         core.metrics.persist_duration_s.observe(elapsed.as_secs_f64());
@@ -174,6 +181,13 @@ impl Writer {
                 }
                 let _ = reply.send(self.persist_all().map_err(|e| e.to_string()));
             }
+            Control::Forget(keys, reply) => {
+                for update in updates.try_iter().take(updates.len()) {
+                    self.apply(&update);
+                }
+                let n = keys.into_iter().filter(|&key| self.forget(key)).count();
+                let _ = reply.send(self.persist_all().map(|()| n).map_err(|e| e.to_string()));
+            }
             Control::Import(profiles, reply) => {
                 let n = profiles.len();
                 for (key, profile) in profiles {
@@ -186,7 +200,7 @@ impl Writer {
 
     fn current(&self, key: UserKey) -> Current {
         if let Some(dirty) = self.dirty.get(&key) {
-            return Current::Present(dirty.clone());
+            return dirty.clone().map_or(Current::Absent, Current::Present);
         }
         // Profiles in flight are pinned in memory, so memory has them.
         if let Some(cached) = self.core.memory.get(key) {
@@ -250,7 +264,16 @@ impl Writer {
     fn set(&mut self, key: UserKey, profile: Arc<Profile>) {
         self.core.keys.insert(key);
         self.core.memory.put(key, Cached::Present(profile.clone()));
-        self.dirty.insert(key, profile);
+        self.dirty.insert(key, Some(profile));
+    }
+
+    /// Deletes the user's profile; returns whether there was one. The key filter keeps the
+    /// key (a Bloom filter cannot remove): the user's next read finds the absence on disk.
+    fn forget(&mut self, key: UserKey) -> bool {
+        let existed = matches!(self.current(key), Current::Present(_) | Current::Unreadable(_));
+        self.core.memory.put(key, Cached::Absent);
+        self.dirty.insert(key, None);
+        existed
     }
 
     /// Hands the changed profiles to the persister, unless it is still writing the last batch.
