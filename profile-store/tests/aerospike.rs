@@ -1,5 +1,5 @@
 //! The Aerospike backend against a real server: reads, atomic increments from two writers at
-//! once, TTL, a server that goes away and comes back. They need `AEROSPIKE_HOSTS` (and
+//! once, TTL, deletion, a server that goes away and comes back. They need `AEROSPIKE_HOSTS` (and
 //! `AEROSPIKE_NAMESPACE`, default `test`) and say so, visibly, when it is not set. The test of a
 //! cluster that cannot be reached at all needs no server and always runs.
 
@@ -84,6 +84,23 @@ async fn reads_back_every_kind_of_update() {
     assert_eq!(profile.impressions_in_window(9, 3600, now), 1);
     assert!(profile.has_installed(bundle));
     assert_eq!(profiles.health().status, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_user_is_deleted_after_the_updates_queued_before() {
+    let Some((hosts, namespace)) = server("a_forgotten_user_is_deleted_after_the_updates_queued_before")
+    else {
+        return;
+    };
+    let profiles = Profiles::open(&config(&hosts, &namespace)).await.unwrap();
+    let (user, other) = (fresh_user("forget"), fresh_user("forget-not"));
+    let now = now_unix_s();
+    profiles.record(ProfileUpdate::Click { key: user, campaign_id: 1, now_unix_s: now });
+    profiles.record(ProfileUpdate::Click { key: other, campaign_id: 1, now_unix_s: now });
+    assert_eq!(profiles.forget(vec![user]).await.unwrap(), 1);
+    assert!(matches!(profiles.get(user).await, ProfileRead::Absent));
+    assert!(matches!(profiles.get(other).await, ProfileRead::Found(_)));
+    assert_eq!(profiles.forget(vec![user]).await.unwrap(), 0, "deleting twice finds nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
