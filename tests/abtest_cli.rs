@@ -9,9 +9,10 @@ mod nats_cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use adsnap_events::{EventLog, EventLogConfig};
+use adsnap_events::{read_log, Event, EventLog, EventLogConfig, Position};
 use nats_cluster::{wait_for_async, NatsCluster};
 
 fn adsnap(args: &[&str]) -> Output {
@@ -269,14 +270,49 @@ fn simulate_log(s: &Setup, name: &str) -> String {
     log
 }
 
-/// The JSON report from `source` (flags naming the events), which must succeed.
+/// How long one report may take before the test fails (rather than hangs).
+const REPORT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `adsnap args`, its standard output and error going to files beside `out_base`; kills it
+/// and fails if it has not ended within [`REPORT_DEADLINE`]. Returns the exit status and stderr.
+fn adsnap_within_deadline(args: &[&str], out_base: &Path) -> (std::process::ExitStatus, String) {
+    let stderr_path = out_base.with_extension("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_adsnap"))
+        .args(args)
+        .stdout(std::fs::File::create(out_base.with_extension("stdout")).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > REPORT_DEADLINE {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{args:?} did not end within {REPORT_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(&stderr_path).unwrap())
+}
+
+/// The JSON report from `source` (flags naming the events), which must succeed in time.
 fn json_report(s: &Setup, source: &[&str], range: &[&str]) -> serde_json::Value {
+    static N_REPORTS: AtomicU64 = AtomicU64::new(0);
+    let out = s.dir.join(format!("report-{}.json", N_REPORTS.fetch_add(1, Ordering::Relaxed)));
     let snapshots = format!("{},{}", s.production, s.staging);
-    let args =
-        [&["abtest", "report", "--snapshot", &snapshots, "--format", "json"][..], source, range].concat();
-    let out = adsnap(&args);
-    assert!(out.status.success(), "{args:?}: exit {:?}: {}", out.status.code(), text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out_arg = out.display().to_string();
+    let args = [
+        &["abtest", "report", "--snapshot", &snapshots, "--format", "json", "--out", &out_arg][..],
+        source,
+        range,
+    ]
+    .concat();
+    let (status, stderr) = adsnap_within_deadline(&args, &out);
+    assert!(status.success(), "{args:?}: exit {:?}: {stderr}", status.code());
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
 }
 
 #[test]
@@ -355,6 +391,8 @@ async fn the_replicated_stream_and_the_log_give_the_same_report() {
     let log = simulate_log(&s, "log");
     // Shipping deletes acknowledged segments, so the log's report comes first.
     let from_log = tokio::task::block_in_place(|| json_report(&s, &["--log", &log], &[]));
+    let replays: Vec<Event<'static>> =
+        read_log(Path::new(&log), Position::Start).unwrap().take(1000).map(Result::unwrap).collect();
 
     let cluster = NatsCluster::start(3);
     let config = EventLogConfig {
@@ -371,7 +409,6 @@ async fn the_replicated_stream_and_the_log_give_the_same_report() {
         "the stream to acknowledge the simulated log",
     )
     .await;
-    shipping.shutdown(Duration::from_secs(5)).await.unwrap();
 
     let urls = cluster.urls().join(",");
     let source = ["--nats-urls", &urls, "--stream", "ABTEST"];
@@ -382,4 +419,44 @@ async fn the_replicated_stream_and_the_log_give_the_same_report() {
     let ranged = tokio::task::block_in_place(|| json_report(&s, &source, &range));
     assert_eq!(ranged["experiments"], from_log["experiments"]);
     assert_eq!(ranged["input"]["n_events_in_range"], from_log["input"]["n_events_in_range"]);
+
+    // While a server keeps shipping, a report still ends: at the message last when it started.
+    let stop = AtomicBool::new(false);
+    let (report, n_appended) = std::thread::scope(|scope| {
+        let appender = scope.spawn(|| keep_appending(&shipping, &replays, &stop));
+        // Stops the appender even when the report fails.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stopping = Stop(&stop);
+        let report = json_report(&s, &source, &[]);
+        drop(stopping);
+        (report, appender.join().unwrap())
+    });
+    let (n_before, n_read) = (
+        from_log["input"]["n_events_in_range"].as_u64().unwrap(),
+        report["input"]["n_events_in_range"].as_u64().unwrap(),
+    );
+    assert!(n_appended > 0 && n_read >= n_before && n_read <= n_before + n_appended, "{n_read}");
+    shipping.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Appends `events` over and over to `log` (shipping them) until `stop`, at most
+/// `APPENDS_MAX`; returns how many were appended.
+fn keep_appending(log: &EventLog, events: &[Event<'static>], stop: &AtomicBool) -> u64 {
+    const APPENDS_MAX: u64 = 400_000;
+    const APPENDS_PER_PAUSE: u64 = 200;
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) && n < APPENDS_MAX {
+        log.append(&events[n as usize % events.len()]).unwrap();
+        n += 1;
+        if n % APPENDS_PER_PAUSE == 0 {
+            // Paces the load (about 20 000 events a second), like a busy server, not a flood.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    n
 }
