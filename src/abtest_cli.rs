@@ -1,7 +1,9 @@
-//! `adsnap abtest report` (events in, the A/B and staging report out as a table, JSON or HTML,
-//! with an exit status for the blocking checks) and `adsnap abtest simulate` (synthetic events
-//! for a snapshot's split, for demos and end-to-end tests).
+//! `adsnap abtest report` (events in from one kind of source: JSON Lines, the local event logs,
+//! the Parquet export or the JetStream stream; the A/B and staging report out as a table, JSON
+//! or HTML, with an exit status for the blocking checks) and `adsnap abtest simulate`
+//! (synthetic events for a snapshot's split, for demos and end-to-end tests).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -13,10 +15,14 @@ use adsnap_abtest::analysis::{
     build_report, read_json_lines, render_html, render_prometheus, render_table, Aggregator, KnownSnapshot,
     Report, ReportConfig, TimeRange,
 };
-use adsnap_events::{read_log, EventLog, EventLogConfig, EventsError, Position};
+use adsnap_events::export::ParquetReader;
+use adsnap_events::read::TIME_SKEW_MS;
+use adsnap_events::{
+    read_log, EventLog, EventLogConfig, EventsError, Position, StreamPosition, StreamReader,
+};
 use adsnap_snapshot::Snapshot;
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 
 /// Exit status when staging differs from production beyond the threshold.
 pub const EXIT_STAGING_ALARM: u8 = 3;
@@ -34,6 +40,12 @@ pub struct AbtestArgs {
 #[derive(Subcommand, Debug)]
 enum AbtestCommand {
     /// Report every experiment arm and staging against control for a time range.
+    ///
+    /// Events come from exactly one kind of source: --events (JSON Lines), --log (local event
+    /// logs), --parquet (the hourly Parquet export) or --nats-urls (the replicated JetStream
+    /// stream). Mixing kinds is refused, because the same event may be in several of them and
+    /// nothing here de-duplicates across them. The stream is read up to the message that was
+    /// last when the report started, so a report always ends, even while servers keep shipping.
     Report(ReportArgs),
     /// Write synthetic events (JSON Lines) for a snapshot's traffic split.
     Simulate(SimulateArgs),
@@ -49,19 +61,31 @@ enum Format {
 }
 
 #[derive(Args, Debug)]
+#[command(group(
+    ArgGroup::new("source").required(true).multiple(false).args(["events", "logs", "parquet", "nats_urls"])
+))]
 struct ReportArgs {
     /// Event files, JSON Lines as `adsnap events tail` writes them; `-` reads standard input.
-    #[arg(
-        long = "events",
-        env = "ADSNAP_ABTEST_EVENTS",
-        value_delimiter = ',',
-        required_unless_present = "logs"
-    )]
+    #[arg(long = "events", env = "ADSNAP_ABTEST_EVENTS", value_delimiter = ',')]
     events: Vec<PathBuf>,
-    /// Event log folders (the server's durable local log), read from the range's start.
-    /// Damaged records are skipped and counted in a warning.
+    /// Event log folders (the server's durable local log; one per server, each named once),
+    /// read from the range's start. Damaged records are skipped and counted in a warning.
     #[arg(long = "log", env = "ADSNAP_ABTEST_LOGS", value_delimiter = ',')]
     logs: Vec<PathBuf>,
+    /// The Parquet export (`adsnap events export --out`): its folders, `hour=…` partition
+    /// folders or files. Partitions outside the range are skipped unread; a file named twice
+    /// is read once.
+    #[arg(long = "parquet", env = "ADSNAP_ABTEST_PARQUET", value_delimiter = ',')]
+    parquet: Vec<PathBuf>,
+    /// Read the replicated JetStream stream through these servers (comma-separated URLs), from
+    /// the range's start (by the time messages were stored, less a minute of clock skew) up to
+    /// the message that was last when the report started. Damaged messages are skipped and
+    /// counted in a warning.
+    #[arg(long, env = "ADSNAP_ABTEST_NATS_URLS", value_delimiter = ',')]
+    nats_urls: Vec<String>,
+    /// The stream's name (with --nats-urls).
+    #[arg(long, env = "ADSNAP_ABTEST_NATS_STREAM", default_value = "ADSNAP_EVENTS")]
+    stream: String,
     /// Every snapshot that served in the range (production and staging): their experiment
     /// tables give the configured shares, and events from any other snapshot are an error.
     #[arg(long = "snapshot", env = "ADSNAP_ABTEST_SNAPSHOTS", value_delimiter = ',')]
@@ -185,15 +209,7 @@ fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let n_threads =
         args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut aggregator = Aggregator::with_threads(range, n_threads);
-    for path in &args.events {
-        for event in read_json_lines(open_events(path)?, path) {
-            aggregator.push(&event?);
-        }
-    }
-    let mut n_damaged = 0u64;
-    for dir in &args.logs {
-        n_damaged += read_log_into(dir, range, &mut aggregator)?;
-    }
+    let damaged = read_source(&args, range, &mut aggregator)?;
     let aggregates = aggregator.finish();
     tracing::info!(
         n_events_read = aggregates.input.n_events_read,
@@ -201,11 +217,110 @@ fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         "events aggregated"
     );
     let mut report = build_report(&aggregates, &snapshots, &config)?;
-    if n_damaged > 0 {
-        report.warnings.push(format!("{n_damaged} damaged records in the event log were skipped"));
+    if let Some(warning) = damaged {
+        report.warnings.push(warning);
     }
     write_report(&report, args.format, args.out.as_deref())?;
     Ok(exit_code(&report))
+}
+
+/// Streams the one kind of source given (clap refuses more) into the aggregator; returns a
+/// warning when damaged records or messages were skipped.
+fn read_source(
+    args: &ReportArgs,
+    range: TimeRange,
+    aggregator: &mut Aggregator,
+) -> anyhow::Result<Option<String>> {
+    if !args.logs.is_empty() {
+        check_distinct_logs(&args.logs)?;
+        let mut n_damaged = 0;
+        for dir in &args.logs {
+            n_damaged += read_log_into(dir, range, aggregator)?;
+        }
+        return Ok(
+            (n_damaged > 0).then(|| format!("{n_damaged} damaged records in the event log were skipped"))
+        );
+    }
+    if !args.parquet.is_empty() {
+        read_parquet_into(&args.parquet, range, aggregator)?;
+        return Ok(None);
+    }
+    if !args.nats_urls.is_empty() {
+        let n_damaged = read_stream_into(&args.nats_urls, &args.stream, range, aggregator)?;
+        return Ok((n_damaged > 0).then(|| format!("{n_damaged} damaged stream messages were skipped")));
+    }
+    for path in &args.events {
+        for event in read_json_lines(open_events(path)?, path) {
+            aggregator.push(&event?);
+        }
+    }
+    Ok(None)
+}
+
+/// The same log read twice would count every event twice: refuse a folder named twice, and two
+/// folders holding the same log (a copy).
+fn check_distinct_logs(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let mut seen: BTreeMap<String, &Path> = BTreeMap::new();
+    for dir in dirs {
+        let canonical =
+            std::fs::canonicalize(dir).with_context(|| format!("opening the event log {}", dir.display()))?;
+        let log_id = std::fs::read_to_string(dir.join("log-id")).ok().map(|id| id.trim().to_owned());
+        for key in [Some(format!("path {}", canonical.display())), log_id.map(|id| format!("log id {id}"))]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(first) = seen.insert(key.clone(), dir) {
+                anyhow::bail!(
+                    "--log {} and {} are the same log ({key}); each log may be read once",
+                    first.display(),
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_parquet_into(paths: &[PathBuf], range: TimeRange, aggregator: &mut Aggregator) -> anyhow::Result<()> {
+    let reader = ParquetReader::open(paths, range.from_unix_ms..range.to_unix_ms)
+        .context("finding the Parquet export's files")?;
+    tracing::info!(n_files = reader.n_files(), n_files_skipped = reader.n_files_skipped(), "reading parquet");
+    for event in reader {
+        aggregator.push(&event.context("reading the Parquet export")?);
+    }
+    Ok(())
+}
+
+/// Reads the stream from the range's start to the message that was last when reading began
+/// (the reader does not follow), so the report ends. Messages carry the time they were stored,
+/// which is after their events' times unless clocks disagree, hence the skew allowance; the
+/// range's end cannot stop reading early, because a backlog shipped late holds older events.
+fn read_stream_into(
+    urls: &[String],
+    stream: &str,
+    range: TimeRange,
+    aggregator: &mut Aggregator,
+) -> anyhow::Result<u64> {
+    let from = match range.from_unix_ms {
+        i64::MIN => StreamPosition::Start,
+        ms => StreamPosition::TimeUnixMs(ms.saturating_sub(TIME_SKEW_MS)),
+    };
+    // A worker thread keeps the connection served while this thread aggregates.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let context = || format!("reading stream {stream} at {}", urls.join(","));
+    let mut reader = runtime.block_on(StreamReader::open(urls, stream, from, false)).with_context(context)?;
+    let mut n_damaged = 0;
+    while let Some(batch) = runtime.block_on(reader.next_batch()) {
+        match batch {
+            Ok(batch) => batch.events.iter().for_each(|(_, event)| aggregator.push(event)),
+            Err(err @ EventsError::BadBatch { .. }) => {
+                tracing::warn!(error = %err, "skipping a damaged stream message");
+                n_damaged += 1;
+            }
+            Err(err) => return Err(err).with_context(context),
+        }
+    }
+    Ok(n_damaged)
 }
 
 /// Streams one log folder into the aggregator from the range's start; returns the number of

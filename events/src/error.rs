@@ -36,6 +36,16 @@ pub enum EventsError {
     BadBatch { stream_seq: u64, reason: String },
     #[error("parquet export to {path}: {message}")]
     Export { path: PathBuf, message: String },
+    #[error("{path} is not a Parquet file: {reason}")]
+    NotParquet { path: PathBuf, reason: String },
+    #[error(
+        "{path} is not an adsnap event export: column {column:?} {reason} (see docs/events.md, Parquet)"
+    )]
+    ParquetSchema { path: PathBuf, column: String, reason: String },
+    #[error("{path}, row {row}: column {column:?} {reason}, which no event can hold")]
+    ParquetValue { path: PathBuf, row: u64, column: &'static str, reason: String },
+    #[error("reading Parquet {path}: {reason}")]
+    ParquetRead { path: PathBuf, reason: String },
     #[error("the event log has no tokio runtime to run its shipper on (open it inside a runtime)")]
     NoRuntime,
 }

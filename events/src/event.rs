@@ -48,6 +48,11 @@ impl EventKind {
         EventKind::ALL.into_iter().find(|kind| kind.code() == code)
     }
 
+    /// The kind [`EventKind::name`] names.
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             EventKind::Decision => "decision",
@@ -162,9 +167,11 @@ mod tests {
     fn kind_codes_round_trip_and_reject_unknown() {
         for kind in EventKind::ALL {
             assert_eq!(EventKind::from_code(kind.code()), Some(kind));
+            assert_eq!(EventKind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(EventKind::from_code(0), None);
         assert_eq!(EventKind::from_code(8), None);
+        assert_eq!(EventKind::from_name("Decision"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Parquet export for analysts and `abtest/`: events go to one file per hour of their time,
-//! under Hive-style partition folders `hour=YYYY-MM-DDTHH/`. Columns: docs/events.md.
+//! under Hive-style partition folders `hour=YYYY-MM-DDTHH/`, and ([`read_parquet`]) back.
+//! Columns: docs/events.md.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -15,9 +16,14 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use crate::codec::permitted_user_key;
 use crate::error::EventsError;
 use crate::event::Event;
 use crate::json::{channel_name, rfc3339_ms};
+
+pub use crate::export_read::{
+    hour_span, read_parquet, ExportedEvent, ParquetReader, READ_BATCH_ROWS, WALK_DEPTH_MAX,
+};
 
 /// Rows buffered per hour before they are written as one row group.
 pub const ROWS_PER_GROUP: usize = 16 * 1024;
@@ -207,7 +213,8 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
         strings(&|e| String::from_utf8_lossy(&e.currency).into_owned()),
         Arc::new(UInt16Array::from(rows.iter().map(|r| r.event.country).collect::<Vec<_>>())),
         Arc::new(UInt8Array::from(rows.iter().map(|r| r.event.os).collect::<Vec<_>>())),
-        Arc::new(UInt64Array::from(rows.iter().map(|r| r.event.user_key).collect::<Vec<_>>())),
+        // As in the log: a user key the privacy bits forbid is never written.
+        Arc::new(UInt64Array::from(rows.iter().map(|r| permitted_user_key(&r.event)).collect::<Vec<_>>())),
         Arc::new(UInt8Array::from(rows.iter().map(|r| r.event.privacy.0).collect::<Vec<_>>())),
         Arc::new(UInt8Array::from(rows.iter().map(|r| r.event.no_fill_reason).collect::<Vec<_>>())),
     ];

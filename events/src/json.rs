@@ -42,6 +42,11 @@ pub fn channel_name(channel: Channel) -> &'static str {
     }
 }
 
+/// The channel [`channel_name`] names.
+pub fn channel_from_name(name: &str) -> Option<Channel> {
+    [Channel::Sdk, Channel::OpenRtb, Channel::Partner].into_iter().find(|c| channel_name(*c) == name)
+}
+
 /// RFC 3339 with milliseconds, UTC; times before 1970 are shown as 1970.
 pub fn rfc3339_ms(unix_ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod export;
+mod export_read;
 pub mod journal;
 pub mod json;
 pub mod log;

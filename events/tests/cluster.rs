@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use adsnap_events::{read_log, Event, EventLog, EventLogConfig, Position, StreamPosition, StreamReader};
-use common::cluster::{stream_events, stream_leader, wait_for_async, NatsCluster};
+use common::cluster::{wait_for_async, NatsCluster};
+use common::stream::{stream_events, stream_leader};
 use common::{event, index_of, local_config};
 
 const SHIP_DEADLINE: Duration = Duration::from_secs(90);

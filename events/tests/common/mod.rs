@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod stream;
 
 use std::borrow::Cow;
 use std::path::Path;
