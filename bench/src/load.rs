@@ -345,6 +345,35 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One variant's rounds: each figure's median, failures summed, throughput's spread.
+struct Summary {
+    requests_per_s: f64,
+    min_requests_per_s: f64,
+    max_requests_per_s: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    non_2xx: u64,
+    errors: u64,
+}
+
+fn median_run(runs: &[WrkFigures]) -> Summary {
+    let median = |f: fn(&WrkFigures) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let throughputs = runs.iter().map(|r| r.requests_per_s);
+    Summary {
+        requests_per_s: median(|r| r.requests_per_s),
+        min_requests_per_s: throughputs.clone().fold(f64::INFINITY, f64::min),
+        max_requests_per_s: throughputs.fold(0.0, f64::max),
+        latency_p50_ms: median(|r| r.latency_p50_ms),
+        latency_p99_ms: median(|r| r.latency_p99_ms),
+        non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
+        errors: runs.iter().map(|r| r.errors).sum(),
+    }
+}
+
 /// Profiles imported per call while preparing the store.
 const PROFILE_IMPORT_BATCH: u64 = 50_000;
 
@@ -377,6 +406,7 @@ pub fn run(
     n_requests: usize,
     connections: u32,
     seconds: u32,
+    rounds: u32,
 ) -> anyhow::Result<()> {
     let dir = work.join("load");
     let _ = fs::remove_dir_all(&dir);
@@ -388,22 +418,44 @@ pub fn run(
     eprintln!("profile store: {} users in {:.1} s", traffic::USERS, prepared.elapsed().as_secs_f64());
     let events = dir.join("events");
     let full = Features { profiles: Some(&profiles), events: Some(&events) };
-    let nginx = {
-        let _server = start_nginx(&dir)?;
-        wrk(&format!("http://127.0.0.1:{NGINX_PORT}/ad.json"), None, connections, seconds)?
-    };
     let cold = {
         let _server = start_adsnap(snapshot_path, full)?;
         wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(&script), connections, seconds)?
     };
-    let adsnap = adsnap_wrk(snapshot_path, full, &script, connections, seconds)?;
-    let no_profiles =
-        adsnap_wrk(snapshot_path, Features { profiles: None, ..full }, &script, connections, seconds)?;
-    // Events' cost is measured with profiles off on both sides: the profile store's background
-    // work changes from run to run and would otherwise decide the comparison.
-    let no_events =
-        adsnap_wrk(snapshot_path, Features { profiles: None, events: None }, &script, connections, seconds)?;
-    let (swapping, n_swaps) = swapping_run(snapshot_path, &dir, &script, connections, seconds, full)?;
+    // The variants run interleaved, round after round, and each is reported by its median: on
+    // a shared machine a burst of someone else's work then spoils one round of every variant
+    // rather than all rounds of one.
+    let mut runs: [Vec<WrkFigures>; 5] = Default::default();
+    let mut n_swaps = 0;
+    for round in 0..rounds {
+        eprintln!("round {} of {rounds}", round + 1);
+        runs[0].push({
+            let _server = start_nginx(&dir)?;
+            wrk(&format!("http://127.0.0.1:{NGINX_PORT}/ad.json"), None, connections, seconds)?
+        });
+        runs[1].push(adsnap_wrk(snapshot_path, full, &script, connections, seconds)?);
+        runs[2].push(adsnap_wrk(
+            snapshot_path,
+            Features { profiles: None, ..full },
+            &script,
+            connections,
+            seconds,
+        )?);
+        // Events' cost is measured with profiles off on both sides: the profile store's
+        // background work changes from run to run and would otherwise decide the comparison.
+        runs[3].push(adsnap_wrk(
+            snapshot_path,
+            Features { profiles: None, events: None },
+            &script,
+            connections,
+            seconds,
+        )?);
+        let (swapping, n) = swapping_run(snapshot_path, &dir, &script, connections, seconds, full)?;
+        runs[4].push(swapping);
+        n_swaps += n;
+    }
+    let [nginx, adsnap, no_profiles, no_events, swapping] = runs.map(|r| median_run(&r));
+    let cold = median_run(std::slice::from_ref(&cold));
     // Latency at half of adsnap's peak, on a fixed schedule, with nginx at the same rate beside.
     let half_peak = (adsnap.requests_per_s / 2.0).max(1.0);
     let paced_duration = Duration::from_secs(seconds.into());
@@ -421,16 +473,16 @@ pub fn run(
             bodies.iter().map(|b| paced::raw_request("POST", "/v1/ad", adsnap_addr, b)).collect();
         paced::run(adsnap_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)?
     };
-    println!("## throughput: adsnap full decisions vs nginx static file (1 server core, wrk -t1 -c{connections} -d{seconds}s on the other)");
+    println!("## throughput: adsnap full decisions vs nginx static file (1 server core, wrk -t1 -c{connections} -d{seconds}s on the other; median of {rounds} interleaved rounds)");
     println!(
         "snapshot {}, {} distinct requests from {} users, a profile for each user in the embedded store, events to the local log",
         snapshot_path.display(),
         bodies.len(),
         traffic::USERS
     );
-    println!("| server | requests/s | p50 ms | p99 ms | non-2xx | socket errors |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    let swap_name = format!("adsnap, POST /v1/ad, {n_swaps} hot swaps (one a second)");
+    println!("| server | requests/s | min–max requests/s | p50 ms | p99 ms | non-2xx | socket errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let swap_name = format!("adsnap, POST /v1/ad, hot swaps one a second ({n_swaps} over all rounds)");
     for (name, f) in [
         ("nginx, static 400-byte JSON", &nginx),
         ("adsnap, POST /v1/ad (profiles, events)", &adsnap),
@@ -440,8 +492,14 @@ pub fn run(
         (swap_name.as_str(), &swapping),
     ] {
         println!(
-            "| {name} | {:.0} | {:.3} | {:.3} | {} | {} |",
-            f.requests_per_s, f.latency_p50_ms, f.latency_p99_ms, f.non_2xx, f.errors
+            "| {name} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {} | {} |",
+            f.requests_per_s,
+            f.min_requests_per_s,
+            f.max_requests_per_s,
+            f.latency_p50_ms,
+            f.latency_p99_ms,
+            f.non_2xx,
+            f.errors
         );
     }
     println!();
@@ -459,7 +517,7 @@ pub fn run(
         swapping.latency_p99_ms / adsnap.latency_p99_ms,
         swapping.non_2xx + swapping.errors
     );
-    println!("(wrk counts 204 no-fills as successes: they are 2xx; every adsnap row but the cold start follows {WARM_UP_SECONDS} s of unmeasured load on the same server)");
+    println!("(each column is the median over rounds, errors the sum; wrk counts 204 no-fills as successes: they are 2xx; every adsnap row but the cold start, which ran once, follows {WARM_UP_SECONDS} s of unmeasured load on the same server)");
     println!();
     println!(
         "## latency at half of adsnap's peak: {half_peak:.0} requests/s on a fixed schedule, {PACED_CONNECTIONS} keep-alive connections, {seconds} s, measured from each request's intended send time"

@@ -83,6 +83,9 @@ enum Bench {
         /// Length of each wrk run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Interleaved rounds of the throughput variants (each reported by its median).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
     },
     /// The embedded profile store: import, read latency against a HashMap, update throughput.
     Profiles {
@@ -118,10 +121,10 @@ fn main() -> anyhow::Result<()> {
         Bench::Snapshot { campaigns, work, repetitions } => snapshot_bench(&campaigns, &work, repetitions),
         Bench::BuildChild { catalog, out } => build_child(&catalog, &out),
         Bench::Abtest { events, users, threads } => abtest::run(events, users, threads),
-        Bench::Serve { campaigns, work, requests, connections, seconds } => {
+        Bench::Serve { campaigns, work, requests, connections, seconds, rounds } => {
             fs::create_dir_all(&work)?;
             let snapshot = ensure_snapshot(&work, campaigns)?;
-            load::run(&snapshot, &work, requests, connections, seconds)
+            load::run(&snapshot, &work, requests, connections, seconds, rounds)
         }
         Bench::Profiles { users, work, memory_bytes_max } => {
             fs::create_dir_all(&work)?;
