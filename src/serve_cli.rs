@@ -80,7 +80,8 @@ pub struct ServeArgs {
     /// Decide as of this Unix time (replays and tests).
     #[arg(long, env = "ADSNAP_FIXED_NOW_UNIX_S")]
     fixed_now_unix_s: Option<i64>,
-    /// Worker threads; defaults to the number of cores.
+    /// Worker threads; defaults to the number of cores. With 1, one thread accepts and answers
+    /// everything (a current-thread runtime: no work stealing, no wake-ups across threads).
     #[arg(long, env = "ADSNAP_WORKER_THREADS")]
     worker_threads: Option<usize>,
 }
@@ -190,11 +191,18 @@ pub struct UpArgs {
 }
 
 fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = match worker_threads {
+        // One worker of a multi-thread runtime would still hand every accepted connection from
+        // the thread running the accept loop to another one.
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = worker_threads {
-        builder.worker_threads(n.max(1));
-    }
     builder.build().context("starting the async runtime")
 }
 
