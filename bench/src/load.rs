@@ -274,6 +274,10 @@ fn swapping_run(
     features: Features<'_>,
 ) -> anyhow::Result<(WrkFigures, u64)> {
     let (v1, v2, live) = (dir.join("v1.snap"), dir.join("v2.snap"), dir.join("live.snap"));
+    // Left by the last round.
+    for path in [&v1, &v2, &live] {
+        let _ = fs::remove_file(path);
+    }
     fs::copy(snapshot_path, &v1)?;
     rebuild_with_version(snapshot_path, &v2)?;
     fs::hard_link(&v1, &live)?;
