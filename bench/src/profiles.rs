@@ -186,6 +186,9 @@ fn config(dir: &Path, memory_bytes_max: u64) -> ProfilesConfig {
     config.embedded.memory_bytes_max = memory_bytes_max;
     // Every update writes, repeat visits included: the worst case of the writer's load.
     config.seen_refresh_s = 0;
+    // The store's own capacity: at a lower priority than the producer, the unpaced run would
+    // measure how much of a core the scheduler leaves the writer, not the writer.
+    config.embedded.background_nice = 0;
     config
 }
 
