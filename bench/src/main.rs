@@ -95,7 +95,7 @@ enum Bench {
         #[arg(long, default_value = "target/bench-work")]
         work: PathBuf,
         /// The memory layer's budget.
-        #[arg(long, default_value_t = 1 << 30)]
+        #[arg(long, default_value_t = 4 << 30)]
         memory_bytes_max: u64,
     },
     /// The A/B report over a stream of simulated events (generated, never stored) against the
