@@ -432,44 +432,6 @@ async fn scan_done(profiles: &Profiles) {
     }
 }
 
-/// (thread name, nice value) of every thread of this process, from /proc.
-fn threads_nice() -> Vec<(String, i64)> {
-    let mut threads = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let (Ok(name), Ok(stat)) =
-            (std::fs::read_to_string(path.join("comm")), std::fs::read_to_string(path.join("stat")))
-        else {
-            continue; // the thread ended meanwhile
-        };
-        // Fields after the parenthesised name: state is field 3, nice field 19.
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let nice = after_name.split(' ').nth(16).unwrap().parse().unwrap();
-        threads.push((name.trim().to_owned(), nice));
-    }
-    threads
-}
-
-#[tokio::test]
-async fn the_store_background_threads_run_at_the_configured_nice_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
-    config.embedded.background_nice = 7;
-    let profiles = Profiles::open(&config).await.unwrap();
-    let threads = threads_nice();
-    let background: Vec<_> = threads
-        .iter()
-        .filter(|(name, _)| name.starts_with("profile-") || name.starts_with("fjall"))
-        .collect();
-    assert!(background.iter().any(|(name, _)| name == "profile-writer"), "{threads:?}");
-    assert!(background.iter().any(|(name, _)| name.starts_with("fjall")), "{threads:?}");
-    assert!(background.iter().all(|(_, nice)| *nice == 7), "{threads:?}");
-    // The thread that opened the store keeps its priority.
-    let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    assert_eq!(own[own.rfind(')').unwrap() + 2..].split(' ').nth(16), Some("0"));
-    drop(profiles);
-}
-
 #[tokio::test]
 async fn a_forgotten_user_is_absent_after_queued_updates_and_a_restart_and_starts_over() {
     let dir = tempfile::tempdir().unwrap();

@@ -113,47 +113,45 @@ impl Writer {
     pub fn run(mut self, updates: Receiver<ProfileUpdate>, control: Receiver<Control>) {
         let interval = Duration::from_millis(self.core.config.embedded.persist_interval_ms.max(1));
         let from_persister = self.from_persister.clone();
-        let mut busy = false;
+        let (mut busy, never) = (false, crossbeam_channel::never());
         loop {
             let wait = interval.saturating_sub(self.last_dispatch.elapsed());
-            if busy {
-                select! {
-                    recv(control) -> message => match message {
-                        Ok(message) => self.control(message, &updates),
-                        Err(_) => break,
-                    },
-                    recv(from_persister) -> result => match result {
-                        Ok(result) => self.persisted(result),
-                        Err(_) => break,
-                    },
-                    default(wait.min(APPLY_TICK)) => {}
-                }
+            // Busy: no waiting on the queue, a tick's sleep at most, then what gathered.
+            let (queue, timeout) = if busy { (&never, wait.min(APPLY_TICK)) } else { (&updates, wait) };
+            let woken_by_update = select! {
+                recv(queue) -> update => match update {
+                    Ok(update) => {
+                        self.apply(&update);
+                        true
+                    }
+                    Err(_) => break,
+                },
+                recv(control) -> message => match message {
+                    Ok(message) => {
+                        self.control(message, &updates);
+                        false
+                    }
+                    Err(_) => break,
+                },
+                recv(from_persister) -> result => match result {
+                    Ok(result) => {
+                        self.persisted(result);
+                        false
+                    }
+                    Err(_) => break,
+                },
+                default(timeout) => false,
+            };
+            busy = if busy {
                 // At most what is queued now, so control messages wait no longer than a tick.
                 let n_queued = updates.len();
                 for update in updates.try_iter().take(n_queued) {
                     self.apply(&update);
                 }
-                busy = n_queued > 0;
+                n_queued > 0
             } else {
-                select! {
-                    recv(updates) -> update => match update {
-                        Ok(update) => {
-                            self.apply(&update);
-                            busy = true;
-                        }
-                        Err(_) => break,
-                    },
-                    recv(control) -> message => match message {
-                        Ok(message) => self.control(message, &updates),
-                        Err(_) => break,
-                    },
-                    recv(from_persister) -> result => match result {
-                        Ok(result) => self.persisted(result),
-                        Err(_) => break,
-                    },
-                    default(wait) => {}
-                }
-            }
+                woken_by_update
+            };
             self.core.metrics.write_queue_len.set(updates.len() as i64);
             let batch_full = self.dirty.len() >= self.core.config.embedded.persist_batch_len_max;
             if batch_full || self.last_dispatch.elapsed() >= interval {
