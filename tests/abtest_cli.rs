@@ -197,22 +197,7 @@ fn the_event_log_and_json_lines_give_the_same_report() {
     let s = setup();
     let events = s.dir.join("events.jsonl");
     simulate(&s.production, &s.staging, &events, "1.0");
-    let log = s.dir.join("log").display().to_string();
-    let out = adsnap(&[
-        "abtest",
-        "simulate",
-        "--snapshot",
-        &s.production,
-        "--staging-snapshot",
-        &s.staging,
-        "--log",
-        &log,
-        "--users",
-        "8000",
-        "--requests",
-        "60000",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = simulate_log(&s, "log");
     let snapshots = format!("{},{}", s.production, s.staging);
     let from_file = adsnap(&[
         "abtest",
