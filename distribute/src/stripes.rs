@@ -1,0 +1,308 @@
+//! The striped torrent layout and how a follower walks it.
+//!
+//! librqbit asks for pieces in file order (then the first and last piece of each file before the
+//! rest), so followers that start together would all ask the origin for the same pieces and have
+//! nothing to give each other. A published torrent therefore lists the snapshot as `n` stripes:
+//! files `stripe-000`, `stripe-001`, ... of whole pieces, whose concatenation is the snapshot byte
+//! for byte (same pieces, same SHA-1s; any BitTorrent client downloads it as a folder of stripes).
+//!
+//! A follower claims a run of stripes: it starts on the stripe the origin's start hint points at and
+//! goes on to the next stripes until it reaches one where another follower started. While it walks,
+//! a librqbit stream on the stripe being walked makes its pieces the first the follower asks any peer
+//! for; every other stripe stays selected, so pieces other followers have flow in from them at the
+//! same time. The origin thus sends each stripe about once, to the follower that claimed it.
+//!
+//! On disk nothing is striped: [`OneFileStorage`] maps the stripes onto the one snapshot file at
+//! their offsets, so the follower keeps one copy, which it seeds and its server maps.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use librqbit::storage::{BoxStorageFactory, StorageFactory, StorageFactoryExt, TorrentStorage};
+use librqbit::{ByteBufOwned, CreateTorrentResult, ManagedTorrent, ManagedTorrentShared, TorrentMetadata};
+use serde::Serialize;
+
+use crate::error::{DistributeError, Result};
+
+/// Default for the most stripes a torrent is split into: at least the number of followers that
+/// start together, so that each can claim a run of its own.
+pub const STRIPES_DEFAULT: u32 = 64;
+/// Stripe file names have three digits (they must sort in stripe order: librqbit orders files by name).
+pub const STRIPES_MAX: u32 = 999;
+
+/// The name of stripe `idx` inside the torrent's folder.
+pub fn stripe_name(idx: usize) -> String {
+    format!("stripe-{idx:03}")
+}
+
+/// Whole pieces per stripe so that `n_pieces` pieces make at most `n_stripes_max` stripes.
+fn pieces_per_stripe(n_pieces: u64, n_stripes_max: u32) -> u64 {
+    n_pieces.div_ceil(u64::from(n_stripes_max.clamp(1, STRIPES_MAX))).max(1)
+}
+
+/// Stripe lengths for a file of `size_bytes` cut into pieces of `piece_bytes`.
+pub fn stripe_lengths(size_bytes: u64, piece_bytes: u32, n_stripes_max: u32) -> Vec<u64> {
+    let n_pieces = size_bytes.div_ceil(u64::from(piece_bytes)).max(1);
+    let stripe_bytes = pieces_per_stripe(n_pieces, n_stripes_max) * u64::from(piece_bytes);
+    let mut lengths = Vec::new();
+    let mut left = size_bytes;
+    while left > 0 {
+        lengths.push(left.min(stripe_bytes));
+        left -= left.min(stripe_bytes);
+    }
+    lengths
+}
+
+/// Rewrites a single-file torrent made by librqbit into the striped layout: folder `name`, the same
+/// pieces. Returns the number of stripes; the caller re-reads the info hash from the new bytes.
+pub(crate) fn stripe_torrent(
+    made: &mut CreateTorrentResult,
+    name: &str,
+    n_stripes_max: u32,
+) -> Result<usize> {
+    let info = &mut made.meta.info.data;
+    let size_bytes = info.length.ok_or_else(|| {
+        DistributeError::Torrent(anyhow::anyhow!("expected a single-file torrent to stripe"))
+    })?;
+    let lengths = stripe_lengths(size_bytes, info.piece_length, n_stripes_max);
+    info.files = Some(
+        lengths
+            .iter()
+            .enumerate()
+            .map(|(idx, &length)| librqbit::TorrentMetaV1File {
+                length,
+                path: vec![ByteBufOwned::from(stripe_name(idx).as_bytes())],
+                attr: None,
+                sha1: None,
+                symlink_path: None,
+            })
+            .collect(),
+    );
+    info.length = None;
+    info.name = Some(ByteBufOwned::from(name.as_bytes()));
+    Ok(lengths.len())
+}
+
+/// Stores every file of a torrent in one file, each at its offset in the torrent: a striped
+/// torrent's data is the snapshot file itself. Works for single-file torrents too.
+#[derive(Clone)]
+pub struct OneFileStorageFactory {
+    path: PathBuf,
+}
+
+impl OneFileStorageFactory {
+    pub fn boxed_for(path: PathBuf) -> BoxStorageFactory {
+        OneFileStorageFactory { path }.boxed()
+    }
+}
+
+impl StorageFactory for OneFileStorageFactory {
+    type Storage = OneFileStorage;
+
+    fn create(
+        &self,
+        _shared: &ManagedTorrentShared,
+        metadata: &TorrentMetadata,
+    ) -> anyhow::Result<OneFileStorage> {
+        let offsets: Vec<u64> = metadata.file_infos.iter().map(|f| f.offset_in_torrent).collect();
+        let total_bytes = metadata.file_infos.iter().map(|f| f.offset_in_torrent + f.len).max().unwrap_or(0);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", self.path.display()))?;
+        Ok(OneFileStorage { path: self.path.clone(), file: Arc::new(file), offsets, total_bytes })
+    }
+
+    fn clone_box(&self) -> BoxStorageFactory {
+        self.clone().boxed()
+    }
+}
+
+pub struct OneFileStorage {
+    path: PathBuf,
+    file: Arc<std::fs::File>,
+    offsets: Vec<u64>,
+    total_bytes: u64,
+}
+
+impl OneFileStorage {
+    fn at(&self, file_id: usize, offset: u64) -> anyhow::Result<u64> {
+        let base =
+            self.offsets.get(file_id).ok_or_else(|| anyhow::anyhow!("no file {file_id} in the torrent"))?;
+        Ok(base + offset)
+    }
+}
+
+impl TorrentStorage for OneFileStorage {
+    fn init(&mut self, _shared: &ManagedTorrentShared, _metadata: &TorrentMetadata) -> anyhow::Result<()> {
+        // A shorter file is a download under way; a longer one is not this torrent's and is cut.
+        if self.file.metadata()?.len() != self.total_bytes {
+            self.file.set_len(self.total_bytes)?;
+        }
+        Ok(())
+    }
+
+    fn pread_exact(&self, file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+        Ok(self.file.read_exact_at(buf, self.at(file_id, offset)?)?)
+    }
+
+    fn pwrite_all(&self, file_id: usize, offset: u64, buf: &[u8]) -> anyhow::Result<()> {
+        Ok(self.file.write_all_at(buf, self.at(file_id, offset)?)?)
+    }
+
+    fn remove_file(&self, _file_id: usize, _filename: &std::path::Path) -> anyhow::Result<()> {
+        // Called once per stripe; the first call removes the one file.
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn remove_directory_if_empty(&self, _path: &std::path::Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn ensure_file_length(&self, _file_id: usize, _length: u64) -> anyhow::Result<()> {
+        // The one file has the torrent's whole length from `init` on.
+        Ok(())
+    }
+
+    fn take(&self) -> anyhow::Result<Box<dyn TorrentStorage>> {
+        // librqbit swaps the storage after its initial check; torrents here are never paused, so
+        // both may share the file.
+        Ok(Box::new(OneFileStorage {
+            path: self.path.clone(),
+            file: self.file.clone(),
+            offsets: self.offsets.clone(),
+            total_bytes: self.total_bytes,
+        }))
+    }
+}
+
+/// Where a follower's start hint puts it: the fraction of the torrent, and how many followers the
+/// origin had handed out starts to by then (itself included), when the origin said.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StartHint {
+    pub fraction: f64,
+    pub n_starts: Option<u64>,
+}
+
+/// The stripe a start fraction falls on.
+pub fn stripe_at(fraction: f64, n_stripes: usize) -> usize {
+    ((fraction.clamp(0.0, 1.0) * n_stripes as f64) as usize).min(n_stripes.saturating_sub(1))
+}
+
+/// The stripes where the first `n_starts` followers started, as the origin hands starts out.
+pub fn start_stripes(n_starts: u64, n_stripes: usize) -> Vec<usize> {
+    // The first 2^k points of the sequence are the multiples of 1/2^k: past that many, every stripe
+    // already has a start and more points add none.
+    let n_counted = n_starts.min((n_stripes as u64).next_power_of_two());
+    (0..n_counted).map(|k| stripe_at(crate::origin::van_der_corput(k), n_stripes)).collect()
+}
+
+/// What a follower's walk over the stripes did, for `/status`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Walk {
+    pub snapshot_id: String,
+    pub n_stripes: usize,
+    /// The stripe the follower started on.
+    pub start_stripe: usize,
+    /// The stripes it claimed, in the order it walked them (the start stripe first).
+    pub claimed_stripes: Vec<usize>,
+}
+
+/// Walks the stripes from the hinted one: reads each claimed stripe through a librqbit stream (which
+/// puts its pieces first), and claims the next one while no other follower started there
+/// (`count_starts` asks the origin how many starts it has handed out). Half-way through a stripe the
+/// next is decided and its stream opened, so the origin connection does not run out of claimed
+/// pieces between two stripes and fall back on file order. Ends when the claim ends and every claimed
+/// stripe is read; dropping it stops it (librqbit's own order then goes on).
+pub(crate) async fn walk<F, Fut>(
+    handle: Arc<ManagedTorrent>,
+    hint: StartHint,
+    count_starts: F,
+    record: Arc<Mutex<Walk>>,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
+    let Ok(lengths) = handle.with_metadata(|m| m.file_infos.iter().map(|f| f.len).collect::<Vec<u64>>())
+    else {
+        return;
+    };
+    let n_stripes = lengths.len();
+    let start = stripe_at(hint.fraction, n_stripes);
+    {
+        let mut walk = record.lock().expect("walk lock");
+        walk.n_stripes = n_stripes;
+        walk.start_stripe = start;
+    }
+    let mut readers = tokio::task::JoinSet::new();
+    let mut stripe = start;
+    loop {
+        record.lock().expect("walk lock").claimed_stripes.push(stripe);
+        let (half_read, half_read_rx) = tokio::sync::oneshot::channel();
+        readers.spawn(read_stripe(handle.clone(), stripe, lengths[stripe], half_read));
+        if half_read_rx.await.is_err() {
+            break;
+        }
+        let next = (stripe + 1) % n_stripes;
+        // Without the origin's count, nobody's start is known: the start stripe alone is claimed.
+        let Some(n_starts) = count_starts().await.or(hint.n_starts) else { break };
+        if next == start || start_stripes(n_starts, n_stripes).contains(&next) {
+            break;
+        }
+        stripe = next;
+    }
+    while readers.join_next().await.is_some() {}
+}
+
+/// Reads stripe `idx` through a stream, dropping the bytes; says when half of it has been read.
+async fn read_stripe(
+    handle: Arc<ManagedTorrent>,
+    idx: usize,
+    length: u64,
+    half_read: tokio::sync::oneshot::Sender<()>,
+) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut stream = handle.stream(idx).await?;
+        tokio::io::copy(&mut (&mut stream).take(length / 2), &mut tokio::io::sink()).await?;
+        let _ = half_read.send(());
+        tokio::io::copy(&mut stream, &mut tokio::io::sink()).await?;
+        anyhow::Ok(())
+    };
+    if let Err(err) = read.await {
+        tracing::debug!(stripe = idx, error = %err, "stripe reader stopped; librqbit's own order goes on");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_are_whole_pieces_and_cover_the_file() {
+        let check = |size: u64, piece: u32, max: u32, expected: &[u64]| {
+            let lengths = stripe_lengths(size, piece, max);
+            assert_eq!(lengths, expected, "size {size} piece {piece} max {max}");
+            assert_eq!(lengths.iter().sum::<u64>(), size);
+        };
+        check(10 * 16, 16, 4, &[48, 48, 48, 16]); // 10 pieces, at most 4 stripes: 3 pieces each
+        check(10 * 16 - 5, 16, 64, &[16, 16, 16, 16, 16, 16, 16, 16, 16, 11]); // one piece each
+        check(100, 16, 1, &[100]);
+        check(5, 16, 8, &[5]);
+    }
+
+    #[test]
+    fn starts_fall_on_evenly_spread_stripes() {
+        assert_eq!(start_stripes(4, 64), [0, 32, 16, 48]);
+        assert_eq!(start_stripes(3, 9), [0, 4, 2]);
+        assert_eq!(stripe_at(1.0, 9), 8);
+        assert_eq!(stripe_name(7), "stripe-007");
+    }
+}
