@@ -187,6 +187,8 @@ measure() { # N, transport -> prints "seconds bytes"
     echo "  follower stripes (start, claimed): $(python3 -c 'import json,sys; print([(s["start_stripe"], len(s["claimed_stripes"])) for s in (json.load(open(f)).get("stripes") for f in sys.argv[1:])])' "$RUN"/f*/status.json)" >&2
     echo "  follower peers: $(python3 -c 'import json,sys; print([list(json.load(open(f)).get("peers").values()) for f in sys.argv[1:]])' "$RUN"/f*/status.json)" >&2
     stop_run
+    # Logs and statuses stay; the snapshot copies (2N of them) go, so large runs fit on disk.
+    find "$RUN" -name '*.snap*' -type f -delete
     echo "$(echo "$t1 - $t0" | bc) $((tx1 - tx0))"
 }
 

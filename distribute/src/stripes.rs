@@ -258,6 +258,8 @@ pub(crate) async fn walk<F, Fut>(
         }
         stripe = next;
     }
+    let n_claimed = record.lock().expect("walk lock").claimed_stripes.len();
+    tracing::info!(start_stripe = start, n_claimed, n_stripes, "stripe claim ended");
     while readers.join_next().await.is_some() {}
 }
 
@@ -296,6 +298,34 @@ mod tests {
         check(10 * 16 - 5, 16, 64, &[16, 16, 16, 16, 16, 16, 16, 16, 16, 11]); // one piece each
         check(100, 16, 1, &[100]);
         check(5, 16, 8, &[5]);
+    }
+
+    #[tokio::test]
+    async fn a_striped_torrent_has_the_single_file_pieces_as_stripes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.snap");
+        let data: Vec<u8> = (0..10 * 16 * 1024 + 100).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let spawner = librqbit::spawn_utils::BlockingSpawner::new(1);
+        let options = || librqbit::CreateTorrentOptions {
+            name: Some("id"),
+            trackers: vec![],
+            piece_length: Some(16 * 1024),
+        };
+        let single = librqbit::create_torrent(&path, options(), &spawner).await.unwrap();
+        let mut striped = librqbit::create_torrent(&path, options(), &spawner).await.unwrap();
+        assert_eq!(stripe_torrent(&mut striped, "id", 4).unwrap(), 4);
+        let bytes = striped.as_bytes().unwrap();
+        let parsed = librqbit::torrent_from_bytes(&bytes).unwrap();
+        assert_ne!(parsed.info_hash, single.info_hash(), "the layout is part of the info");
+        let info = &parsed.info.data;
+        assert_eq!(info.pieces.as_ref(), single.meta.info.data.pieces.as_ref(), "same pieces, same hashes");
+        let files = info.files.as_ref().unwrap();
+        let names: Vec<String> =
+            files.iter().map(|f| String::from_utf8(f.path[0].as_ref().to_vec()).unwrap()).collect();
+        assert_eq!(names, ["stripe-000", "stripe-001", "stripe-002", "stripe-003"]);
+        let lengths: Vec<u64> = files.iter().map(|f| f.length).collect();
+        assert_eq!(lengths, [3 * 16384, 3 * 16384, 3 * 16384, 16384 + 100]);
     }
 
     #[test]
