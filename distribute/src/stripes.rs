@@ -215,12 +215,16 @@ pub struct Walk {
     pub claimed_stripes: Vec<usize>,
 }
 
-/// Walks the stripes from the hinted one: reads each claimed stripe through a librqbit stream (which
-/// puts its pieces first), and claims the next one while no other follower started there
-/// (`count_starts` asks the origin how many starts it has handed out). Half-way through a stripe the
-/// next is decided and its stream opened, so the origin connection does not run out of claimed
-/// pieces between two stripes and fall back on file order. Ends when the claim ends and every claimed
-/// stripe is read; dropping it stops it (librqbit's own order then goes on).
+/// Walks the stripes from the hinted one, reading each stripe it takes through a librqbit stream
+/// (which puts that stripe's pieces first). Claim: the start stripe and the next ones while no
+/// other follower started there (`count_starts` asks the origin how many starts it has handed out).
+/// Help: then each later follower's run from its end backwards, down to a stripe of which some
+/// pieces are already here (that follower, walking forwards, got there first). Without the help,
+/// librqbit's file order would send a follower whose claim ended early to the origin for the
+/// first missing pieces in file order, which the other followers mostly have already: the origin
+/// would send them twice while the slowest runs wait. Half-way through a stripe the next is
+/// decided and its stream opened, so the requests never fall back on file order between two
+/// stripes. Dropping the walk stops it (librqbit's own order then goes on).
 pub(crate) async fn walk<F, Fut>(
     handle: Arc<ManagedTorrent>,
     hint: StartHint,
@@ -241,26 +245,87 @@ pub(crate) async fn walk<F, Fut>(
         walk.n_stripes = n_stripes;
         walk.start_stripe = start;
     }
-    let mut readers = tokio::task::JoinSet::new();
-    let mut stripe = start;
-    loop {
-        record.lock().expect("walk lock").claimed_stripes.push(stripe);
-        let (half_read, half_read_rx) = tokio::sync::oneshot::channel();
-        readers.spawn(read_stripe(handle.clone(), stripe, lengths[stripe], half_read));
-        if half_read_rx.await.is_err() {
-            break;
+    let mut walker = Walker { handle, lengths, record, readers: tokio::task::JoinSet::new() };
+    let mut last = start;
+    let n_starts = loop {
+        if !walker.take(last).await {
+            return;
         }
-        let next = (stripe + 1) % n_stripes;
+        let next = (last + 1) % n_stripes;
         // Without the origin's count, nobody's start is known: the start stripe alone is claimed.
-        let Some(n_starts) = count_starts().await.or(hint.n_starts) else { break };
+        let Some(n_starts) = count_starts().await.or(hint.n_starts) else { return };
         if next == start || start_stripes(n_starts, n_stripes).contains(&next) {
-            break;
+            break n_starts;
         }
-        stripe = next;
-    }
-    let n_claimed = record.lock().expect("walk lock").claimed_stripes.len();
+        last = next;
+    };
+    let n_claimed = walker.record.lock().expect("walk lock").claimed_stripes.len();
     tracing::info!(start_stripe = start, n_claimed, n_stripes, "stripe claim ended");
-    while readers.join_next().await.is_some() {}
+    let mut n_starts = n_starts;
+    // Each later run in turn, until the walk is back at its own start.
+    while (last + 1) % n_stripes != start {
+        let run_first = (last + 1) % n_stripes;
+        n_starts = count_starts().await.unwrap_or(n_starts);
+        let run_last = next_start_after(run_first, start, &start_stripes(n_starts, n_stripes), n_stripes)
+            .unwrap_or(start)
+            .wrapping_add(n_stripes - 1)
+            % n_stripes;
+        if !walker.help(run_first, run_last).await {
+            return;
+        }
+        last = run_last;
+    }
+    while walker.readers.join_next().await.is_some() {}
+}
+
+/// The first start stripe after `from` (cyclically), or `own` if none comes before it.
+fn next_start_after(from: usize, own: usize, starts: &[usize], n_stripes: usize) -> Option<usize> {
+    let distance = |s: usize| (s + n_stripes - from) % n_stripes;
+    starts
+        .iter()
+        .copied()
+        .filter(|&s| distance(s) > 0 && distance(s) <= distance(own))
+        .min_by_key(|&s| distance(s))
+}
+
+/// The stripe readers of one walk and its record.
+struct Walker {
+    handle: Arc<ManagedTorrent>,
+    lengths: Vec<u64>,
+    record: Arc<Mutex<Walk>>,
+    readers: tokio::task::JoinSet<()>,
+}
+
+impl Walker {
+    /// Takes a stripe: records it, starts reading it; returns once half of it is read (false if
+    /// the reader stopped first).
+    async fn take(&mut self, stripe: usize) -> bool {
+        self.record.lock().expect("walk lock").claimed_stripes.push(stripe);
+        let (half_read, half_read_rx) = tokio::sync::oneshot::channel();
+        self.readers.spawn(read_stripe(self.handle.clone(), stripe, self.lengths[stripe], half_read));
+        half_read_rx.await.is_ok()
+    }
+
+    /// Takes the stripes of another follower's run from `last` back to `first`, stopping at one that
+    /// was taken already or of which some pieces are here.
+    async fn help(&mut self, first: usize, last: usize) -> bool {
+        let n_stripes = self.lengths.len();
+        let mut stripe = last;
+        loop {
+            let taken = self.record.lock().expect("walk lock").claimed_stripes.contains(&stripe);
+            let progress = self.handle.stats().file_progress.get(stripe).copied().unwrap_or(0);
+            if taken || progress > 0 {
+                return true;
+            }
+            if !self.take(stripe).await {
+                return false;
+            }
+            if stripe == first {
+                return true;
+            }
+            stripe = (stripe + n_stripes - 1) % n_stripes;
+        }
+    }
 }
 
 /// Reads stripe `idx` through a stream, dropping the bytes; says when half of it has been read.
@@ -334,5 +399,11 @@ mod tests {
         assert_eq!(start_stripes(3, 9), [0, 4, 2]);
         assert_eq!(stripe_at(1.0, 9), 8);
         assert_eq!(stripe_name(7), "stripe-007");
+        // The run after stripe 9 of 16, with starts at 0, 8, 4, 12, ends before 12; from 13 on the
+        // walk of the follower that started on 4 goes on to 0, then to its own start.
+        assert_eq!(next_start_after(9, 4, &[0, 8, 4, 12], 16), Some(12));
+        assert_eq!(next_start_after(13, 4, &[0, 8, 4, 12], 16), Some(0));
+        assert_eq!(next_start_after(1, 4, &[0, 8, 4, 12], 16), Some(4));
+        assert_eq!(next_start_after(1, 0, &[0], 16), Some(0));
     }
 }
