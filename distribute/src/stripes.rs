@@ -218,13 +218,12 @@ pub struct Walk {
 /// Walks the stripes from the hinted one, reading each stripe it takes through a librqbit stream
 /// (which puts that stripe's pieces first). Claim: the start stripe and the next ones while no
 /// other follower started there (`count_starts` asks the origin how many starts it has handed out).
-/// Help: then each later follower's run from its end backwards, down to a stripe of which some
-/// pieces are already here (that follower, walking forwards, got there first). Without the help,
-/// librqbit's file order would send a follower whose claim ended early to the origin for the
-/// first missing pieces in file order, which the other followers mostly have already: the origin
-/// would send them twice while the slowest runs wait. Half-way through a stripe the next is
-/// decided and its stream opened, so the requests never fall back on file order between two
-/// stripes. Dropping the walk stops it (librqbit's own order then goes on).
+/// Help: then, one at a time, the missing stripe farthest ahead of the follower whose run it is in
+/// ([`farthest_ahead`]). Without the help, librqbit's file order would send a follower whose claim
+/// ended early to the origin for the first missing pieces in file order, which other followers
+/// mostly have already, while the run of a follower with a small share of the origin's uplink
+/// would wait. Half-way through a stripe the next is decided and its stream opened, so requests do
+/// not fall back on file order between two stripes. Dropping the walk stops it.
 pub(crate) async fn walk<F, Fut>(
     handle: Arc<ManagedTorrent>,
     hint: StartHint,
@@ -262,30 +261,45 @@ pub(crate) async fn walk<F, Fut>(
     let n_claimed = walker.record.lock().expect("walk lock").claimed_stripes.len();
     tracing::info!(start_stripe = start, n_claimed, n_stripes, "stripe claim ended");
     let mut n_starts = n_starts;
-    // Each later run in turn, until the walk is back at its own start.
-    while (last + 1) % n_stripes != start {
-        let run_first = (last + 1) % n_stripes;
+    loop {
         n_starts = count_starts().await.unwrap_or(n_starts);
-        let run_last = next_start_after(run_first, start, &start_stripes(n_starts, n_stripes), n_stripes)
-            .unwrap_or(start)
-            .wrapping_add(n_stripes - 1)
-            % n_stripes;
-        if !walker.help(run_first, run_last).await {
+        let starts = start_stripes(n_starts, n_stripes);
+        let missing: Vec<bool> = {
+            let progress = walker.handle.stats().file_progress;
+            let taken = &walker.record.lock().expect("walk lock").claimed_stripes;
+            (0..n_stripes)
+                .map(|x| progress.get(x).copied().unwrap_or(0) == 0 && !taken.contains(&x))
+                .collect()
+        };
+        let Some(stripe) = farthest_ahead(&missing, &starts) else { break };
+        if !walker.take(stripe).await {
             return;
         }
-        last = run_last;
     }
     while walker.readers.join_next().await.is_some() {}
 }
 
-/// The first start stripe after `from` (cyclically), or `own` if none comes before it.
-fn next_start_after(from: usize, own: usize, starts: &[usize], n_stripes: usize) -> Option<usize> {
-    let distance = |s: usize| (s + n_stripes - from) % n_stripes;
-    starts
-        .iter()
-        .copied()
-        .filter(|&s| distance(s) > 0 && distance(s) <= distance(own))
-        .min_by_key(|&s| distance(s))
+/// The missing stripe farthest ahead of the follower whose run it is in: the one that follower
+/// would reach last, walking forwards from the first stripe of its run still missing here. A run
+/// whose follower is slow (its share of the origin's uplink is small) has the longest such stretch,
+/// so helpers go there first. `None` when every missing stripe is the next one its follower needs.
+fn farthest_ahead(missing: &[bool], starts: &[usize]) -> Option<usize> {
+    let n_stripes = missing.len();
+    let mut sorted: Vec<usize> = starts.iter().copied().filter(|&s| s < n_stripes).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut best: Option<(usize, usize)> = None;
+    for (idx, &run_first) in sorted.iter().enumerate() {
+        let next = sorted.get(idx + 1).copied().unwrap_or(sorted[0] + n_stripes);
+        let run: Vec<usize> = (run_first..next).map(|x| x % n_stripes).collect();
+        let Some(frontier) = run.iter().position(|&x| missing[x]) else { continue };
+        for (offset, &x) in run.iter().enumerate().skip(frontier + 1) {
+            if missing[x] && best.is_none_or(|(ahead, _)| offset - frontier > ahead) {
+                best = Some((offset - frontier, x));
+            }
+        }
+    }
+    best.map(|(_, x)| x)
 }
 
 /// The stripe readers of one walk and its record.
@@ -304,27 +318,6 @@ impl Walker {
         let (half_read, half_read_rx) = tokio::sync::oneshot::channel();
         self.readers.spawn(read_stripe(self.handle.clone(), stripe, self.lengths[stripe], half_read));
         half_read_rx.await.is_ok()
-    }
-
-    /// Takes the stripes of another follower's run from `last` back to `first`, stopping at one that
-    /// was taken already or of which some pieces are here.
-    async fn help(&mut self, first: usize, last: usize) -> bool {
-        let n_stripes = self.lengths.len();
-        let mut stripe = last;
-        loop {
-            let taken = self.record.lock().expect("walk lock").claimed_stripes.contains(&stripe);
-            let progress = self.handle.stats().file_progress.get(stripe).copied().unwrap_or(0);
-            if taken || progress > 0 {
-                return true;
-            }
-            if !self.take(stripe).await {
-                return false;
-            }
-            if stripe == first {
-                return true;
-            }
-            stripe = (stripe + n_stripes - 1) % n_stripes;
-        }
     }
 }
 
@@ -399,11 +392,15 @@ mod tests {
         assert_eq!(start_stripes(3, 9), [0, 4, 2]);
         assert_eq!(stripe_at(1.0, 9), 8);
         assert_eq!(stripe_name(7), "stripe-007");
-        // The run after stripe 9 of 16, with starts at 0, 8, 4, 12, ends before 12; from 13 on the
-        // walk of the follower that started on 4 goes on to 0, then to its own start.
-        assert_eq!(next_start_after(9, 4, &[0, 8, 4, 12], 16), Some(12));
-        assert_eq!(next_start_after(13, 4, &[0, 8, 4, 12], 16), Some(0));
-        assert_eq!(next_start_after(1, 4, &[0, 8, 4, 12], 16), Some(4));
-        assert_eq!(next_start_after(1, 0, &[0], 16), Some(0));
+        // Runs 0-3 and 4-7: the second's follower is at 5, the first's at 1. Stripe 7 is two ahead
+        // of its follower, stripe 3 two as well, but 3 comes first; then 7 once 3 is taken.
+        let mut missing = [false, true, true, true, false, true, true, true];
+        assert_eq!(farthest_ahead(&missing, &[0, 4]), Some(3));
+        missing[3] = false;
+        assert_eq!(farthest_ahead(&missing, &[0, 4]), Some(7));
+        // Only the next stripe of each follower is missing: nothing to help with.
+        assert_eq!(farthest_ahead(&[false, true, false, true], &[0, 2]), None);
+        // A single run wraps around.
+        assert_eq!(farthest_ahead(&[true, false, true, true], &[2]), Some(0));
     }
 }
