@@ -218,8 +218,8 @@ pub struct Walk {
 /// Walks the stripes from the hinted one, reading each stripe it takes through a librqbit stream
 /// (which puts that stripe's pieces first). Claim: the start stripe and the next ones while no
 /// other follower started there (`count_starts` asks the origin how many starts it has handed out).
-/// Help: then, one at a time, the missing stripe farthest ahead of the follower whose run it is in
-/// ([`farthest_ahead`]). Without the help, librqbit's file order would send a follower whose claim
+/// Help: then, one at a time, a missing stripe far ahead of the follower whose run it is in
+/// ([`stripes_ahead`], [`pick_far_ahead`]). Without the help, librqbit's file order would send a follower whose claim
 /// ended early to the origin for the first missing pieces in file order, which other followers
 /// mostly have already, while the run of a follower with a small share of the origin's uplink
 /// would wait. Half-way through a stripe the next is decided and its stream opened, so requests do
@@ -271,7 +271,7 @@ pub(crate) async fn walk<F, Fut>(
                 .map(|x| progress.get(x).copied().unwrap_or(0) == 0 && !taken.contains(&x))
                 .collect()
         };
-        let Some(stripe) = farthest_ahead(&missing, &starts) else { break };
+        let Some(stripe) = pick_far_ahead(&stripes_ahead(&missing, &starts)) else { break };
         if !walker.take(stripe).await {
             return;
         }
@@ -279,27 +279,33 @@ pub(crate) async fn walk<F, Fut>(
     while walker.readers.join_next().await.is_some() {}
 }
 
-/// The missing stripe farthest ahead of the follower whose run it is in: the one that follower
-/// would reach last, walking forwards from the first stripe of its run still missing here. A run
-/// whose follower is slow (its share of the origin's uplink is small) has the longest such stretch,
-/// so helpers go there first. `None` when every missing stripe is the next one its follower needs.
-fn farthest_ahead(missing: &[bool], starts: &[usize]) -> Option<usize> {
+/// Every missing stripe that is not the next one its run's follower needs, with how far ahead of
+/// that follower it is (walking forwards from the first stripe of its run still missing here).
+/// A run whose follower is slow (a small share of the origin's uplink) has the most stripes far
+/// ahead, so helpers go there first.
+fn stripes_ahead(missing: &[bool], starts: &[usize]) -> Vec<(usize, usize)> {
     let n_stripes = missing.len();
     let mut sorted: Vec<usize> = starts.iter().copied().filter(|&s| s < n_stripes).collect();
     sorted.sort_unstable();
     sorted.dedup();
-    let mut best: Option<(usize, usize)> = None;
+    let mut ahead = Vec::new();
     for (idx, &run_first) in sorted.iter().enumerate() {
         let next = sorted.get(idx + 1).copied().unwrap_or(sorted[0] + n_stripes);
         let run: Vec<usize> = (run_first..next).map(|x| x % n_stripes).collect();
         let Some(frontier) = run.iter().position(|&x| missing[x]) else { continue };
-        for (offset, &x) in run.iter().enumerate().skip(frontier + 1) {
-            if missing[x] && best.is_none_or(|(ahead, _)| offset - frontier > ahead) {
-                best = Some((offset - frontier, x));
-            }
-        }
+        let far = run.iter().enumerate().skip(frontier + 1).filter(|&(_, &x)| missing[x]);
+        ahead.extend(far.map(|(offset, &x)| (x, offset - frontier)));
     }
-    best.map(|(_, x)| x)
+    ahead
+}
+
+/// A random one of the stripes at least half as far ahead as the farthest. Helpers see the swarm
+/// with a few seconds' delay and would all pick the same farthest stripe (and ask the origin for it
+/// together); picking at random among the far ones spreads them.
+fn pick_far_ahead(ahead: &[(usize, usize)]) -> Option<usize> {
+    let farthest = ahead.iter().map(|&(_, a)| a).max()?;
+    let far: Vec<usize> = ahead.iter().filter(|&&(_, a)| a * 2 >= farthest).map(|&(x, _)| x).collect();
+    Some(far[rand::random_range(0..far.len())])
 }
 
 /// The stripe readers of one walk and its record.
@@ -394,13 +400,15 @@ mod tests {
         assert_eq!(stripe_name(7), "stripe-007");
         // Runs 0-3 and 4-7: the second's follower is at 5, the first's at 1. Stripe 7 is two ahead
         // of its follower, stripe 3 two as well, but 3 comes first; then 7 once 3 is taken.
-        let mut missing = [false, true, true, true, false, true, true, true];
-        assert_eq!(farthest_ahead(&missing, &[0, 4]), Some(3));
-        missing[3] = false;
-        assert_eq!(farthest_ahead(&missing, &[0, 4]), Some(7));
+        let missing = [false, true, true, true, false, true, true, true];
+        assert_eq!(stripes_ahead(&missing, &[0, 4]), [(2, 1), (3, 2), (6, 1), (7, 2)]);
+        for _ in 0..32 {
+            assert!([2, 3, 6, 7].contains(&pick_far_ahead(&stripes_ahead(&missing, &[0, 4])).unwrap()));
+            assert!([3, 7].contains(&pick_far_ahead(&[(2, 1), (3, 3), (6, 1), (7, 2)]).unwrap()));
+        }
         // Only the next stripe of each follower is missing: nothing to help with.
-        assert_eq!(farthest_ahead(&[false, true, false, true], &[0, 2]), None);
+        assert_eq!(pick_far_ahead(&stripes_ahead(&[false, true, false, true], &[0, 2])), None);
         // A single run wraps around.
-        assert_eq!(farthest_ahead(&[true, false, true, true], &[2]), Some(0));
+        assert_eq!(stripes_ahead(&[true, false, true, true], &[2]), [(3, 1), (0, 2)]);
     }
 }
