@@ -18,6 +18,7 @@
 # Needs root (network namespaces), scripts/install-deps.sh, curl, python3, bc, and a release build:
 #   cargo build --release && sudo bench/distribute.sh
 # Knobs (environment): SIZES="1 4 8 16" RATE_MBIT=50 CAMPAIGNS=30000 PIECE_BYTES=262144
+# STRIPES_MAX=64 PEER_REQUESTS_MAX=32 (the origin's and followers' defaults)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,8 @@ SIZES=${SIZES:-"1 4 8 16"}
 RATE_MBIT=${RATE_MBIT:-50}
 CAMPAIGNS=${CAMPAIGNS:-30000}
 PIECE_BYTES=${PIECE_BYTES:-262144}
+STRIPES_MAX=${STRIPES_MAX:-64}
+PEER_REQUESTS_MAX=${PEER_REQUESTS_MAX:-32}
 ADSNAP=${ADSNAP:-$PWD/target/release/adsnap}
 WORK=${WORK:-$PWD/target/bench-work/distribute}
 # The longest a single run may take before it is reported as failed.
@@ -123,12 +126,14 @@ http_listen_addr = "$(node_ip 0):8090"
 public_base_url = "http://$(node_ip 0):8090"
 seed_peers = ["$(node_ip 0):4240"]
 piece_bytes = $PIECE_BYTES
+stripes_max = $STRIPES_MAX
 tracker_whitelist_path = "$run/tracker/whitelist.txt"
 tracker_reload_command = ["kill", "-HUP", "$tracker_pid"]
 poll_interval_ms = 50
 
 [swarm]
 peer_listen_addr = "$(node_ip 0):4240"
+peer_requests_max = $PEER_REQUESTS_MAX
 EOF
     ip netns exec "${TAG}n0" "$ADSNAP" origin --config "$run/origin.toml" >"$run/origin.log" 2>&1 &
     PIDS+=($!)
@@ -136,7 +141,10 @@ EOF
         local ns="${TAG}n$i" dir="$run/f$i"
         mkdir -p "$dir"
         cp "$WORK/v0.snap" "$dir/production.snap"
+        # Each server has its own event log, profile store and admin listener (on its namespace's
+        # own loopback).
         ip netns exec "$ns" "$ADSNAP" serve --listen-addr "$(node_ip "$i"):8080" \
+            --admin-listen-addr 127.0.0.1:8081 \
             --snapshot-path "$dir/production.snap" --worker-threads 1 \
             --events-dir "$dir/events" --profiles-path "$dir/profiles" >"$dir/serve.log" 2>&1 &
         local server_pid=$!
@@ -144,6 +152,7 @@ EOF
         ip netns exec "$ns" "$ADSNAP" follow --data-dir "$dir/follower" \
             --manifest-url "http://$(node_ip 0):8090/manifest.json" --publisher-key "$PUBLIC_KEY" \
             --poll-interval-ms 100 --peer-listen-addr "$(node_ip "$i"):4240" --transport "$transport" \
+            --peer-requests-max "$PEER_REQUESTS_MAX" \
             --status-listen-addr "$(node_ip "$i"):8091" \
             --production-path "$dir/production.snap" --staging-path "$dir/staging.snap" \
             --reload-command "kill -HUP $server_pid" >"$dir/follow.log" 2>&1 &
@@ -175,8 +184,11 @@ measure() { # N, transport -> prints "seconds bytes"
         curl -s --max-time 2 "http://$(node_ip "$i"):8091/status" >"$RUN/f$i/status.json" || true
     done
     echo "  follower uploads: $(python3 -c 'import json,sys; print([json.load(open(f)).get("uploaded_bytes") for f in sys.argv[1:]])' "$RUN"/f*/status.json)" >&2
+    echo "  follower stripes (start, claimed): $(python3 -c 'import json,sys; print([(s["start_stripe"], len(s["claimed_stripes"])) for s in (json.load(open(f)).get("stripes") for f in sys.argv[1:])])' "$RUN"/f*/status.json)" >&2
     echo "  follower peers: $(python3 -c 'import json,sys; print([list(json.load(open(f)).get("peers").values()) for f in sys.argv[1:]])' "$RUN"/f*/status.json)" >&2
     stop_run
+    # Logs and statuses stay; the snapshot copies (2N of them) go, so large runs fit on disk.
+    find "$RUN" -name '*.snap*' -type f -delete
     echo "$(echo "$t1 - $t0" | bc) $((tx1 - tx0))"
 }
 

@@ -41,6 +41,9 @@ pub struct OriginArgs {
     seed_peers: Vec<SocketAddr>,
     #[arg(long, env = "ADSNAP_PIECE_BYTES")]
     piece_bytes: Option<u32>,
+    /// Most stripes (files of whole pieces) a new torrent lists the snapshot as.
+    #[arg(long, env = "ADSNAP_STRIPES_MAX")]
+    stripes_max: Option<u32>,
     #[arg(long, env = "ADSNAP_TRACKER_WHITELIST_PATH")]
     tracker_whitelist_path: Option<PathBuf>,
     /// Command run after the whitelist changed (whitespace-separated).
@@ -64,6 +67,9 @@ pub struct SwarmArgs {
     download_bytes_per_s_max: Option<u32>,
     #[arg(long, env = "ADSNAP_PEERS_PER_TORRENT_MAX")]
     peers_per_torrent_max: Option<usize>,
+    /// Most block requests (16 KiB each) outstanding per peer.
+    #[arg(long, env = "ADSNAP_PEER_REQUESTS_MAX")]
+    peer_requests_max: Option<usize>,
 }
 
 impl SwarmArgs {
@@ -79,6 +85,9 @@ impl SwarmArgs {
         }
         if let Some(v) = self.peers_per_torrent_max {
             c.peers_per_torrent_max = v;
+        }
+        if let Some(v) = self.peer_requests_max {
+            c.peer_requests_max = v;
         }
     }
 }
@@ -98,7 +107,7 @@ impl OriginArgs {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
         }
-        set!(origin_dir, signing_key_path, http_listen_addr, public_base_url, piece_bytes);
+        set!(origin_dir, signing_key_path, http_listen_addr, public_base_url, piece_bytes, stripes_max);
         set!(snapshots_kept_max, poll_interval_ms);
         if !self.trackers.is_empty() {
             c.trackers = self.trackers.clone();
@@ -166,7 +175,8 @@ pub struct FollowArgs {
     /// bittorrent (default) or http (from the origin only; the benchmark's baseline).
     #[arg(long, env = "ADSNAP_FOLLOW_TRANSPORT")]
     transport: Option<adsnap_distribute::follow::Transport>,
-    /// Start each download at a random piece (true) or in file order (false).
+    /// Start each download on the hinted stripe and claim the stripes after it (true), or leave
+    /// librqbit's file order (false).
     #[arg(long, env = "ADSNAP_FOLLOW_SPREAD_START_PIECE")]
     spread_start_piece: Option<bool>,
     /// Without an admin URL: link production snapshots here (the server's snapshot_path).

@@ -573,8 +573,15 @@ fn aria2_downloads_a_published_snapshot_from_the_swarm() {
         .output()
         .expect("aria2c runs (scripts/install-deps.sh installs it)");
     assert!(aria2.status.success(), "{}{}", text(&aria2.stdout), text(&aria2.stderr));
-    let name = format!("{}.snap", manifest["manifest"]["snapshot_id"].as_str().unwrap());
-    assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(&v1).unwrap());
+    // The torrent is a folder named after the snapshot id holding its stripes, whose concatenation
+    // in name order is the snapshot.
+    let folder = out.join(manifest["manifest"]["snapshot_id"].as_str().unwrap());
+    let mut stripes: Vec<PathBuf> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().path()).collect();
+    stripes.sort();
+    assert_eq!(stripes.len() as u64, manifest["manifest"]["n_stripes"].as_u64().unwrap());
+    assert!(stripes.len() > 1, "a snapshot of many pieces is striped");
+    let joined: Vec<u8> = stripes.iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(joined, std::fs::read(&v1).unwrap());
     assert!(
         fleet.origin_status()["uploaded_bytes"].as_u64().unwrap() >= std::fs::metadata(&v1).unwrap().len()
     );
@@ -619,5 +626,49 @@ fn followers_hand_over_through_the_admin_listener_to_staging_then_production() {
         let status = member.status();
         assert_eq!(status["outcomes"]["installed"], 2, "{status}");
         assert_eq!(status["current"]["target"], "production", "{status}");
+    }
+}
+
+#[test]
+fn followers_starting_together_start_on_different_stripes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v0, _) = build_snapshot(dir.path(), "v0.snap", 10);
+    let (v1, v1_id) = build_snapshot(dir.path(), "v1.snap", 11);
+    let mut fleet = Fleet::new(dir.path());
+    fleet.start_origin();
+    let members: Vec<Member> = (0..2).map(|i| Member::start(&fleet, &format!("s{i}"), &v0, &[])).collect();
+    let published = fleet.publish(&v1, "production", false);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    assert_eq!(manifest["manifest"]["format_version"], 2);
+    let n_stripes = manifest["manifest"]["n_stripes"].as_u64().unwrap();
+    assert!(n_stripes >= 2, "{manifest}");
+    wait_all_serving(&members, &v1_id);
+
+    // The origin hands out starts 0 and 1/2 of the torrent, in whichever order the followers ask:
+    // one follower starts on the first stripe, the other half-way, and each claims its own first.
+    let mut starts: Vec<u64> = members
+        .iter()
+        .map(|member| {
+            let status = member.status();
+            let walk = &status["stripes"];
+            assert_eq!(walk["snapshot_id"], v1_id.as_str(), "{status}");
+            assert_eq!(walk["n_stripes"].as_u64(), Some(n_stripes), "{status}");
+            assert_eq!(walk["claimed_stripes"][0], walk["start_stripe"], "{status}");
+            walk["start_stripe"].as_u64().unwrap()
+        })
+        .collect();
+    starts.sort();
+    assert_eq!(starts, [0, n_stripes / 2]);
+    let count_url = format!("{}/count", manifest["manifest"]["start_hint_url"].as_str().unwrap());
+    assert_eq!(get_json(&count_url).unwrap()["n_starts"], 2);
+    // Each keeps one copy: the snapshot file it seeds and its server serves.
+    for member in &members {
+        let follower_dir = member.dir.join(&member.name).join("follower/snapshots");
+        let names: Vec<String> = std::fs::read_dir(&follower_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [format!("{v1_id}.snap")]);
     }
 }

@@ -74,9 +74,10 @@ pub struct FollowConfig {
     /// Where `/status` and `/metrics` are served (loopback); none when unset.
     pub status_listen_addr: Option<SocketAddr>,
     pub transport: Transport,
-    /// Start downloading where the origin hints (else at random) and go on in order, wrapping around,
-    /// instead of librqbit's file order. Followers that start together then ask the origin for
-    /// different pieces and have different pieces to give each other.
+    /// Start downloading on the stripe the origin hints (else a random one) and claim the stripes
+    /// after it up to where another follower started, instead of librqbit's file order (see
+    /// `stripes.rs`). Followers that start together then ask the origin for different pieces and
+    /// have different pieces to give each other.
     pub spread_start_piece: bool,
     pub swarm: SwarmConfig,
 }
@@ -148,6 +149,8 @@ pub struct Follower<H> {
     phase: Mutex<Phase>,
     state: Mutex<FollowerState>,
     seen: Mutex<HashSet<u64>>,
+    /// The stripes the latest download started on and claimed.
+    walk: Arc<Mutex<crate::stripes::Walk>>,
 }
 
 impl<H: Handover> Follower<H> {
@@ -173,6 +176,7 @@ impl<H: Handover> Follower<H> {
             phase: Mutex::new(Phase::Idle),
             state: Mutex::new(state.clone()),
             seen: Mutex::default(),
+            walk: Arc::default(),
         });
         let seeds = follower.config.transport == Transport::Bittorrent;
         for manifest in state.installed.iter().filter(|_| seeds) {
@@ -347,6 +351,10 @@ impl<H: Handover> Follower<H> {
             output_folder: Some(self.config.data_dir.join("snapshots").display().to_string()),
             initial_peers: Some(peers),
             trackers: Some(trackers),
+            // The stripes are written into the one snapshot file: one copy on disk, seeded and served.
+            storage_factory: Some(crate::stripes::OneFileStorageFactory::boxed_for(
+                self.snapshot_path(manifest),
+            )),
             ..Default::default()
         };
         let source = self.torrent_source(manifest).await;
@@ -383,8 +391,8 @@ impl<H: Handover> Follower<H> {
             return self.download_http(manifest).await;
         }
         let handle = self.add(manifest).await?;
-        let _spread = if self.config.spread_start_piece {
-            Some(spread_start(handle.clone(), manifest.size_bytes, self.start_fraction(manifest).await))
+        let _walk = if self.config.spread_start_piece {
+            Some(self.start_walk(&handle, manifest).await)
         } else {
             None
         };
@@ -410,16 +418,36 @@ impl<H: Handover> Follower<H> {
         Ok(self.snapshot_path(manifest))
     }
 
-    /// The origin's start hint, or a random start when the origin does not answer.
-    async fn start_fraction(&self, manifest: &Manifest) -> f64 {
-        let hint = match &manifest.start_hint_url {
+    /// Starts the walk over the stripes (see `stripes.rs`) beside the download; dropped with it.
+    async fn start_walk(
+        &self,
+        handle: &Arc<ManagedTorrent>,
+        manifest: &Manifest,
+    ) -> crate::origin::AbortOnDrop<()> {
+        let hint = self.start_hint(manifest).await;
+        *self.walk.lock().expect("walk lock") =
+            crate::stripes::Walk { snapshot_id: manifest.snapshot_id.clone(), ..Default::default() };
+        let count_url = manifest.start_hint_url.as_ref().map(|url| format!("{url}/count"));
+        let client = self.client.clone();
+        let count_starts = move || {
+            let (client, url) = (client.clone(), count_url.clone());
+            async move { json_field(&client, url.as_deref()?, "n_starts").await?.as_u64() }
+        };
+        let walk = crate::stripes::walk(handle.clone(), hint, count_starts, self.walk.clone());
+        crate::origin::AbortOnDrop(tokio::spawn(walk))
+    }
+
+    /// The origin's start hint, or a random start (claiming one stripe) when the origin does not answer.
+    async fn start_hint(&self, manifest: &Manifest) -> crate::stripes::StartHint {
+        let answer = match &manifest.start_hint_url {
             Some(url) => self.fetch(url).await.ok(),
             None => None,
         };
-        let fraction = hint
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|v| v["fraction"].as_f64());
-        fraction.unwrap_or_else(rand::random::<f64>)
+        let answer = answer.and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+        match answer.as_ref().and_then(|v| Some((v["fraction"].as_f64()?, v["n_starts"].as_u64()))) {
+            Some((fraction, n_starts)) => crate::stripes::StartHint { fraction, n_starts },
+            None => crate::stripes::StartHint { fraction: rand::random::<f64>(), n_starts: None },
+        }
     }
 
     /// Streams the snapshot from the origin's HTTP URL into a temporary file, then renames it.
@@ -544,34 +572,17 @@ impl<H: Handover> Follower<H> {
             "uploaded_bytes": uploaded_bytes,
             "fetched_bytes": fetched_bytes,
             "outcomes": self.metrics.outcomes_json(),
+            "stripes": self.walk.lock().expect("walk lock").clone(),
             "peers": self.peer_stats(),
         })
     }
 }
 
-/// Reads the download through a librqbit stream that starts at `fraction` of the file and wraps
-/// around. A stream's next pieces are requested before all others (from any peer that has them),
-/// so this sets the order pieces arrive in; the bytes read are dropped, the file is what matters.
-fn spread_start(
-    handle: Arc<ManagedTorrent>,
-    size_bytes: u64,
-    fraction: f64,
-) -> crate::origin::AbortOnDrop<()> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let start = ((size_bytes as f64 * fraction.clamp(0.0, 1.0)) as u64).min(size_bytes.saturating_sub(1));
-    crate::origin::AbortOnDrop(tokio::spawn(async move {
-        let read = async {
-            let mut stream = handle.stream(0).await?;
-            stream.seek(std::io::SeekFrom::Start(start)).await?;
-            tokio::io::copy(&mut (&mut stream).take(size_bytes - start), &mut tokio::io::sink()).await?;
-            stream.seek(std::io::SeekFrom::Start(0)).await?;
-            tokio::io::copy(&mut stream.take(start), &mut tokio::io::sink()).await?;
-            anyhow::Ok(())
-        };
-        if let Err(err) = read.await {
-            tracing::debug!(error = %err, "spread reader stopped; librqbit's own order continues");
-        }
-    }))
+/// One field of the JSON document at `url`; `None` when it cannot be had.
+async fn json_field(client: &reqwest::Client, url: &str, field: &str) -> Option<serde_json::Value> {
+    let response = client.get(url).send().await.ok()?.error_for_status().ok()?;
+    let mut document: serde_json::Value = response.json().await.ok()?;
+    Some(document[field].take())
 }
 
 /// Whether a verified manifest should replace the current snapshot: a newer version; the same

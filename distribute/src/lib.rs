@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod origin;
 pub mod session;
+pub mod stripes;
 pub mod verify;
 
 pub use error::{DistributeError, Result};

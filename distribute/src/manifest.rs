@@ -18,6 +18,9 @@ use crate::keys::{hex, parse_hex, public_hex};
 pub const SIGNATURE_DOMAIN: &[u8] = b"adsnap-manifest-v1\n";
 /// A manifest is a few hundred bytes; anything much larger is not one.
 pub const MANIFEST_BYTES_MAX: usize = 64 * 1024;
+/// The manifest format this build writes and accepts. 2: the torrent lists the snapshot as
+/// stripes (`n_stripes` files of whole pieces, see `stripes.rs`); 1 was a single-file torrent.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 /// Bounds the explicit peers and trackers a manifest may name.
 pub const MANIFEST_ADDRS_MAX: usize = 64;
 
@@ -53,6 +56,13 @@ impl std::str::FromStr for Target {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// [`MANIFEST_FORMAT_VERSION`]; a manifest of another format is refused. (The default only lets
+    /// a follower read the format-1 manifests of snapshots it installed before.)
+    #[serde(default = "one")]
+    pub format_version: u32,
+    /// Files (stripes) the torrent lists the snapshot as; their concatenation is the snapshot.
+    #[serde(default = "one")]
+    pub n_stripes: u32,
     /// The snapshot id from its header, 16 hex digits.
     pub snapshot_id: String,
     /// The snapshot version from its header; grows with each publish.
@@ -81,6 +91,10 @@ pub struct Manifest {
     pub trackers: Vec<String>,
     /// Peers known to seed the snapshot from the start (the origin).
     pub seed_peers: Vec<SocketAddr>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A manifest with the publisher's public key and signature, as it travels.
@@ -114,6 +128,15 @@ impl Manifest {
     /// Checks the fields a follower relies on before acting on them.
     pub fn check_fields(&self) -> Result<()> {
         let field = |field, reason: &str| DistributeError::ManifestField { field, reason: reason.into() };
+        if self.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(field(
+                "format_version",
+                &format!("this follower reads format {MANIFEST_FORMAT_VERSION} only"),
+            ));
+        }
+        if self.n_stripes == 0 || self.n_stripes > crate::stripes::STRIPES_MAX {
+            return Err(field("n_stripes", "outside 1 to the most stripes a torrent may have"));
+        }
         if parse_hex::<8>(&self.snapshot_id).is_err() {
             return Err(field("snapshot_id", "expected 16 hex digits"));
         }
@@ -174,6 +197,8 @@ pub(crate) mod tests {
 
     pub(crate) fn sample() -> Manifest {
         Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            n_stripes: 4,
             snapshot_id: "00112233445566ff".into(),
             snapshot_version: 7,
             size_bytes: 4096,
@@ -253,5 +278,9 @@ pub(crate) mod tests {
         json["manifest"]["extra"] = 1.into();
         let err = SignedManifest::verify(json.to_string().as_bytes(), &trusted).unwrap_err();
         assert!(matches!(err, DistributeError::ManifestFormat(_)), "{err}");
+        let mut m = sample();
+        m.format_version = 1;
+        let err = SignedManifest::verify(&m.sign(&key).to_json(), &trusted).unwrap_err();
+        assert!(matches!(err, DistributeError::ManifestField { field: "format_version", .. }), "{err}");
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! ORIGIN_DIR/snapshots/<id>.snap       the published snapshot (hard link or copy)
-//! ORIGIN_DIR/torrents/<id>.torrent     its torrent
+//! ORIGIN_DIR/torrents/<id>.torrent     its torrent (striped: see `stripes.rs`)
 //! ORIGIN_DIR/manifests/<version>-<id>.json   every signed manifest still kept
 //! ORIGIN_DIR/latest.json               the manifest followers act on (replaced atomically)
 //! ```
@@ -46,6 +46,9 @@ pub struct OriginConfig {
     pub seed_peers: Vec<SocketAddr>,
     /// Piece size of new torrents, bytes (a power of two, 16 KiB to 16 MiB).
     pub piece_bytes: u32,
+    /// Most stripes (files of whole pieces) a new torrent lists the snapshot as. Followers that
+    /// start together each claim their own run of stripes, so this should be at least their number.
+    pub stripes_max: u32,
     /// Opentracker's whitelist file; published info hashes are appended to it.
     pub tracker_whitelist_path: Option<PathBuf>,
     /// Command run after the whitelist changed, e.g. `["kill", "-HUP", "<opentracker pid>"]`.
@@ -67,6 +70,7 @@ impl Default for OriginConfig {
             public_base_url: "http://127.0.0.1:8090".into(),
             seed_peers: Vec::new(),
             piece_bytes: 1 << 20,
+            stripes_max: crate::stripes::STRIPES_DEFAULT,
             tracker_whitelist_path: None,
             tracker_reload_command: Vec::new(),
             snapshots_kept_max: ORIGIN_SNAPSHOTS_KEPT_DEFAULT,
@@ -121,11 +125,13 @@ pub async fn publish(config: &OriginConfig, request: &PublishRequest) -> Result<
     let file_name = format!("{}.snap", header.id_hex());
     let published = config.dir("snapshots").join(&file_name);
     link_or_copy(&request.snapshot_path, &published)?;
-    let torrent = make_torrent(config, &published, &file_name).await?;
+    let torrent = make_torrent(config, &published, &header.id_hex()).await?;
     let torrent_path = config.dir("torrents").join(format!("{}.torrent", header.id_hex()));
     write_atomic(&torrent_path, &torrent.bytes)?;
     whitelist(config, &torrent.info_hash)?;
     let manifest = Manifest {
+        format_version: crate::manifest::MANIFEST_FORMAT_VERSION,
+        n_stripes: torrent.n_stripes,
         snapshot_id: header.id_hex(),
         snapshot_version: header.snapshot_version,
         size_bytes,
@@ -208,8 +214,10 @@ struct MadeTorrent {
     bytes: bytes::Bytes,
     info_hash: String,
     magnet: String,
+    n_stripes: u32,
 }
 
+/// Hashes the snapshot's pieces (librqbit), then lists them as stripes in a folder named `name`.
 async fn make_torrent(config: &OriginConfig, path: &Path, name: &str) -> Result<MadeTorrent> {
     let spawner = librqbit::spawn_utils::BlockingSpawner::new(1);
     let options = CreateTorrentOptions {
@@ -217,11 +225,19 @@ async fn make_torrent(config: &OriginConfig, path: &Path, name: &str) -> Result<
         trackers: config.trackers.clone(),
         piece_length: Some(config.piece_bytes),
     };
-    let made = librqbit::create_torrent(path, options, &spawner).await.map_err(DistributeError::Torrent)?;
+    let mut made =
+        librqbit::create_torrent(path, options, &spawner).await.map_err(DistributeError::Torrent)?;
+    let n_stripes = crate::stripes::stripe_torrent(&mut made, name, config.stripes_max)?;
+    let bytes = made.as_bytes().map_err(DistributeError::Torrent)?;
+    // The info hash changed with the layout; reading the torrent back computes it from its bytes.
+    let info_hash = librqbit::torrent_from_bytes(&bytes)
+        .map_err(|e| DistributeError::Torrent(anyhow::anyhow!("reading the striped torrent back: {e}")))?
+        .info_hash;
     Ok(MadeTorrent {
-        bytes: made.as_bytes().map_err(DistributeError::Torrent)?,
-        info_hash: made.info_hash().as_string(),
-        magnet: made.as_magnet().to_string(),
+        bytes,
+        info_hash: info_hash.as_string(),
+        magnet: librqbit::Magnet::from_id20(info_hash, config.trackers.clone(), None).to_string(),
+        n_stripes: n_stripes as u32,
     })
 }
 
@@ -335,10 +351,14 @@ impl Origin {
                 continue;
             }
             let bytes = std::fs::read(path).map_err(DistributeError::io(path))?;
+            // torrents/<id>.torrent seeds snapshots/<id>.snap, whatever the torrent's layout.
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+            let snapshot = self.config.dir("snapshots").join(format!("{id}.snap"));
             let options = AddTorrentOptions {
                 overwrite: true,
                 output_folder: Some(self.config.dir("snapshots").display().to_string()),
                 initial_peers: None,
+                storage_factory: Some(crate::stripes::OneFileStorageFactory::boxed_for(snapshot)),
                 ..Default::default()
             };
             let added = self
@@ -388,10 +408,17 @@ impl Origin {
                 }),
             );
         }
-        if let Some(info_hash) =
-            path.strip_prefix("/start/").filter(|h| h.len() == 40 && is_plain_name(h, ""))
-        {
-            return json(StatusCode::OK, &serde_json::json!({"fraction": self.next_start(info_hash)}));
+        if let Some(start) = path.strip_prefix("/start/") {
+            return match start.split_once('/') {
+                None if is_info_hash(start) => {
+                    let (fraction, n_starts) = self.next_start(start);
+                    json(StatusCode::OK, &serde_json::json!({"fraction": fraction, "n_starts": n_starts}))
+                }
+                Some((info_hash, "count")) if is_info_hash(info_hash) => {
+                    json(StatusCode::OK, &serde_json::json!({"n_starts": self.n_starts(info_hash)}))
+                }
+                _ => not_found(),
+            };
         }
         if let Some(name) = path.strip_prefix("/torrents/").filter(|n| is_plain_name(n, ".torrent")) {
             return match std::fs::read(self.config.dir("torrents").join(name)) {
@@ -405,11 +432,12 @@ impl Origin {
         not_found()
     }
 
-    /// Where the next follower should start reading a torrent, as a fraction of its length: the
-    /// van der Corput sequence (0, 1/2, 1/4, 3/4, 1/8, ...), so that followers asking one after
-    /// another start evenly spread, whatever their number, and each first asks the origin for
-    /// pieces no one else asks for. Only an ordering hint: it is not signed and needs no trust.
-    fn next_start(&self, info_hash: &str) -> f64 {
+    /// Where the next follower should start on a torrent, as a fraction of its length, and how many
+    /// starts were handed out with this one: the van der Corput sequence (0, 1/2, 1/4, 3/4, 1/8,
+    /// ...), so that followers asking one after another start evenly spread, whatever their number,
+    /// and each first asks the origin for stripes no one else asks for (see `stripes.rs`). Only an
+    /// ordering hint: it is not signed and needs no trust.
+    fn next_start(&self, info_hash: &str) -> (f64, u64) {
         let mut n_starts = self.n_starts.lock().expect("start hints lock");
         if n_starts.len() > START_HINTS_TORRENTS_MAX {
             n_starts.clear();
@@ -417,7 +445,12 @@ impl Origin {
         let k = n_starts.entry(info_hash.to_owned()).or_insert(0);
         let fraction = van_der_corput(*k);
         *k += 1;
-        fraction
+        (fraction, *k)
+    }
+
+    /// Starts handed out so far for a torrent: a follower's run of stripes ends where another began.
+    fn n_starts(&self, info_hash: &str) -> u64 {
+        self.n_starts.lock().expect("start hints lock").get(info_hash).copied().unwrap_or(0)
     }
 
     /// The plain-HTTP way to get a snapshot: the baseline the swarm is measured against, and a
@@ -441,6 +474,10 @@ const START_HINTS_TORRENTS_MAX: usize = 1024;
 /// The k-th point of the base-2 van der Corput sequence: k's bits mirrored after the binary point.
 pub fn van_der_corput(k: u64) -> f64 {
     k.reverse_bits() as f64 / 2f64.powi(64)
+}
+
+fn is_info_hash(text: &str) -> bool {
+    text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn is_plain_name(name: &str, suffix: &str) -> bool {

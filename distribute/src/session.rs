@@ -36,6 +36,11 @@ pub struct SwarmConfig {
     pub peer_keep_alive_interval_s: u64,
     /// A peer connection silent for this long is dropped.
     pub peer_read_write_timeout_s: u64,
+    /// Most block requests (16 KiB each) kept outstanding per peer. A requested piece is bound to
+    /// that peer until it arrives, so a deep queue at a slow peer (the origin shared by a whole
+    /// fleet) holds pieces that faster peers could have given, and makes a follower run past its
+    /// claimed stripes (librqbit's default is 128, 2 MiB).
+    pub peer_requests_max: usize,
 }
 
 impl Default for SwarmConfig {
@@ -47,6 +52,7 @@ impl Default for SwarmConfig {
             peers_per_torrent_max: 64,
             peer_keep_alive_interval_s: 3,
             peer_read_write_timeout_s: 20,
+            peer_requests_max: 32,
         }
     }
 }
@@ -81,6 +87,7 @@ pub async fn start(output_dir: &Path, config: &SwarmConfig) -> Result<Arc<Sessio
             peer_opts: Some(PeerConnectionOptions {
                 keep_alive_interval: Some(Duration::from_secs(config.peer_keep_alive_interval_s.max(1))),
                 read_write_timeout: Some(Duration::from_secs(config.peer_read_write_timeout_s.max(2))),
+                max_request_window: Some(config.peer_requests_max.max(1)),
                 ..Default::default()
             }),
             ..Default::default()
