@@ -50,7 +50,13 @@ pub fn requests(snapshot: &Snapshot, n: usize, seed: u64) -> Vec<String> {
     let n_units = a.ad_units.len();
     (0..n)
         .map(|i| {
-            let unit = &a.ad_units[zipf(&mut rng, n_units)];
+            let user = zipf(&mut rng, USERS as usize);
+            let privacy_draw: f64 = rng.random_range(0.0..1.0);
+            let (lmt, coppa, gdpr_no_consent) = (privacy_draw < 0.12, privacy_draw > 0.97, (0.9..0.95).contains(&privacy_draw));
+            // A known user's requests come from one country, in one language, on one OS (those
+            // of the user's generated profile); a request without an id from anywhere.
+            let facts = (!lmt).then(|| user_facts(user as u64));
+            let unit = unit_on(&mut rng, a, n_units, facts.as_ref().map(|f| f.2));
             let app = &a.apps[unit.app_idx.to_native() as usize];
             let formats: Vec<Format> = Format::ALL.into_iter().filter(|f| unit.formats & f.bit() != 0).collect();
             let format = formats[rng.random_range(0..formats.len())];
@@ -59,20 +65,54 @@ pub fn requests(snapshot: &Snapshot, n: usize, seed: u64) -> Vec<String> {
                 Os::Android => ["10", "11", "12", "13", "14", "15"][rng.random_range(0..6)],
                 Os::Ios => ["15.8", "16.7", "17.5", "18.1", "18.2"][rng.random_range(0..5)],
             };
-            let user = zipf(&mut rng, USERS as usize);
-            let privacy_draw: f64 = rng.random_range(0.0..1.0);
-            let (lmt, coppa, gdpr_no_consent) = (privacy_draw < 0.12, privacy_draw > 0.97, (0.9..0.95).contains(&privacy_draw));
             let user_json = if lmt { String::new() } else { format!(r#","user":{{"id":"{}"}}"#, adsnap_profile_store::gen::user_id(USER_SEED, user as u64)) };
             let device_type = if rng.random_bool(0.85) { "phone" } else { "tablet" };
             let connection = ["wifi", "wifi", "wifi", "cellular_4g", "cellular_4g", "cellular_5g"][rng.random_range(0..6)];
+            let (country, language) = match facts {
+                Some((country, language, _)) => (country, language),
+                None => (country(&mut rng).to_owned(), "en".to_owned()),
+            };
             format!(
-                r#"{{"request_id":"b{seed}-{i}","app":{{"bundle":"{bundle}"}},"ad_unit_id":"{unit_id}","format":"{format}","device":{{"os":"{os}","os_version":"{os_version}","country":"{country}","language":"en","type":"{device_type}","connection":"{connection}","lmt":{lmt}}}{user_json},"privacy":{{"coppa":{coppa},"gdpr":{gdpr_no_consent}}}}}"#,
+                r#"{{"request_id":"b{seed}-{i}","app":{{"bundle":"{bundle}"}},"ad_unit_id":"{unit_id}","format":"{format}","device":{{"os":"{os}","os_version":"{os_version}","country":"{country}","language":"{language}","type":"{device_type}","connection":"{connection}","lmt":{lmt}}}{user_json},"privacy":{{"coppa":{coppa},"gdpr":{gdpr_no_consent}}}}}"#,
                 bundle = snapshot.str(&app.bundle),
                 unit_id = snapshot.str(&unit.id),
                 format = format.name(),
                 os = os.name(),
-                country = country(&mut rng),
             )
         })
         .collect()
+}
+
+/// Draws of an ad unit before one on an app of the user's OS is given up on.
+const UNIT_DRAWS_MAX: usize = 64;
+
+/// A heavy-tailed ad unit, on an app of `os` when one is found within `UNIT_DRAWS_MAX` draws.
+fn unit_on<'a>(
+    rng: &mut ChaCha8Rng,
+    a: &'a adsnap_snapshot::schema::ArchivedSnapshot,
+    n_units: usize,
+    os: Option<Os>,
+) -> &'a adsnap_snapshot::schema::ArchivedAdUnit {
+    let mut unit = &a.ad_units[zipf(rng, n_units)];
+    for _ in 1..UNIT_DRAWS_MAX {
+        if os.is_none_or(|os| a.apps[unit.app_idx.to_native() as usize].platform.get() == os) {
+            break;
+        }
+        unit = &a.ad_units[zipf(rng, n_units)];
+    }
+    unit
+}
+
+/// The country, language and OS of user `idx`'s generated profile.
+fn user_facts(idx: u64) -> (String, String, Os) {
+    use adsnap_profile_store::gen::{user, GenOptions};
+    use adsnap_profile_store::profile::os;
+    let (_, profile) = user(&GenOptions { seed: USER_SEED, now_unix_s: 0 }, idx);
+    let letters = |packed: Option<u16>, base: u8, default: &str| match packed {
+        Some(p) if p < 26 * 26 => String::from_utf8(vec![base + (p / 26) as u8, base + (p % 26) as u8])
+            .unwrap_or_else(|_| default.to_owned()),
+        _ => default.to_owned(),
+    };
+    let os = if profile.os() == os::IOS { Os::Ios } else { Os::Android };
+    (letters(profile.country(), b'A', "US"), letters(profile.language(), b'a', "en"), os)
 }
