@@ -65,9 +65,10 @@ pub struct EmbeddedConfig {
     /// the memory layer with stored profiles up to this share of `memory_bytes_max`, so that a
     /// restarted server answers its users from memory; 0 turns it off.
     pub warm_budget_percent: u8,
-    /// Nice value (0 to 19) of the store's background threads (writer, persister, the scan at
-    /// open, fjall's flush and compaction): above 0 they give way to the threads answering
-    /// requests on a busy core, so a compaction does not stall requests. 0: normal priority.
+    /// Nice value (0 to 19) of the store's background threads (writer, persister, fjall's flush
+    /// and compaction): above 0 they give way to the threads answering requests on a busy core,
+    /// so a compaction does not stall requests. 0: normal priority. The scan at open keeps the
+    /// opener's priority: requests read the disk until it has warmed the memory layer.
     pub background_nice: i8,
     /// fjall's block cache, which serves reads that miss the memory layer.
     pub block_cache_bytes: u64,

@@ -54,14 +54,16 @@ impl EmbeddedStore {
     /// Opens (or creates) the store; blocking: recovery can read the whole journal.
     ///
     /// The opening runs on a thread of its own at `background_nice`, so every thread the store
-    /// starts (the writer, the persister, the key filter's scan and fjall's flush and compaction
-    /// workers) inherits that priority and yields the core to the threads answering requests.
+    /// starts there (the writer, the persister and fjall's flush and compaction workers)
+    /// inherits that priority and yields the core to the threads answering requests. The scan at
+    /// open starts from the caller's thread, at its priority: until it has warmed the memory
+    /// layer, requests read the disk, so finishing it soon is what serves them best.
     pub fn open_blocking(
         config: &ProfilesConfig,
         metrics: StoreMetrics,
     ) -> Result<EmbeddedStore, ProfileError> {
         let config = config.clone();
-        std::thread::Builder::new()
+        let mut store = std::thread::Builder::new()
             .name("profile-open".into())
             .spawn(move || {
                 lower_this_thread_priority(config.embedded.background_nice);
@@ -69,7 +71,14 @@ impl EmbeddedStore {
             })
             .map_err(|e| ProfileError::Config(format!("cannot start the profile store's thread: {e}")))?
             .join()
-            .map_err(|_| ProfileError::Config("opening the profile store panicked".into()))?
+            .map_err(|_| ProfileError::Config("opening the profile store panicked".into()))??;
+        let filler_core = store.core.clone();
+        let key_filler = std::thread::Builder::new()
+            .name("profile-keys".into())
+            .spawn(move || filler_core.fill_key_filter_and_warm())
+            .map_err(|e| ProfileError::Config(format!("cannot start the key filter thread: {e}")))?;
+        store.key_filler = Some(key_filler);
+        Ok(store)
     }
 
     fn open_here(config: &ProfilesConfig, metrics: StoreMetrics) -> Result<EmbeddedStore, ProfileError> {
@@ -83,11 +92,6 @@ impl EmbeddedStore {
             keys: KeyFilter::new(config.embedded.key_filter_users_max),
             closing: AtomicBool::new(false),
         });
-        let filler_core = core.clone();
-        let key_filler = std::thread::Builder::new()
-            .name("profile-keys".into())
-            .spawn(move || filler_core.fill_key_filter_and_warm())
-            .map_err(|e| ProfileError::Config(format!("cannot start the key filter thread: {e}")))?;
         let (updates_tx, updates_rx) = crossbeam_channel::bounded(config.write_queue_len_max.max(1));
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let last_error = Arc::new(Mutex::new(None));
@@ -102,7 +106,7 @@ impl EmbeddedStore {
             updates: Some(updates_tx),
             control: Some(control_tx),
             writer: Some(handle),
-            key_filler: Some(key_filler),
+            key_filler: None,
             last_error,
         })
     }
