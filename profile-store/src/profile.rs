@@ -269,13 +269,13 @@ impl Profile {
         // A late update must not overwrite what a newer request already recorded.
         // A request that did not say leaves what an earlier one said.
         if now_unix_s >= self.last_seen_unix_s {
-            if country < CODE_LIMIT {
+            if said_code(country) {
                 self.country = country;
             }
-            if language < CODE_LIMIT {
+            if said_code(language) {
                 self.language = language;
             }
-            if os_code != os::UNKNOWN && os_code <= os::MAX {
+            if said_os(os_code) {
                 self.os = os_code;
             }
         }
@@ -381,6 +381,16 @@ pub enum ProfileUpdate {
     },
 }
 
+/// Whether a `Seen` carries this packed country or language code (unknown codes say nothing).
+fn said_code(code: u16) -> bool {
+    code < CODE_LIMIT
+}
+
+/// Whether a `Seen` carries this OS code.
+fn said_os(code: u8) -> bool {
+    code != os::UNKNOWN && code <= os::MAX
+}
+
 impl ProfileUpdate {
     pub fn key(&self) -> UserKey {
         match *self {
@@ -406,10 +416,9 @@ impl ProfileUpdate {
     /// `seen_refresh_s` spares a write per request for a user who comes back often.
     pub fn is_redundant(&self, profile: &Profile, seen_refresh_s: u32) -> bool {
         let ProfileUpdate::Seen { country, language, os, now_unix_s, .. } = *self else { return false };
-        let same_or_unsaid = |said: u16, held: u16| said >= CODE_LIMIT || said == held;
-        same_or_unsaid(country, profile.country)
-            && same_or_unsaid(language, profile.language)
-            && (os == os::UNKNOWN || os > os::MAX || os == profile.os)
+        (!said_code(country) || country == profile.country)
+            && (!said_code(language) || language == profile.language)
+            && (!said_os(os) || os == profile.os)
             && now_unix_s.saturating_sub(profile.last_seen_unix_s) < i64::from(seen_refresh_s)
     }
 

@@ -272,8 +272,7 @@ impl Core {
         match scanned {
             Ok(()) if !self.closing.load(Ordering::Relaxed) => {
                 self.keys.set_ready();
-                self.metrics.memory_bytes.set(self.memory.bytes() as i64);
-                self.metrics.memory_entries.set(self.memory.len() as i64);
+                self.observe_memory();
                 tracing::info!(
                     n_keys,
                     n_warmed,
@@ -289,6 +288,12 @@ impl Core {
                 tracing::error!(%error, "profile key filter not built; absent users will be read from disk")
             }
         }
+    }
+
+    /// Sets the memory layer's gauges to what it holds now.
+    fn observe_memory(&self) {
+        self.metrics.memory_bytes.set(self.memory.bytes() as i64);
+        self.metrics.memory_entries.set(self.memory.len() as i64);
     }
 
     /// Reads a profile from disk and adds it to the memory layer (blocking).

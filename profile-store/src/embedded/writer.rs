@@ -144,11 +144,7 @@ impl Writer {
             };
             busy = if busy {
                 // At most what is queued now, so control messages wait no longer than a tick.
-                let n_queued = updates.len();
-                for update in updates.try_iter().take(n_queued) {
-                    self.apply(&update);
-                }
-                n_queued > 0
+                self.apply_queued(&updates) > 0
             } else {
                 woken_by_update
             };
@@ -174,15 +170,11 @@ impl Writer {
         match message {
             Control::Flush(reply) => {
                 // Only what was queued before the flush: under load the queue never empties.
-                for update in updates.try_iter().take(updates.len()) {
-                    self.apply(&update);
-                }
+                self.apply_queued(updates);
                 let _ = reply.send(self.persist_all().map_err(|e| e.to_string()));
             }
             Control::Forget(keys, reply) => {
-                for update in updates.try_iter().take(updates.len()) {
-                    self.apply(&update);
-                }
+                self.apply_queued(updates);
                 let n = keys.into_iter().filter(|&key| self.forget(key)).count();
                 let _ = reply.send(self.persist_all().map(|()| n).map_err(|e| e.to_string()));
             }
@@ -194,6 +186,15 @@ impl Writer {
                 let _ = reply.send(self.persist_all().map(|()| n).map_err(|e| e.to_string()));
             }
         }
+    }
+
+    /// Applies the updates queued now (not those that arrive meanwhile); returns how many.
+    fn apply_queued(&mut self, updates: &Receiver<ProfileUpdate>) -> usize {
+        let n_queued = updates.len();
+        for update in updates.try_iter().take(n_queued) {
+            self.apply(&update);
+        }
+        n_queued
     }
 
     fn current(&self, key: UserKey) -> Current {
@@ -339,7 +340,6 @@ impl Writer {
         let dirty = &self.dirty;
         let n_evicted = self.core.memory.evict_if_over_budget(&|key| dirty.contains_key(&key));
         self.core.metrics.evicted.inc_by(n_evicted as u64);
-        self.core.metrics.memory_bytes.set(self.core.memory.bytes() as i64);
-        self.core.metrics.memory_entries.set(self.core.memory.len() as i64);
+        self.core.observe_memory();
     }
 }
