@@ -108,11 +108,11 @@ fn user_facts(idx: u64) -> (String, String, Os) {
     use adsnap_profile_store::gen::{user, GenOptions};
     use adsnap_profile_store::profile::os;
     let (_, profile) = user(&GenOptions { seed: USER_SEED, now_unix_s: 0 }, idx);
-    let letters = |packed: Option<u16>, base: u8, default: &str| match packed {
-        Some(p) if p < 26 * 26 => String::from_utf8(vec![base + (p / 26) as u8, base + (p % 26) as u8])
-            .unwrap_or_else(|_| default.to_owned()),
-        _ => default.to_owned(),
+    let letters = |packed: Option<[u8; 2]>, default: &str| {
+        packed.and_then(|l| String::from_utf8(l.to_vec()).ok()).unwrap_or_else(|| default.to_owned())
     };
+    let country = letters(profile.country().and_then(adsnap_snapshot::unpack_country), "US");
+    let language = letters(profile.language().and_then(adsnap_snapshot::unpack_language), "en");
     let os = if profile.os() == os::IOS { Os::Ios } else { Os::Android };
-    (letters(profile.country(), b'A', "US"), letters(profile.language(), b'a', "en"), os)
+    (country, language, os)
 }

@@ -2,7 +2,7 @@
 //! print. Codes are written as text (`"US"`, `"en"`, `"ios"`), installed apps as bundle ids
 //! (hashed on import) or as hashes (what a stored profile can give back).
 
-use adsnap_snapshot::{key_hash, pack_country, pack_language, unpack_country};
+use adsnap_snapshot::{key_hash, pack_country, pack_language, unpack_country, unpack_language};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{os, FieldsError, FrequencyCounter, Profile, ProfileFields, UserKey};
@@ -153,16 +153,12 @@ impl ProfileLine {
 
     /// The line for a stored profile (installed apps as hashes: bundle ids are not stored).
     pub fn from_profile(key: UserKey, profile: &Profile) -> ProfileLine {
-        let letters = |packed: Option<u16>, to_lower: bool| {
-            let [a, b] = unpack_country(packed?)?;
-            let text = String::from_utf8(vec![a, b]).ok()?;
-            Some(if to_lower { text.to_ascii_lowercase() } else { text })
-        };
+        let letters = |packed: Option<[u8; 2]>| String::from_utf8(packed?.to_vec()).ok();
         ProfileLine {
             user: None,
             user_key: Some(format!("{:016x}", key.0)),
-            country: letters(profile.country(), false),
-            language: letters(profile.language(), true),
+            country: letters(profile.country().and_then(unpack_country)),
+            language: letters(profile.language().and_then(unpack_language)),
             os: os_name(profile.os()),
             segments: profile.segments().to_vec(),
             installed: Vec::new(),

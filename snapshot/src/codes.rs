@@ -338,6 +338,11 @@ pub fn pack_language(code: &str) -> Option<u16> {
     pack_two_letters(code, b'a')
 }
 
+/// The two letters of a packed language code.
+pub fn unpack_language(packed: u16) -> Option<[u8; 2]> {
+    unpack_two_letters(packed, b'a')
+}
+
 /// Whether `code` is an ISO 639-1 language code.
 pub fn is_language_code(code: &str) -> bool {
     LANGUAGE_CODES.binary_search(&code).is_ok()
@@ -504,6 +509,8 @@ mod tests {
         assert_eq!(pack_country("AA"), Some(0));
         assert_eq!(pack_country("ZZ"), Some(675));
         assert_eq!(unpack_country(pack_country("US").unwrap()), Some(*b"US"));
+        assert_eq!(unpack_language(pack_language("ja").unwrap()), Some(*b"ja"));
+        assert_eq!(unpack_language(676), None);
         for bad in ["", "U", "USA", "us", "U1", "ÜS"] {
             assert_eq!(pack_country(bad), None, "{bad:?}");
         }
