@@ -287,7 +287,7 @@ fn swapping_run(
     let pid = server.0.id();
     std::thread::scope(|scope| {
         let swapper = scope.spawn(|| swap_loop(pid, &live, [&v2, &v1], Duration::from_secs(1), &stop));
-        let figures = wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(script), connections, seconds);
+        let figures = wrk_adsnap(script, connections, seconds);
         stop.store(true, Ordering::Relaxed);
         swapper.join().map_err(|_| anyhow::anyhow!("the swap thread panicked"))??;
         // Count the swaps the server made, not the ones asked for.
@@ -391,14 +391,19 @@ fn adsnap_wrk(
 ) -> anyhow::Result<WrkFigures> {
     let _server = start_adsnap(snapshot, features)?;
     warm_up(script, connections)?;
-    wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(script), connections, seconds)
+    wrk_adsnap(script, connections, seconds)
 }
 
 /// Load, unmeasured, before a measured run: a server just started has every profile of the
 /// stream still on disk, so its first seconds measure the store's cold start, not the steady
 /// state the other figures describe (the cold start is measured apart, see `run`).
 fn warm_up(script: &Path, connections: u32) -> anyhow::Result<()> {
-    wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(script), connections, WARM_UP_SECONDS).map(|_| ())
+    wrk_adsnap(script, connections, WARM_UP_SECONDS).map(|_| ())
+}
+
+/// wrk against the adsnap server, sending the script's requests.
+fn wrk_adsnap(script: &Path, connections: u32, seconds: u32) -> anyhow::Result<WrkFigures> {
+    wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(script), connections, seconds)
 }
 
 /// Length of the unmeasured load before each measured adsnap run.
@@ -424,7 +429,7 @@ pub fn run(
     let full = Features { profiles: Some(&profiles), events: Some(&events) };
     let cold = {
         let _server = start_adsnap(snapshot_path, full)?;
-        wrk(&format!("http://127.0.0.1:{ADSNAP_PORT}"), Some(&script), connections, seconds)?
+        wrk_adsnap(&script, connections, seconds)?
     };
     // The variants run interleaved, round after round, and each is reported by its median: on
     // a shared machine a burst of someone else's work then spoils one round of every variant
