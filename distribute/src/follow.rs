@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use librqbit::api::TorrentIdOrHash;
-use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session};
+use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session, TorrentStatsState};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DistributeError, Result};
@@ -133,6 +133,9 @@ pub struct FollowerState {
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     Idle,
+    /// librqbit is hashing what is already on disk (after a restart, the part downloaded before).
+    Checking { snapshot_id: String, checked_bytes: u64, total_bytes: u64 },
+    /// `progress_bytes`: verified pieces held, those found by the check included.
     Downloading { snapshot_id: String, progress_bytes: u64, total_bytes: u64 },
     Verifying { snapshot_id: String },
     HandingOver { snapshot_id: String },
@@ -408,10 +411,19 @@ impl<H: Handover> Follower<H> {
             if Instant::now() > deadline {
                 return Err(DistributeError::Torrent(anyhow::anyhow!("download timed out")));
             }
-            self.set_phase(Phase::Downloading {
-                snapshot_id: manifest.snapshot_id.clone(),
-                progress_bytes: stats.progress_bytes,
-                total_bytes: stats.total_bytes,
+            // While librqbit checks the file, its progress counts bytes hashed, not bytes held.
+            let snapshot_id = manifest.snapshot_id.clone();
+            self.set_phase(match stats.state {
+                TorrentStatsState::Initializing { .. } => Phase::Checking {
+                    snapshot_id,
+                    checked_bytes: stats.progress_bytes,
+                    total_bytes: stats.total_bytes,
+                },
+                _ => Phase::Downloading {
+                    snapshot_id,
+                    progress_bytes: stats.progress_bytes,
+                    total_bytes: stats.total_bytes,
+                },
             });
             tokio::time::sleep(Duration::from_millis(PROGRESS_POLL_MS)).await;
         }
