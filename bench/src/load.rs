@@ -398,8 +398,29 @@ fn adsnap_wrk(
 /// stream still on disk, so its first seconds measure the store's cold start, not the steady
 /// state the other figures describe (the cold start is measured apart, see `run`).
 fn warm_up(script: &Path, connections: u32) -> anyhow::Result<()> {
+    wait_profiles_warm(SocketAddr::from(([127, 0, 0, 1], ADSNAP_PORT)))?;
     wrk_adsnap(script, connections, WARM_UP_SECONDS).map(|_| ())
 }
+
+/// Waits until the server's profile store has scanned its disk (key filter built, memory layer
+/// warmed), as `/health` says; at once when profiles are off. Under load the scan shares the
+/// server's core with requests and can outlast any fixed warm-up.
+fn wait_profiles_warm(addr: SocketAddr) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < PROFILES_WARM_TIMEOUT {
+        let reply = get(addr, "/health")?;
+        let body = reply.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let health: serde_json::Value = serde_json::from_str(body).context("health is not JSON")?;
+        if health["profile_store"]["key_filter_ready"].as_bool() != Some(false) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the profile store at {addr} was not warm within {PROFILES_WARM_TIMEOUT:?}")
+}
+
+/// Longest wait for a server's profile store to finish its scan at open.
+const PROFILES_WARM_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// wrk against the adsnap server, sending the script's requests.
 fn wrk_adsnap(script: &Path, connections: u32, seconds: u32) -> anyhow::Result<WrkFigures> {
@@ -526,7 +547,7 @@ pub fn run(
         swapping.latency_p99_ms / adsnap.latency_p99_ms,
         swapping.non_2xx + swapping.errors
     );
-    println!("(each column is the median over rounds, errors the sum; wrk counts 204 no-fills as successes: they are 2xx; every adsnap row but the cold start, which ran once, follows {WARM_UP_SECONDS} s of unmeasured load on the same server)");
+    println!("(each column is the median over rounds, errors the sum; wrk counts 204 no-fills as successes: they are 2xx; every adsnap row but the cold start, which ran once, follows the profile store's scan at open and then {WARM_UP_SECONDS} s of unmeasured load on the same server)");
     println!();
     println!(
         "## latency at half of adsnap's peak: {half_peak:.0} requests/s on a fixed schedule, {PACED_CONNECTIONS} keep-alive connections, {seconds} s, measured from each request's intended send time"
