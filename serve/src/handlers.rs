@@ -1,5 +1,6 @@
 //! Request handlers: the ad decision, tracking notices, health and metrics.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use adsnap_abtest::{assign, Assignment, Slice, UserKey};
@@ -14,9 +15,10 @@ use serde_json::json;
 use crate::decision::{decide, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
+use crate::json;
 use crate::metrics::TrackingLabels;
 use crate::privacy::PrivacySignals;
-use crate::render::{render, Fill};
+use crate::render::{render, Fill, RENDER_GROWTH_BYTES};
 use crate::request::{AdRequest, Query};
 use crate::server::State;
 use crate::token::{Claims, TokenError};
@@ -238,38 +240,11 @@ fn markup_kind_name(kind: MarkupKind) -> &'static str {
     }
 }
 
-/// The body of a filled `POST /v1/ad` (docs/openapi.yaml). Borrowed fields: the strings come
-/// straight from the mapped snapshot into the serializer.
-#[derive(serde::Serialize)]
-struct AdResponse<'a> {
-    request_id: &'a str,
-    snapshot_id: &'a str,
-    assignment: &'a str,
-    ad: AdBody<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct AdBody<'a> {
-    campaign_id: u32,
-    creative_id: u32,
-    format: &'static str,
-    width: u16,
-    height: u16,
-    mime: &'a str,
-    markup_kind: &'static str,
-    markup: &'a str,
-    impression_url: &'a str,
-    click_url: &'a str,
-    advertiser_domain: &'a str,
-    bundle: &'a str,
-    price_micros: u64,
-    currency: &'a str,
-    ttl_s: u32,
-}
-
 /// Bytes reserved for a response body up front: most fit.
 const RESPONSE_BYTES_TYPICAL: usize = 4096;
 
+/// The body of a filled `POST /v1/ad` (docs/openapi.yaml), written by hand (see `json`): the
+/// strings go straight from the mapped snapshot into the body, the markup rendered in place.
 fn ad_response(
     state: &State,
     s: &Snapshot,
@@ -283,35 +258,36 @@ fn ad_response(
     let creative = &a.creatives[winner.creative_idx as usize];
     let advertiser = &a.advertisers[campaign.advertiser_idx.to_native() as usize];
     let TrackingUrls { impression_url, click_url, .. } = tracking_urls(state, claims);
-    let mut markup = String::new();
     let fill =
         Fill { click_url: &click_url, impression_url: &impression_url, campaign_id: claims.campaign_id };
-    render(s, creative, &fill, &mut markup);
-    let response = AdResponse {
-        request_id,
-        snapshot_id: &s.header().id_hex(),
-        assignment: &assignment.slice.to_string(),
-        ad: AdBody {
-            campaign_id: claims.campaign_id,
-            creative_id: claims.creative_id,
-            format: creative.format.get().name(),
-            width: creative.width.to_native(),
-            height: creative.height.to_native(),
-            mime: s.str(&creative.mime),
-            markup_kind: markup_kind_name(creative.markup_kind.get()),
-            markup: &markup,
-            impression_url: &impression_url,
-            click_url: &click_url,
-            advertiser_domain: s.str(&advertiser.domain),
-            bundle: s.str(&campaign.app_bundle),
-            price_micros: claims.price_micros,
-            currency: a.meta.currency.as_str(),
-            ttl_s: state.config.ad_ttl_s,
-        },
-    };
     let mut body = Vec::with_capacity(RESPONSE_BYTES_TYPICAL);
-    // Serializing borrowed strings and numbers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut body, &response);
+    let mut response = json::Object::open(&mut body);
+    response
+        .str("request_id", request_id)
+        .str_with("snapshot_id", |w| {
+            let _ = write!(w, "{:016x}", s.header().snapshot_id);
+        })
+        .str_with("assignment", |w| {
+            let _ = write!(w, "{}", assignment.slice);
+        });
+    let mut ad = response.object("ad");
+    ad.u64("campaign_id", claims.campaign_id.into())
+        .u64("creative_id", claims.creative_id.into())
+        .str("format", creative.format.get().name())
+        .u64("width", creative.width.to_native().into())
+        .u64("height", creative.height.to_native().into())
+        .str("mime", s.str(&creative.mime))
+        .str("markup_kind", markup_kind_name(creative.markup_kind.get()))
+        .str_with("markup", |w| render(s, creative, &fill, w))
+        .str("impression_url", &impression_url)
+        .str("click_url", &click_url)
+        .str("advertiser_domain", s.str(&advertiser.domain))
+        .str("bundle", s.str(&campaign.app_bundle))
+        .u64("price_micros", claims.price_micros)
+        .str("currency", a.meta.currency.as_str())
+        .u64("ttl_s", state.config.ad_ttl_s.into());
+    ad.close();
+    response.close();
     body
 }
 
@@ -708,7 +684,7 @@ fn bid<'a>(
         privacy: query.privacy.bits().0,
     };
     let TrackingUrls { token, base, impression_url, click_url } = tracking_urls(state, &claims);
-    let mut adm = String::new();
+    let mut adm = String::with_capacity(s.str(&creative.markup).len() + RENDER_GROWTH_BYTES);
     render(
         s,
         creative,

@@ -8,6 +8,7 @@ mod dedup;
 pub mod emit;
 pub mod error;
 mod handlers;
+pub mod json;
 pub mod metrics;
 pub mod openrtb;
 pub mod privacy;

@@ -15,33 +15,37 @@ pub struct Fill<'a> {
 /// Longest placeholder name; a `{{` not closed within it is copied as text.
 const PLACEHOLDER_BYTES_MAX: usize = 32;
 
-/// Renders `creative`'s markup into `out`. Unknown placeholders are left as they are, so a
-/// template never loses text it did not mean to hand to the server.
-pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut String) {
+/// Renders `creative`'s markup into `out`: a `String`, or the JSON body through
+/// [`crate::json::Escaped`]. Unknown placeholders are left as they are, so a template never
+/// loses text it did not mean to hand to the server.
+pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl Write) {
     let mut rest = s.str(&creative.markup);
-    out.reserve(rest.len() + 256);
+    // Writing to a String or a Vec cannot fail.
     // A one-byte search (memchr) finds candidates far faster than a two-byte pattern search.
     while let Some(open) = find_open(rest) {
-        out.push_str(&rest[..open]);
+        let _ = out.write_str(&rest[..open]);
         let after = &rest[open + 2..];
         let window = &after.as_bytes()[..after.len().min(PLACEHOLDER_BYTES_MAX + 2)];
         match window.windows(2).position(|w| w == b"}}") {
             Some(end) if value(s, creative, fill, &after[..end], out) => rest = &after[end + 2..],
             _ => {
-                out.push_str("{{");
+                let _ = out.write_str("{{");
                 rest = after;
             }
         }
     }
-    out.push_str(rest);
+    let _ = out.write_str(rest);
 }
 
+/// Bytes reserved for a rendered markup beyond its template: the placeholders' values (URLs with
+/// tokens) usually fit.
+pub const RENDER_GROWTH_BYTES: usize = 768;
+
 /// Writes the value of placeholder `name`; false when it is not one.
-fn value(s: &Snapshot, c: &ArchivedCreative, fill: &Fill, name: &str, out: &mut String) -> bool {
+fn value(s: &Snapshot, c: &ArchivedCreative, fill: &Fill, name: &str, out: &mut impl Write) -> bool {
     let assets = s.pool_str(&c.assets);
     let asset = |n: usize| assets.get(n).map(|a| s.str(a)).unwrap_or_default();
     let duration_s = c.video_duration_s.to_native();
-    // Writing to a String cannot fail.
     let _ = match name {
         "asset_url" => write!(out, "{}", asset(0)),
         "click_url" => write!(out, "{}", fill.click_url),
