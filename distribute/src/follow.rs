@@ -134,11 +134,23 @@ pub struct FollowerState {
 pub enum Phase {
     Idle,
     /// librqbit is hashing what is already on disk (after a restart, the part downloaded before).
-    Checking { snapshot_id: String, checked_bytes: u64, total_bytes: u64 },
+    Checking {
+        snapshot_id: String,
+        checked_bytes: u64,
+        total_bytes: u64,
+    },
     /// `progress_bytes`: verified pieces held, those found by the check included.
-    Downloading { snapshot_id: String, progress_bytes: u64, total_bytes: u64 },
-    Verifying { snapshot_id: String },
-    HandingOver { snapshot_id: String },
+    Downloading {
+        snapshot_id: String,
+        progress_bytes: u64,
+        total_bytes: u64,
+    },
+    Verifying {
+        snapshot_id: String,
+    },
+    HandingOver {
+        snapshot_id: String,
+    },
 }
 
 /// A running follower.
