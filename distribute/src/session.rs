@@ -66,6 +66,12 @@ impl SwarmConfig {
     }
 }
 
+/// librqbit's blocking permits per session: every chunk written or read for upload, every piece
+/// hash check and every open stream holds one (a stream for its whole life). librqbit's default is
+/// 8; the stripe walk keeps up to [`crate::stripes::STRIPE_READERS_MAX`] streams open, and the rest
+/// must stay for the disk.
+pub const BLOCKING_PERMITS: usize = 16;
+
 /// Starts a session whose torrents default to `output_dir`.
 pub async fn start(output_dir: &Path, config: &SwarmConfig) -> Result<Arc<Session>> {
     let listen_addr = resolve_port(config.peer_listen_addr)?;
@@ -96,6 +102,8 @@ pub async fn start(output_dir: &Path, config: &SwarmConfig) -> Result<Arc<Sessio
         peer_limit: Some(config.peers_per_torrent_max),
         ipv4_only: listen_addr.is_ipv4(),
         client_name_and_version: Some(format!("adsnap {}", env!("CARGO_PKG_VERSION"))),
+        // Despite its name, librqbit only sizes its blocking permits with it (see BLOCKING_PERMITS).
+        runtime_worker_threads: Some(BLOCKING_PERMITS),
         ..Default::default()
     };
     Session::new_with_opts(output_dir.to_owned(), options).await.map_err(DistributeError::Torrent)
