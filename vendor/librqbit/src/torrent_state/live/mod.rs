@@ -1,5 +1,5 @@
 // Modified for adsnap (see PATCHES.md at the crate root): the chunk requester also wakes on this
-// peer's HAVE and bitfield messages.
+// peer's HAVE and bitfield messages; HAVEs go to peers whose bitfield is still empty.
 // The main logic of rqbit is here - connecting to peers, reading and writing messages
 // to them, tracking peer state etc.
 //
@@ -1235,11 +1235,16 @@ impl PeerConnectionHandler for &'_ PeerHandler {
         if self.state.shared.options.disable_upload() {
             return false;
         }
+        // adsnap patch: a peer that has sent neither a bitfield nor a HAVE yet has an empty
+        // (unallocated) bitfield here, and it has no pieces, not all of them. Two peers that
+        // connected while both were empty send no bitfield (should_send_bitfield), so reading
+        // "has it" here meant neither ever told the other of a piece, and neither ever asked.
         let have = self
             .state
             .peers
             .with_live(self.addr, |l| {
-                l.bitfield.get(id.get_usize()).map(|p| *p).unwrap_or(true)
+                !l.bitfield.is_empty()
+                    && l.bitfield.get(id.get_usize()).map(|p| *p).unwrap_or(true)
             })
             .unwrap_or(true);
         !have
