@@ -229,7 +229,7 @@ pub struct Walk {
 /// Walks the stripes from the hinted one, reading each stripe it takes through a librqbit stream
 /// (which puts that stripe's pieces first). Claim: the start stripe and the next ones while no
 /// other follower started there (`count_starts` asks the origin how many starts it has handed out).
-/// Help: then, one at a time, a missing stripe far ahead of the follower whose run it is in
+/// Help: then, one after the other, a missing stripe far ahead of the follower whose run it is in
 /// ([`stripes_ahead`], [`pick_far_ahead`]). Without the help, librqbit's file order would send a follower whose claim
 /// ended early to the origin for the first missing pieces in file order, which other followers
 /// mostly have already, while the run of a follower with a small share of the origin's uplink
