@@ -19,6 +19,7 @@
 #   cargo build --release && sudo bench/distribute.sh
 # Knobs (environment): SIZES="1 4 8 16" RATE_MBIT=50 CAMPAIGNS=30000 PIECE_BYTES=262144
 # STRIPES_MAX=64 PEER_REQUESTS_MAX=32 (the origin's and followers' defaults)
+# TRANSPORTS="bittorrent http" (leaving http out skips the baseline, for quicker swarm-only runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,7 @@ CAMPAIGNS=${CAMPAIGNS:-30000}
 PIECE_BYTES=${PIECE_BYTES:-262144}
 STRIPES_MAX=${STRIPES_MAX:-64}
 PEER_REQUESTS_MAX=${PEER_REQUESTS_MAX:-32}
+TRANSPORTS=${TRANSPORTS:-"bittorrent http"}
 ADSNAP=${ADSNAP:-$PWD/target/release/adsnap}
 WORK=${WORK:-$PWD/target/bench-work/distribute}
 # The longest a single run may take before it is reported as failed.
@@ -185,6 +187,7 @@ measure() { # N, transport -> prints "seconds bytes"
     done
     echo "  follower uploads: $(python3 -c 'import json,sys; print([json.load(open(f)).get("uploaded_bytes") for f in sys.argv[1:]])' "$RUN"/f*/status.json)" >&2
     echo "  follower stripes (start, claimed): $(python3 -c 'import json,sys; print([(s["start_stripe"], len(s["claimed_stripes"])) for s in (json.load(open(f)).get("stripes") for f in sys.argv[1:])])' "$RUN"/f*/status.json)" >&2
+    echo "  fetched from the origin by each follower, MB: $(python3 -c 'import json,sys; print([round(json.load(open(f)).get("fetched_by_peer_host", {}).get(sys.argv[1], 0) / 1e6, 1) for f in sys.argv[2:]])' "$(node_ip 0)" "$RUN"/f*/status.json)" >&2
     echo "  follower peers: $(python3 -c 'import json,sys; print([list(json.load(open(f)).get("peers").values()) for f in sys.argv[1:]])' "$RUN"/f*/status.json)" >&2
     stop_run
     # Logs and statuses stay; the snapshot copies (2N of them) go, so large runs fit on disk.
@@ -197,7 +200,7 @@ make_snapshots
 echo "snapshot $V1_ID: $SNAP_BYTES bytes; links ${RATE_MBIT} Mbit/s each way; pieces $PIECE_BYTES bytes"
 declare -A SECONDS_OF BYTES_OF
 for n in $SIZES; do
-    for transport in bittorrent http; do
+    for transport in $TRANSPORTS; do
         [ "$n" = 1 ] && [ "$transport" = http ] && continue
         read -r s b < <(measure "$n" "$transport")
         SECONDS_OF[$n,$transport]=$s

@@ -405,12 +405,14 @@ impl<H: Handover> Follower<H> {
         if self.config.transport == Transport::Http {
             return self.download_http(manifest).await;
         }
-        let handle = self.add(manifest).await?;
-        let _walk = if self.config.spread_start_piece {
-            Some(self.start_walk(&handle, manifest).await)
-        } else {
-            None
+        // The hint comes first: from the moment the torrent is live, its requests go out in
+        // librqbit's file order until the walk opens its first stripe.
+        let hint = match self.config.spread_start_piece {
+            true => Some(self.start_hint(manifest).await),
+            false => None,
         };
+        let handle = self.add(manifest).await?;
+        let _walk = hint.map(|hint| self.start_walk(&handle, manifest, hint));
         let deadline = Instant::now() + Duration::from_secs(self.config.download_timeout_s);
         loop {
             let stats = handle.stats();
@@ -443,12 +445,12 @@ impl<H: Handover> Follower<H> {
     }
 
     /// Starts the walk over the stripes (see `stripes.rs`) beside the download; dropped with it.
-    async fn start_walk(
+    fn start_walk(
         &self,
         handle: &Arc<ManagedTorrent>,
         manifest: &Manifest,
+        hint: crate::stripes::StartHint,
     ) -> crate::origin::AbortOnDrop<()> {
-        let hint = self.start_hint(manifest).await;
         *self.walk.lock().expect("walk lock") =
             crate::stripes::Walk { snapshot_id: manifest.snapshot_id.clone(), ..Default::default() };
         let count_url = manifest.start_hint_url.as_ref().map(|url| format!("{url}/count"));
@@ -584,6 +586,26 @@ impl<H: Handover> Follower<H> {
         })
     }
 
+    /// Bytes fetched from each peer host (the ports of one address summed: a peer may connect
+    /// both ways) over the torrents held now, peers gone included: how much came from the origin.
+    fn fetched_by_peer_host(&self) -> std::collections::BTreeMap<String, u64> {
+        self.session.with_torrents(|torrents| {
+            let mut fetched = std::collections::BTreeMap::new();
+            for (_, torrent) in torrents {
+                let Some(live) = torrent.live() else { continue };
+                // librqbit exports the filter type only through serde: "all" keeps peers gone.
+                let Ok(filter) = serde_json::from_value(serde_json::json!({ "state": "all" })) else {
+                    continue;
+                };
+                for (addr, stats) in live.per_peer_stats_snapshot(filter).peers {
+                    let host = addr.parse::<SocketAddr>().map(|a| a.ip().to_string()).unwrap_or(addr);
+                    *fetched.entry(host).or_insert(0) += stats.counters.fetched_bytes;
+                }
+            }
+            fetched
+        })
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let (uploaded_bytes, fetched_bytes) = self.transfer_bytes();
         let installed = self.state().installed;
@@ -595,6 +617,7 @@ impl<H: Handover> Follower<H> {
             "kept_snapshot_ids": installed.iter().map(|m| m.snapshot_id.clone()).collect::<Vec<_>>(),
             "uploaded_bytes": uploaded_bytes,
             "fetched_bytes": fetched_bytes,
+            "fetched_by_peer_host": self.fetched_by_peer_host(),
             "outcomes": self.metrics.outcomes_json(),
             "stripes": self.walk.lock().expect("walk lock").clone(),
             "peers": self.peer_stats(),

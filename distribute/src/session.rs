@@ -66,6 +66,12 @@ impl SwarmConfig {
     }
 }
 
+/// librqbit's blocking permits per session: every chunk written or read for upload, every piece
+/// hash check and every open stream holds one (a stream for its whole life). librqbit's default is
+/// 8; the stripe walk keeps up to [`crate::stripes::STRIPE_READERS_MAX`] streams open, and the rest
+/// must stay for the disk.
+pub const BLOCKING_PERMITS: usize = 16;
+
 /// Starts a session whose torrents default to `output_dir`.
 pub async fn start(output_dir: &Path, config: &SwarmConfig) -> Result<Arc<Session>> {
     let listen_addr = resolve_port(config.peer_listen_addr)?;
@@ -96,6 +102,8 @@ pub async fn start(output_dir: &Path, config: &SwarmConfig) -> Result<Arc<Sessio
         peer_limit: Some(config.peers_per_torrent_max),
         ipv4_only: listen_addr.is_ipv4(),
         client_name_and_version: Some(format!("adsnap {}", env!("CARGO_PKG_VERSION"))),
+        // Despite its name, librqbit only sizes its blocking permits with it (see BLOCKING_PERMITS).
+        runtime_worker_threads: Some(BLOCKING_PERMITS),
         ..Default::default()
     };
     Session::new_with_opts(output_dir.to_owned(), options).await.map_err(DistributeError::Torrent)
@@ -108,4 +116,120 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr> {
     let probe =
         TcpListener::bind(addr).map_err(|e| DistributeError::Config(format!("binding {addr}: {e}")))?;
     probe.local_addr().map_err(|e| DistributeError::Config(format!("binding {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent};
+
+    use super::*;
+    use crate::stripes::OneFileStorageFactory;
+
+    const PIECE_BYTES: u32 = 16 * 1024;
+    const N_PIECES: usize = 24;
+    const N_STRIPES: u32 = 4;
+    /// Slow enough that the follower taking every stripe is still on the first ones when the other
+    /// has the last.
+    const ORIGIN_UPLOAD_BYTES_PER_S: u32 = 128 * 1024;
+    const DEADLINE_S: u64 = 60;
+
+    async fn session_at(dir: &Path, upload_bytes_per_s_max: Option<u32>) -> Arc<Session> {
+        let config = SwarmConfig {
+            peer_listen_addr: "127.0.0.1:0".parse().unwrap(),
+            upload_bytes_per_s_max,
+            // Pieces are one block here: a deeper queue would have B ask the origin for every
+            // piece at once, leaving nothing to ask A for.
+            peer_requests_max: 2,
+            ..Default::default()
+        };
+        start(dir, &config).await.unwrap()
+    }
+
+    async fn add(
+        session: &Arc<Session>,
+        torrent: &bytes::Bytes,
+        file: PathBuf,
+        peers: Vec<SocketAddr>,
+        only_files: Option<Vec<usize>>,
+    ) -> Arc<ManagedTorrent> {
+        let options = AddTorrentOptions {
+            overwrite: true,
+            output_folder: Some(file.parent().unwrap().display().to_string()),
+            initial_peers: Some(peers),
+            only_files,
+            storage_factory: Some(OneFileStorageFactory::boxed_for(file)),
+            ..Default::default()
+        };
+        session
+            .add_torrent(AddTorrent::TorrentFileBytes(torrent.clone()), Some(options))
+            .await
+            .unwrap()
+            .into_handle()
+            .unwrap()
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(DEADLINE_S);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn live_peers(handle: &ManagedTorrent) -> u32 {
+        handle.stats().live.map(|l| l.snapshot.peer_stats.live).unwrap_or(0)
+    }
+
+    /// Two followers that connect to each other while both are empty (every follower, when a
+    /// snapshot is published) must still trade the pieces they get afterwards. librqbit 9.1.0 as
+    /// published never sent a HAVE to a peer that had sent no bitfield, so such a connection
+    /// stayed idle both ways (vendor/librqbit/PATCHES.md, change 2).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn followers_connected_while_empty_trade_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..N_PIECES * PIECE_BYTES as usize).map(|i| (i * 31 % 253) as u8).collect();
+        let source = dir.path().join("origin").join("data.snap");
+        std::fs::create_dir_all(source.parent().unwrap()).unwrap();
+        std::fs::write(&source, &data).unwrap();
+        let spawner = librqbit::spawn_utils::BlockingSpawner::new(1);
+        let options = librqbit::CreateTorrentOptions {
+            name: Some("id"),
+            trackers: vec![],
+            piece_length: Some(PIECE_BYTES),
+        };
+        let mut made = librqbit::create_torrent(&source, options, &spawner).await.unwrap();
+        crate::stripes::stripe_torrent(&mut made, "id", N_STRIPES).unwrap();
+        let torrent = made.as_bytes().unwrap();
+
+        // The followers first, knowing only each other: they connect while both hold nothing.
+        let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&dir_a).unwrap();
+        std::fs::create_dir_all(&dir_b).unwrap();
+        let (session_a, session_b) = (session_at(&dir_a, None).await, session_at(&dir_b, None).await);
+        let (addr_a, addr_b) = (session_a.announce_port().unwrap(), session_b.announce_port().unwrap());
+        let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let last_stripe = N_STRIPES as usize - 1;
+        let a = add(
+            &session_a,
+            &torrent,
+            dir_a.join("data.snap"),
+            vec![loopback(addr_b)],
+            Some(vec![last_stripe]),
+        )
+        .await;
+        let b = add(&session_b, &torrent, dir_b.join("data.snap"), vec![loopback(addr_a)], None).await;
+        until("the followers to connect", || live_peers(&a) >= 1 && live_peers(&b) >= 1).await;
+        assert_eq!(a.stats().progress_bytes + b.stats().progress_bytes, 0);
+
+        // Then the origin, slow, which connects to both: A gets the last stripe from it long
+        // before B, which asks for the stripes in order, gets there.
+        let session_o = session_at(&dir.path().join("origin"), Some(ORIGIN_UPLOAD_BYTES_PER_S)).await;
+        let _origin = add(&session_o, &torrent, source, vec![loopback(addr_a), loopback(addr_b)], None).await;
+        until("B to finish", || b.stats().finished).await;
+        assert_eq!(std::fs::read(dir_b.join("data.snap")).unwrap(), data);
+        assert!(a.stats().uploaded_bytes > 0, "B took nothing from A although A held the last stripe first");
+    }
 }

@@ -28,6 +28,17 @@ use crate::error::{DistributeError, Result};
 /// Default for the most stripes a torrent is split into: at least the number of followers that
 /// start together, so that each can claim a run of its own.
 pub const STRIPES_DEFAULT: u32 = 64;
+/// The most stripes a walk reads at once that are less than half read. Each open stripe's stream
+/// puts its pieces first; with one stripe of a few pieces open, the request loop to the origin
+/// often found them all in flight and fell back on librqbit's file order, asking the origin for
+/// pieces of other followers' runs (measured with `bench/distribute.sh`). Several open stripes keep
+/// the follower's own run ahead of that fallback.
+pub const STRIPES_AHEAD_MAX: usize = 4;
+/// The most stripe readers (open librqbit streams) a walk keeps. Each open stream holds one of the
+/// session's blocking permits until it ends, and librqbit writes every chunk it receives and reads
+/// every chunk it uploads under one of those permits too: with all permits held by streams waiting
+/// for pieces, no piece could be written. Kept well under [`crate::session::BLOCKING_PERMITS`].
+pub const STRIPE_READERS_MAX: usize = 6;
 /// Stripe file names have three digits (they must sort in stripe order: librqbit orders files by name).
 pub const STRIPES_MAX: u32 = 999;
 
@@ -218,12 +229,13 @@ pub struct Walk {
 /// Walks the stripes from the hinted one, reading each stripe it takes through a librqbit stream
 /// (which puts that stripe's pieces first). Claim: the start stripe and the next ones while no
 /// other follower started there (`count_starts` asks the origin how many starts it has handed out).
-/// Help: then, one at a time, a missing stripe far ahead of the follower whose run it is in
+/// Help: then, one after the other, a missing stripe far ahead of the follower whose run it is in
 /// ([`stripes_ahead`], [`pick_far_ahead`]). Without the help, librqbit's file order would send a follower whose claim
 /// ended early to the origin for the first missing pieces in file order, which other followers
 /// mostly have already, while the run of a follower with a small share of the origin's uplink
-/// would wait. Half-way through a stripe the next is decided and its stream opened, so requests do
-/// not fall back on file order between two stripes. Dropping the walk stops it.
+/// would wait. The next stripe is decided and its stream opened while fewer than
+/// [`STRIPES_AHEAD_MAX`] stripes taken are less than half read, so requests do not fall back on
+/// file order between stripes. Dropping the walk stops it.
 pub(crate) async fn walk<F, Fut>(
     handle: Arc<ManagedTorrent>,
     hint: StartHint,
@@ -244,7 +256,8 @@ pub(crate) async fn walk<F, Fut>(
         walk.n_stripes = n_stripes;
         walk.start_stripe = start;
     }
-    let mut walker = Walker { handle, lengths, record, readers: tokio::task::JoinSet::new() };
+    let mut walker =
+        Walker { handle, lengths, record, readers: tokio::task::JoinSet::new(), ahead: Default::default() };
     let mut last = start;
     let n_starts = loop {
         if !walker.take(last).await {
@@ -314,16 +327,31 @@ struct Walker {
     lengths: Vec<u64>,
     record: Arc<Mutex<Walk>>,
     readers: tokio::task::JoinSet<()>,
+    /// Half-read signals of the stripes taken that are not yet half read, oldest first.
+    ahead: std::collections::VecDeque<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Walker {
-    /// Takes a stripe: records it, starts reading it; returns once half of it is read (false if
-    /// the reader stopped first).
+    /// Takes a stripe: records it, starts reading it; returns once fewer than
+    /// [`STRIPES_AHEAD_MAX`] of the stripes taken are less than half read (false if a reader
+    /// stopped first).
     async fn take(&mut self, stripe: usize) -> bool {
         self.record.lock().expect("walk lock").claimed_stripes.push(stripe);
         let (half_read, half_read_rx) = tokio::sync::oneshot::channel();
         self.readers.spawn(read_stripe(self.handle.clone(), stripe, self.lengths[stripe], half_read));
-        half_read_rx.await.is_ok()
+        self.ahead.push_back(half_read_rx);
+        while self.ahead.len() >= STRIPES_AHEAD_MAX {
+            let Some(oldest) = self.ahead.pop_front() else { break };
+            if oldest.await.is_err() {
+                return false;
+            }
+        }
+        while self.readers.len() >= STRIPE_READERS_MAX {
+            if self.readers.join_next().await.is_none() {
+                break;
+            }
+        }
+        true
     }
 }
 
