@@ -251,6 +251,13 @@ peer_listen_addr = "127.0.0.1:{peer_port}"
         run(&args)
     }
 
+    /// Publishes `snapshot` for `target`, which must succeed, and returns what publish printed.
+    fn publish_ok(&self, snapshot: &Path, target: &str) -> serde_json::Value {
+        let published = self.publish(snapshot, target, false);
+        assert!(published.status.success(), "{}", text(&published.stderr));
+        serde_json::from_slice(&published.stdout).unwrap()
+    }
+
     fn origin_status(&self) -> serde_json::Value {
         get_json(&format!("{}/status", self.origin_http)).expect("origin answers")
     }
@@ -390,9 +397,7 @@ fn four_followers_get_each_version_through_the_swarm_and_their_servers_serve_it(
         assert_eq!(member.serving_id().as_deref(), Some(v0_id.as_str()));
     }
 
-    let published = fleet.publish(&v1, "production", false);
-    assert!(published.status.success(), "{}", text(&published.stderr));
-    let manifest: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let manifest = fleet.publish_ok(&v1, "production");
     assert_eq!(manifest["manifest"]["snapshot_id"], v1_id.as_str());
     let whitelist = std::fs::read_to_string(&fleet.tracker.whitelist).unwrap();
     assert!(whitelist.contains(manifest["manifest"]["info_hash"].as_str().unwrap()));
@@ -401,8 +406,7 @@ fn four_followers_get_each_version_through_the_swarm_and_their_servers_serve_it(
     let info_hash = manifest["manifest"]["info_hash"].as_str().unwrap();
     wait_for("the tracker to list five peers", || (fleet.tracker.peers(info_hash) >= 5).then_some(()));
 
-    let published = fleet.publish(&v2, "production", false);
-    assert!(published.status.success(), "{}", text(&published.stderr));
+    fleet.publish_ok(&v2, "production");
     wait_all_serving(&members, &v2_id);
     for member in &members {
         let status = member.status();
@@ -559,9 +563,7 @@ fn aria2_downloads_a_published_snapshot_from_the_swarm() {
     let (v1, _) = build_snapshot(dir.path(), "v1.snap", 11);
     let mut fleet = Fleet::new(dir.path());
     fleet.start_origin();
-    let published = fleet.publish(&v1, "production", false);
-    assert!(published.status.success(), "{}", text(&published.stderr));
-    let manifest: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let manifest = fleet.publish_ok(&v1, "production");
     let torrent_url = manifest["manifest"]["torrent_url"].as_str().unwrap();
     let out = dir.path().join("aria2");
     let port = free_port().to_string();
@@ -637,9 +639,7 @@ fn followers_starting_together_start_on_different_stripes() {
     let mut fleet = Fleet::new(dir.path());
     fleet.start_origin();
     let members: Vec<Member> = (0..2).map(|i| Member::start(&fleet, &format!("s{i}"), &v0, &[])).collect();
-    let published = fleet.publish(&v1, "production", false);
-    assert!(published.status.success(), "{}", text(&published.stderr));
-    let manifest: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let manifest = fleet.publish_ok(&v1, "production");
     assert_eq!(manifest["manifest"]["format_version"], 2);
     let n_stripes = manifest["manifest"]["n_stripes"].as_u64().unwrap();
     assert!(n_stripes >= 2, "{manifest}");
