@@ -51,23 +51,27 @@ fn counter(metrics: &str, name: &str) -> u64 {
     metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).map_or(0, |v| v as u64)
 }
 
-/// Waits until `addr` answers `GET path` with 200, polling a bounded number of times.
+/// Waits until `addr` answers `GET path` with 200.
 fn wait_ready(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    poll_until(READY_TIMEOUT, &format!("{addr}{path} to answer"), || {
+        Ok(get(addr, path).is_ok_and(|reply| reply.starts_with("HTTP/1.1 200")))
+    })
+}
+
+/// Calls `done` every 50 ms until it says true, at most for `timeout`; its error ends the wait.
+fn poll_until(
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    while started.elapsed() < READY_TIMEOUT {
-        if let Ok(mut stream) = TcpStream::connect(addr) {
-            let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-            let mut reply = String::new();
-            if stream.write_all(request.as_bytes()).is_ok()
-                && std::io::Read::read_to_string(&mut stream, &mut reply).is_ok()
-                && reply.starts_with("HTTP/1.1 200")
-            {
-                return Ok(());
-            }
+    while started.elapsed() < timeout {
+        if done()? {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("{addr}{path} did not answer within {READY_TIMEOUT:?}")
+    bail!("waited {timeout:?} for {what}")
 }
 
 fn start_nginx(dir: &Path) -> anyhow::Result<Guard> {
@@ -406,17 +410,12 @@ fn warm_up(script: &Path, connections: u32) -> anyhow::Result<()> {
 /// warmed), as `/health` says; at once when profiles are off. Under load the scan shares the
 /// server's core with requests and can outlast any fixed warm-up.
 fn wait_profiles_warm(addr: SocketAddr) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while started.elapsed() < PROFILES_WARM_TIMEOUT {
+    poll_until(PROFILES_WARM_TIMEOUT, &format!("the profile store at {addr} to be warm"), || {
         let reply = get(addr, "/health")?;
         let body = reply.split_once("\r\n\r\n").map_or("", |(_, body)| body);
         let health: serde_json::Value = serde_json::from_str(body).context("health is not JSON")?;
-        if health["profile_store"]["key_filter_ready"].as_bool() != Some(false) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("the profile store at {addr} was not warm within {PROFILES_WARM_TIMEOUT:?}")
+        Ok(health["profile_store"]["key_filter_ready"].as_bool() != Some(false))
+    })
 }
 
 /// Longest wait for a server's profile store to finish its scan at open.
