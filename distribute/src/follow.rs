@@ -457,7 +457,7 @@ impl<H: Handover> Follower<H> {
         let client = self.client.clone();
         let count_starts = move || {
             let (client, url) = (client.clone(), count_url.clone());
-            async move { json_field(&client, url.as_deref()?, "n_starts").await?.as_u64() }
+            async move { fetch_json(&client, url.as_deref()?).await?["n_starts"].as_u64() }
         };
         let walk = crate::stripes::walk(handle.clone(), hint, count_starts, self.walk.clone());
         crate::origin::AbortOnDrop(tokio::spawn(walk))
@@ -466,10 +466,9 @@ impl<H: Handover> Follower<H> {
     /// The origin's start hint, or a random start (claiming one stripe) when the origin does not answer.
     async fn start_hint(&self, manifest: &Manifest) -> crate::stripes::StartHint {
         let answer = match &manifest.start_hint_url {
-            Some(url) => self.fetch(url).await.ok(),
+            Some(url) => fetch_json(&self.client, url).await,
             None => None,
         };
-        let answer = answer.and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
         match answer.as_ref().and_then(|v| Some((v["fraction"].as_f64()?, v["n_starts"].as_u64()))) {
             Some((fraction, n_starts)) => crate::stripes::StartHint { fraction, n_starts },
             None => crate::stripes::StartHint { fraction: rand::random::<f64>(), n_starts: None },
@@ -625,11 +624,10 @@ impl<H: Handover> Follower<H> {
     }
 }
 
-/// One field of the JSON document at `url`; `None` when it cannot be had.
-async fn json_field(client: &reqwest::Client, url: &str, field: &str) -> Option<serde_json::Value> {
+/// The JSON document at `url`; `None` when it cannot be had.
+async fn fetch_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     let response = client.get(url).send().await.ok()?.error_for_status().ok()?;
-    let mut document: serde_json::Value = response.json().await.ok()?;
-    Some(document[field].take())
+    response.json().await.ok()
 }
 
 /// Whether a verified manifest should replace the current snapshot: a newer version; the same
