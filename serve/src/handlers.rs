@@ -262,14 +262,12 @@ fn ad_response(
         Fill { click_url: &click_url, impression_url: &impression_url, campaign_id: claims.campaign_id };
     let mut body = Vec::with_capacity(RESPONSE_BYTES_TYPICAL);
     let mut response = json::Object::open(&mut body);
-    response
-        .str("request_id", request_id)
-        .str_with("snapshot_id", |w| {
-            let _ = write!(w, "{:016x}", s.header().snapshot_id);
-        })
-        .str_with("assignment", |w| {
+    response.str("request_id", request_id).str("snapshot_id", &s.header().id_hex()).str_with(
+        "assignment",
+        |w| {
             let _ = write!(w, "{}", assignment.slice);
-        });
+        },
+    );
     let mut ad = response.object("ad");
     ad.u64("campaign_id", claims.campaign_id.into())
         .u64("creative_id", claims.creative_id.into())
