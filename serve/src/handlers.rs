@@ -110,7 +110,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     let ad_request: AdRequest =
         serde_json::from_slice(&body).map_err(|e| RequestError::Json(e.to_string()))?;
     let now = state.now_unix_s();
-    let request_id = ad_request.request_id.clone().unwrap_or_else(|| format!("{:016x}", fresh_id()));
+    let request_id = ad_request.request_id.clone().unwrap_or_else(|| format!("{:016x}", fresh_id()).into());
     let request_hash = xxhash_rust::xxh3::xxh3_64(request_id.as_bytes());
     let production = state.production.load_full();
     let staging = state.staging.load_full();

@@ -5,6 +5,8 @@ use adsnap_snapshot::{
     pack_country, pack_language, pack_os_version, ConnectionType, DeviceType, Format, MarkupKind, Os,
     Snapshot,
 };
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use crate::privacy::{us_privacy_opts_out, PrivacySignals};
@@ -16,76 +18,82 @@ pub const REQUEST_ID_BYTES_MAX: usize = 128;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdRequest {
+pub struct AdRequest<'a> {
     /// The SDK's id for this request; echoed in the response and in tracking.
-    #[serde(default)]
-    pub request_id: Option<String>,
-    pub app: RequestApp,
-    pub ad_unit_id: String,
-    pub format: String,
-    pub device: RequestDevice,
-    #[serde(default)]
-    pub user: RequestUser,
-    #[serde(default)]
-    pub privacy: Privacy,
+    #[serde(default, borrow)]
+    pub request_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub app: RequestApp<'a>,
+    #[serde(borrow)]
+    pub ad_unit_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub format: Cow<'a, str>,
+    #[serde(borrow)]
+    pub device: RequestDevice<'a>,
+    #[serde(default, borrow)]
+    pub user: RequestUser<'a>,
+    #[serde(default, borrow)]
+    pub privacy: Privacy<'a>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RequestApp {
-    pub bundle: String,
-    #[serde(default)]
-    pub version: Option<String>,
+pub struct RequestApp<'a> {
+    #[serde(borrow)]
+    pub bundle: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub version: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RequestDevice {
-    pub os: String,
-    #[serde(default)]
-    pub os_version: Option<String>,
-    #[serde(default)]
-    pub make: Option<String>,
-    #[serde(default)]
-    pub model: Option<String>,
+pub struct RequestDevice<'a> {
+    #[serde(borrow)]
+    pub os: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub os_version: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub make: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub model: Option<Cow<'a, str>>,
     /// The advertising id (GAID / IDFA).
-    #[serde(default)]
-    pub ifa: Option<String>,
+    #[serde(default, borrow)]
+    pub ifa: Option<Cow<'a, str>>,
     /// Limit ad tracking (or ATT not authorized).
     #[serde(default)]
     pub lmt: bool,
-    #[serde(default, rename = "type")]
-    pub device_type: Option<String>,
-    #[serde(default)]
-    pub connection: Option<String>,
+    #[serde(default, borrow, rename = "type")]
+    pub device_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub connection: Option<Cow<'a, str>>,
     /// ISO 3166-1 alpha-2.
-    #[serde(default)]
-    pub country: Option<String>,
+    #[serde(default, borrow)]
+    pub country: Option<Cow<'a, str>>,
     /// ISO 639-1.
-    #[serde(default)]
-    pub language: Option<String>,
+    #[serde(default, borrow)]
+    pub language: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RequestUser {
-    #[serde(default)]
-    pub id: Option<String>,
+pub struct RequestUser<'a> {
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Privacy {
+pub struct Privacy<'a> {
     /// GDPR applies to this request.
     #[serde(default)]
     pub gdpr: bool,
     /// The IAB TCF consent string; under GDPR, none means no consent.
-    #[serde(default)]
-    pub tcf_consent: Option<String>,
-    #[serde(default)]
-    pub us_privacy: Option<String>,
-    #[serde(default)]
-    pub gpp: Option<String>,
+    #[serde(default, borrow)]
+    pub tcf_consent: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub us_privacy: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub gpp: Option<Cow<'a, str>>,
     #[serde(default)]
     pub coppa: bool,
 }
@@ -146,7 +154,7 @@ fn check_len(field: &str, value: &str) -> Result<(), RequestError> {
     Ok(())
 }
 
-impl AdRequest {
+impl AdRequest<'_> {
     /// The privacy signals the request itself carries.
     pub fn signals(&self) -> PrivacySignals {
         let p = &self.privacy;
@@ -180,7 +188,7 @@ impl AdRequest {
         let os = Os::from_name(&self.device.os).ok_or_else(|| bad("device.os", "must be android or ios"))?;
         let (ad_unit_idx, unit) = snapshot
             .ad_unit_by_id(&self.ad_unit_id)
-            .ok_or_else(|| RequestError::UnknownAdUnit(self.ad_unit_id.clone()))?;
+            .ok_or_else(|| RequestError::UnknownAdUnit(self.ad_unit_id.to_string()))?;
         if unit.formats & format.bit() == 0 {
             return Err(bad(
                 "format",
