@@ -107,8 +107,10 @@ pub async fn ad(state: &State, request: Request<hyper::body::Incoming>) -> Reply
 
 async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Result<Reply, RequestError> {
     let body = read_body(request, state.config.request_body_bytes_max).await?;
-    let ad_request: AdRequest =
-        serde_json::from_slice(&body).map_err(|e| RequestError::Json(e.to_string()))?;
+    // One UTF-8 check of the whole body: serde_json's slice reader checks every string again.
+    let body =
+        std::str::from_utf8(&body).map_err(|e| RequestError::Json(format!("the body is not UTF-8: {e}")))?;
+    let ad_request: AdRequest = serde_json::from_str(body).map_err(|e| RequestError::Json(e.to_string()))?;
     let now = state.now_unix_s();
     let request_id = ad_request.request_id.clone().unwrap_or_else(|| format!("{:016x}", fresh_id()).into());
     let request_hash = xxhash_rust::xxh3::xxh3_64(request_id.as_bytes());
@@ -218,9 +220,18 @@ struct TrackingUrls<'a> {
 fn tracking_urls<'a>(state: &'a State, claims: &Claims) -> TrackingUrls<'a> {
     let token = state.token_key.sign(claims);
     let base = state.config.public_base_url.trim_end_matches('/');
-    let impression_url = format!("{base}/v1/imp?t={token}");
-    let click_url = format!("{base}/v1/click?t={token}");
+    let impression_url = tracking_url(base, "/v1/imp?t=", &token);
+    let click_url = tracking_url(base, "/v1/click?t=", &token);
     TrackingUrls { token, base, impression_url, click_url }
+}
+
+/// `base`, `path` and `token` in one string sized up front (`format!` grew it twice or three times).
+fn tracking_url(base: &str, path: &str, token: &str) -> String {
+    let mut url = String::with_capacity(base.len() + path.len() + token.len());
+    url.push_str(base);
+    url.push_str(path);
+    url.push_str(token);
+    url
 }
 
 fn fresh_id() -> u64 {
