@@ -8,7 +8,7 @@ use adsnap_snapshot::schema::{ArchivedOverrides, MarkupKind};
 use adsnap_snapshot::Snapshot;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
@@ -301,12 +301,16 @@ fn ad_response(
 }
 
 fn json_bytes(status: u16, body: Vec<u8>) -> Reply {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "application/json")
-        .header(CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default()
+    // Built in place with constant header values: the builder parses and checks every name and
+    // value it is given, on every answer.
+    const JSON: HeaderValue = HeaderValue::from_static("application/json");
+    const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON);
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    response
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
