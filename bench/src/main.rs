@@ -111,6 +111,26 @@ enum Bench {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Latency of a running server at a fixed rate (the serve benchmark's paced generator, on
+    /// its own): POSTs each line of `--bodies` to `--path` in turn, or GETs `--path`.
+    Paced {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "/v1/ad")]
+        path: String,
+        /// One JSON body per line.
+        #[arg(long)]
+        bodies: Option<PathBuf>,
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+        seconds: u64,
+        /// The CPU the load thread is pinned to.
+        #[arg(long, default_value_t = 1)]
+        cpu: usize,
+    },
     /// Builds one catalog and prints the wall time and this process's peak memory as JSON.
     #[command(hide = true)]
     BuildChild { catalog: PathBuf, out: PathBuf },
@@ -125,6 +145,20 @@ fn main() -> anyhow::Result<()> {
             fs::create_dir_all(&work)?;
             let snapshot = ensure_snapshot(&work, campaigns)?;
             load::run(&snapshot, &work, requests, connections, seconds, rounds)
+        }
+        Bench::Paced { addr, path, bodies, rate, connections, seconds, cpu } => {
+            let requests = match bodies {
+                Some(file) => fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .lines()
+                    .filter(|line| !line.trim().is_empty())
+                    .map(|body| paced::raw_request("POST", &path, addr, body))
+                    .collect(),
+                None => vec![paced::raw_request("GET", &path, addr, "")],
+            };
+            let figures = paced::run(addr, &requests, rate, connections, Duration::from_secs(seconds), cpu)?;
+            println!("{figures:?}");
+            Ok(())
         }
         Bench::Profiles { users, work, memory_bytes_max } => {
             fs::create_dir_all(&work)?;

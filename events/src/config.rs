@@ -32,6 +32,9 @@ pub struct EventLogConfig {
     /// After the disk was full or the folder unwritable, how long to wait before trying to
     /// create a segment again (appends are refused in between at no cost).
     pub unwritable_retry_ms: u64,
+    /// Nice value (0–19) of the fsync thread: it writes back and faults in pages every
+    /// `fsync_interval_ms`, and gives way to the threads answering requests (0: normal priority).
+    pub background_nice: i8,
     /// Replication to NATS JetStream; `None` keeps the log local (and never deletes segments).
     pub nats: Option<ShipperConfig>,
 }
@@ -44,6 +47,7 @@ impl Default for EventLogConfig {
             fsync_interval_ms: 50,
             log_bytes_max: 16 * 1024 * 1024 * 1024,
             unwritable_retry_ms: 1000,
+            background_nice: 10,
             nats: None,
         }
     }
@@ -65,6 +69,12 @@ impl EventLogConfig {
         }
         if self.fsync_interval_ms == 0 {
             return Err(EventsError::Config("fsync_interval_ms must be at least 1".into()));
+        }
+        if !(0..=19).contains(&self.background_nice) {
+            return Err(EventsError::Config(format!(
+                "background_nice = {} is outside 0..=19",
+                self.background_nice
+            )));
         }
         if let Some(nats) = &self.nats {
             nats.validate()?;
@@ -198,6 +208,10 @@ mod tests {
     fn limits_are_checked() {
         let small = EventLogConfig { segment_bytes_max: 10, ..Default::default() };
         assert!(matches!(small.validate(), Err(EventsError::Config(_))));
+        for nice in [-1, 20] {
+            let config = EventLogConfig { background_nice: nice, ..Default::default() };
+            assert!(matches!(config.validate(), Err(EventsError::Config(_))), "{nice}");
+        }
         let nats = ShipperConfig { batch_bytes_max: 0, ..Default::default() };
         assert!(nats.validate().is_err());
         let nats = ShipperConfig { stream: "a.b".into(), ..Default::default() };

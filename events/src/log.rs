@@ -246,12 +246,29 @@ impl EventLog {
     fn start_flusher(&self) -> Result<(), EventsError> {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.config.fsync_interval();
+        let nice = self.inner.config.background_nice;
         let thread = std::thread::Builder::new()
             .name("adsnap-events-fsync".into())
-            .spawn(move || flusher_loop(weak, interval))
+            .spawn(move || {
+                lower_this_thread_priority(nice);
+                flusher_loop(weak, interval)
+            })
             .map_err(|source| EventsError::Folder { dir: self.inner.dir.clone(), source })?;
         *lock(&self.inner.flusher) = Some(thread);
         Ok(())
+    }
+}
+
+/// Sets the calling thread's nice value (Linux: per thread). Raising it needs no privilege;
+/// failing leaves the priority as it was, which only costs request latency.
+fn lower_this_thread_priority(nice: i8) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: setpriority with `who` 0 changes only the calling thread on Linux; no pointers.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) };
+    if result != 0 {
+        tracing::warn!(nice, error = %io::Error::last_os_error(), "the event log's fsync thread keeps normal priority");
     }
 }
 
