@@ -18,7 +18,7 @@
 # Needs root (network namespaces), scripts/install-deps.sh, curl, python3, bc, and a release build:
 #   cargo build --release && sudo bench/distribute.sh
 # Knobs (environment): SIZES="1 4 8 16" RATE_MBIT=50 CAMPAIGNS=30000 PIECE_BYTES=262144
-# STRIPES_MAX=64 PEER_REQUESTS_MAX=32 (the origin's and followers' defaults)
+# STRIPES_MAX=64 PEER_REQUESTS_MAX=32 SUPER_SEED=true (the origin's and followers' defaults)
 # TRANSPORTS="bittorrent http" (leaving http out skips the baseline, for quicker swarm-only runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,7 @@ CAMPAIGNS=${CAMPAIGNS:-30000}
 PIECE_BYTES=${PIECE_BYTES:-262144}
 STRIPES_MAX=${STRIPES_MAX:-64}
 PEER_REQUESTS_MAX=${PEER_REQUESTS_MAX:-32}
+SUPER_SEED=${SUPER_SEED:-true}
 TRANSPORTS=${TRANSPORTS:-"bittorrent http"}
 ADSNAP=${ADSNAP:-$PWD/target/release/adsnap}
 WORK=${WORK:-$PWD/target/bench-work/distribute}
@@ -132,6 +133,7 @@ stripes_max = $STRIPES_MAX
 tracker_whitelist_path = "$run/tracker/whitelist.txt"
 tracker_reload_command = ["kill", "-HUP", "$tracker_pid"]
 poll_interval_ms = 50
+super_seed = $SUPER_SEED
 
 [swarm]
 peer_listen_addr = "$(node_ip 0):4240"
