@@ -1,3 +1,5 @@
+// Modified for adsnap (see PATCHES.md at the crate root, changes 3 and 4): opt-in super-seeding;
+// chunks the peer cancelled are not sent.
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -47,6 +49,10 @@ pub trait PeerConnectionHandler {
     fn on_uploaded_bytes(&self, bytes: u32);
     // adsnap patch: which chunk was just written to the peer (super-seeding counts them).
     fn on_uploaded_chunk(&self, _chunk: &ChunkInfo) {}
+    // adsnap patch: true if the peer cancelled this chunk before we wrote it (it is then skipped).
+    fn take_upload_cancelled(&self, _chunk: &ChunkInfo) -> bool {
+        false
+    }
     fn read_chunk(&self, chunk: &ChunkInfo, buf: &mut [u8]) -> anyhow::Result<()>;
     fn update_my_extended_handshake(
         &self,
@@ -381,6 +387,14 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                 };
 
                 tokio::task::yield_now().await;
+
+                // adsnap patch: the peer cancelled this chunk while it waited in the queue.
+                if let WriterRequest::ReadChunkRequest(chunk) = &req
+                    && self.handler.take_upload_cancelled(chunk)
+                {
+                    trace!("skipping cancelled chunk {:?}", chunk);
+                    continue;
+                }
 
                 let mut uploaded_add = None;
 

@@ -1,3 +1,4 @@
+// Modified for adsnap (see PATCHES.md at the crate root, change 3): opt-in super-seeding.
 use std::{
     borrow::Cow,
     collections::{HashMap, HashSet},
