@@ -1,5 +1,4 @@
-// Modified for adsnap (see PATCHES.md at the crate root, changes 3 and 4): opt-in super-seeding;
-// chunks the peer cancelled are not sent.
+// Modified for adsnap (see PATCHES.md at the crate root, change 3): opt-in super-seeding.
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -49,10 +48,6 @@ pub trait PeerConnectionHandler {
     fn on_uploaded_bytes(&self, bytes: u32);
     // adsnap patch: which chunk was just written to the peer (super-seeding counts them).
     fn on_uploaded_chunk(&self, _chunk: &ChunkInfo) {}
-    // adsnap patch: true if the peer cancelled this chunk before we wrote it (it is then skipped).
-    fn take_upload_cancelled(&self, _chunk: &ChunkInfo) -> bool {
-        false
-    }
     fn read_chunk(&self, chunk: &ChunkInfo, buf: &mut [u8]) -> anyhow::Result<()>;
     fn update_my_extended_handshake(
         &self,
@@ -387,14 +382,6 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                 };
 
                 tokio::task::yield_now().await;
-
-                // adsnap patch: the peer cancelled this chunk while it waited in the queue.
-                if let WriterRequest::ReadChunkRequest(chunk) = &req
-                    && self.handler.take_upload_cancelled(chunk)
-                {
-                    trace!("skipping cancelled chunk {:?}", chunk);
-                    continue;
-                }
 
                 let mut uploaded_add = None;
 

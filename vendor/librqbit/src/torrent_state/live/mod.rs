@@ -1,6 +1,6 @@
 // Modified for adsnap (see PATCHES.md at the crate root): the chunk requester also wakes on this
 // peer's HAVE and bitfield messages; HAVEs go to peers whose bitfield is still empty; opt-in
-// super-seeding (super_seed.rs); chunks the peer cancelled are not sent.
+// super-seeding (super_seed.rs).
 // The main logic of rqbit is here - connecting to peers, reading and writing messages
 // to them, tracking peer state etc.
 //
@@ -519,7 +519,6 @@ impl TorrentStateLive {
             tx,
             counters,
             first_message_received: AtomicBool::new(false),
-            cancelled_uploads: Default::default(),
             cancel_token: self.cancellation_token.child_token(),
             client_name_and_version: self.shared.client_name_and_version().to_owned(),
         };
@@ -584,7 +583,6 @@ impl TorrentStateLive {
             tx,
             counters,
             first_message_received: AtomicBool::new(false),
-            cancelled_uploads: Default::default(),
             cancel_token: state.cancellation_token.child_token(),
             client_name_and_version: state.shared.client_name_and_version().to_owned(),
         };
@@ -1079,9 +1077,6 @@ impl TorrentStateLive {
 
 const DEFAULT_PEER_REQUEST_WINDOW: usize = 128;
 
-// adsnap patch: most cancelled chunks remembered per peer (see PeerHandler::on_cancel).
-const CANCELLED_UPLOADS_MAX: usize = 1024;
-
 struct PeerFlowControl {
     i_am_choked: bool,
     request_window: usize,
@@ -1117,9 +1112,6 @@ struct PeerHandler {
     tx: PeerTx,
 
     first_message_received: AtomicBool,
-
-    // adsnap patch: chunks the peer cancelled that are not written yet (skipped by the writer).
-    cancelled_uploads: Mutex<HashSet<ChunkInfo>>,
 
     cancel_token: CancellationToken,
 
@@ -1168,7 +1160,9 @@ impl PeerConnectionHandler for &'_ PeerHandler {
             Message::NotInterested => {
                 trace!("received \"not interested\", but we don't process it yet")
             }
-            Message::Cancel(request) => self.on_cancel(request),
+            Message::Cancel(_) => {
+                trace!("received \"cancel\", but we don't process it yet")
+            }
             Message::Extended(ExtendedMessage::UtMetadata(UtMetadata::Request(
                 metadata_piece_id,
             ))) => {
@@ -1224,10 +1218,6 @@ impl PeerConnectionHandler for &'_ PeerHandler {
             self.state.super_seed_top_up(Some(self.addr));
         }
         Ok(())
-    }
-
-    fn take_upload_cancelled(&self, chunk: &ChunkInfo) -> bool {
-        self.cancelled_uploads.lock().remove(chunk)
     }
 
     fn on_uploaded_chunk(&self, chunk: &ChunkInfo) {
@@ -1371,28 +1361,6 @@ impl PeerConnectionHandler for &'_ PeerHandler {
 }
 
 impl PeerHandler {
-    // adsnap patch (PATCHES.md, change 4): a cancelled chunk still queued for writing is not
-    // sent. A cancel for a chunk already written stays in the set until the peer asks for that
-    // chunk again, or the set is cleared when full (then a chunk may be sent needlessly, as
-    // before this patch).
-    fn on_cancel(&self, request: Request) {
-        let Some(piece_index) = self.state.lengths.validate_piece_index(request.index) else {
-            return;
-        };
-        let Some(chunk) = self.state.lengths.chunk_info_from_received_data(
-            piece_index,
-            request.begin,
-            request.length,
-        ) else {
-            return;
-        };
-        let mut cancelled = self.cancelled_uploads.lock();
-        if cancelled.len() >= CANCELLED_UPLOADS_MAX {
-            cancelled.clear();
-        }
-        cancelled.insert(chunk);
-    }
-
     fn on_peer_died(self, error: Option<crate::Error>) -> crate::Result<()> {
         let peers = &self.state.peers;
         let handle = self.addr;
@@ -1659,8 +1627,6 @@ impl PeerHandler {
         if let Some(super_seed) = &self.state.super_seed {
             super_seed.lock().on_request(self.addr, piece_index.get());
         }
-        // adsnap patch: asked again after a cancel (the piece came back to this peer).
-        self.cancelled_uploads.lock().remove(&chunk_info);
 
         self.state
             .ratelimit_upload_tx
