@@ -53,6 +53,9 @@ pub struct OriginArgs {
     snapshots_kept_max: Option<usize>,
     #[arg(long, env = "ADSNAP_ORIGIN_POLL_INTERVAL_MS")]
     poll_interval_ms: Option<u64>,
+    /// Super-seed: advertise pieces to followers a few at a time (true or false).
+    #[arg(long, env = "ADSNAP_ORIGIN_SUPER_SEED")]
+    super_seed: Option<bool>,
     #[command(flatten)]
     swarm: SwarmArgs,
 }
@@ -108,7 +111,7 @@ impl OriginArgs {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
         }
         set!(origin_dir, signing_key_path, http_listen_addr, public_base_url, piece_bytes, stripes_max);
-        set!(snapshots_kept_max, poll_interval_ms);
+        set!(snapshots_kept_max, poll_interval_ms, super_seed);
         if !self.trackers.is_empty() {
             c.trackers = self.trackers.clone();
         }

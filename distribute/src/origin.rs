@@ -57,6 +57,11 @@ pub struct OriginConfig {
     pub snapshots_kept_max: usize,
     /// How often the daemon looks for newly published snapshots.
     pub poll_interval_ms: u64,
+    /// Super-seed (BEP 16 style): advertise pieces to each follower a few at a time, choosing
+    /// pieces no connected peer holds, so that each piece leaves the origin about once and the
+    /// followers trade the rest. A piece a follower holds but does not pass on is offered again to
+    /// one lacking it after a few seconds. Off, the origin shows every piece to every follower.
+    pub super_seed: bool,
     pub swarm: SwarmConfig,
 }
 
@@ -75,6 +80,7 @@ impl Default for OriginConfig {
             tracker_reload_command: Vec::new(),
             snapshots_kept_max: ORIGIN_SNAPSHOTS_KEPT_DEFAULT,
             poll_interval_ms: 200,
+            super_seed: true,
             swarm: SwarmConfig::default(),
         }
     }
@@ -359,6 +365,7 @@ impl Origin {
                 output_folder: Some(self.config.dir("snapshots").display().to_string()),
                 initial_peers: None,
                 storage_factory: Some(crate::stripes::OneFileStorageFactory::boxed_for(snapshot)),
+                super_seed: self.config.super_seed,
                 ..Default::default()
             };
             let added = self

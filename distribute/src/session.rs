@@ -154,8 +154,10 @@ mod tests {
         file: PathBuf,
         peers: Vec<SocketAddr>,
         only_files: Option<Vec<usize>>,
+        super_seed: bool,
     ) -> Arc<ManagedTorrent> {
         let options = AddTorrentOptions {
+            super_seed,
             overwrite: true,
             output_folder: Some(file.parent().unwrap().display().to_string()),
             initial_peers: Some(peers),
@@ -187,11 +189,10 @@ mod tests {
     /// snapshot is published) must still trade the pieces they get afterwards. librqbit 9.1.0 as
     /// published never sent a HAVE to a peer that had sent no bitfield, so such a connection
     /// stayed idle both ways (vendor/librqbit/PATCHES.md, change 2).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn followers_connected_while_empty_trade_pieces() {
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..N_PIECES * PIECE_BYTES as usize).map(|i| (i * 31 % 253) as u8).collect();
-        let source = dir.path().join("origin").join("data.snap");
+    /// Writes `n_pieces` pieces of data as `<dir>/origin/data.snap` and makes its striped torrent.
+    async fn origin_data(dir: &Path, n_pieces: usize) -> (Vec<u8>, PathBuf, bytes::Bytes) {
+        let data: Vec<u8> = (0..n_pieces * PIECE_BYTES as usize).map(|i| (i * 31 % 253) as u8).collect();
+        let source = dir.join("origin").join("data.snap");
         std::fs::create_dir_all(source.parent().unwrap()).unwrap();
         std::fs::write(&source, &data).unwrap();
         let spawner = librqbit::spawn_utils::BlockingSpawner::new(1);
@@ -202,7 +203,17 @@ mod tests {
         };
         let mut made = librqbit::create_torrent(&source, options, &spawner).await.unwrap();
         crate::stripes::stripe_torrent(&mut made, "id", N_STRIPES).unwrap();
-        let torrent = made.as_bytes().unwrap();
+        (data, source, made.as_bytes().unwrap())
+    }
+
+    fn loopback(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn followers_connected_while_empty_trade_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, source, torrent) = origin_data(dir.path(), N_PIECES).await;
 
         // The followers first, knowing only each other: they connect while both hold nothing.
         let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
@@ -210,7 +221,6 @@ mod tests {
         std::fs::create_dir_all(&dir_b).unwrap();
         let (session_a, session_b) = (session_at(&dir_a, None).await, session_at(&dir_b, None).await);
         let (addr_a, addr_b) = (session_a.announce_port().unwrap(), session_b.announce_port().unwrap());
-        let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let last_stripe = N_STRIPES as usize - 1;
         let a = add(
             &session_a,
@@ -218,18 +228,98 @@ mod tests {
             dir_a.join("data.snap"),
             vec![loopback(addr_b)],
             Some(vec![last_stripe]),
+            false,
         )
         .await;
-        let b = add(&session_b, &torrent, dir_b.join("data.snap"), vec![loopback(addr_a)], None).await;
+        let b = add(&session_b, &torrent, dir_b.join("data.snap"), vec![loopback(addr_a)], None, false).await;
         until("the followers to connect", || live_peers(&a) >= 1 && live_peers(&b) >= 1).await;
         assert_eq!(a.stats().progress_bytes + b.stats().progress_bytes, 0);
 
         // Then the origin, slow, which connects to both: A gets the last stripe from it long
         // before B, which asks for the stripes in order, gets there.
         let session_o = session_at(&dir.path().join("origin"), Some(ORIGIN_UPLOAD_BYTES_PER_S)).await;
-        let _origin = add(&session_o, &torrent, source, vec![loopback(addr_a), loopback(addr_b)], None).await;
+        let peers = vec![loopback(addr_a), loopback(addr_b)];
+        let _origin = add(&session_o, &torrent, source, peers, None, false).await;
         until("B to finish", || b.stats().finished).await;
         assert_eq!(std::fs::read(dir_b.join("data.snap")).unwrap(), data);
         assert!(a.stats().uploaded_bytes > 0, "B took nothing from A although A held the last stripe first");
+    }
+
+    /// A super-seeding origin (vendor/librqbit/PATCHES.md, change 3) sends each piece about once
+    /// to followers that start together, and they trade the rest. Without it, they all ask the
+    /// slow origin for the same first pieces and it sends about twice the data.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_super_seeding_origin_sends_each_piece_about_once() {
+        const N_FOLLOWERS: usize = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let (data, source, torrent) = origin_data(dir.path(), N_PIECES).await;
+        let mut sessions = Vec::new();
+        for k in 0..N_FOLLOWERS {
+            let follower_dir = dir.path().join(format!("f{k}"));
+            std::fs::create_dir_all(&follower_dir).unwrap();
+            sessions.push((session_at(&follower_dir, None).await, follower_dir));
+        }
+        let ports: Vec<u16> = sessions.iter().map(|(s, _)| s.announce_port().unwrap()).collect();
+        // The followers first, each knowing the others, so that they are connected before the
+        // origin offers its first piece.
+        let mut followers = Vec::new();
+        for (k, (session, follower_dir)) in sessions.iter().enumerate() {
+            let others =
+                ports.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, p)| loopback(*p)).collect();
+            followers.push(add(session, &torrent, follower_dir.join("data.snap"), others, None, false).await);
+        }
+        until("the followers to connect", || followers.iter().all(|f| live_peers(f) >= 1)).await;
+
+        let session_o = session_at(&dir.path().join("origin"), Some(ORIGIN_UPLOAD_BYTES_PER_S)).await;
+        let peers = ports.iter().map(|p| loopback(*p)).collect();
+        let origin = add(&session_o, &torrent, source, peers, None, true).await;
+        until("every follower to finish", || followers.iter().all(|f| f.stats().finished)).await;
+        for (_, follower_dir) in &sessions {
+            assert_eq!(std::fs::read(follower_dir.join("data.snap")).unwrap(), data);
+        }
+        let uploaded = origin.stats().uploaded_bytes;
+        let size = data.len() as u64;
+        assert!(
+            uploaded * 4 <= size * 5,
+            "the origin uploaded {uploaded} bytes for a {size}-byte torrent and {N_FOLLOWERS} followers"
+        );
+    }
+
+    /// A follower that passes the pieces it got from the origin on too slowly does not hold the
+    /// others up: the super-seeding origin offers those pieces again once they have been out for a
+    /// while (`RESEND_AFTER` in the patch), instead of counting on their only holder for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_super_seeding_origin_offers_again_what_a_holder_does_not_pass_on() {
+        const N_PIECES_HERE: usize = 64;
+        /// One block a second: the newcomer would need about N_PIECES_HERE / 2 seconds to get the
+        /// slow follower's half from it.
+        const SLOW_UPLOAD_BYTES_PER_S: u32 = PIECE_BYTES;
+        const ORIGIN_HERE_BYTES_PER_S: u32 = 256 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let (data, source, torrent) = origin_data(dir.path(), N_PIECES_HERE).await;
+        let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&dir_a).unwrap();
+        std::fs::create_dir_all(&dir_b).unwrap();
+        let session_a = session_at(&dir_a, Some(SLOW_UPLOAD_BYTES_PER_S)).await;
+        let session_b = session_at(&dir_b, None).await;
+        let session_o = session_at(&dir.path().join("origin"), Some(ORIGIN_HERE_BYTES_PER_S)).await;
+        let [addr_a, addr_b, addr_o] =
+            [&session_a, &session_b, &session_o].map(|s| loopback(s.announce_port().unwrap()));
+        let a = add(&session_a, &torrent, dir_a.join("data.snap"), vec![addr_b, addr_o], None, false).await;
+        let b = add(&session_b, &torrent, dir_b.join("data.snap"), vec![addr_a, addr_o], None, false).await;
+        until("the followers to connect", || live_peers(&a) >= 1 && live_peers(&b) >= 1).await;
+
+        let started = Instant::now();
+        let origin = add(&session_o, &torrent, source, vec![addr_a, addr_b], None, true).await;
+        until("the fast follower to finish", || b.stats().finished).await;
+        let took = started.elapsed();
+        assert_eq!(std::fs::read(dir_b.join("data.snap")).unwrap(), data);
+        let slow_half =
+            Duration::from_secs((data.len() as u64 / 2).div_ceil(u64::from(SLOW_UPLOAD_BYTES_PER_S)));
+        assert!(
+            took * 2 < slow_half,
+            "the fast follower took {took:?}; the slow one's half alone takes {slow_half:?}"
+        );
+        assert!(origin.stats().uploaded_bytes > data.len() as u64, "nothing was offered again");
     }
 }

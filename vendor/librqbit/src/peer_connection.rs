@@ -1,3 +1,4 @@
+// Modified for adsnap (see PATCHES.md at the crate root, change 3): opt-in super-seeding.
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -45,6 +46,8 @@ pub trait PeerConnectionHandler {
     async fn on_received_message(&self, msg: Message<'_>) -> anyhow::Result<()>;
     fn should_transmit_have(&self, id: ValidPieceIndex) -> bool;
     fn on_uploaded_bytes(&self, bytes: u32);
+    // adsnap patch: which chunk was just written to the peer (super-seeding counts them).
+    fn on_uploaded_chunk(&self, _chunk: &ChunkInfo) {}
     fn read_chunk(&self, chunk: &ChunkInfo, buf: &mut [u8]) -> anyhow::Result<()>;
     fn update_my_extended_handshake(
         &self,
@@ -446,7 +449,7 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                                 .map_err(Error::ReadChunk)?;
                         }
 
-                        uploaded_add = Some(chunk.size);
+                        uploaded_add = Some(chunk);
                         full_len
                     }
                     WriterRequest::Disconnect(res) => {
@@ -465,8 +468,9 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                 )
                 .await?;
 
-                if let Some(uploaded_add) = uploaded_add {
-                    self.handler.on_uploaded_bytes(uploaded_add)
+                if let Some(chunk) = uploaded_add {
+                    self.handler.on_uploaded_bytes(chunk.size);
+                    self.handler.on_uploaded_chunk(&chunk);
                 }
             }
 

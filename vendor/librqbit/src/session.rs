@@ -1,3 +1,4 @@
+// Modified for adsnap (see PATCHES.md at the crate root, change 3): opt-in super-seeding.
 use std::{
     borrow::Cow,
     collections::{HashMap, HashSet},
@@ -289,6 +290,14 @@ pub struct AddTorrentOptions {
 
     /// Max concurrent connected peers.
     pub peer_limit: Option<usize>,
+
+    /// adsnap patch: once the torrent is complete, super-seed it: send no bitfield, and advertise
+    /// pieces to each peer a few at a time (HAVE), choosing ones no connected peer holds, so that
+    /// each piece is uploaded about once and peers trade the rest. A piece some peer holds is
+    /// advertised again to one lacking it after a few seconds, so nothing stalls on a holder that
+    /// does not pass it on. For a seed whose upload is the fleet's bottleneck.
+    #[serde(default)]
+    pub super_seed: bool,
 
     /// This is used to restore the session from serialized state.
     pub preferred_id: Option<usize>,
@@ -1369,6 +1378,7 @@ impl Session {
                     ratelimits: opts.ratelimits,
                     initial_peers: opts.initial_peers.clone().unwrap_or_default(),
                     peer_limit: opts.peer_limit.or(self.peer_limit),
+                    super_seed: opts.super_seed,
                     #[cfg(feature = "disable-upload")]
                     _disable_upload: self._disable_upload,
                 },

@@ -1,3 +1,4 @@
+// Modified for adsnap (see PATCHES.md at the crate root, change 3): opt-in super-seeding.
 pub mod initializing;
 pub mod live;
 pub mod paused;
@@ -118,6 +119,8 @@ pub(crate) struct ManagedTorrentOptions {
     pub ratelimits: LimitsConfig,
     pub initial_peers: Vec<SocketAddr>,
     pub peer_limit: Option<usize>,
+    // adsnap patch: see AddTorrentOptions::super_seed.
+    pub super_seed: bool,
     #[cfg(feature = "disable-upload")]
     pub _disable_upload: bool,
 }

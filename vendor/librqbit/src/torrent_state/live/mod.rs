@@ -1,5 +1,6 @@
 // Modified for adsnap (see PATCHES.md at the crate root): the chunk requester also wakes on this
-// peer's HAVE and bitfield messages; HAVEs go to peers whose bitfield is still empty.
+// peer's HAVE and bitfield messages; HAVEs go to peers whose bitfield is still empty; opt-in
+// super-seeding (super_seed.rs).
 // The main logic of rqbit is here - connecting to peers, reading and writing messages
 // to them, tracking peer state etc.
 //
@@ -44,6 +45,7 @@
 pub mod peer;
 pub mod peers;
 pub mod stats;
+mod super_seed;
 
 use std::{
     borrow::Cow,
@@ -216,6 +218,9 @@ pub struct TorrentStateLive {
         ChunkInfo,
     )>,
     ratelimits: Limits,
+
+    // adsnap patch: Some when the torrent super-seeds (AddTorrentOptions::super_seed).
+    super_seed: Option<Mutex<super_seed::SuperSeedState>>,
 }
 
 impl TorrentStateLive {
@@ -305,7 +310,31 @@ impl TorrentStateLive {
                 .collect(),
             ratelimit_upload_tx,
             ratelimits,
+            super_seed: paused
+                .shared
+                .options
+                .super_seed
+                .then(|| Mutex::new(super_seed::SuperSeedState::new(lengths.total_pieces()))),
         });
+
+        if state.super_seed.is_some() {
+            state.spawn(
+                debug_span!(parent: state.shared.span.clone(), "super_seed_ticker"),
+                format!("[{}]super_seed_ticker", state.shared.id),
+                {
+                    let state = Arc::downgrade(&state);
+                    async move {
+                        loop {
+                            tokio::time::sleep(super_seed::TICK).await;
+                            let Some(state) = state.upgrade() else {
+                                return Ok(());
+                            };
+                            state.super_seed_top_up(None);
+                        }
+                    }
+                },
+            );
+        }
 
         state.spawn(
             debug_span!(parent: state.shared.span.clone(), "speed_estimator_updater"),
@@ -703,6 +732,46 @@ impl TorrentStateLive {
         self.peers.with_peer_mut(handle, "set_peer_live", |p| {
             p.connecting_to_live(h.peer_id, &self.peers, connection_kind);
         });
+    }
+
+    // adsnap patch: super-seeding applies once we hold every piece.
+    fn is_super_seeding(&self) -> bool {
+        self.super_seed.is_some() && self.is_finished()
+    }
+
+    // adsnap patch: advertises (HAVE) to `only`, or to every live peer, the pieces the
+    // super-seeder picks for them.
+    fn super_seed_top_up(&self, only: Option<PeerHandle>) {
+        let Some(super_seed) = &self.super_seed else {
+            return;
+        };
+        if !self.is_finished() {
+            return;
+        }
+        let live: Vec<(PeerHandle, BF, PeerTx)> = self
+            .peers
+            .states
+            .iter()
+            .filter_map(|e| {
+                e.value()
+                    .get_live()
+                    .map(|l| (*e.key(), l.bitfield.clone(), l.tx.clone()))
+            })
+            .collect();
+        let views: Vec<super_seed::PeerView<'_>> = live
+            .iter()
+            .map(|(addr, bitfield, _)| super_seed::PeerView {
+                addr: *addr,
+                bitfield,
+            })
+            .collect();
+        let now = Instant::now();
+        let mut g = super_seed.lock();
+        for (addr, _, tx) in live.iter().filter(|(a, ..)| only.is_none_or(|o| o == *a)) {
+            for piece in g.pick(*addr, &views, now) {
+                let _ = tx.send(WriterRequest::Message(Message::Have(piece)));
+            }
+        }
     }
 
     pub fn get_uploaded_bytes(&self) -> u64 {
@@ -1144,7 +1213,28 @@ impl PeerConnectionHandler for &'_ PeerHandler {
 
     fn on_handshake(&self, handshake: Handshake, ckind: ConnectionKind) -> anyhow::Result<()> {
         self.state.set_peer_live(self.addr, handshake, ckind);
+        if let Some(super_seed) = &self.state.super_seed {
+            super_seed.lock().reset_peer(self.addr);
+            self.state.super_seed_top_up(Some(self.addr));
+        }
         Ok(())
+    }
+
+    fn on_uploaded_chunk(&self, chunk: &ChunkInfo) {
+        let Some(super_seed) = &self.state.super_seed else {
+            return;
+        };
+        let piece_bytes = self.state.lengths.piece_length(chunk.piece_index);
+        let completed = super_seed.lock().on_uploaded(
+            self.addr,
+            chunk.piece_index.get(),
+            chunk.size,
+            piece_bytes,
+            Instant::now(),
+        );
+        if completed {
+            self.state.super_seed_top_up(Some(self.addr));
+        }
     }
 
     fn on_uploaded_bytes(&self, bytes: u32) {
@@ -1228,7 +1318,8 @@ impl PeerConnectionHandler for &'_ PeerHandler {
             return false;
         }
 
-        self.state.get_approx_have_bytes() > 0
+        // adsnap patch: a super-seeder advertises its pieces with HAVEs instead.
+        self.state.get_approx_have_bytes() > 0 && !self.state.is_super_seeding()
     }
 
     fn should_transmit_have(&self, id: ValidPieceIndex) -> bool {
@@ -1531,6 +1622,10 @@ impl PeerHandler {
                 "got request for a chunk that is not ready to upload. chunk {:?}",
                 chunk_info
             );
+        }
+
+        if let Some(super_seed) = &self.state.super_seed {
+            super_seed.lock().on_request(self.addr, piece_index.get());
         }
 
         self.state
