@@ -100,6 +100,13 @@ struct Driven {
     non_2xx: u64,
 }
 
+impl Driven {
+    /// Requests of the schedule done with: answered or failed.
+    fn n_done(&self) -> u64 {
+        self.latency_us.len() + self.errors
+    }
+}
+
 /// One connection's state: the request it carries (if any) and the answer read so far.
 struct Connection {
     stream: mio::net::TcpStream,
@@ -134,11 +141,14 @@ fn drive(
         Driven { latency_us: Histogram::new_with_max(LATENCY_US_MAX, 3)?, errors: 0, non_2xx: 0 };
     let start = Instant::now() + Duration::from_millis(100);
     let deadline = start + run_time_max;
-    let mut n_done = 0u64;
-    while n_done < schedule.n_total {
+    while driven.n_done() < schedule.n_total {
         let now = Instant::now();
         if now > deadline {
-            bail!("the paced run outlasted {run_time_max:?} ({n_done} of {} answered)", schedule.n_total);
+            bail!(
+                "the paced run outlasted {run_time_max:?} ({} of {} done)",
+                driven.n_done(),
+                schedule.n_total
+            );
         }
         for (c, conn) in conns.iter_mut().enumerate() {
             if conn.next >= schedule.n_total {
@@ -149,7 +159,6 @@ fn drive(
                 None if intended <= now => 0,
                 Some((at, _)) if now.saturating_duration_since(at) > RESPONSE_TIMEOUT => {
                     fail(&poll, addr, c, conn, &mut driven, schedule)?;
-                    n_done += 1;
                     continue;
                 }
                 Some((_, written)) if written < requests_of(requests, conn.next).len() => written,
@@ -159,10 +168,7 @@ fn drive(
             match conn.stream.write(&request[sent..]) {
                 Ok(n) => conn.in_flight = Some((intended, sent + n)),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => conn.in_flight = Some((intended, sent)),
-                Err(_) => {
-                    fail(&poll, addr, c, conn, &mut driven, schedule)?;
-                    n_done += 1;
-                }
+                Err(_) => fail(&poll, addr, c, conn, &mut driven, schedule)?,
             }
         }
         poll.poll(&mut events, Some(Duration::ZERO))?;
@@ -179,12 +185,8 @@ fn drive(
                     let latency_us = intended.elapsed().as_micros().min(LATENCY_US_MAX as u128) as u64;
                     driven.latency_us.record(latency_us.max(1))?;
                     conn.next += schedule.step;
-                    n_done += 1;
                 }
-                Err(_) => {
-                    fail(&poll, addr, c, conn, &mut driven, schedule)?;
-                    n_done += 1;
-                }
+                Err(_) => fail(&poll, addr, c, conn, &mut driven, schedule)?,
             }
         }
     }
