@@ -112,10 +112,18 @@ struct Connection {
     stream: mio::net::TcpStream,
     /// The next request of the schedule this connection sends.
     next: u64,
-    /// When the request in flight was meant to leave, and how much of it is written.
-    in_flight: Option<(Instant, usize)>,
+    /// The request in flight, from the first attempt to write it.
+    in_flight: Option<InFlight>,
     buffer: Vec<u8>,
     filled: usize,
+}
+
+struct InFlight {
+    /// When it was meant to leave: its latency counts from here.
+    intended: Instant,
+    /// When writing it began: its response timeout counts from here.
+    sent: Instant,
+    written: usize,
 }
 
 fn drive(
@@ -155,19 +163,21 @@ fn drive(
                 continue;
             }
             let intended = start + schedule.interval.mul_f64(conn.next as f64);
-            let sent = match conn.in_flight {
-                None if intended <= now => 0,
-                Some((at, _)) if now.saturating_duration_since(at) > RESPONSE_TIMEOUT => {
+            let request = requests_of(requests, conn.next);
+            let flight = match &mut conn.in_flight {
+                None if intended <= now => {
+                    conn.in_flight.insert(InFlight { intended, sent: now, written: 0 })
+                }
+                Some(flight) if now.saturating_duration_since(flight.sent) > RESPONSE_TIMEOUT => {
                     fail(&poll, addr, c, conn, &mut driven, schedule)?;
                     continue;
                 }
-                Some((_, written)) if written < requests_of(requests, conn.next).len() => written,
+                Some(flight) if flight.written < request.len() => flight,
                 _ => continue,
             };
-            let request = requests_of(requests, conn.next);
-            match conn.stream.write(&request[sent..]) {
-                Ok(n) => conn.in_flight = Some((intended, sent + n)),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => conn.in_flight = Some((intended, sent)),
+            match conn.stream.write(&request[flight.written..]) {
+                Ok(n) => flight.written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => fail(&poll, addr, c, conn, &mut driven, schedule)?,
             }
         }
@@ -178,7 +188,7 @@ fn drive(
             match read_answer(conn) {
                 Ok(None) => {}
                 Ok(Some(status)) => {
-                    let Some((intended, _)) = conn.in_flight.take() else { continue };
+                    let Some(InFlight { intended, .. }) = conn.in_flight.take() else { continue };
                     if !(200..300).contains(&status) {
                         driven.non_2xx += 1;
                     }
