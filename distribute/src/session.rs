@@ -185,10 +185,6 @@ mod tests {
         handle.stats().live.map(|l| l.snapshot.peer_stats.live).unwrap_or(0)
     }
 
-    /// Two followers that connect to each other while both are empty (every follower, when a
-    /// snapshot is published) must still trade the pieces they get afterwards. librqbit 9.1.0 as
-    /// published never sent a HAVE to a peer that had sent no bitfield, so such a connection
-    /// stayed idle both ways (vendor/librqbit/PATCHES.md, change 2).
     /// Writes `n_pieces` pieces of data as `<dir>/origin/data.snap` and makes its striped torrent.
     async fn origin_data(dir: &Path, n_pieces: usize) -> (Vec<u8>, PathBuf, bytes::Bytes) {
         let data: Vec<u8> = (0..n_pieces * PIECE_BYTES as usize).map(|i| (i * 31 % 253) as u8).collect();
@@ -210,6 +206,10 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// Two followers that connect to each other while both are empty (every follower, when a
+    /// snapshot is published) must still trade the pieces they get afterwards. librqbit 9.1.0 as
+    /// published never sent a HAVE to a peer that had sent no bitfield, so such a connection
+    /// stayed idle both ways (vendor/librqbit/PATCHES.md, change 2).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn followers_connected_while_empty_trade_pieces() {
         let dir = tempfile::tempdir().unwrap();
