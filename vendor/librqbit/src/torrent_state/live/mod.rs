@@ -767,8 +767,9 @@ impl TorrentStateLive {
             .collect();
         let now = Instant::now();
         let mut g = super_seed.lock();
+        let mut counts = g.counts(&views, now);
         for (addr, _, tx) in live.iter().filter(|(a, ..)| only.is_none_or(|o| o == *a)) {
-            for piece in g.pick(*addr, &views, now) {
+            for piece in g.pick_counted(*addr, &views, &mut counts, now) {
                 let _ = tx.send(WriterRequest::Message(Message::Have(piece)));
             }
         }

@@ -115,8 +115,44 @@ impl SuperSeedState {
 
     /// Chooses the pieces to advertise to `peer` now and records them as advertised. `live` is
     /// every connected peer, `peer` included.
+    #[cfg(test)]
     pub(crate) fn pick(&mut self, peer: PeerHandle, live: &[PeerView<'_>], now: Instant) -> Vec<u32> {
+        let mut counts = self.counts(live, now);
+        self.pick_counted(peer, live, &mut counts, now)
+    }
+
+    /// Forgets peers no longer connected and counts, per piece, the connected peers holding it
+    /// and whether one is being sent it. One count serves the picks for every peer of a top-up
+    /// ([`SuperSeedState::pick_counted`] keeps it up to date).
+    pub(crate) fn counts(&mut self, live: &[PeerView<'_>], now: Instant) -> Counts {
         self.peers.retain(|addr, _| live.iter().any(|v| v.addr == *addr));
+        let n = self.clock.len();
+        let mut counts = Counts { holders: vec![0u32; n], in_flight: vec![false; n] };
+        for view in live {
+            let adverts = self.peers.get(&view.addr);
+            let busy = adverts.is_some_and(is_busy);
+            for (i, h) in counts.holders.iter_mut().enumerate() {
+                let advert = adverts.and_then(|a| a.get(&(i as u32)));
+                if view.bitfield.get(i).is_some_and(|b| *b) || advert.is_some_and(|a| a.done) {
+                    *h += 1;
+                } else if advert.is_some_and(|a| a.is_pending(busy, now)) {
+                    counts.in_flight[i] = true;
+                }
+            }
+        }
+        counts
+    }
+
+    /// [`SuperSeedState::pick`] from `counts` made by [`SuperSeedState::counts`] for the same
+    /// `live` and `now`; the pieces chosen are marked in flight in `counts`, as counting again
+    /// would find them.
+    pub(crate) fn pick_counted(
+        &mut self,
+        peer: PeerHandle,
+        live: &[PeerView<'_>],
+        counts: &mut Counts,
+        now: Instant,
+    ) -> Vec<u32> {
         let Some(own) = self.peers.get(&peer) else {
             return Vec::new();
         };
@@ -127,20 +163,7 @@ impl SuperSeedState {
             return Vec::new();
         }
         let n = self.clock.len();
-        let mut holders = vec![0u32; n];
-        let mut in_flight = vec![false; n];
-        for view in live {
-            let adverts = self.peers.get(&view.addr);
-            let busy = adverts.is_some_and(is_busy);
-            for (i, h) in holders.iter_mut().enumerate() {
-                let advert = adverts.and_then(|a| a.get(&(i as u32)));
-                if view.bitfield.get(i).is_some_and(|b| *b) || advert.is_some_and(|a| a.done) {
-                    *h += 1;
-                } else if advert.is_some_and(|a| a.is_pending(busy, now)) {
-                    in_flight[i] = true;
-                }
-            }
-        }
+        let Counts { holders, in_flight } = &*counts;
         let own_bitfield = live.iter().find(|v| v.addr == peer).map(|v| v.bitfield);
         let lacks = |i: usize| {
             !own.contains_key(&(i as u32)) && !own_bitfield.is_some_and(|b| b.get(i).is_some_and(|b| *b))
@@ -167,9 +190,17 @@ impl SuperSeedState {
         for &i in &chosen {
             own.insert(i, Advert { since: now, requested: false, uploaded_bytes: 0, done: false });
             self.clock[i as usize] = Some(now);
+            // A fresh, unrequested advertisement to a peer lacking the piece is pending.
+            counts.in_flight[i as usize] = true;
         }
         chosen
     }
+}
+
+/// Per piece: how many connected peers hold it, and whether one is being sent it.
+pub(crate) struct Counts {
+    holders: Vec<u32>,
+    in_flight: Vec<bool>,
 }
 
 fn peer_offset(peer: PeerHandle, n: usize) -> usize {
