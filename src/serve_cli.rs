@@ -45,6 +45,12 @@ pub struct ServeArgs {
     ad_ttl_s: Option<u32>,
     #[arg(long, env = "ADSNAP_TRACKING_DEDUP_ENTRIES_MAX")]
     tracking_dedup_entries_max: Option<usize>,
+    /// Nice value (0 to 19) of the snapshot opening and releasing threads (default 10).
+    #[arg(long, env = "ADSNAP_BACKGROUND_NICE")]
+    background_nice: Option<i8>,
+    /// Bytes of markup kept escaped for JSON answers, per snapshot (default 128 MiB).
+    #[arg(long, env = "ADSNAP_ESCAPED_MARKUP_BYTES_MAX")]
+    escaped_markup_bytes_max: Option<u64>,
     /// Read and keep user profiles (default true).
     #[arg(long, env = "ADSNAP_PROFILES_ENABLED")]
     profiles_enabled: Option<bool>,
@@ -109,6 +115,7 @@ impl ServeArgs {
             connections_max
         );
         set!(header_read_timeout_ms, tracking_token_ttl_s, ad_ttl_s, tracking_dedup_entries_max);
+        set!(background_nice, escaped_markup_bytes_max);
         set!(install_attribution_window_s);
         if self.staging_snapshot_path.is_some() {
             c.staging_snapshot_path = self.staging_snapshot_path.clone();

@@ -6,13 +6,13 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use adsnap_snapshot::Snapshot;
 use http_body_util::BodyExt;
 use hyper::Request;
 use serde_json::json;
 
 use crate::error::ServeError;
 use crate::handlers::{json_reply, snapshot_health, Reply};
+use crate::served::Served;
 use crate::server::State;
 use crate::slots::Target;
 
@@ -67,7 +67,7 @@ async fn install(state: &State, request: Request<hyper::body::Incoming>) -> Repl
     changed(state, state.install_snapshot(&install.path, install.target).await, target)
 }
 
-fn changed(state: &State, result: Result<Arc<Snapshot>, ServeError>, target: &str) -> Reply {
+fn changed(state: &State, result: Result<Arc<Served>, ServeError>, target: &str) -> Reply {
     match result {
         Ok(snapshot) => {
             let header = snapshot.header();

@@ -42,6 +42,13 @@ pub struct ServeConfig {
     pub ad_ttl_s: u32,
     /// Tracking tokens remembered to count duplicates once (per generation; two are kept).
     pub tracking_dedup_entries_max: usize,
+    /// Nice value (0 to 19) of the threads that open, verify and release snapshots, so that a
+    /// hot swap gives way to the threads answering requests.
+    pub background_nice: i8,
+    /// Bytes of creative markup kept escaped for JSON answers, per snapshot (below 4 GiB);
+    /// markup past it is escaped on every answer instead. Up to three snapshots are held at
+    /// once during a swap (production, staging and the incoming one).
+    pub escaped_markup_bytes_max: u64,
     /// Read user profiles (segments, installed apps, frequency caps) and keep them up to date.
     /// Off, every request is decided as for a user without a profile.
     pub profiles_enabled: bool,
@@ -74,6 +81,8 @@ impl Default for ServeConfig {
             install_attribution_window_s: 7 * 86_400,
             ad_ttl_s: 300,
             tracking_dedup_entries_max: 1_000_000,
+            background_nice: 10,
+            escaped_markup_bytes_max: 128 << 20,
             profiles_enabled: true,
             profiles: adsnap_profile_store::ProfilesConfig::default(),
             events_enabled: true,
@@ -87,6 +96,23 @@ impl ServeConfig {
     /// Reads a TOML configuration file.
     pub fn from_toml(text: &str) -> Result<ServeConfig, ServeError> {
         toml::from_str(text).map_err(|e| ServeError::Config(e.to_string()))
+    }
+
+    /// What preparing a snapshot may use; refuses values outside their ranges.
+    pub fn prepare(&self) -> Result<crate::served::Prepare, ServeError> {
+        if !(0..=19).contains(&self.background_nice) {
+            return Err(ServeError::Config(format!(
+                "background_nice = {} is outside 0..=19",
+                self.background_nice
+            )));
+        }
+        let escaped_markup_bytes_max = u32::try_from(self.escaped_markup_bytes_max).map_err(|_| {
+            ServeError::Config(format!(
+                "escaped_markup_bytes_max = {} is 4 GiB or more",
+                self.escaped_markup_bytes_max
+            ))
+        })?;
+        Ok(crate::served::Prepare { nice: self.background_nice, escaped_markup_bytes_max })
     }
 
     /// The tracking key, parsed.
@@ -124,5 +150,11 @@ mod tests {
         assert!(config.tracking_key().is_err());
         let config = ServeConfig { tracking_key_hex: Some("ab".repeat(32)), ..ServeConfig::default() };
         assert_eq!(config.tracking_key().unwrap(), Some([0xab; 32]));
+        let config = ServeConfig { background_nice: 20, ..ServeConfig::default() };
+        assert!(config.prepare().unwrap_err().to_string().contains("background_nice"));
+        let config = ServeConfig { escaped_markup_bytes_max: 1 << 32, ..ServeConfig::default() };
+        assert!(config.prepare().unwrap_err().to_string().contains("escaped_markup_bytes_max"));
+        let config = ServeConfig { escaped_markup_bytes_max: u64::from(u32::MAX), ..ServeConfig::default() };
+        assert_eq!(config.prepare().unwrap().escaped_markup_bytes_max, u32::MAX);
     }
 }

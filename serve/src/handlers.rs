@@ -15,11 +15,12 @@ use serde_json::json;
 use crate::decision::{decide, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
-use crate::json;
+use crate::json::{self, Escaped};
 use crate::metrics::TrackingLabels;
 use crate::privacy::PrivacySignals;
-use crate::render::{render, Fill, RENDER_GROWTH_BYTES};
+use crate::render::{render, render_escaped, Fill, RENDER_GROWTH_BYTES};
 use crate::request::{AdRequest, Query};
+use crate::served::Served;
 use crate::server::State;
 use crate::token::{Claims, TokenError};
 use adsnap_events::{Channel, EventKind};
@@ -76,10 +77,10 @@ fn assignment_key<'a>(
 
 /// The snapshot and decision parameters of an assignment.
 fn route_assignment<'a>(
-    production: &'a Arc<Snapshot>,
-    staging: &'a Option<Arc<Snapshot>>,
+    production: &'a Arc<Served>,
+    staging: &'a Option<Arc<Served>>,
     assignment: &Assignment,
-) -> (&'a Snapshot, &'a ArchivedOverrides, &'static str) {
+) -> (&'a Served, &'a ArchivedOverrides, &'static str) {
     match assignment.slice {
         Slice::Staging => {
             let s = staging.as_deref().unwrap_or(production);
@@ -258,7 +259,7 @@ const RESPONSE_BYTES_TYPICAL: usize = 4096;
 /// strings go straight from the mapped snapshot into the body, the markup rendered in place.
 fn ad_response(
     state: &State,
-    s: &Snapshot,
+    s: &Served,
     winner: &Winner,
     claims: &Claims,
     request_id: &str,
@@ -275,8 +276,8 @@ fn ad_response(
     let mut response = json::Object::open(&mut body);
     response.str("request_id", request_id).str("snapshot_id", &s.header().id_hex()).str_with(
         "assignment",
-        |w| {
-            let _ = write!(w, "{}", assignment.slice);
+        |out| {
+            let _ = write!(Escaped(out), "{}", assignment.slice);
         },
     );
     let mut ad = response.object("ad");
@@ -287,7 +288,10 @@ fn ad_response(
         .u64("height", creative.height.to_native().into())
         .str("mime", s.str(&creative.mime))
         .str("markup_kind", markup_kind_name(creative.markup_kind.get()))
-        .str_with("markup", |w| render(s, creative, &fill, w))
+        .str_with("markup", |out| match s.escaped_markup(winner.creative_idx) {
+            Some(escaped) => render_escaped(s, creative, &fill, escaped, out),
+            None => render(s, creative, &fill, &mut Escaped(out)),
+        })
         .str("impression_url", &impression_url)
         .str("click_url", &click_url)
         .str("advertiser_domain", s.str(&advertiser.domain))

@@ -157,11 +157,12 @@ impl<'a> Object<'a> {
         self
     }
 
-    /// A string member whose contents `write` appends through an [`Escaped`] writer.
-    pub fn str_with(&mut self, key: &str, write: impl FnOnce(&mut Escaped)) -> &mut Self {
+    /// A string member whose contents `write` appends, escaped (through an [`Escaped`] writer,
+    /// or already escaped).
+    pub fn str_with(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
         self.key(key);
         self.out.push(b'"');
-        write(&mut Escaped(self.out));
+        write(self.out);
         self.out.push(b'"');
         self
     }
@@ -229,9 +230,9 @@ mod tests {
         let mut object = Object::open(&mut out);
         object.str("a", "x\"y").u64("n", u64::MAX);
         let mut inner = object.object("inner");
-        inner.str_with("markup", |w| {
-            let _ = fmt::Write::write_str(w, "<a href=\"");
-            let _ = fmt::Write::write_fmt(w, format_args!("{}", 42));
+        inner.str_with("markup", |out| {
+            let _ = fmt::Write::write_str(&mut Escaped(out), "<a href=\"");
+            let _ = fmt::Write::write_fmt(&mut Escaped(out), format_args!("{}", 42));
         });
         inner.close();
         object.u64("last", 0);

@@ -14,6 +14,7 @@ pub mod openrtb;
 pub mod privacy;
 pub mod render;
 pub mod request;
+pub mod served;
 pub mod server;
 pub mod slots;
 pub mod token;

@@ -5,11 +5,44 @@ use std::fmt::Write;
 use adsnap_snapshot::schema::ArchivedCreative;
 use adsnap_snapshot::Snapshot;
 
+use crate::json::{push_escaped, Escaped};
+
 /// What the server adds to a creative's own fields.
 pub struct Fill<'a> {
     pub click_url: &'a str,
     pub impression_url: &'a str,
     pub campaign_id: u32,
+}
+
+/// Where markup is rendered: the template's own text goes through [`MarkupOut::literal`], the
+/// placeholders' values through `write_str`.
+pub trait MarkupOut: Write {
+    fn literal(&mut self, text: &str) {
+        // Writing to a String or a Vec cannot fail.
+        let _ = self.write_str(text);
+    }
+}
+
+impl MarkupOut for String {}
+
+/// Everything escaped as it is written: the template's text and the values.
+impl MarkupOut for Escaped<'_> {}
+
+/// For a template already escaped as JSON string contents ([`crate::served::EscapedMarkup`]):
+/// its text is copied as it is, the values are escaped.
+pub struct PreEscaped<'a>(pub &'a mut Vec<u8>);
+
+impl Write for PreEscaped<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        push_escaped(self.0, text);
+        Ok(())
+    }
+}
+
+impl MarkupOut for PreEscaped<'_> {
+    fn literal(&mut self, text: &str) {
+        self.0.extend_from_slice(text.as_bytes());
+    }
 }
 
 /// Longest placeholder name; a `{{` not closed within it is copied as text.
@@ -18,23 +51,43 @@ const PLACEHOLDER_BYTES_MAX: usize = 32;
 /// Renders `creative`'s markup into `out`: a `String`, or the JSON body through
 /// [`crate::json::Escaped`]. Unknown placeholders are left as they are, so a template never
 /// loses text it did not mean to hand to the server.
-pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl Write) {
-    let mut rest = s.str(&creative.markup);
-    // Writing to a String or a Vec cannot fail.
+pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl MarkupOut) {
+    fill_template(s.str(&creative.markup), out, |name, out| value(s, creative, fill, name, out));
+}
+
+/// Renders `creative`'s markup from `escaped`, its template already escaped as JSON string
+/// contents, into a JSON body: the same bytes as [`render`] through [`crate::json::Escaped`],
+/// with only the placeholders' values escaped per request. Escaping leaves every placeholder as
+/// it was (names are ASCII letters, digits and `_`; escapes add no braces), and turns no other
+/// text into one.
+pub fn render_escaped(
+    s: &Snapshot,
+    creative: &ArchivedCreative,
+    fill: &Fill,
+    escaped: &str,
+    out: &mut Vec<u8>,
+) {
+    fill_template(escaped, &mut PreEscaped(out), |name, out| value(s, creative, fill, name, out));
+}
+
+/// Copies `template` to `out` with each `{{name}}` for which `value` writes something replaced
+/// by what it wrote.
+fn fill_template<O: MarkupOut>(template: &str, out: &mut O, mut value: impl FnMut(&str, &mut O) -> bool) {
+    let mut rest = template;
     // A one-byte search (memchr) finds candidates far faster than a two-byte pattern search.
     while let Some(open) = find_open(rest) {
-        let _ = out.write_str(&rest[..open]);
+        out.literal(&rest[..open]);
         let after = &rest[open + 2..];
         let window = &after.as_bytes()[..after.len().min(PLACEHOLDER_BYTES_MAX + 2)];
         match window.windows(2).position(|w| w == b"}}") {
-            Some(end) if value(s, creative, fill, &after[..end], out) => rest = &after[end + 2..],
+            Some(end) if value(&after[..end], out) => rest = &after[end + 2..],
             _ => {
-                let _ = out.write_str("{{");
+                out.literal("{{");
                 rest = after;
             }
         }
     }
-    let _ = out.write_str(rest);
+    out.literal(rest);
 }
 
 /// Bytes reserved for a rendered markup beyond its template: the placeholders' values (URLs with
@@ -103,7 +156,48 @@ fn find_open(text: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::write_hms;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The values of a few placeholders, with text JSON escapes in them.
+    fn test_value(name: &str, out: &mut impl Write) -> bool {
+        let text = match name {
+            "click_url" => "https://t.example/c?t=\"q\"\\",
+            "asset_url" => "a\nb\u{1}é",
+            "width" => "320",
+            _ => return false,
+        };
+        let _ = out.write_str(text);
+        true
+    }
+
+    proptest! {
+        /// Rendering the escaped template writes exactly the escaped rendering of the template:
+        /// for text made of placeholders, near-placeholders, braces and bytes JSON escapes.
+        #[test]
+        fn rendering_an_escaped_template_escapes_the_rendering(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("{{click_url}}"), Just("{{asset_url}}"), Just("{{width}}"), Just("{{nope}}"),
+                Just("{{"), Just("}}"), Just("{"), Just("}"), Just("\""), Just("\\"), Just("\n"),
+                Just("\u{0}"), Just("\u{1f}"), Just("é"), Just("<a href=x>"), Just("{{click_"),
+                Just("url}}"), Just("{{\"}}"), Just("{{a\nb}}"),
+            ], 0..40),
+        ) {
+            let template: String = parts.concat();
+            let mut rendered = String::new();
+            fill_template(&template, &mut rendered, test_value);
+            let mut expected = Vec::new();
+            push_escaped(&mut expected, &rendered);
+
+            let mut escaped_template = Vec::new();
+            push_escaped(&mut escaped_template, &template);
+            let escaped_template = String::from_utf8(escaped_template).unwrap();
+            let mut body = Vec::new();
+            fill_template(&escaped_template, &mut PreEscaped(&mut body), test_value);
+            prop_assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(expected).unwrap());
+        }
+    }
 
     #[test]
     fn durations_are_written_as_vast_hh_mm_ss() {

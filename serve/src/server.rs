@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use adsnap_snapshot::Snapshot;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -22,6 +21,7 @@ use crate::config::ServeConfig;
 use crate::dedup::Dedup;
 use crate::error::{RequestError, ServeError};
 use crate::metrics::Metrics;
+use crate::served::{Prepare, Served};
 use crate::slots::{keep_as_previous, link_or_copy, remove_if_exists, sync_folder, SlotPaths, Target};
 use crate::token::TokenKey;
 use crate::{admin, handlers};
@@ -35,8 +35,10 @@ pub struct State {
     pub slots: SlotPaths,
     /// The production snapshot. A swap stores a new `Arc`; requests in flight keep the one they
     /// loaded, and the old mapping is released when the last of them is done.
-    pub production: ArcSwap<Snapshot>,
-    pub staging: ArcSwapOption<Snapshot>,
+    pub production: ArcSwap<Served>,
+    pub staging: ArcSwapOption<Served>,
+    /// How snapshots are opened and prepared (`background_nice`, `escaped_markup_bytes_max`).
+    prepare: Prepare,
     pub token_key: TokenKey,
     pub metrics: Metrics,
     pub dedup: Dedup,
@@ -53,15 +55,6 @@ pub struct State {
 
 pub fn now_unix_s() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-async fn open_blocking(path: &Path) -> Result<Arc<Snapshot>, ServeError> {
-    let path = path.to_owned();
-    // Opening maps and verifies the whole file: far too long for an async worker.
-    let opened = tokio::task::spawn_blocking(move || Snapshot::open(&path))
-        .await
-        .map_err(|e| ServeError::Config(format!("the snapshot opener stopped: {e}")))?;
-    Ok(Arc::new(opened?))
 }
 
 impl State {
@@ -81,8 +74,9 @@ impl State {
     /// Opens the configured snapshots and prepares the shared state.
     pub async fn new(config: ServeConfig) -> Result<Arc<State>, ServeError> {
         let slots = SlotPaths::new(&config);
-        let production = open_blocking(&slots.production).await?;
-        let staging = open_staging(&slots).await?;
+        let prepare = config.prepare()?;
+        let production = Served::open(&slots.production, prepare).await?;
+        let staging = open_staging(&slots, prepare).await?;
         let key = match config.tracking_key()? {
             Some(key) => key,
             None => {
@@ -113,6 +107,7 @@ impl State {
             slots,
             production: ArcSwap::new(production),
             staging: ArcSwapOption::new(staging),
+            prepare,
             token_key: TokenKey::new(key, ttl_s),
             metrics,
             dedup,
@@ -198,8 +193,8 @@ impl State {
     /// refused, counted, and the server keeps what it had.
     pub async fn reload(&self) -> Result<(), ServeError> {
         self.change("reload", async {
-            let production = open_blocking(&self.slots.production).await?;
-            let staging = open_staging(&self.slots).await?;
+            let production = Served::open(&self.slots.production, self.prepare).await?;
+            let staging = open_staging(&self.slots, self.prepare).await?;
             info!(snapshot_id = %production.header().id_hex(), "swapping in snapshot");
             self.production.store(production);
             self.staging.store(staging);
@@ -211,11 +206,11 @@ impl State {
     /// Puts the snapshot file at `source` into the `target` slot and serves it: linked (or
     /// copied) beside the slot, verified on a blocking thread, renamed into place. The source
     /// stays as it was. Installing production keeps the replaced file for [`State::rollback`].
-    pub async fn install_snapshot(&self, source: &Path, target: Target) -> Result<Arc<Snapshot>, ServeError> {
+    pub async fn install_snapshot(&self, source: &Path, target: Target) -> Result<Arc<Served>, ServeError> {
         self.change("install", async {
             let incoming = self.slots.incoming(target);
             link_or_copy(source, &incoming).map_err(|e| slot_error(source, e))?;
-            let snapshot = match open_blocking(&incoming).await {
+            let snapshot = match Served::open(&incoming, self.prepare).await {
                 Ok(snapshot) => snapshot,
                 Err(err) => {
                     let _ = remove_if_exists(&incoming);
@@ -240,7 +235,7 @@ impl State {
 
     /// Makes the staging snapshot production; the replaced production file becomes the
     /// previous one and the staging slice is then decided from production.
-    pub async fn promote(&self) -> Result<Arc<Snapshot>, ServeError> {
+    pub async fn promote(&self) -> Result<Arc<Served>, ServeError> {
         self.change("promote", async {
             let Some(staging) = self.staging.load_full() else { return Err(ServeError::NoStaging) };
             let slots = &self.slots;
@@ -257,13 +252,13 @@ impl State {
 
     /// Serves the previous production snapshot again; the one it replaces becomes the previous,
     /// so a second rollback undoes the first.
-    pub async fn rollback(&self) -> Result<Arc<Snapshot>, ServeError> {
+    pub async fn rollback(&self) -> Result<Arc<Served>, ServeError> {
         self.change("rollback", async {
             let slots = &self.slots;
             if !slots.previous.exists() {
                 return Err(ServeError::NoPrevious(slots.previous.clone()));
             }
-            let previous = open_blocking(&slots.previous).await?;
+            let previous = Served::open(&slots.previous, self.prepare).await?;
             let swap = slots.incoming(Target::Production);
             link_or_copy(&slots.previous, &swap).map_err(|e| slot_error(&swap, e))?;
             keep_as_previous(slots, &slots.production).map_err(|e| slot_error(&slots.previous, e))?;
@@ -293,9 +288,9 @@ fn slot_error(path: &Path, source: std::io::Error) -> ServeError {
 
 /// The staging file when there is one: required when configured by name, optional beside the
 /// production file.
-async fn open_staging(slots: &SlotPaths) -> Result<Option<Arc<Snapshot>>, ServeError> {
+async fn open_staging(slots: &SlotPaths, prepare: Prepare) -> Result<Option<Arc<Served>>, ServeError> {
     if slots.staging_required || slots.staging.exists() {
-        Ok(Some(open_blocking(&slots.staging).await?))
+        Ok(Some(Served::open(&slots.staging, prepare).await?))
     } else {
         Ok(None)
     }

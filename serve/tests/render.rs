@@ -3,13 +3,13 @@
 use std::path::Path;
 
 use adsnap_builder::{build, BuildOptions};
-use adsnap_serve::render::{render, Fill};
+use adsnap_serve::json::Escaped;
+use adsnap_serve::render::{render, render_escaped, Fill};
+use adsnap_serve::served::{Prepare, Served};
 use adsnap_snapshot::Snapshot;
 
-#[test]
-fn every_example_creative_renders_without_leftover_placeholders() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("example.snap");
+fn example_snapshot(dir: &Path) -> Snapshot {
+    let out = dir.join("example.snap");
     let options = BuildOptions {
         catalog_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog"),
         out_path: out.clone(),
@@ -19,12 +19,20 @@ fn every_example_creative_renders_without_leftover_placeholders() {
         progress: indicatif::ProgressBar::hidden(),
     };
     build(&options).unwrap();
-    let s = Snapshot::open(&out).unwrap();
-    let fill = Fill {
-        click_url: "https://t.example/c?t=X",
-        impression_url: "https://t.example/i?t=Y",
-        campaign_id: 77,
-    };
+    Snapshot::open(&out).unwrap()
+}
+
+const FILL: Fill = Fill {
+    click_url: "https://t.example/c?t=\"X\"",
+    impression_url: "https://t.example/i?t=Y",
+    campaign_id: 77,
+};
+
+#[test]
+fn every_example_creative_renders_without_leftover_placeholders() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = example_snapshot(dir.path());
+    let fill = FILL;
     for creative in s.archive().creatives.iter() {
         let mut markup = String::new();
         render(&s, creative, &fill, &mut markup);
@@ -42,5 +50,58 @@ fn every_example_creative_renders_without_leftover_placeholders() {
             let first = s.str(&s.pool_str(&creative.assets)[0]);
             assert!(markup.contains(first));
         }
+    }
+}
+
+/// The JSON text an answer carries for `creative`'s markup, escaped per request.
+fn escaped_per_request(s: &Snapshot, creative: &adsnap_snapshot::schema::ArchivedCreative) -> Vec<u8> {
+    let mut body = Vec::new();
+    render(s, creative, &FILL, &mut Escaped(&mut body));
+    body
+}
+
+#[test]
+fn markup_escaped_once_per_snapshot_renders_the_same_bytes_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let creatives_markup_bytes: usize = {
+        let s = example_snapshot(dir.path());
+        s.archive().creatives.iter().map(|c| c.markup.len.to_native() as usize).sum()
+    };
+    let all = Served::prepare(
+        example_snapshot(dir.path()),
+        Prepare { nice: 0, escaped_markup_bytes_max: u32::MAX },
+    );
+    let all_bytes = all.escaped_markup_bytes() as u32;
+    drop(all);
+    for budget in [0, all_bytes / 2, all_bytes, u32::MAX] {
+        let s = Served::prepare(
+            example_snapshot(dir.path()),
+            Prepare { nice: 0, escaped_markup_bytes_max: budget },
+        );
+        assert!(s.escaped_markup_bytes() <= budget as usize);
+        let mut n_kept = 0;
+        for (idx, creative) in s.archive().creatives.iter().enumerate() {
+            let Some(escaped) = s.escaped_markup(idx as u32) else { continue };
+            n_kept += 1;
+            let mut body = Vec::new();
+            render_escaped(&s, creative, &FILL, escaped, &mut body);
+            assert_eq!(
+                String::from_utf8(body).unwrap(),
+                String::from_utf8(escaped_per_request(&s, creative)).unwrap(),
+                "creative {}",
+                creative.id
+            );
+        }
+        let n_creatives = s.archive().creatives.len();
+        match budget {
+            0 => assert_eq!(n_kept, 0),
+            _ if budget >= all_bytes => {
+                assert_eq!(n_kept, n_creatives);
+                // Shared templates are kept once.
+                assert!(s.escaped_markup_bytes() < creatives_markup_bytes * 2);
+            }
+            _ => assert!(n_kept > 0 && n_kept < n_creatives, "{n_kept} of {n_creatives} kept in {budget}"),
+        }
+        assert!(s.escaped_markup(n_creatives as u32).is_none());
     }
 }

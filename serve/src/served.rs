@@ -1,0 +1,174 @@
+//! A snapshot as the server holds it: the verified mapping, and what is prepared from it once,
+//! when it is opened, instead of on every request (each creative's markup escaped for JSON
+//! answers). Opening, preparing and releasing a snapshot run on threads of their own at the
+//! configured nice value, so a hot swap takes its CPU time from the request threads as little
+//! as the machine allows.
+
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+
+use adsnap_events::lower_this_thread_priority;
+use adsnap_snapshot::Snapshot;
+use tracing::warn;
+
+use crate::error::ServeError;
+use crate::json::push_escaped;
+
+/// What preparing a snapshot may use.
+#[derive(Clone, Copy, Debug)]
+pub struct Prepare {
+    /// Nice value (0 to 19) of the opening and releasing threads.
+    pub nice: i8,
+    /// Bytes of escaped markup kept per snapshot at most; see [`EscapedMarkup`].
+    pub escaped_markup_bytes_max: u32,
+}
+
+/// A verified snapshot and its escaped markup. Dereferences to the [`Snapshot`].
+pub struct Served {
+    /// Taken out only by `drop`.
+    snapshot: ManuallyDrop<Snapshot>,
+    markup: EscapedMarkup,
+}
+
+impl Served {
+    /// Maps and verifies the snapshot at `path` and escapes its markup, on a thread of its own
+    /// at `prepare.nice`: this reads the whole file, far too long for an async worker, and at
+    /// normal priority it would take the request threads' CPU for as long as it runs.
+    pub async fn open(path: &Path, prepare: Prepare) -> Result<Arc<Served>, ServeError> {
+        let path = path.to_owned();
+        let (done, opened) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("adsnap-snapshot-open".into())
+            .spawn(move || {
+                lower_this_thread_priority(prepare.nice, "the snapshot opener");
+                let _ = done.send(Snapshot::open(&path).map(|s| Served::prepare(s, prepare)));
+            })
+            .map_err(|e| ServeError::Config(format!("cannot start the snapshot opener: {e}")))?;
+        let served = opened.await.map_err(|_| ServeError::Config("the snapshot opener stopped".into()))??;
+        release_on(prepare.nice);
+        Ok(Arc::new(served))
+    }
+
+    /// Wraps an open snapshot, escaping its markup here.
+    pub fn prepare(snapshot: Snapshot, prepare: Prepare) -> Served {
+        let markup = EscapedMarkup::build(&snapshot, prepare.escaped_markup_bytes_max);
+        Served { snapshot: ManuallyDrop::new(snapshot), markup }
+    }
+
+    /// The markup of creative `creative_idx` escaped as JSON string contents, unless it did
+    /// not fit within the escaped markup's bytes.
+    pub fn escaped_markup(&self, creative_idx: u32) -> Option<&str> {
+        self.markup.get(creative_idx)
+    }
+
+    /// Bytes of markup kept escaped.
+    pub fn escaped_markup_bytes(&self) -> usize {
+        self.markup.text.len()
+    }
+}
+
+impl Deref for Served {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+/// Unmapping a snapshot of a hundred megabytes whose pages are mapped takes milliseconds; the
+/// last request to let go of a replaced snapshot would pay them. The snapshot and its escaped
+/// markup go to the releasing thread instead (dropped here when there is none).
+impl Drop for Served {
+    fn drop(&mut self) {
+        // SAFETY: `self` is being dropped, so nothing reads `self.snapshot` again.
+        let snapshot = unsafe { ManuallyDrop::take(&mut self.snapshot) };
+        let released = Released { snapshot, markup: std::mem::take(&mut self.markup) };
+        if let Some(releaser) = RELEASER.get() {
+            let _ = releaser.send(released);
+        }
+    }
+}
+
+/// What a dropped [`Served`] hands to the releasing thread.
+struct Released {
+    #[allow(dead_code, reason = "held only to be dropped on the releasing thread")]
+    snapshot: Snapshot,
+    #[allow(dead_code, reason = "held only to be dropped on the releasing thread")]
+    markup: EscapedMarkup,
+}
+
+static RELEASER: OnceLock<mpsc::Sender<Released>> = OnceLock::new();
+
+/// Starts the releasing thread at `nice`, once per process. When it cannot start, snapshots
+/// are released by whoever drops them last.
+fn release_on(nice: i8) {
+    RELEASER.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<Released>();
+        let started = std::thread::Builder::new().name("adsnap-snapshot-release".into()).spawn(move || {
+            lower_this_thread_priority(nice, "the snapshot releaser");
+            for released in receiver {
+                drop(released);
+            }
+        });
+        if let Err(err) = started {
+            warn!(error = %err, "no snapshot releasing thread: replaced snapshots are unmapped by requests");
+        }
+        sender
+    });
+}
+
+/// Each creative's markup escaped as the contents of a JSON string, as [`push_escaped`]
+/// writes it, so that an answer copies it instead of escaping kilobytes of HTML or VAST per
+/// request (`render::render_escaped`). A template shared by creatives is kept once.
+///
+/// Limits: at most `bytes_max` bytes of escaped text per snapshot (markup past it, in the
+/// snapshot's creative order, is escaped per request as before), plus 8 bytes per creative.
+#[derive(Default)]
+pub struct EscapedMarkup {
+    text: String,
+    /// Per creative index: start and length in `text`; [`NOT_KEPT`] when not kept.
+    spans: Vec<(u32, u32)>,
+}
+
+const NOT_KEPT: (u32, u32) = (u32::MAX, 0);
+
+impl EscapedMarkup {
+    pub fn build(s: &Snapshot, bytes_max: u32) -> EscapedMarkup {
+        let creatives = &s.archive().creatives;
+        let mut text = Vec::new();
+        let mut spans = Vec::with_capacity(creatives.len());
+        let mut kept: HashMap<(u64, u32), (u32, u32)> = HashMap::new();
+        for creative in creatives.iter() {
+            let markup = &creative.markup;
+            let key = (markup.offset.to_native(), markup.len.to_native());
+            let span = *kept.entry(key).or_insert_with(|| {
+                let start = text.len();
+                push_escaped(&mut text, s.str(markup));
+                if text.len() > bytes_max as usize {
+                    text.truncate(start);
+                    return NOT_KEPT;
+                }
+                (start as u32, (text.len() - start) as u32)
+            });
+            spans.push(span);
+        }
+        // Escaping replaces ASCII bytes with ASCII text, so valid UTF-8 stays valid; were it
+        // not, nothing is kept and every answer escapes its markup itself.
+        match String::from_utf8(text) {
+            Ok(text) => EscapedMarkup { text, spans },
+            Err(_) => EscapedMarkup::default(),
+        }
+    }
+
+    pub fn get(&self, creative_idx: u32) -> Option<&str> {
+        let &(start, len) = self.spans.get(creative_idx as usize)?;
+        if (start, len) == NOT_KEPT {
+            return None;
+        }
+        self.text.get(start as usize..start as usize + len as usize)
+    }
+}
