@@ -18,7 +18,7 @@ use crate::error::RequestError;
 use crate::json::{self, Escaped};
 use crate::metrics::TrackingLabels;
 use crate::privacy::PrivacySignals;
-use crate::render::{render, render_escaped, Fill, RENDER_GROWTH_BYTES};
+use crate::render::{render, render_compiled, Fill, RENDER_GROWTH_BYTES};
 use crate::request::{AdRequest, Query};
 use crate::served::Served;
 use crate::server::State;
@@ -289,7 +289,7 @@ fn ad_response(
         .str("mime", s.str(&creative.mime))
         .str("markup_kind", markup_kind_name(creative.markup_kind.get()))
         .str_with("markup", |out| match s.escaped_markup(winner.creative_idx) {
-            Some(escaped) => render_escaped(s, creative, &fill, escaped, out),
+            Some(compiled) => render_compiled(s, creative, &fill, compiled, out),
             None => render(s, creative, &fill, &mut Escaped(out)),
         })
         .str("impression_url", &impression_url)

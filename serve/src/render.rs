@@ -1,6 +1,7 @@
 //! Fills a creative's markup: the `{{placeholders}}` of `docs/catalog.md`, in one pass.
 
 use std::fmt::Write;
+use std::ops::Range;
 
 use adsnap_snapshot::schema::ArchivedCreative;
 use adsnap_snapshot::Snapshot;
@@ -48,77 +49,183 @@ impl MarkupOut for PreEscaped<'_> {
 /// Longest placeholder name; a `{{` not closed within it is copied as text.
 const PLACEHOLDER_BYTES_MAX: usize = 32;
 
-/// Renders `creative`'s markup into `out`: a `String`, or the JSON body through
-/// [`crate::json::Escaped`]. Unknown placeholders are left as they are, so a template never
-/// loses text it did not mean to hand to the server.
-pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl MarkupOut) {
-    fill_template(s.str(&creative.markup), out, |name, out| value(s, creative, fill, name, out));
+/// A placeholder of `docs/catalog.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placeholder {
+    /// `asset_url` (index 0) and `asset_url_N` (index N - 1): empty past the creative's assets.
+    AssetUrl(u32),
+    ClickUrl,
+    ImpressionUrl,
+    Duration,
+    DurationHms,
+    Mime,
+    Width,
+    Height,
+    CreativeId,
+    CampaignId,
 }
 
-/// Renders `creative`'s markup from `escaped`, its template already escaped as JSON string
-/// contents, into a JSON body: the same bytes as [`render`] through [`crate::json::Escaped`],
-/// with only the placeholders' values escaped per request. Escaping leaves every placeholder as
-/// it was (names are ASCII letters, digits and `_`; escapes add no braces), and turns no other
-/// text into one.
-pub fn render_escaped(
+impl Placeholder {
+    /// The placeholder called `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Placeholder> {
+        Some(match name {
+            "asset_url" => Placeholder::AssetUrl(0),
+            "click_url" => Placeholder::ClickUrl,
+            "impression_url" => Placeholder::ImpressionUrl,
+            "duration" => Placeholder::Duration,
+            "duration_hms" => Placeholder::DurationHms,
+            "mime" => Placeholder::Mime,
+            "width" => Placeholder::Width,
+            "height" => Placeholder::Height,
+            "creative_id" => Placeholder::CreativeId,
+            "campaign_id" => Placeholder::CampaignId,
+            _ => match name.strip_prefix("asset_url_").and_then(|n| n.parse::<usize>().ok()) {
+                // An index past u32 names no asset either way: it renders empty.
+                Some(n) if n >= 1 => Placeholder::AssetUrl(u32::try_from(n - 1).unwrap_or(u32::MAX)),
+                _ => return None,
+            },
+        })
+    }
+
+    /// Writes the placeholder's value. Strings and numbers are written directly, not through
+    /// `write!`'s formatting machinery (a request renders a dozen).
+    fn write(self, s: &Snapshot, c: &ArchivedCreative, fill: &Fill, out: &mut impl Write) {
+        let duration_s = c.video_duration_s.to_native();
+        let mut number = itoa::Buffer::new();
+        // Writing to a String or a Vec cannot fail.
+        let _ = match self {
+            Placeholder::AssetUrl(idx) => {
+                let assets = s.pool_str(&c.assets);
+                out.write_str(assets.get(idx as usize).map(|a| s.str(a)).unwrap_or_default())
+            }
+            Placeholder::ClickUrl => out.write_str(fill.click_url),
+            Placeholder::ImpressionUrl => out.write_str(fill.impression_url),
+            Placeholder::Duration => out.write_str(number.format(duration_s)),
+            Placeholder::DurationHms => write_hms(duration_s.into(), out),
+            Placeholder::Mime => out.write_str(s.str(&c.mime)),
+            Placeholder::Width => out.write_str(number.format(c.width.to_native())),
+            Placeholder::Height => out.write_str(number.format(c.height.to_native())),
+            Placeholder::CreativeId => out.write_str(number.format(c.id.to_native())),
+            Placeholder::CampaignId => out.write_str(number.format(fill.campaign_id)),
+        };
+    }
+}
+
+/// One part of a template, as [`parse`] finds them.
+enum Part {
+    /// Text to copy: a byte range of the template.
+    Text(Range<usize>),
+    Placeholder(Placeholder),
+}
+
+/// Splits `template` into text and placeholders, in order: text before every placeholder (empty
+/// when there is none) and after the last. A `{{name}}` that is no placeholder stays text, so a
+/// template never loses text it did not mean to hand to the server.
+fn parse(template: &str, mut part: impl FnMut(Part)) {
+    let bytes = template.as_bytes();
+    let (mut text_start, mut from) = (0, 0);
+    while let Some(open) = find_open(template, from) {
+        let after = open + 2;
+        let window = &bytes[after..bytes.len().min(after + PLACEHOLDER_BYTES_MAX + 2)];
+        let found = window.windows(2).position(|w| w == b"}}");
+        match found.and_then(|end| Some((Placeholder::parse(&template[after..after + end])?, end))) {
+            Some((placeholder, end)) => {
+                part(Part::Text(text_start..open));
+                part(Part::Placeholder(placeholder));
+                from = after + end + 2;
+                text_start = from;
+            }
+            None => from = after,
+        }
+    }
+    part(Part::Text(text_start..template.len()));
+}
+
+/// Renders `creative`'s markup into `out`: a `String`, or the JSON body through
+/// [`crate::json::Escaped`]. Unknown placeholders are left as they are.
+pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl MarkupOut) {
+    let template = s.str(&creative.markup);
+    parse(template, |part| match part {
+        Part::Text(range) => out.literal(&template[range]),
+        Part::Placeholder(placeholder) => placeholder.write(s, creative, fill, out),
+    });
+}
+
+/// A run of escaped template text followed by a placeholder (none after the last run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// Byte range of the text in the escaped text it was compiled into.
+    text_start: u32,
+    text_end: u32,
+    then: Option<Placeholder>,
+}
+
+/// Size of a compiled [`Piece`], for memory budgets.
+pub const PIECE_BYTES: usize = std::mem::size_of::<Piece>();
+
+/// Appends `template` escaped as JSON string contents to `text` and its pieces to `pieces`,
+/// text ranges pointing into `text`; false, with both left as they were, when `text` would grow
+/// past `u32::MAX` bytes. Escaping leaves every placeholder as it was (names are ASCII letters,
+/// digits and `_`; escapes add no braces) and turns no other text into one, so rendering the
+/// pieces writes exactly what escaping the rendered template would.
+pub fn compile_escaped(template: &str, text: &mut Vec<u8>, pieces: &mut Vec<Piece>) -> bool {
+    let (base, n_pieces) = (text.len(), pieces.len());
+    push_escaped(text, template);
+    let Ok(escaped) = std::str::from_utf8(&text[base..]) else {
+        text.truncate(base);
+        return false;
+    };
+    let mut fits = u32::try_from(text.len()).is_ok();
+    parse(escaped, |part| match part {
+        Part::Text(range) => pieces.push(Piece {
+            text_start: (base + range.start) as u32,
+            text_end: (base + range.end) as u32,
+            then: None,
+        }),
+        Part::Placeholder(placeholder) => match pieces.last_mut() {
+            Some(piece) => piece.then = Some(placeholder),
+            None => fits = false,
+        },
+    });
+    if !fits {
+        text.truncate(base);
+        pieces.truncate(n_pieces);
+    }
+    fits
+}
+
+/// Renders compiled `pieces` of `creative`'s markup, their text in `text`, into a JSON body:
+/// the same bytes as [`render`] through [`crate::json::Escaped`], with only the placeholders'
+/// values escaped per request.
+pub fn render_compiled(
     s: &Snapshot,
     creative: &ArchivedCreative,
     fill: &Fill,
-    escaped: &str,
+    (text, pieces): (&[u8], &[Piece]),
     out: &mut Vec<u8>,
 ) {
-    fill_template(escaped, &mut PreEscaped(out), |name, out| value(s, creative, fill, name, out));
+    write_pieces(text, pieces, out, |placeholder, out| placeholder.write(s, creative, fill, out));
 }
 
-/// Copies `template` to `out` with each `{{name}}` for which `value` writes something replaced
-/// by what it wrote.
-fn fill_template<O: MarkupOut>(template: &str, out: &mut O, mut value: impl FnMut(&str, &mut O) -> bool) {
-    let mut rest = template;
-    // A one-byte search (memchr) finds candidates far faster than a two-byte pattern search.
-    while let Some(open) = find_open(rest) {
-        out.literal(&rest[..open]);
-        let after = &rest[open + 2..];
-        let window = &after.as_bytes()[..after.len().min(PLACEHOLDER_BYTES_MAX + 2)];
-        match window.windows(2).position(|w| w == b"}}") {
-            Some(end) if value(&after[..end], out) => rest = &after[end + 2..],
-            _ => {
-                out.literal("{{");
-                rest = after;
-            }
+fn write_pieces(
+    text: &[u8],
+    pieces: &[Piece],
+    out: &mut Vec<u8>,
+    mut value: impl FnMut(Placeholder, &mut PreEscaped),
+) {
+    for piece in pieces {
+        out.extend_from_slice(
+            text.get(piece.text_start as usize..piece.text_end as usize).unwrap_or_default(),
+        );
+        if let Some(placeholder) = piece.then {
+            value(placeholder, &mut PreEscaped(out));
         }
     }
-    out.literal(rest);
 }
 
 /// Bytes reserved for a rendered markup beyond its template: the placeholders' values (URLs with
 /// tokens) usually fit.
 pub const RENDER_GROWTH_BYTES: usize = 768;
-
-/// Writes the value of placeholder `name`; false when it is not one. Strings and numbers are
-/// written directly, not through `write!`'s formatting machinery (a request renders a dozen).
-fn value(s: &Snapshot, c: &ArchivedCreative, fill: &Fill, name: &str, out: &mut impl Write) -> bool {
-    let assets = s.pool_str(&c.assets);
-    let asset = |n: usize| assets.get(n).map(|a| s.str(a)).unwrap_or_default();
-    let duration_s = c.video_duration_s.to_native();
-    let mut number = itoa::Buffer::new();
-    let _ = match name {
-        "asset_url" => out.write_str(asset(0)),
-        "click_url" => out.write_str(fill.click_url),
-        "impression_url" => out.write_str(fill.impression_url),
-        "duration" => out.write_str(number.format(duration_s)),
-        "duration_hms" => write_hms(duration_s.into(), out),
-        "mime" => out.write_str(s.str(&c.mime)),
-        "width" => out.write_str(number.format(c.width.to_native())),
-        "height" => out.write_str(number.format(c.height.to_native())),
-        "creative_id" => out.write_str(number.format(c.id.to_native())),
-        "campaign_id" => out.write_str(number.format(fill.campaign_id)),
-        _ => match name.strip_prefix("asset_url_").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) if n >= 1 => out.write_str(asset(n - 1)),
-            _ => return false,
-        },
-    };
-    true
-}
 
 /// `seconds` as `HH:MM:SS` (VAST's duration); hours take more digits past 99.
 fn write_hms(seconds: u32, out: &mut impl Write) -> std::fmt::Result {
@@ -140,10 +247,10 @@ fn write_hms(seconds: u32, out: &mut impl Write) -> std::fmt::Result {
     out.write_str(std::str::from_utf8(&hms).unwrap_or_default())
 }
 
-/// The position of the next `{{` in `text`.
-fn find_open(text: &str) -> Option<usize> {
+/// The position of the next `{{` in `text` at or after `from`. A one-byte search (memchr) finds
+/// candidates far faster than a two-byte pattern search.
+fn find_open(text: &str, mut from: usize) -> Option<usize> {
     let bytes = text.as_bytes();
-    let mut from = 0;
     while let Some(at) = text[from..].find('{') {
         let at = from + at;
         if bytes.get(at + 1) == Some(&b'{') {
@@ -160,43 +267,90 @@ mod tests {
 
     use super::*;
 
-    /// The values of a few placeholders, with text JSON escapes in them.
-    fn test_value(name: &str, out: &mut impl Write) -> bool {
-        let text = match name {
-            "click_url" => "https://t.example/c?t=\"q\"\\",
-            "asset_url" => "a\nb\u{1}é",
-            "width" => "320",
-            _ => return false,
-        };
-        let _ = out.write_str(text);
-        true
+    /// Values for a few placeholders, with text JSON escapes in them.
+    fn test_value(placeholder: Placeholder) -> &'static str {
+        match placeholder {
+            Placeholder::ClickUrl => "https://t.example/c?t=\"q\"\\",
+            Placeholder::AssetUrl(0) => "a\nb\u{1}é",
+            Placeholder::AssetUrl(_) => "",
+            _ => "320",
+        }
+    }
+
+    /// The rule of `docs/catalog.md`, written the plain way: at each `{{`, a known name closed
+    /// by `}}` within the name limit is replaced; anything else leaves the `{{` as text.
+    fn oracle(template: &str) -> String {
+        let (mut out, mut rest) = (String::new(), template);
+        while let Some(open) = rest.find("{{") {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 2..];
+            let window = &after.as_bytes()[..after.len().min(PLACEHOLDER_BYTES_MAX + 2)];
+            match window
+                .windows(2)
+                .position(|w| w == b"}}")
+                .and_then(|end| Some((Placeholder::parse(&after[..end])?, end)))
+            {
+                Some((placeholder, end)) => {
+                    out.push_str(test_value(placeholder));
+                    rest = &after[end + 2..];
+                }
+                None => {
+                    out.push_str("{{");
+                    rest = after;
+                }
+            }
+        }
+        out + rest
+    }
+
+    fn escaped(text: &str) -> String {
+        let mut out = Vec::new();
+        push_escaped(&mut out, text);
+        String::from_utf8(out).unwrap()
     }
 
     proptest! {
-        /// Rendering the escaped template writes exactly the escaped rendering of the template:
-        /// for text made of placeholders, near-placeholders, braces and bytes JSON escapes.
+        /// Parsing finds what the plain rule finds, and rendering the compiled escaped template
+        /// writes exactly the escaped rendering: for text made of placeholders, near-placeholders,
+        /// braces and bytes JSON escapes.
         #[test]
-        fn rendering_an_escaped_template_escapes_the_rendering(
+        fn compiled_escaped_templates_render_the_escaped_rendering(
             parts in proptest::collection::vec(prop_oneof![
-                Just("{{click_url}}"), Just("{{asset_url}}"), Just("{{width}}"), Just("{{nope}}"),
-                Just("{{"), Just("}}"), Just("{"), Just("}"), Just("\""), Just("\\"), Just("\n"),
-                Just("\u{0}"), Just("\u{1f}"), Just("é"), Just("<a href=x>"), Just("{{click_"),
-                Just("url}}"), Just("{{\"}}"), Just("{{a\nb}}"),
+                Just("{{click_url}}"), Just("{{asset_url}}"), Just("{{asset_url_3}}"), Just("{{width}}"),
+                Just("{{nope}}"), Just("{{"), Just("}}"), Just("{"), Just("}"), Just("\""), Just("\\"),
+                Just("\n"), Just("\u{0}"), Just("\u{1f}"), Just("é"), Just("<a href=x>"), Just("{{click_"),
+                Just("url}}"), Just("{{\"}}"), Just("{{a\nb}}"), Just("                                "),
             ], 0..40),
         ) {
             let template: String = parts.concat();
+            let expected = oracle(&template);
             let mut rendered = String::new();
-            fill_template(&template, &mut rendered, test_value);
-            let mut expected = Vec::new();
-            push_escaped(&mut expected, &rendered);
+            parse(&template, |part| match part {
+                Part::Text(range) => rendered.push_str(&template[range]),
+                Part::Placeholder(placeholder) => rendered.push_str(test_value(placeholder)),
+            });
+            prop_assert_eq!(&rendered, &expected);
 
-            let mut escaped_template = Vec::new();
-            push_escaped(&mut escaped_template, &template);
-            let escaped_template = String::from_utf8(escaped_template).unwrap();
+            let (mut text, mut pieces) = (b"before".to_vec(), Vec::new());
+            prop_assert!(compile_escaped(&template, &mut text, &mut pieces));
             let mut body = Vec::new();
-            fill_template(&escaped_template, &mut PreEscaped(&mut body), test_value);
-            prop_assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(expected).unwrap());
+            write_pieces(&text, &pieces, &mut body, |placeholder, out| {
+                let _ = out.write_str(test_value(placeholder));
+            });
+            prop_assert_eq!(String::from_utf8(body).unwrap(), escaped(&expected));
         }
+    }
+
+    #[test]
+    fn placeholder_names_parse_as_the_catalog_documents() {
+        assert_eq!(Placeholder::parse("asset_url"), Some(Placeholder::AssetUrl(0)));
+        assert_eq!(Placeholder::parse("asset_url_1"), Some(Placeholder::AssetUrl(0)));
+        assert_eq!(Placeholder::parse("asset_url_12"), Some(Placeholder::AssetUrl(11)));
+        assert_eq!(Placeholder::parse("asset_url_99999999999"), Some(Placeholder::AssetUrl(u32::MAX)));
+        assert_eq!(Placeholder::parse("asset_url_0"), None);
+        assert_eq!(Placeholder::parse("asset_url_"), None);
+        assert_eq!(Placeholder::parse("duration_hms"), Some(Placeholder::DurationHms));
+        assert_eq!(Placeholder::parse("Width"), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use adsnap_snapshot::Snapshot;
 use tracing::warn;
 
 use crate::error::ServeError;
-use crate::json::push_escaped;
+use crate::render::{self, Piece};
 
 /// What preparing a snapshot may use.
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +42,7 @@ impl Served {
         let path = path.to_owned();
         let (done, opened) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
-            .name("adsnap-snapshot-open".into())
+            .name("snapshot-open".into())
             .spawn(move || {
                 lower_this_thread_priority(prepare.nice, "the snapshot opener");
                 let _ = done.send(Snapshot::open(&path).map(|s| Served::prepare(s, prepare)));
@@ -59,15 +59,16 @@ impl Served {
         Served { snapshot: ManuallyDrop::new(snapshot), markup }
     }
 
-    /// The markup of creative `creative_idx` escaped as JSON string contents, unless it did
-    /// not fit within the escaped markup's bytes.
-    pub fn escaped_markup(&self, creative_idx: u32) -> Option<&str> {
+    /// The markup of creative `creative_idx` escaped as JSON string contents and split at its
+    /// placeholders (for [`render::render_compiled`]), unless it did not fit within
+    /// `escaped_markup_bytes_max`.
+    pub fn escaped_markup(&self, creative_idx: u32) -> Option<(&[u8], &[Piece])> {
         self.markup.get(creative_idx)
     }
 
-    /// Bytes of markup kept escaped.
+    /// Bytes of escaped markup kept (text and pieces).
     pub fn escaped_markup_bytes(&self) -> usize {
-        self.markup.text.len()
+        self.markup.bytes()
     }
 }
 
@@ -108,7 +109,7 @@ static RELEASER: OnceLock<mpsc::Sender<Released>> = OnceLock::new();
 fn release_on(nice: i8) {
     RELEASER.get_or_init(|| {
         let (sender, receiver) = mpsc::channel::<Released>();
-        let started = std::thread::Builder::new().name("adsnap-snapshot-release".into()).spawn(move || {
+        let started = std::thread::Builder::new().name("snapshot-unmap".into()).spawn(move || {
             lower_this_thread_priority(nice, "the snapshot releaser");
             for released in receiver {
                 drop(released);
@@ -121,16 +122,19 @@ fn release_on(nice: i8) {
     });
 }
 
-/// Each creative's markup escaped as the contents of a JSON string, as [`push_escaped`]
-/// writes it, so that an answer copies it instead of escaping kilobytes of HTML or VAST per
-/// request (`render::render_escaped`). A template shared by creatives is kept once.
+/// Each creative's markup escaped as the contents of a JSON string, as
+/// [`crate::json::push_escaped`] writes it, and split at its placeholders once, so that an answer copies the template's text
+/// instead of escaping and searching kilobytes of HTML or VAST per request
+/// ([`render::render_compiled`]). A template shared by creatives is kept once.
 ///
-/// Limits: at most `bytes_max` bytes of escaped text per snapshot (markup past it, in the
-/// snapshot's creative order, is escaped per request as before), plus 8 bytes per creative.
+/// Limits: at most `bytes_max` bytes of escaped text and pieces per snapshot (markup past it, in
+/// the snapshot's creative order, is rendered and escaped per request as before), plus 8 bytes
+/// per creative.
 #[derive(Default)]
 pub struct EscapedMarkup {
-    text: String,
-    /// Per creative index: start and length in `text`; [`NOT_KEPT`] when not kept.
+    text: Vec<u8>,
+    pieces: Vec<Piece>,
+    /// Per creative index: start and count in `pieces`; [`NOT_KEPT`] when not kept.
     spans: Vec<(u32, u32)>,
 }
 
@@ -139,36 +143,45 @@ const NOT_KEPT: (u32, u32) = (u32::MAX, 0);
 impl EscapedMarkup {
     pub fn build(s: &Snapshot, bytes_max: u32) -> EscapedMarkup {
         let creatives = &s.archive().creatives;
-        let mut text = Vec::new();
-        let mut spans = Vec::with_capacity(creatives.len());
+        let mut markup = EscapedMarkup { spans: Vec::with_capacity(creatives.len()), ..Default::default() };
         let mut kept: HashMap<(u64, u32), (u32, u32)> = HashMap::new();
         for creative in creatives.iter() {
-            let markup = &creative.markup;
-            let key = (markup.offset.to_native(), markup.len.to_native());
-            let span = *kept.entry(key).or_insert_with(|| {
-                let start = text.len();
-                push_escaped(&mut text, s.str(markup));
-                if text.len() > bytes_max as usize {
-                    text.truncate(start);
-                    return NOT_KEPT;
-                }
-                (start as u32, (text.len() - start) as u32)
-            });
-            spans.push(span);
+            let template = &creative.markup;
+            let key = (template.offset.to_native(), template.len.to_native());
+            let span = *kept.entry(key).or_insert_with(|| markup.compile(s.str(template), bytes_max));
+            markup.spans.push(span);
         }
-        // Escaping replaces ASCII bytes with ASCII text, so valid UTF-8 stays valid; were it
-        // not, nothing is kept and every answer escapes its markup itself.
-        match String::from_utf8(text) {
-            Ok(text) => EscapedMarkup { text, spans },
-            Err(_) => EscapedMarkup::default(),
+        markup
+    }
+
+    /// Compiles one template when it fits; its span in `pieces`, or [`NOT_KEPT`].
+    fn compile(&mut self, template: &str, bytes_max: u32) -> (u32, u32) {
+        let (n_text, n_pieces) = (self.text.len(), self.pieces.len());
+        if !render::compile_escaped(template, &mut self.text, &mut self.pieces)
+            || self.bytes() > bytes_max as usize
+        {
+            self.text.truncate(n_text);
+            self.pieces.truncate(n_pieces);
+            return NOT_KEPT;
+        }
+        match (u32::try_from(n_pieces), u32::try_from(self.pieces.len() - n_pieces)) {
+            (Ok(start), Ok(len)) => (start, len),
+            _ => NOT_KEPT,
         }
     }
 
-    pub fn get(&self, creative_idx: u32) -> Option<&str> {
+    /// Bytes of escaped text and pieces kept.
+    pub fn bytes(&self) -> usize {
+        self.text.len() + self.pieces.len() * render::PIECE_BYTES
+    }
+
+    /// The escaped text and pieces of creative `creative_idx`'s markup, when kept.
+    pub fn get(&self, creative_idx: u32) -> Option<(&[u8], &[Piece])> {
         let &(start, len) = self.spans.get(creative_idx as usize)?;
         if (start, len) == NOT_KEPT {
             return None;
         }
-        self.text.get(start as usize..start as usize + len as usize)
+        let pieces = self.pieces.get(start as usize..start as usize + len as usize)?;
+        Some((&self.text, pieces))
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use adsnap_builder::{build, BuildOptions};
 use adsnap_serve::json::Escaped;
-use adsnap_serve::render::{render, render_escaped, Fill};
+use adsnap_serve::render::{render, render_compiled, Fill};
 use adsnap_serve::served::{Prepare, Served};
 use adsnap_snapshot::Snapshot;
 
@@ -81,10 +81,10 @@ fn markup_escaped_once_per_snapshot_renders_the_same_bytes_within_its_budget() {
         assert!(s.escaped_markup_bytes() <= budget as usize);
         let mut n_kept = 0;
         for (idx, creative) in s.archive().creatives.iter().enumerate() {
-            let Some(escaped) = s.escaped_markup(idx as u32) else { continue };
+            let Some(compiled) = s.escaped_markup(idx as u32) else { continue };
             n_kept += 1;
             let mut body = Vec::new();
-            render_escaped(&s, creative, &FILL, escaped, &mut body);
+            render_compiled(&s, creative, &FILL, compiled, &mut body);
             assert_eq!(
                 String::from_utf8(body).unwrap(),
                 String::from_utf8(escaped_per_request(&s, creative)).unwrap(),
