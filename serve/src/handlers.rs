@@ -274,12 +274,9 @@ fn ad_response(
         Fill { click_url: &click_url, impression_url: &impression_url, campaign_id: claims.campaign_id };
     let mut body = Vec::with_capacity(RESPONSE_BYTES_TYPICAL);
     let mut response = json::Object::open(&mut body);
-    response.str("request_id", request_id).str("snapshot_id", &s.header().id_hex()).str_with(
-        "assignment",
-        |out| {
-            let _ = write!(Escaped(out), "{}", assignment.slice);
-        },
-    );
+    response.str("request_id", request_id).str("snapshot_id", s.id_hex()).str_with("assignment", |out| {
+        let _ = write!(Escaped(out), "{}", assignment.slice);
+    });
     let mut ad = response.object("ad");
     ad.u64("campaign_id", claims.campaign_id.into())
         .u64("creative_id", claims.creative_id.into())

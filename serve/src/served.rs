@@ -32,6 +32,8 @@ pub struct Served {
     /// Taken out only by `drop`.
     snapshot: ManuallyDrop<Snapshot>,
     markup: EscapedMarkup,
+    /// The snapshot id as answers carry it (16 hex digits), formatted once.
+    id_hex: String,
 }
 
 impl Served {
@@ -56,7 +58,13 @@ impl Served {
     /// Wraps an open snapshot, escaping its markup here.
     pub fn prepare(snapshot: Snapshot, prepare: Prepare) -> Served {
         let markup = EscapedMarkup::build(&snapshot, prepare.escaped_markup_bytes_max);
-        Served { snapshot: ManuallyDrop::new(snapshot), markup }
+        let id_hex = snapshot.header().id_hex();
+        Served { snapshot: ManuallyDrop::new(snapshot), markup, id_hex }
+    }
+
+    /// The snapshot id as answers carry it.
+    pub fn id_hex(&self) -> &str {
+        &self.id_hex
     }
 
     /// The markup of creative `creative_idx` escaped as JSON string contents and split at its
