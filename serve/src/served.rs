@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use adsnap_events::lower_this_thread_priority;
 use adsnap_snapshot::Snapshot;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::error::ServeError;
 use crate::render::{self, Piece};
@@ -41,7 +41,7 @@ impl Served {
     /// at `prepare.nice`: this reads the whole file, far too long for an async worker, and at
     /// normal priority it would take the request threads' CPU for as long as it runs.
     pub async fn open(path: &Path, prepare: Prepare) -> Result<Arc<Served>, ServeError> {
-        let path = path.to_owned();
+        let (path, shown) = (path.to_owned(), path.display().to_string());
         let (done, opened) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("snapshot-open".into())
@@ -52,6 +52,21 @@ impl Served {
             .map_err(|e| ServeError::Config(format!("cannot start the snapshot opener: {e}")))?;
         let served = opened.await.map_err(|_| ServeError::Config("the snapshot opener stopped".into()))??;
         release_on(prepare.nice);
+        let markup = &served.markup;
+        if markup.n_not_kept > 0 {
+            warn!(
+                path = shown,
+                n_templates = markup.n_not_kept,
+                escaped_markup_bytes_max = prepare.escaped_markup_bytes_max,
+                "markup past escaped_markup_bytes_max is escaped on every answer"
+            );
+        }
+        info!(
+            path = shown,
+            snapshot_id = served.id_hex(),
+            escaped_markup_bytes = markup.bytes(),
+            "snapshot opened"
+        );
         Ok(Arc::new(served))
     }
 
@@ -144,6 +159,8 @@ pub struct EscapedMarkup {
     pieces: Vec<Piece>,
     /// Per creative index: start and count in `pieces`; [`NOT_KEPT`] when not kept.
     spans: Vec<(u32, u32)>,
+    /// Distinct templates that did not fit.
+    n_not_kept: usize,
 }
 
 const NOT_KEPT: (u32, u32) = (u32::MAX, 0);
@@ -170,6 +187,7 @@ impl EscapedMarkup {
         {
             self.text.truncate(n_text);
             self.pieces.truncate(n_pieces);
+            self.n_not_kept += 1;
             return NOT_KEPT;
         }
         match (u32::try_from(n_pieces), u32::try_from(self.pieces.len() - n_pieces)) {
