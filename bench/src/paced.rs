@@ -39,6 +39,9 @@ pub struct PacedFigures {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// Time the load thread was ready to run but waited for its CPU (other work held it), from
+    /// its `/proc` schedstat; `None` where the kernel does not keep it.
+    pub load_thread_waited_ms: Option<f64>,
 }
 
 /// Sends `requests` (raw HTTP/1.1 requests with keep-alive, used in turn) to `addr` at
@@ -68,12 +71,15 @@ pub fn run(
         scope
             .spawn(|| {
                 pin_to(cpu);
-                drive(addr, requests, connections, &schedule, duration + RESPONSE_TIMEOUT)
+                let waited_before = run_queue_wait("/proc/thread-self/schedstat");
+                let driven = drive(addr, requests, connections, &schedule, duration + RESPONSE_TIMEOUT);
+                let waited = waited_before.zip(run_queue_wait("/proc/thread-self/schedstat"));
+                driven.map(|d| (d, waited.map(|(before, after)| after.saturating_sub(before))))
             })
             .join()
             .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
     })?;
-    let Driven { latency_us, errors, non_2xx } = latency_us;
+    let (Driven { latency_us, errors, non_2xx }, load_thread_waited) = latency_us;
     let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
     Ok(PacedFigures {
         completed: latency_us.len(),
@@ -84,7 +90,16 @@ pub fn run(
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         max_ms: latency_us.max() as f64 / 1000.0,
+        load_thread_waited_ms: load_thread_waited.map(|d| d.as_secs_f64() * 1000.0),
     })
+}
+
+/// Time a thread spent ready to run but waiting for a CPU, from its schedstat file (second
+/// field, in nanoseconds): how much other work delayed it, whatever that work was (this
+/// machine's VM agent and DAMON's `kdamond` preempt for milliseconds at a time).
+pub fn run_queue_wait(schedstat: &str) -> Option<Duration> {
+    let text = std::fs::read_to_string(schedstat).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok().map(Duration::from_nanos)
 }
 
 /// Request `i` is meant to leave at `start + i * interval`, on connection `i % step`.
@@ -322,6 +337,17 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn run_queue_wait_is_the_second_schedstat_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedstat");
+        std::fs::write(&path, "451847 2500000 3\n").unwrap();
+        assert_eq!(run_queue_wait(path.to_str().unwrap()), Some(Duration::from_micros(2500)));
+        std::fs::write(&path, "451847\n").unwrap();
+        assert_eq!(run_queue_wait(path.to_str().unwrap()), None);
+        assert_eq!(run_queue_wait(dir.path().join("absent").to_str().unwrap()), None);
     }
 
     #[test]
