@@ -19,11 +19,13 @@ pub mod segment;
 pub mod shipper;
 mod stats;
 pub mod stream;
+pub mod threads;
 
 pub use config::{EventLogConfig, ShipperConfig};
 pub use error::{AppendError, DecodeError, EventsError};
 pub use event::{Channel, Event, EventKind, Privacy};
-pub use log::{lower_this_thread_priority, EventLog, EventLogHealth, RecoveryReport};
+pub use log::{EventLog, EventLogHealth, RecoveryReport};
 pub use read::{read_log, LogReader, Position};
 pub use shipper::ShipperHealth;
 pub use stream::{decode_batch, StreamBatch, StreamPosition, StreamReader};
+pub use threads::lower_this_thread_priority;

@@ -250,26 +250,12 @@ impl EventLog {
         let thread = std::thread::Builder::new()
             .name("adsnap-events-fsync".into())
             .spawn(move || {
-                lower_this_thread_priority(nice, "the event log's fsync thread");
+                crate::threads::lower_this_thread_priority(nice, "the event log's fsync thread");
                 flusher_loop(weak, interval)
             })
             .map_err(|source| EventsError::Folder { dir: self.inner.dir.clone(), source })?;
         *lock(&self.inner.flusher) = Some(thread);
         Ok(())
-    }
-}
-
-/// Sets the calling thread's nice value (Linux: per thread, inherited by threads it starts).
-/// Raising it needs no privilege; failing leaves the priority as it was, which only costs request
-/// latency, and is logged naming `thread`. The server's snapshot opener uses it too.
-pub fn lower_this_thread_priority(nice: i8, thread: &str) {
-    if nice <= 0 {
-        return;
-    }
-    // SAFETY: setpriority with `who` 0 changes only the calling thread on Linux; no pointers.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) };
-    if result != 0 {
-        tracing::warn!(nice, thread, error = %io::Error::last_os_error(), "a background thread keeps normal priority");
     }
 }
 

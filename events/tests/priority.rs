@@ -3,27 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use adsnap_events::threads::nice_of_threads_named;
 use adsnap_events::{EventLog, EventLogConfig};
-
-/// The nice value of every thread of this process named `name`, from /proc (the kernel keeps a
-/// thread's first 15 bytes of name).
-fn nice_of_threads_named(name: &str) -> Vec<i64> {
-    let mut nice = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let (Ok(comm), Ok(stat)) =
-            (std::fs::read_to_string(path.join("comm")), std::fs::read_to_string(path.join("stat")))
-        else {
-            continue; // the thread ended meanwhile
-        };
-        if comm.trim() == name {
-            // Fields after the parenthesised name: state is field 3, nice field 19.
-            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-            nice.push(after_name.split(' ').nth(16).unwrap().parse().unwrap());
-        }
-    }
-    nice
-}
 
 #[test]
 fn the_fsync_thread_runs_at_the_configured_nice_value() {
@@ -33,7 +14,7 @@ fn the_fsync_thread_runs_at_the_configured_nice_value() {
     // The thread sets its own priority as it starts: poll until it has.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let nice = nice_of_threads_named("adsnap-events-f");
+        let nice = nice_of_threads_named("adsnap-events-f").unwrap();
         if nice == [7] {
             break;
         }

@@ -2,23 +2,17 @@
 
 use std::path::Path;
 
-use adsnap_builder::{build, BuildOptions};
 use adsnap_serve::json::Escaped;
 use adsnap_serve::render::{render, render_compiled, Fill};
 use adsnap_serve::served::{Prepare, Served};
 use adsnap_snapshot::Snapshot;
 
+mod common;
+use common::build_example;
+
 fn example_snapshot(dir: &Path) -> Snapshot {
     let out = dir.join("example.snap");
-    let options = BuildOptions {
-        catalog_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog"),
-        out_path: out.clone(),
-        snapshot_version: 1,
-        now_unix_s: 1_795_305_600,
-        created_unix_ms: 0,
-        progress: indicatif::ProgressBar::hidden(),
-    };
-    build(&options).unwrap();
+    build_example(&out);
     Snapshot::open(&out).unwrap()
 }
 

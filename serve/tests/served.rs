@@ -3,42 +3,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use adsnap_builder::{build, BuildOptions};
+use adsnap_events::threads::nice_of_threads_named;
 use adsnap_serve::served::{Prepare, Served};
 
-fn build_example(out: &Path) {
-    let options = BuildOptions {
-        catalog_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog"),
-        out_path: out.to_owned(),
-        snapshot_version: 1,
-        now_unix_s: 1_795_305_600,
-        created_unix_ms: 0,
-        progress: indicatif::ProgressBar::hidden(),
-    };
-    build(&options).unwrap();
-}
+mod common;
+use common::build_example;
 
 fn mapped(path: &Path) -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     maps.lines().any(|line| line.ends_with(path.to_str().unwrap()))
-}
-
-/// The nice value of every thread of this process named `name`, from /proc (field 19 of
-/// `stat`, counted after the parenthesised name).
-fn nice_of_threads_named(name: &str) -> Vec<i64> {
-    let mut nice = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let (Ok(comm), Ok(stat)) =
-            (std::fs::read_to_string(path.join("comm")), std::fs::read_to_string(path.join("stat")))
-        else {
-            continue;
-        };
-        if comm.trim() == name {
-            nice.push(stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(16).unwrap().parse().unwrap());
-        }
-    }
-    nice
 }
 
 /// The opener thread hands back a verified, prepared snapshot; dropping the last `Arc` hands it
@@ -56,7 +29,7 @@ fn a_dropped_snapshot_is_unmapped_by_the_releasing_thread() {
 
     // The releasing thread starts with the first opened snapshot and lowers its own priority.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while nice_of_threads_named("snapshot-unmap") != [10] {
+    while nice_of_threads_named("snapshot-unmap").unwrap() != [10] {
         assert!(Instant::now() < deadline, "no releasing thread at nice 10");
         std::thread::yield_now();
     }
