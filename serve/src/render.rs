@@ -15,37 +15,6 @@ pub struct Fill<'a> {
     pub campaign_id: u32,
 }
 
-/// Where markup is rendered: the template's own text goes through [`MarkupOut::literal`], the
-/// placeholders' values through `write_str`.
-pub trait MarkupOut: Write {
-    fn literal(&mut self, text: &str) {
-        // Writing to a String or a Vec cannot fail.
-        let _ = self.write_str(text);
-    }
-}
-
-impl MarkupOut for String {}
-
-/// Everything escaped as it is written: the template's text and the values.
-impl MarkupOut for Escaped<'_> {}
-
-/// For a template already escaped as JSON string contents ([`crate::served::EscapedMarkup`]):
-/// its text is copied as it is, the values are escaped.
-pub struct PreEscaped<'a>(pub &'a mut Vec<u8>);
-
-impl Write for PreEscaped<'_> {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        push_escaped(self.0, text);
-        Ok(())
-    }
-}
-
-impl MarkupOut for PreEscaped<'_> {
-    fn literal(&mut self, text: &str) {
-        self.0.extend_from_slice(text.as_bytes());
-    }
-}
-
 /// Longest placeholder name; a `{{` not closed within it is copied as text.
 const PLACEHOLDER_BYTES_MAX: usize = 32;
 
@@ -143,10 +112,13 @@ fn parse(template: &str, mut part: impl FnMut(Part)) {
 
 /// Renders `creative`'s markup into `out`: a `String`, or the JSON body through
 /// [`crate::json::Escaped`]. Unknown placeholders are left as they are.
-pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl MarkupOut) {
+pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl Write) {
     let template = s.str(&creative.markup);
     parse(template, |part| match part {
-        Part::Text(range) => out.literal(&template[range]),
+        Part::Text(range) => {
+            // Writing to a String or a Vec cannot fail.
+            let _ = out.write_str(&template[range]);
+        }
         Part::Placeholder(placeholder) => placeholder.write(s, creative, fill, out),
     });
 }
@@ -195,8 +167,8 @@ pub fn compile_escaped(template: &str, text: &mut Vec<u8>, pieces: &mut Vec<Piec
 }
 
 /// Renders compiled `pieces` of `creative`'s markup, their text in `text`, into a JSON body:
-/// the same bytes as [`render`] through [`crate::json::Escaped`], with only the placeholders'
-/// values escaped per request.
+/// the same bytes as [`render`] through [`Escaped`], the text copied as it is and only the
+/// placeholders' values escaped per request.
 pub fn render_compiled(
     s: &Snapshot,
     creative: &ArchivedCreative,
@@ -211,14 +183,14 @@ fn write_pieces(
     text: &[u8],
     pieces: &[Piece],
     out: &mut Vec<u8>,
-    mut value: impl FnMut(Placeholder, &mut PreEscaped),
+    mut value: impl FnMut(Placeholder, &mut Escaped),
 ) {
     for piece in pieces {
         out.extend_from_slice(
             text.get(piece.text_start as usize..piece.text_end as usize).unwrap_or_default(),
         );
         if let Some(placeholder) = piece.then {
-            value(placeholder, &mut PreEscaped(out));
+            value(placeholder, &mut Escaped(out));
         }
     }
 }
