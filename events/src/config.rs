@@ -70,12 +70,8 @@ impl EventLogConfig {
         if self.fsync_interval_ms == 0 {
             return Err(EventsError::Config("fsync_interval_ms must be at least 1".into()));
         }
-        if !(0..=19).contains(&self.background_nice) {
-            return Err(EventsError::Config(format!(
-                "background_nice = {} is outside 0..=19",
-                self.background_nice
-            )));
-        }
+        crate::threads::check_background_nice("background_nice", self.background_nice)
+            .map_err(EventsError::Config)?;
         if let Some(nats) = &self.nats {
             nats.validate()?;
         }

@@ -3,6 +3,15 @@
 
 use std::io;
 
+/// Checks a configured background nice value: 0 (normal priority) to 19 (the lowest); the
+/// error names the `key` it was set by.
+pub fn check_background_nice(key: &str, nice: i8) -> Result<(), String> {
+    match (0..=19).contains(&nice) {
+        true => Ok(()),
+        false => Err(format!("{key} = {nice} is outside 0..=19")),
+    }
+}
+
 /// Sets the calling thread's nice value (Linux: per thread, inherited by threads it starts).
 /// Raising it needs no privilege; failing leaves the priority as it was, which only costs request
 /// latency, and is logged naming `thread`.

@@ -100,12 +100,8 @@ impl ServeConfig {
 
     /// What preparing a snapshot may use; refuses values outside their ranges.
     pub fn prepare(&self) -> Result<crate::served::Prepare, ServeError> {
-        if !(0..=19).contains(&self.background_nice) {
-            return Err(ServeError::Config(format!(
-                "background_nice = {} is outside 0..=19",
-                self.background_nice
-            )));
-        }
+        adsnap_events::threads::check_background_nice("background_nice", self.background_nice)
+            .map_err(ServeError::Config)?;
         let escaped_markup_bytes_max = u32::try_from(self.escaped_markup_bytes_max).map_err(|_| {
             ServeError::Config(format!(
                 "escaped_markup_bytes_max = {} is 4 GiB or more",
