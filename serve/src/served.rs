@@ -146,9 +146,9 @@ fn release_on(nice: i8) {
 }
 
 /// Each creative's markup escaped as the contents of a JSON string, as
-/// [`crate::json::push_escaped`] writes it, and split at its placeholders once, so that an answer copies the template's text
-/// instead of escaping and searching kilobytes of HTML or VAST per request
-/// ([`render::render_compiled`]). A template shared by creatives is kept once.
+/// [`crate::json::push_escaped`] writes it, and split at its placeholders once, so that an
+/// answer copies the template's text instead of escaping and searching kilobytes of HTML or VAST
+/// per request ([`render::render_compiled`]). A template shared by creatives is kept once.
 ///
 /// Limits: at most `bytes_max` bytes of escaped text and pieces per snapshot (markup past it, in
 /// the snapshot's creative order, is rendered and escaped per request as before), plus 8 bytes

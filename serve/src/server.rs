@@ -195,7 +195,7 @@ impl State {
         self.change("reload", async {
             let production = Served::open(&self.slots.production, self.prepare).await?;
             let staging = open_staging(&self.slots, self.prepare).await?;
-            info!(snapshot_id = %production.header().id_hex(), "swapping in snapshot");
+            info!(snapshot_id = production.id_hex(), "swapping in snapshot");
             self.production.store(production);
             self.staging.store(staging);
             Ok(())
@@ -204,7 +204,7 @@ impl State {
     }
 
     /// Puts the snapshot file at `source` into the `target` slot and serves it: linked (or
-    /// copied) beside the slot, verified on a blocking thread, renamed into place. The source
+    /// copied) beside the slot, verified on the snapshot opener's thread, renamed into place. The source
     /// stays as it was. Installing production keeps the replaced file for [`State::rollback`].
     pub async fn install_snapshot(&self, source: &Path, target: Target) -> Result<Arc<Served>, ServeError> {
         self.change("install", async {
@@ -223,7 +223,7 @@ impl State {
             }
             std::fs::rename(&incoming, dest).map_err(|e| slot_error(dest, e))?;
             sync_folder(dest).map_err(|e| slot_error(dest, e))?;
-            info!(snapshot_id = %snapshot.header().id_hex(), ?target, "installed snapshot");
+            info!(snapshot_id = snapshot.id_hex(), ?target, "installed snapshot");
             match target {
                 Target::Production => self.production.store(snapshot.clone()),
                 Target::Staging => self.staging.store(Some(snapshot.clone())),
@@ -242,7 +242,7 @@ impl State {
             keep_as_previous(slots, &slots.production).map_err(|e| slot_error(&slots.previous, e))?;
             std::fs::rename(&slots.staging, &slots.production).map_err(|e| slot_error(&slots.staging, e))?;
             sync_folder(&slots.production).map_err(|e| slot_error(&slots.production, e))?;
-            info!(snapshot_id = %staging.header().id_hex(), "promoted staging to production");
+            info!(snapshot_id = staging.id_hex(), "promoted staging to production");
             self.production.store(staging.clone());
             self.staging.store(None);
             Ok(staging)
@@ -264,7 +264,7 @@ impl State {
             keep_as_previous(slots, &slots.production).map_err(|e| slot_error(&slots.previous, e))?;
             std::fs::rename(&swap, &slots.production).map_err(|e| slot_error(&slots.production, e))?;
             sync_folder(&slots.production).map_err(|e| slot_error(&slots.production, e))?;
-            info!(snapshot_id = %previous.header().id_hex(), "rolled production back");
+            info!(snapshot_id = previous.id_hex(), "rolled production back");
             self.production.store(previous.clone());
             Ok(previous)
         })
