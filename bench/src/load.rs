@@ -33,10 +33,8 @@ impl Guard {
     /// (the process's first) spent waiting for its CPU meanwhile.
     fn waited<T>(&self, measure: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Option<f64>)> {
         let schedstat = format!("/proc/{}/task/{}/schedstat", self.0.id(), self.0.id());
-        let before = paced::run_queue_wait(&schedstat);
-        let result = measure()?;
-        let waited = before.zip(paced::run_queue_wait(&schedstat)).map(|(b, a)| a.saturating_sub(b));
-        Ok((result, waited.map(|d| d.as_secs_f64() * 1000.0)))
+        let (result, waited_ms) = paced::run_queue_wait_during(&schedstat, measure);
+        Ok((result?, waited_ms))
     }
 }
 

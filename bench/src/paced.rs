@@ -71,10 +71,10 @@ pub fn run(
         scope
             .spawn(|| {
                 pin_to(cpu);
-                let waited_before = run_queue_wait("/proc/thread-self/schedstat");
-                let driven = drive(addr, requests, connections, &schedule, duration + RESPONSE_TIMEOUT);
-                let waited = waited_before.zip(run_queue_wait("/proc/thread-self/schedstat"));
-                driven.map(|d| (d, waited.map(|(before, after)| after.saturating_sub(before))))
+                let (driven, waited) = run_queue_wait_during("/proc/thread-self/schedstat", || {
+                    drive(addr, requests, connections, &schedule, duration + RESPONSE_TIMEOUT)
+                });
+                driven.map(|d| (d, waited))
             })
             .join()
             .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
@@ -90,8 +90,17 @@ pub fn run(
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         max_ms: latency_us.max() as f64 / 1000.0,
-        load_thread_waited_ms: load_thread_waited.map(|d| d.as_secs_f64() * 1000.0),
+        load_thread_waited_ms: load_thread_waited,
     })
+}
+
+/// Runs `work` and returns, beside what it returns, the milliseconds the thread whose schedstat
+/// file is `schedstat` spent waiting for its CPU meanwhile (see [`run_queue_wait`]).
+pub fn run_queue_wait_during<T>(schedstat: &str, work: impl FnOnce() -> T) -> (T, Option<f64>) {
+    let before = run_queue_wait(schedstat);
+    let result = work();
+    let waited = before.zip(run_queue_wait(schedstat)).map(|(b, a)| a.saturating_sub(b));
+    (result, waited.map(|d| d.as_secs_f64() * 1000.0))
 }
 
 /// Time a thread spent ready to run but waiting for a CPU, from its schedstat file (second

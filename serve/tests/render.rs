@@ -57,21 +57,16 @@ fn escaped_per_request(s: &Snapshot, creative: &adsnap_snapshot::schema::Archive
 #[test]
 fn markup_escaped_once_per_snapshot_renders_the_same_bytes_within_its_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let creatives_markup_bytes: usize = {
-        let s = example_snapshot(dir.path());
-        s.archive().creatives.iter().map(|c| c.markup.len.to_native() as usize).sum()
-    };
-    let all = Served::prepare(
-        example_snapshot(dir.path()),
-        Prepare { nice: 0, escaped_markup_bytes_max: u32::MAX },
-    );
+    let out = dir.path().join("example.snap");
+    build_example(&out);
+    let open = || Snapshot::open(&out).unwrap();
+    let creatives_markup_bytes: usize =
+        open().archive().creatives.iter().map(|c| c.markup.len.to_native() as usize).sum();
+    let all = Served::prepare(open(), Prepare { nice: 0, escaped_markup_bytes_max: u32::MAX });
     let all_bytes = all.escaped_markup_bytes() as u32;
     drop(all);
     for budget in [0, all_bytes / 2, all_bytes, u32::MAX] {
-        let s = Served::prepare(
-            example_snapshot(dir.path()),
-            Prepare { nice: 0, escaped_markup_bytes_max: budget },
-        );
+        let s = Served::prepare(open(), Prepare { nice: 0, escaped_markup_bytes_max: budget });
         assert!(s.escaped_markup_bytes() <= budget as usize);
         let mut n_kept = 0;
         for (idx, creative) in s.archive().creatives.iter().enumerate() {
