@@ -19,7 +19,7 @@ fn queries(snapshot: &Snapshot, n: usize) -> anyhow::Result<Vec<Resolved>> {
     let now = snapshot.archive().meta.reference_unix_s.to_native();
     let mut out = Vec::with_capacity(n);
     for (i, body) in traffic::requests(snapshot, n, 7).iter().enumerate() {
-        let request: AdRequest = serde_json::from_str(body)?;
+        let request = AdRequest::parse(body)?;
         let request_hash = xxhash_rust::xxh3::xxh3_64(body.as_bytes());
         let key = match &request.user.id {
             Some(id) => UserKey::Id(id.as_bytes()),

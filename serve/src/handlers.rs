@@ -108,10 +108,10 @@ pub async fn ad(state: &State, request: Request<hyper::body::Incoming>) -> Reply
 
 async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Result<Reply, RequestError> {
     let body = read_body(request, state.config.request_body_bytes_max).await?;
-    // One UTF-8 check of the whole body: serde_json's slice reader checks every string again.
+    // One UTF-8 check of the whole body: the reader then borrows strings without checking them.
     let body =
         std::str::from_utf8(&body).map_err(|e| RequestError::Json(format!("the body is not UTF-8: {e}")))?;
-    let ad_request: AdRequest = serde_json::from_str(body).map_err(|e| RequestError::Json(e.to_string()))?;
+    let ad_request = AdRequest::parse(body).map_err(|e| RequestError::Json(e.to_string()))?;
     let now = state.now_unix_s();
     let request_id = ad_request.request_id.clone().unwrap_or_else(|| format!("{:016x}", fresh_id()).into());
     let request_hash = xxhash_rust::xxh3::xxh3_64(request_id.as_bytes());

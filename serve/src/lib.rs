@@ -9,6 +9,7 @@ pub mod emit;
 pub mod error;
 mod handlers;
 pub mod json;
+pub mod json_reader;
 pub mod metrics;
 pub mod openrtb;
 pub mod privacy;

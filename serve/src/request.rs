@@ -12,11 +12,14 @@ use serde::Deserialize;
 use crate::privacy::{us_privacy_opts_out, PrivacySignals};
 
 use crate::error::RequestError;
+use crate::json_reader::{JsonError, Reader, Seen};
 
 /// Longest id accepted in a request (user id, IFA, request id, app or ad unit id).
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
 
-#[derive(Debug, Deserialize)]
+/// The SDK's ad request. [`AdRequest::parse`] reads it; the serde derives are its schema's
+/// reference, which the reader is tested against (`tests/json_reader.rs`).
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdRequest<'a> {
     /// The SDK's id for this request; echoed in the response and in tracking.
@@ -36,7 +39,7 @@ pub struct AdRequest<'a> {
     pub privacy: Privacy<'a>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestApp<'a> {
     #[serde(borrow)]
@@ -45,7 +48,7 @@ pub struct RequestApp<'a> {
     pub version: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestDevice<'a> {
     #[serde(borrow)]
@@ -74,14 +77,14 @@ pub struct RequestDevice<'a> {
     pub language: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestUser<'a> {
     #[serde(default, borrow)]
     pub id: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Privacy<'a> {
     /// GDPR applies to this request.
@@ -96,6 +99,130 @@ pub struct Privacy<'a> {
     pub gpp: Option<Cow<'a, str>>,
     #[serde(default)]
     pub coppa: bool,
+}
+
+impl<'a> AdRequest<'a> {
+    /// Reads an ad request body: the same documents serde's derive accepts (see [`json_reader`]).
+    pub fn parse(body: &'a str) -> Result<Self, JsonError> {
+        let mut r = Reader::new(body);
+        let request = read_ad_request(&mut r)?;
+        r.finish()?;
+        Ok(request)
+    }
+}
+
+/// The index of `key` in `fields`, else the error serde's `deny_unknown_fields` gives.
+fn field_idx(r: &Reader<'_>, key: &str, fields: &[&str], seen: &mut Seen) -> Result<u32, JsonError> {
+    let idx = fields.iter().position(|f| *f == key).ok_or_else(|| r.unknown_field(key, fields))?;
+    if !seen.first(idx as u32) {
+        return Err(r.duplicate_field(fields[idx]));
+    }
+    Ok(idx as u32)
+}
+
+fn required<T>(r: &Reader<'_>, value: Option<T>, field: &str) -> Result<T, JsonError> {
+    value.ok_or_else(|| r.missing_field(field))
+}
+
+const AD_REQUEST_FIELDS: &[&str] =
+    &["request_id", "app", "ad_unit_id", "format", "device", "user", "privacy"];
+
+fn read_ad_request<'a>(r: &mut Reader<'a>) -> Result<AdRequest<'a>, JsonError> {
+    let (mut request_id, mut app, mut ad_unit_id, mut format, mut device) = (None, None, None, None, None);
+    let (mut user, mut privacy) = (RequestUser::default(), Privacy::default());
+    let mut seen = Seen::default();
+    r.object("struct AdRequest", |r, key| {
+        match field_idx(r, key, AD_REQUEST_FIELDS, &mut seen)? {
+            0 => request_id = r.optional_string()?,
+            1 => app = Some(read_app(r)?),
+            2 => ad_unit_id = Some(r.string()?),
+            3 => format = Some(r.string()?),
+            4 => device = Some(read_device(r)?),
+            5 => user = read_user(r)?,
+            _ => privacy = read_privacy(r)?,
+        }
+        Ok(())
+    })?;
+    Ok(AdRequest {
+        request_id,
+        app: required(r, app, "app")?,
+        ad_unit_id: required(r, ad_unit_id, "ad_unit_id")?,
+        format: required(r, format, "format")?,
+        device: required(r, device, "device")?,
+        user,
+        privacy,
+    })
+}
+
+const APP_FIELDS: &[&str] = &["bundle", "version"];
+
+fn read_app<'a>(r: &mut Reader<'a>) -> Result<RequestApp<'a>, JsonError> {
+    let (mut bundle, mut version) = (None, None);
+    let mut seen = Seen::default();
+    r.object("struct RequestApp", |r, key| {
+        match field_idx(r, key, APP_FIELDS, &mut seen)? {
+            0 => bundle = Some(r.string()?),
+            _ => version = r.optional_string()?,
+        }
+        Ok(())
+    })?;
+    Ok(RequestApp { bundle: required(r, bundle, "bundle")?, version })
+}
+
+const DEVICE_FIELDS: &[&str] =
+    &["os", "os_version", "make", "model", "ifa", "lmt", "type", "connection", "country", "language"];
+
+fn read_device<'a>(r: &mut Reader<'a>) -> Result<RequestDevice<'a>, JsonError> {
+    let mut os = None;
+    let (mut os_version, mut make, mut model, mut ifa, mut lmt) = (None, None, None, None, false);
+    let (mut device_type, mut connection, mut country, mut language) = (None, None, None, None);
+    let mut seen = Seen::default();
+    r.object("struct RequestDevice", |r, key| {
+        match field_idx(r, key, DEVICE_FIELDS, &mut seen)? {
+            0 => os = Some(r.string()?),
+            1 => os_version = r.optional_string()?,
+            2 => make = r.optional_string()?,
+            3 => model = r.optional_string()?,
+            4 => ifa = r.optional_string()?,
+            5 => lmt = r.bool()?,
+            6 => device_type = r.optional_string()?,
+            7 => connection = r.optional_string()?,
+            8 => country = r.optional_string()?,
+            _ => language = r.optional_string()?,
+        }
+        Ok(())
+    })?;
+    let os = required(r, os, "os")?;
+    Ok(RequestDevice { os, os_version, make, model, ifa, lmt, device_type, connection, country, language })
+}
+
+fn read_user<'a>(r: &mut Reader<'a>) -> Result<RequestUser<'a>, JsonError> {
+    let mut id = None;
+    let mut seen = Seen::default();
+    r.object("struct RequestUser", |r, key| {
+        field_idx(r, key, &["id"], &mut seen)?;
+        id = r.optional_string()?;
+        Ok(())
+    })?;
+    Ok(RequestUser { id })
+}
+
+const PRIVACY_FIELDS: &[&str] = &["gdpr", "tcf_consent", "us_privacy", "gpp", "coppa"];
+
+fn read_privacy<'a>(r: &mut Reader<'a>) -> Result<Privacy<'a>, JsonError> {
+    let mut p = Privacy::default();
+    let mut seen = Seen::default();
+    r.object("struct Privacy", |r, key| {
+        match field_idx(r, key, PRIVACY_FIELDS, &mut seen)? {
+            0 => p.gdpr = r.bool()?,
+            1 => p.tcf_consent = r.optional_string()?,
+            2 => p.us_privacy = r.optional_string()?,
+            3 => p.gpp = r.optional_string()?,
+            _ => p.coppa = r.bool()?,
+        }
+        Ok(())
+    })?;
+    Ok(p)
 }
 
 /// A validated request, in the snapshot's terms.
