@@ -31,13 +31,26 @@ pub fn push_escaped(out: &mut Vec<u8>, text: &str) {
         push_escape(out, bytes[at + clean]);
         at += clean + 1;
     }
-    for &byte in &bytes[at..] {
-        if needs_escape(byte) {
-            push_escape(out, byte);
-        } else {
-            out.push(byte);
-        }
+    // The last bytes, fewer than a block (all of most values): looked at as one padded block and
+    // copied in runs, rather than pushed one at a time.
+    let tail = &bytes[at..];
+    let mut mask = tail_mask(tail);
+    let mut from = 0;
+    while mask != 0 {
+        let special = mask.trailing_zeros() as usize;
+        out.extend_from_slice(&tail[from..special]);
+        push_escape(out, tail[special]);
+        from = special + 1;
+        mask &= mask - 1;
     }
+    out.extend_from_slice(&tail[from..]);
+}
+
+/// [`escape_mask`] of fewer than [`BLOCK`] bytes.
+fn tail_mask(tail: &[u8]) -> u32 {
+    let mut block = [b' '; BLOCK];
+    block[..tail.len()].copy_from_slice(tail);
+    escape_mask(&block)
 }
 
 const BLOCK: usize = 16;
@@ -68,6 +81,25 @@ fn escape_mask(block: &[u8; BLOCK]) -> u32 {
 #[cfg(any(test, not(target_arch = "x86_64")))]
 fn escape_mask_portable(block: &[u8; BLOCK]) -> u32 {
     block.iter().enumerate().fold(0, |mask, (i, &byte)| mask | u32::from(needs_escape(byte)) << i)
+}
+
+/// The index of the first byte at or after `from` that JSON escapes in a string (a quote, a
+/// reverse solidus or a control character), else `bytes.len()`: where a string being read ends
+/// or has an escape. Looks at sixteen bytes at a time, like [`push_escaped`].
+pub(crate) fn next_special_byte(bytes: &[u8], from: usize) -> usize {
+    let mut at = from;
+    while let Some(block) = bytes.get(at..at + BLOCK) {
+        let block: &[u8; BLOCK] = block.try_into().unwrap_or(&[0; BLOCK]);
+        let mask = escape_mask(block);
+        if mask != 0 {
+            return at + mask.trailing_zeros() as usize;
+        }
+        at += BLOCK;
+    }
+    match tail_mask(&bytes[at..]) {
+        0 => bytes.len(),
+        mask => at + mask.trailing_zeros() as usize,
+    }
 }
 
 fn needs_escape(byte: u8) -> bool {
@@ -198,6 +230,37 @@ mod tests {
                     serde_json::to_string(&text).unwrap(),
                     "byte {byte:#x} at {offset}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn two_bytes_to_escape_anywhere_in_a_short_string_are_escaped_as_serde_json_does() {
+        for len in 2..36 {
+            for first in 0..len {
+                for second in first + 1..len {
+                    let mut text = vec![b'x'; len];
+                    (text[first], text[second]) = (b'"', b'\n');
+                    let text = String::from_utf8(text).unwrap();
+                    assert_eq!(escaped(&text), serde_json::to_string(&text).unwrap(), "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_next_special_byte_is_found_at_every_offset_and_in_every_tail() {
+        for len in 0..40 {
+            for special in [b'"', b'\\', b'\n', 0x1f] {
+                for at in 0..=len {
+                    let mut bytes = vec![b'a'; len];
+                    if at < len {
+                        bytes[at] = special;
+                    }
+                    for from in 0..=at {
+                        assert_eq!(next_special_byte(&bytes, from), at, "len {len} at {at} from {from}");
+                    }
+                }
             }
         }
     }

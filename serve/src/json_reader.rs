@@ -13,6 +13,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::json::next_special_byte;
+
 /// A JSON document being read, front to back.
 pub struct Reader<'a> {
     text: &'a str,
@@ -124,23 +126,17 @@ impl<'a> Reader<'a> {
         if self.peek() != Some(b'"') {
             return Err(self.unexpected("a string"));
         }
-        self.at += 1;
-        let start = self.at;
-        let bytes = self.text.as_bytes();
-        loop {
-            match bytes.get(self.at) {
-                None => return Err(self.error("EOF while parsing a string")),
-                Some(b'"') => {
-                    let text = &self.text[start..self.at];
-                    self.at += 1;
-                    return Ok(Cow::Borrowed(text));
-                }
-                Some(b'\\') => return self.escaped_string(start).map(Cow::Owned),
-                Some(&b) if b < 0x20 => {
-                    return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string"))
-                }
-                Some(_) => self.at += 1,
+        let start = self.at + 1;
+        self.at = next_special_byte(self.text.as_bytes(), start);
+        match self.text.as_bytes().get(self.at) {
+            None => Err(self.error("EOF while parsing a string")),
+            Some(b'"') => {
+                let text = &self.text[start..self.at];
+                self.at += 1;
+                Ok(Cow::Borrowed(text))
             }
+            Some(b'\\') => self.escaped_string(start).map(Cow::Owned),
+            Some(_) => Err(self.error("control character (\\u0000-\\u001F) found while parsing a string")),
         }
     }
 

@@ -111,28 +111,47 @@ impl<'a> AdRequest<'a> {
     }
 }
 
-/// The index of `key` in `fields`, else the error serde's `deny_unknown_fields` gives.
-fn field_idx(r: &Reader<'_>, key: &str, fields: &[&str], seen: &mut Seen) -> Result<u32, JsonError> {
-    let idx = fields.iter().position(|f| *f == key).ok_or_else(|| r.unknown_field(key, fields))?;
-    if !seen.first(idx as u32) {
-        return Err(r.duplicate_field(fields[idx]));
+/// Defines a struct's field names in order (for errors) and the look-up of a field's index by
+/// name, as one `match` the compiler turns into a comparison of lengths and then of bytes.
+macro_rules! fields {
+    ($names:ident, $lookup:ident: $($idx:literal $name:literal),+ $(,)?) => {
+        const $names: &[&str] = &[$($name),+];
+        fn $lookup(key: &str) -> Option<u32> {
+            match key {
+                $($name => Some($idx),)+
+                _ => None,
+            }
+        }
+    };
+}
+
+/// The index of `key` (by `lookup`), else the error serde's `deny_unknown_fields` gives; a field
+/// given twice is an error too.
+fn field_idx(
+    r: &Reader<'_>,
+    key: &str,
+    (fields, lookup): (&[&str], fn(&str) -> Option<u32>),
+    seen: &mut Seen,
+) -> Result<u32, JsonError> {
+    let idx = lookup(key).ok_or_else(|| r.unknown_field(key, fields))?;
+    if !seen.first(idx) {
+        return Err(r.duplicate_field(fields[idx as usize]));
     }
-    Ok(idx as u32)
+    Ok(idx)
 }
 
 fn required<T>(r: &Reader<'_>, value: Option<T>, field: &str) -> Result<T, JsonError> {
     value.ok_or_else(|| r.missing_field(field))
 }
 
-const AD_REQUEST_FIELDS: &[&str] =
-    &["request_id", "app", "ad_unit_id", "format", "device", "user", "privacy"];
+fields!(AD_REQUEST_FIELDS, ad_request_field: 0 "request_id", 1 "app", 2 "ad_unit_id", 3 "format", 4 "device", 5 "user", 6 "privacy");
 
 fn read_ad_request<'a>(r: &mut Reader<'a>) -> Result<AdRequest<'a>, JsonError> {
     let (mut request_id, mut app, mut ad_unit_id, mut format, mut device) = (None, None, None, None, None);
     let (mut user, mut privacy) = (RequestUser::default(), Privacy::default());
     let mut seen = Seen::default();
     r.object("struct AdRequest", |r, key| {
-        match field_idx(r, key, AD_REQUEST_FIELDS, &mut seen)? {
+        match field_idx(r, key, (AD_REQUEST_FIELDS, ad_request_field), &mut seen)? {
             0 => request_id = r.optional_string()?,
             1 => app = Some(read_app(r)?),
             2 => ad_unit_id = Some(r.string()?),
@@ -154,13 +173,13 @@ fn read_ad_request<'a>(r: &mut Reader<'a>) -> Result<AdRequest<'a>, JsonError> {
     })
 }
 
-const APP_FIELDS: &[&str] = &["bundle", "version"];
+fields!(APP_FIELDS, app_field: 0 "bundle", 1 "version");
 
 fn read_app<'a>(r: &mut Reader<'a>) -> Result<RequestApp<'a>, JsonError> {
     let (mut bundle, mut version) = (None, None);
     let mut seen = Seen::default();
     r.object("struct RequestApp", |r, key| {
-        match field_idx(r, key, APP_FIELDS, &mut seen)? {
+        match field_idx(r, key, (APP_FIELDS, app_field), &mut seen)? {
             0 => bundle = Some(r.string()?),
             _ => version = r.optional_string()?,
         }
@@ -169,8 +188,9 @@ fn read_app<'a>(r: &mut Reader<'a>) -> Result<RequestApp<'a>, JsonError> {
     Ok(RequestApp { bundle: required(r, bundle, "bundle")?, version })
 }
 
-const DEVICE_FIELDS: &[&str] =
-    &["os", "os_version", "make", "model", "ifa", "lmt", "type", "connection", "country", "language"];
+fields!(DEVICE_FIELDS, device_field: 0 "os", 1 "os_version", 2 "make", 3 "model", 4 "ifa", 5 "lmt", 6 "type",
+    7 "connection", 8 "country", 9 "language");
+fields!(USER_FIELDS, user_field: 0 "id");
 
 fn read_device<'a>(r: &mut Reader<'a>) -> Result<RequestDevice<'a>, JsonError> {
     let mut os = None;
@@ -178,7 +198,7 @@ fn read_device<'a>(r: &mut Reader<'a>) -> Result<RequestDevice<'a>, JsonError> {
     let (mut device_type, mut connection, mut country, mut language) = (None, None, None, None);
     let mut seen = Seen::default();
     r.object("struct RequestDevice", |r, key| {
-        match field_idx(r, key, DEVICE_FIELDS, &mut seen)? {
+        match field_idx(r, key, (DEVICE_FIELDS, device_field), &mut seen)? {
             0 => os = Some(r.string()?),
             1 => os_version = r.optional_string()?,
             2 => make = r.optional_string()?,
@@ -200,20 +220,20 @@ fn read_user<'a>(r: &mut Reader<'a>) -> Result<RequestUser<'a>, JsonError> {
     let mut id = None;
     let mut seen = Seen::default();
     r.object("struct RequestUser", |r, key| {
-        field_idx(r, key, &["id"], &mut seen)?;
+        field_idx(r, key, (USER_FIELDS, user_field), &mut seen)?;
         id = r.optional_string()?;
         Ok(())
     })?;
     Ok(RequestUser { id })
 }
 
-const PRIVACY_FIELDS: &[&str] = &["gdpr", "tcf_consent", "us_privacy", "gpp", "coppa"];
+fields!(PRIVACY_FIELDS, privacy_field: 0 "gdpr", 1 "tcf_consent", 2 "us_privacy", 3 "gpp", 4 "coppa");
 
 fn read_privacy<'a>(r: &mut Reader<'a>) -> Result<Privacy<'a>, JsonError> {
     let mut p = Privacy::default();
     let mut seen = Seen::default();
     r.object("struct Privacy", |r, key| {
-        match field_idx(r, key, PRIVACY_FIELDS, &mut seen)? {
+        match field_idx(r, key, (PRIVACY_FIELDS, privacy_field), &mut seen)? {
             0 => p.gdpr = r.bool()?,
             1 => p.tcf_consent = r.optional_string()?,
             2 => p.us_privacy = r.optional_string()?,
@@ -369,5 +389,28 @@ impl AdRequest<'_> {
             now_unix_s,
             pacing_draw_ppm: pacing_draw_ppm(request_hash),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_field_table_finds_every_field_at_its_own_index_and_nothing_else() {
+        let tables: [(&[&str], fn(&str) -> Option<u32>); 5] = [
+            (AD_REQUEST_FIELDS, ad_request_field),
+            (APP_FIELDS, app_field),
+            (DEVICE_FIELDS, device_field),
+            (USER_FIELDS, user_field),
+            (PRIVACY_FIELDS, privacy_field),
+        ];
+        for (names, lookup) in tables {
+            for (idx, name) in names.iter().enumerate() {
+                assert_eq!(lookup(name), Some(idx as u32), "{name}");
+                assert_eq!(lookup(&name[1..]), None, "{name}");
+            }
+            assert!(names.len() <= 64, "Seen holds 64 fields");
+        }
     }
 }
