@@ -102,6 +102,7 @@ pub(crate) fn next_special_byte(bytes: &[u8], from: usize) -> usize {
     }
 }
 
+#[cfg(any(test, not(target_arch = "x86_64")))]
 fn needs_escape(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
 }

@@ -49,6 +49,10 @@ impl Seen {
         self.0 |= bit;
         first
     }
+
+    pub fn has(&self, field_idx: u32) -> bool {
+        self.0 & (1u64 << field_idx) != 0
+    }
 }
 
 impl<'a> Reader<'a> {
@@ -141,6 +145,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The rest of a string that has an escape at `self.at`; its text so far starts at `start`.
+    /// Out of line: ids and codes rarely have escapes, and the common path stays small.
+    #[cold]
+    #[inline(never)]
     fn escaped_string(&mut self, start: usize) -> Result<String, JsonError> {
         let bytes = self.text.as_bytes();
         let mut out = String::with_capacity(self.at - start + 16);
