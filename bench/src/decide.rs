@@ -1,5 +1,6 @@
 //! `adsnap-bench decide`: the decision alone, timed call by call over a realistic request stream
-//! against a generated catalog, for its latency percentiles.
+//! against a generated catalog, for its latency percentiles; and reading the stream's request
+//! bodies, with the server's reader against serde_json's derive of the same types.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,10 +16,10 @@ use crate::traffic;
 type Resolved = (Query, Option<(u8, u8)>);
 
 /// Requests resolved ahead of the timing, so that only `decide` is timed.
-fn queries(snapshot: &Snapshot, n: usize) -> anyhow::Result<Vec<Resolved>> {
+fn queries(snapshot: &Snapshot, bodies: &[String]) -> anyhow::Result<Vec<Resolved>> {
     let now = snapshot.archive().meta.reference_unix_s.to_native();
-    let mut out = Vec::with_capacity(n);
-    for (i, body) in traffic::requests(snapshot, n, 7).iter().enumerate() {
+    let mut out = Vec::with_capacity(bodies.len());
+    for (i, body) in bodies.iter().enumerate() {
         let request = AdRequest::parse(body)?;
         let request_hash = xxhash_rust::xxh3::xxh3_64(body.as_bytes());
         let key = match &request.user.id {
@@ -42,7 +43,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Result<()> {
     let snapshot = Snapshot::open(snapshot_path)?;
-    let queries = queries(&snapshot, n_requests)?;
+    let bodies = traffic::requests(&snapshot, n_requests, 7);
+    let queries = queries(&snapshot, &bodies)?;
     let experiments = &snapshot.archive().experiments;
     let params_of = |arm: &Option<(u8, u8)>| match arm {
         Some((x, a)) => &experiments.experiments[*x as usize].arms[*a as usize].params,
@@ -88,5 +90,37 @@ pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Resu
         n_scanned as f64 / n
     );
     println!("(each call timed with Instant::now, which itself costs about {clock_ns:.0} ns here; target p99 < 20 µs)");
+    reading(&bodies, rounds)
+}
+
+/// Reading the request bodies: one timed pass over the stream per reader and round, the two
+/// readers alternating, and the median pass of each reported per body.
+fn reading(bodies: &[String], rounds: u32) -> anyhow::Result<()> {
+    let pass = |read: &dyn Fn(&str) -> anyhow::Result<usize>| -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        for body in bodies {
+            std::hint::black_box(read(body)?);
+        }
+        Ok(t.elapsed())
+    };
+    let serde = |body: &str| -> anyhow::Result<usize> {
+        Ok(serde_json::from_str::<AdRequest>(body)?.ad_unit_id.len())
+    };
+    let reader = |body: &str| -> anyhow::Result<usize> { Ok(AdRequest::parse(body)?.ad_unit_id.len()) };
+    let (mut serde_times, mut reader_times) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(3) {
+        serde_times.push(pass(&serde)?);
+        reader_times.push(pass(&reader)?);
+    }
+    serde_times.sort();
+    reader_times.sort();
+    let per_body_ns = |times: &[Duration]| times[times.len() / 2].as_nanos() as f64 / bodies.len() as f64;
+    let (serde_ns, reader_ns) = (per_body_ns(&serde_times), per_body_ns(&reader_times));
+    let mean_bytes = bodies.iter().map(String::len).sum::<usize>() as f64 / bodies.len().max(1) as f64;
+    println!();
+    println!("## reading the request body ({} bodies of {mean_bytes:.0} bytes on average)", bodies.len());
+    println!("| serde_json derive ns | adsnap reader ns | serde / reader |");
+    println!("|---:|---:|---:|");
+    println!("| {serde_ns:.0} | {reader_ns:.0} | {:.2} |", serde_ns / reader_ns);
     Ok(())
 }

@@ -21,9 +21,13 @@ pub struct Reader<'a> {
     at: usize,
 }
 
-/// What is wrong with a body, and where.
+/// What is wrong with a body, and where. Boxed: every reading step returns a `Result`, which
+/// stays a pointer wide on the common path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonError {
+pub struct JsonError(Box<ErrorAt>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ErrorAt {
     message: String,
     line: usize,
     column: usize,
@@ -31,7 +35,8 @@ pub struct JsonError {
 
 impl fmt::Display for JsonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at line {} column {}", self.message, self.line, self.column)
+        let ErrorAt { message, line, column } = &*self.0;
+        write!(f, "{message} at line {line} column {column}")
     }
 }
 
@@ -64,16 +69,20 @@ impl<'a> Reader<'a> {
     pub fn error(&self, message: impl fmt::Display) -> JsonError {
         let before = &self.text.as_bytes()[..self.at.min(self.text.len())];
         let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        JsonError {
+        JsonError(Box::new(ErrorAt {
             message: message.to_string(),
             line: before.iter().filter(|&&b| b == b'\n').count() + 1,
             column: self.at - line_start + 1,
-        }
+        }))
     }
 
     /// The next byte that is not whitespace, not consumed.
     fn peek(&mut self) -> Option<u8> {
         let bytes = self.text.as_bytes();
+        // Whitespace is at most a space: one comparison for a compact body.
+        if let Some(&b) = bytes.get(self.at).filter(|&&b| b > b' ') {
+            return Some(b);
+        }
         while let Some(&b) = bytes.get(self.at) {
             if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
                 return Some(b);
