@@ -118,9 +118,11 @@ impl<'a> AdRequest<'a> {
 /// Defines a struct's field names in order (for errors) and the look-up of a field's index by
 /// name, as one `match` the compiler turns into a comparison of lengths and then of bytes.
 macro_rules! fields {
-    ($table:ident: $($idx:literal $name:literal),+ $(,)?) => {
+    ($table:ident, $what:literal, required $required:expr, $($idx:literal $name:literal),+ $(,)?) => {
         const $table: FieldTable = FieldTable {
+            what: $what,
             names: &[$($name),+],
+            required: &$required,
             lookup: |key| match key {
                 $($name => Some($idx),)+
                 _ => None,
@@ -131,11 +133,30 @@ macro_rules! fields {
 
 /// The fields of one object of the request.
 struct FieldTable {
+    /// The object's name in errors ("struct RequestDevice", as serde names it).
+    what: &'static str,
     names: &'static [&'static str],
+    /// Indexes of the fields that must be present.
+    required: &'static [u32],
     lookup: fn(&str) -> Option<u32>,
 }
 
 impl FieldTable {
+    /// Reads an object of these fields: `member` reads the value of the field with the given
+    /// index. Unknown, repeated and missing required fields are errors.
+    fn read<'a>(
+        &self,
+        r: &mut Reader<'a>,
+        mut member: impl FnMut(&mut Reader<'a>, u32) -> Result<(), JsonError>,
+    ) -> Result<(), JsonError> {
+        let mut seen = Seen::default();
+        r.object(self.what, |r, key| {
+            let idx = self.index(r, key, &mut seen)?;
+            member(r, idx)
+        })?;
+        self.check_required(r, &seen)
+    }
+
     /// The index of `key`, else the error serde's `deny_unknown_fields` gives; a field given
     /// twice is an error too.
     fn index(&self, r: &Reader<'_>, key: &str, seen: &mut Seen) -> Result<u32, JsonError> {
@@ -146,55 +167,51 @@ impl FieldTable {
         Ok(idx)
     }
 
-    /// The error for the first of the `required` fields (indexes) not `seen`.
-    fn check_required(&self, r: &Reader<'_>, seen: &Seen, required: &[u32]) -> Result<(), JsonError> {
-        match required.iter().find(|&&idx| !seen.has(idx)) {
+    /// The error for the first required field not `seen`.
+    fn check_required(&self, r: &Reader<'_>, seen: &Seen) -> Result<(), JsonError> {
+        match self.required.iter().find(|&&idx| !seen.has(idx)) {
             Some(&idx) => Err(r.missing_field(self.names[idx as usize])),
             None => Ok(()),
         }
     }
 }
 
-fields!(AD_REQUEST_FIELDS: 0 "request_id", 1 "app", 2 "ad_unit_id", 3 "format", 4 "device", 5 "user", 6 "privacy");
+fields!(AD_REQUEST_FIELDS, "struct AdRequest", required [1, 2, 3, 4],
+    0 "request_id", 1 "app", 2 "ad_unit_id", 3 "format", 4 "device", 5 "user", 6 "privacy");
 
 fn read_ad_request<'a>(r: &mut Reader<'a>, q: &mut AdRequest<'a>) -> Result<(), JsonError> {
-    let mut seen = Seen::default();
-    r.object("struct AdRequest", |r, key| {
-        match AD_REQUEST_FIELDS.index(r, key, &mut seen)? {
+    AD_REQUEST_FIELDS.read(r, |r, idx| {
+        match idx {
             0 => q.request_id = r.optional_string()?,
-            1 => read_app(r, &mut q.app)?,
+            1 => APP_FIELDS.read(r, |r, idx| {
+                match idx {
+                    0 => q.app.bundle = r.string()?,
+                    _ => q.app.version = r.optional_string()?,
+                }
+                Ok(())
+            })?,
             2 => q.ad_unit_id = r.string()?,
             3 => q.format = r.string()?,
             4 => read_device(r, &mut q.device)?,
-            5 => read_user(r, &mut q.user)?,
+            5 => USER_FIELDS.read(r, |r, _| {
+                q.user.id = r.optional_string()?;
+                Ok(())
+            })?,
             _ => read_privacy(r, &mut q.privacy)?,
         }
         Ok(())
-    })?;
-    AD_REQUEST_FIELDS.check_required(r, &seen, &[1, 2, 3, 4])
+    })
 }
 
-fields!(APP_FIELDS: 0 "bundle", 1 "version");
-
-fn read_app<'a>(r: &mut Reader<'a>, app: &mut RequestApp<'a>) -> Result<(), JsonError> {
-    let mut seen = Seen::default();
-    r.object("struct RequestApp", |r, key| {
-        match APP_FIELDS.index(r, key, &mut seen)? {
-            0 => app.bundle = r.string()?,
-            _ => app.version = r.optional_string()?,
-        }
-        Ok(())
-    })?;
-    APP_FIELDS.check_required(r, &seen, &[0])
-}
-
-fields!(DEVICE_FIELDS: 0 "os", 1 "os_version", 2 "make", 3 "model", 4 "ifa", 5 "lmt", 6 "type", 7 "connection",
-    8 "country", 9 "language");
+fields!(APP_FIELDS, "struct RequestApp", required [0], 0 "bundle", 1 "version");
+fields!(USER_FIELDS, "struct RequestUser", required [], 0 "id");
+fields!(DEVICE_FIELDS, "struct RequestDevice", required [0],
+    0 "os", 1 "os_version", 2 "make", 3 "model", 4 "ifa", 5 "lmt", 6 "type", 7 "connection", 8 "country",
+    9 "language");
 
 fn read_device<'a>(r: &mut Reader<'a>, d: &mut RequestDevice<'a>) -> Result<(), JsonError> {
-    let mut seen = Seen::default();
-    r.object("struct RequestDevice", |r, key| {
-        match DEVICE_FIELDS.index(r, key, &mut seen)? {
+    DEVICE_FIELDS.read(r, |r, idx| {
+        match idx {
             0 => d.os = r.string()?,
             1 => d.os_version = r.optional_string()?,
             2 => d.make = r.optional_string()?,
@@ -207,27 +224,14 @@ fn read_device<'a>(r: &mut Reader<'a>, d: &mut RequestDevice<'a>) -> Result<(), 
             _ => d.language = r.optional_string()?,
         }
         Ok(())
-    })?;
-    DEVICE_FIELDS.check_required(r, &seen, &[0])
-}
-
-fields!(USER_FIELDS: 0 "id");
-
-fn read_user<'a>(r: &mut Reader<'a>, user: &mut RequestUser<'a>) -> Result<(), JsonError> {
-    let mut seen = Seen::default();
-    r.object("struct RequestUser", |r, key| {
-        USER_FIELDS.index(r, key, &mut seen)?;
-        user.id = r.optional_string()?;
-        Ok(())
     })
 }
 
-fields!(PRIVACY_FIELDS: 0 "gdpr", 1 "tcf_consent", 2 "us_privacy", 3 "gpp", 4 "coppa");
+fields!(PRIVACY_FIELDS, "struct Privacy", required [], 0 "gdpr", 1 "tcf_consent", 2 "us_privacy", 3 "gpp", 4 "coppa");
 
 fn read_privacy<'a>(r: &mut Reader<'a>, p: &mut Privacy<'a>) -> Result<(), JsonError> {
-    let mut seen = Seen::default();
-    r.object("struct Privacy", |r, key| {
-        match PRIVACY_FIELDS.index(r, key, &mut seen)? {
+    PRIVACY_FIELDS.read(r, |r, idx| {
+        match idx {
             0 => p.gdpr = r.bool()?,
             1 => p.tcf_consent = r.optional_string()?,
             2 => p.us_privacy = r.optional_string()?,
