@@ -68,7 +68,8 @@ pub struct EmbeddedConfig {
     /// Nice value (0 to 19) of the store's background threads (writer, persister, fjall's flush
     /// and compaction): above 0 they give way to the threads answering requests on a busy core,
     /// so a compaction does not stall requests. 0: normal priority. The scan at open keeps the
-    /// opener's priority: requests read the disk until it has warmed the memory layer.
+    /// opener's priority: requests read the disk until it has warmed the memory layer. A value
+    /// outside 0 to 19 is refused at open.
     pub background_nice: i8,
     /// fjall's block cache, which serves reads that miss the memory layer.
     pub block_cache_bytes: u64,

@@ -40,6 +40,23 @@ async fn found(profiles: &Profiles, key: UserKey) -> std::sync::Arc<Profile> {
 }
 
 #[tokio::test]
+async fn a_background_nice_value_outside_the_kernels_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for nice in [-1, 20] {
+        let mut config = config(dir.path());
+        config.embedded.background_nice = nice;
+        let err = Profiles::open(&config).await.err().expect("opened with an out-of-range nice value");
+        assert!(
+            err.to_string().contains(&format!("embedded.background_nice = {nice} is outside 0..=19")),
+            "{err}"
+        );
+    }
+    let mut config = config(dir.path());
+    config.embedded.background_nice = 19;
+    Profiles::open(&config).await.unwrap();
+}
+
+#[tokio::test]
 async fn updates_are_read_back_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let now = now_unix_s();

@@ -62,6 +62,12 @@ impl EmbeddedStore {
         config: &ProfilesConfig,
         metrics: StoreMetrics,
     ) -> Result<EmbeddedStore, ProfileError> {
+        let nice = config.embedded.background_nice;
+        if !(0..=19).contains(&nice) {
+            // The kernel would clamp a larger value and this crate ignores a negative one: a
+            // typo would run the store at a priority nobody chose.
+            return Err(ProfileError::Config(format!("embedded.background_nice = {nice} is outside 0..=19")));
+        }
         let config = config.clone();
         let mut store = std::thread::Builder::new()
             .name("profile-open".into())
