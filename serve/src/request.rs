@@ -115,8 +115,9 @@ impl<'a> AdRequest<'a> {
 // The readers fill a request in place (its strings start empty): returning each part by value
 // copied hundreds of bytes per level, a third of the reading.
 
-/// Defines a struct's field names in order (for errors) and the look-up of a field's index by
-/// name, as one `match` the compiler turns into a comparison of lengths and then of bytes.
+/// Defines the [`FieldTable`] of one object: its name in errors, its required fields, its field
+/// names in order and the look-up of a field's index by name, one `match` the compiler turns
+/// into a comparison of lengths and then of bytes.
 macro_rules! fields {
     ($table:ident, $what:literal, required $required:expr, $($idx:literal $name:literal),+ $(,)?) => {
         const $table: FieldTable = FieldTable {
