@@ -1,5 +1,5 @@
-//! Priorities of background threads: the event log's fsync thread, and the server's snapshot
-//! opener and releaser, give way to the threads answering requests.
+//! Priorities of background threads: the event log's fsync thread, the server's snapshot opener
+//! and releaser, and the profile store's threads give way to the threads answering requests.
 
 use std::io;
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use adsnap_events::threads::{check_background_nice, lower_this_thread_priority};
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -62,17 +63,15 @@ impl EmbeddedStore {
         config: &ProfilesConfig,
         metrics: StoreMetrics,
     ) -> Result<EmbeddedStore, ProfileError> {
-        let nice = config.embedded.background_nice;
-        if !(0..=19).contains(&nice) {
-            // The kernel would clamp a larger value and this crate ignores a negative one: a
-            // typo would run the store at a priority nobody chose.
-            return Err(ProfileError::Config(format!("embedded.background_nice = {nice} is outside 0..=19")));
-        }
+        // The kernel would clamp a larger value and a negative one is ignored: a typo would run
+        // the store at a priority nobody chose.
+        check_background_nice("embedded.background_nice", config.embedded.background_nice)
+            .map_err(ProfileError::Config)?;
         let config = config.clone();
         let mut store = std::thread::Builder::new()
             .name("profile-open".into())
             .spawn(move || {
-                lower_this_thread_priority(config.embedded.background_nice);
+                lower_this_thread_priority(config.embedded.background_nice, "the profile store's threads");
                 EmbeddedStore::open_here(&config, metrics)
             })
             .map_err(|e| ProfileError::Config(format!("cannot start the profile store's thread: {e}")))?
@@ -221,19 +220,6 @@ impl EmbeddedStore {
     /// Records on disk (an estimate) and the disk space the store takes.
     pub fn disk_stats(&self) -> (usize, u64) {
         (self.core.disk.approximate_len(), self.core.disk.disk_bytes())
-    }
-}
-
-/// Sets the calling thread's nice value (Linux: per thread, inherited by threads it starts).
-/// Raising it needs no privilege; failing leaves the priority as it was, which is only slower.
-fn lower_this_thread_priority(nice: i8) {
-    if nice <= 0 {
-        return;
-    }
-    // SAFETY: setpriority with `who` 0 changes only the calling thread on Linux; no pointers.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) };
-    if result != 0 {
-        tracing::warn!(nice, error = %std::io::Error::last_os_error(), "profile store threads keep normal priority");
     }
 }
 
