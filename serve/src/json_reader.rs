@@ -141,23 +141,20 @@ impl<'a> Reader<'a> {
         }
         let start = self.at + 1;
         self.at = next_special_byte(self.text.as_bytes(), start);
-        match self.text.as_bytes().get(self.at) {
-            None => Err(self.error("EOF while parsing a string")),
-            Some(b'"') => {
-                let text = &self.text[start..self.at];
-                self.at += 1;
-                Ok(Cow::Borrowed(text))
-            }
-            Some(b'\\') => self.escaped_string(start).map(Cow::Owned),
-            Some(_) => Err(self.error("control character (\\u0000-\\u001F) found while parsing a string")),
+        if self.text.as_bytes().get(self.at) == Some(&b'"') {
+            let text = &self.text[start..self.at];
+            self.at += 1;
+            return Ok(Cow::Borrowed(text));
         }
+        self.rest_of_string(start).map(Cow::Owned)
     }
 
-    /// The rest of a string that has an escape at `self.at`; its text so far starts at `start`.
-    /// Out of line: ids and codes rarely have escapes, and the common path stays small.
+    /// The rest of a string whose text starts at `start`, from the first byte at `self.at` that
+    /// does not end it plainly: an escape, a control character or the end of the body. Out of
+    /// line: ids and codes rarely have escapes, and the common path stays small.
     #[cold]
     #[inline(never)]
-    fn escaped_string(&mut self, start: usize) -> Result<String, JsonError> {
+    fn rest_of_string(&mut self, start: usize) -> Result<String, JsonError> {
         let bytes = self.text.as_bytes();
         let mut out = String::with_capacity(self.at - start + 16);
         let mut run = start;
@@ -174,11 +171,11 @@ impl<'a> Reader<'a> {
                     self.at += 1;
                     self.escape(&mut out)?;
                     run = self.at;
+                    self.at = next_special_byte(bytes, run);
                 }
-                Some(&b) if b < 0x20 => {
+                Some(_) => {
                     return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string"))
                 }
-                Some(_) => self.at += 1,
             }
         }
     }
