@@ -182,17 +182,17 @@ impl EscapedMarkup {
     /// Compiles one template when it fits; its span in `pieces`, or [`NOT_KEPT`].
     fn compile(&mut self, template: &str, bytes_max: u32) -> (u32, u32) {
         let (n_text, n_pieces) = (self.text.len(), self.pieces.len());
-        if !render::compile_escaped(template, &mut self.text, &mut self.pieces)
-            || self.bytes() > bytes_max as usize
-        {
-            self.text.truncate(n_text);
-            self.pieces.truncate(n_pieces);
-            self.n_not_kept += 1;
-            return NOT_KEPT;
-        }
-        match (u32::try_from(n_pieces), u32::try_from(self.pieces.len() - n_pieces)) {
-            (Ok(start), Ok(len)) => (start, len),
-            _ => NOT_KEPT,
+        let compiled = render::compile_escaped(template, &mut self.text, &mut self.pieces);
+        let span = (u32::try_from(n_pieces), u32::try_from(self.pieces.len() - n_pieces));
+        match span {
+            (Ok(start), Ok(len)) if compiled && self.bytes() <= bytes_max as usize => (start, len),
+            // Whatever stops it, a template not kept leaves nothing behind and is counted.
+            _ => {
+                self.text.truncate(n_text);
+                self.pieces.truncate(n_pieces);
+                self.n_not_kept += 1;
+                NOT_KEPT
+            }
         }
     }
 
