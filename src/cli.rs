@@ -71,7 +71,6 @@ enum Command {
     Profiles(crate::profiles_cli::ProfilesArgs),
     /// Read the event log (local folder or JetStream stream): tail, replay, export to Parquet.
     Events(crate::events_cli::EventsArgs),
-    /// Verify a snapshot and print its header and counts.
     /// Make a publisher key pair for signing manifests.
     Keygen(crate::distribute_cli::KeygenArgs),
     /// Publish a snapshot: torrent, signed manifest, announced by the origin.
@@ -80,6 +79,7 @@ enum Command {
     Origin(crate::distribute_cli::OriginArgs),
     /// Follow an origin: download new snapshots from the swarm, verify, hand them to the server.
     Follow(crate::distribute_cli::FollowArgs),
+    /// Verify a snapshot and print its header and counts.
     Inspect {
         snapshot: PathBuf,
         /// Print JSON instead of text.

@@ -13,6 +13,20 @@ mod serve_cli;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read when it starts: its memory on transparent huge pages (`thp:always`
+/// asks for them with `MADV_HUGEPAGE`, which kernels in `madvise` mode need). The profile store's
+/// memory layer spreads a million users over hundreds of MiB, and each look-up's misses then
+/// also miss the TLB on 4 KiB pages. The `_RJEM_MALLOC_CONF` variable, read after this,
+/// overrides it (`_RJEM_MALLOC_CONF=thp:default` leaves pages to the kernel's setting).
+#[export_name = "_rjem_malloc_conf"]
+static MALLOC_CONF: MallocConf = MallocConf(c"thp:always".as_ptr());
+
+/// A C string pointer jemalloc reads once at start; it points at a static literal.
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+// SAFETY: the pointer is to an immutable 'static string; nothing ever writes through it.
+unsafe impl Sync for MallocConf {}
+
 use clap::Parser;
 
 /// The log filter without `ADSNAP_LOG`: adsnap at info; the profile store's storage engine

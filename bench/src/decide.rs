@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use adsnap_abtest::{assign, Slice, UserKey};
 use adsnap_serve::decision::decide;
 use adsnap_serve::request::{AdRequest, Query};
-use adsnap_snapshot::Snapshot;
+use adsnap_snapshot::{OpenOptions, Pages, Snapshot};
 
 use crate::traffic;
 
@@ -90,7 +90,53 @@ pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Resu
         n_scanned as f64 / n
     );
     println!("(each call timed with Instant::now, which itself costs about {clock_ns:.0} ns here; target p99 < 20 µs)");
+    page_sizes(snapshot_path, &queries, rounds)?;
     reading(&bodies, rounds)
+}
+
+/// The same decisions with the snapshot mapped on 4 KiB pages and on 2 MiB pages: one timed pass
+/// over the stream per mapping and round, the two alternating, the median pass of each reported.
+/// Both mappings are of the same file, so the queries resolved above hold for either.
+fn page_sizes(snapshot_path: &Path, queries: &[Resolved], rounds: u32) -> anyhow::Result<()> {
+    let open = |pages| Snapshot::open_with(snapshot_path, &OpenOptions { pages, ..Default::default() });
+    // The huge one first: its open drops the file's cached pages that no mapping holds and reads
+    // them back in 2 MiB folios, which the 4 KiB mapping then shares.
+    let (huge, small) = (open(Pages::Huge)?, open(Pages::Small)?);
+    let pass = |snapshot: &Snapshot| {
+        let experiments = &snapshot.archive().experiments;
+        let t = Instant::now();
+        for (query, arm) in queries {
+            let params = match arm {
+                Some((x, a)) => &experiments.experiments[*x as usize].arms[*a as usize].params,
+                None => &experiments.control,
+            };
+            std::hint::black_box(decide(snapshot, query, params, adsnap_serve::decision::User::default()));
+        }
+        t.elapsed()
+    };
+    let (mut small_times, mut huge_times) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(5) {
+        small_times.push(pass(&small));
+        huge_times.push(pass(&huge));
+    }
+    small_times.sort();
+    huge_times.sort();
+    let per_decision_ns =
+        |times: &[Duration]| times[times.len() / 2].as_nanos() as f64 / queries.len() as f64;
+    let (small_ns, huge_ns) = (per_decision_ns(&small_times), per_decision_ns(&huge_times));
+    let mib = |bytes: Option<u64>| {
+        bytes.map_or("unknown".to_string(), |b| format!("{:.0} MiB", b as f64 / 1048576.0))
+    };
+    println!();
+    println!(
+        "## the decision with the snapshot on 4 KiB pages and on 2 MiB pages ({} MiB file; the kernel mapped {} of it with 2 MiB pages)",
+        std::fs::metadata(snapshot_path)?.len() / 1048576,
+        mib(huge.huge_page_bytes())
+    );
+    println!("| 4 KiB pages ns | 2 MiB pages ns | 4 KiB / 2 MiB |");
+    println!("|---:|---:|---:|");
+    println!("| {small_ns:.0} | {huge_ns:.0} | {:.2} |", small_ns / huge_ns);
+    Ok(())
 }
 
 /// Reading the request bodies: one timed pass over the stream per reader and round, the two

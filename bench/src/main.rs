@@ -328,7 +328,10 @@ fn open_bench(snapshot_path: &Path, work: &Path, repetitions: u32) -> anyhow::Re
     xxh3_pass(snapshot_path)?;
     json_load(&json_path)?;
     let (mut xxh3, mut open, mut open_serial, mut json) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (parallel, serial) = (OpenOptions { parallel: true }, OpenOptions { parallel: false });
+    let (parallel, serial) = (
+        OpenOptions { parallel: true, ..OpenOptions::default() },
+        OpenOptions { parallel: false, ..OpenOptions::default() },
+    );
     for _ in 0..repetitions {
         let t = Instant::now();
         std::hint::black_box(xxh3_pass(snapshot_path)?);

@@ -22,8 +22,8 @@ fn built() -> (tempfile::TempDir, Vec<u8>) {
 fn open_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<Snapshot, Error> {
     let path: PathBuf = dir.join(name);
     fs::write(&path, bytes).unwrap();
-    let serial = Snapshot::open_with(&path, &OpenOptions { parallel: false });
-    let parallel = Snapshot::open_with(&path, &OpenOptions { parallel: true });
+    let serial = Snapshot::open_with(&path, &OpenOptions { parallel: false, ..OpenOptions::default() });
+    let parallel = Snapshot::open_with(&path, &OpenOptions { parallel: true, ..OpenOptions::default() });
     match (&serial, &parallel) {
         (Ok(_), Ok(_)) => {}
         (Err(a), Err(b)) => assert_eq!(std::mem::discriminant(a), std::mem::discriminant(b), "{a} / {b}"),

@@ -11,7 +11,7 @@ use std::path::Path;
 use adsnap_builder::catalog::{self, files};
 use adsnap_builder::ecpm_micros;
 use adsnap_snapshot::schema::COUNTRY_ANY;
-use adsnap_snapshot::{pack_country, BidType, Format, Os, Snapshot};
+use adsnap_snapshot::{pack_country, BidType, Format, OpenOptions, Os, Pages, Snapshot};
 use proptest::prelude::*;
 
 const COUNTRIES: [&str; 4] = ["US", "DE", "JP", "BR"];
@@ -339,4 +339,21 @@ fn building_twice_gives_identical_bytes() {
     common::build_to(&common::fixture("minimal"), &a).unwrap();
     common::build_to(&common::fixture("minimal"), &b).unwrap();
     assert_eq!(fs::read(a).unwrap(), fs::read(b).unwrap());
+}
+
+#[test]
+fn a_snapshot_reads_the_same_on_either_page_size_and_says_how_much_has_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.snap");
+    common::build_to(&common::fixture("minimal"), &path).unwrap();
+    let open = |pages| Snapshot::open_with(&path, &OpenOptions { pages, ..OpenOptions::default() }).unwrap();
+    // Both mappings at once: the second open drops no page the first one holds.
+    let (huge, small, kernel) = (open(Pages::Huge), open(Pages::Small), open(Pages::Kernel));
+    assert_eq!(huge.counts(), small.counts());
+    assert_eq!(huge.counts(), kernel.counts());
+    let len = fs::metadata(&path).unwrap().len();
+    // Whether the kernel grants 2 MiB pages depends on its configuration and the file system,
+    // and this file is smaller than one; the figure must still be read for each mapping.
+    assert!(huge.huge_page_bytes().expect("smaps names the mapping") <= len);
+    assert_eq!(small.huge_page_bytes(), Some(0), "MADV_NOHUGEPAGE maps 4 KiB pages");
 }

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 use adsnap_events::lower_this_thread_priority;
-use adsnap_snapshot::Snapshot;
+use adsnap_snapshot::{OpenOptions, Pages, Snapshot};
 use tracing::{info, warn};
 
 use crate::error::ServeError;
@@ -47,7 +47,8 @@ impl Served {
             .name("snapshot-open".into())
             .spawn(move || {
                 lower_this_thread_priority(prepare.nice, "the snapshot opener");
-                let _ = done.send(Snapshot::open(&path).map(|s| Served::prepare(s, prepare)));
+                let options = OpenOptions { pages: Pages::Huge, ..OpenOptions::default() };
+                let _ = done.send(Snapshot::open_with(&path, &options).map(|s| Served::prepare(s, prepare)));
             })
             .map_err(|e| ServeError::Config(format!("cannot start the snapshot opener: {e}")))?;
         let served = opened.await.map_err(|_| ServeError::Config("the snapshot opener stopped".into()))??;
@@ -65,6 +66,7 @@ impl Served {
             path = shown,
             snapshot_id = served.id_hex(),
             escaped_markup_bytes = markup.bytes(),
+            huge_page_bytes = ?served.huge_page_bytes(),
             "snapshot opened"
         );
         Ok(Arc::new(served))

@@ -445,6 +445,10 @@ fn health_reports_the_snapshot_and_a_hot_swap_replaces_it() {
     let health = json(&http(server.addr, "GET", "/health", ""));
     assert_eq!(health["status"], "ok");
     assert_eq!(health["snapshot"]["version"], 1);
+    let bytes = health["snapshot"]["bytes"].as_u64().unwrap();
+    assert_eq!(bytes, std::fs::metadata(&server.state.config.snapshot_path).unwrap().len());
+    // Whether the kernel grants 2 MiB pages to this small file is its choice; that it says is ours.
+    assert!(health["snapshot"]["huge_page_bytes"].as_u64().unwrap() <= bytes);
     let first_id = health["snapshot"]["id"].as_str().unwrap().to_owned();
 
     // A new version at the same path (built elsewhere, renamed into place) is swapped in.

@@ -22,7 +22,7 @@ pub use codes::*;
 pub use error::{Error, Result};
 pub use header::{Header, FORMAT_VERSION, HEADER_LEN, MAGIC};
 pub use heap::StringHeap;
-pub use open::{verify, verify_with, Counts, OpenOptions, Snapshot, SNAPSHOT_BYTES_MAX};
+pub use open::{verify, verify_with, Counts, OpenOptions, Pages, Snapshot, SNAPSHOT_BYTES_MAX};
 pub use schema::{BidType, CampaignStatus, Format, MarkupKind, Os};
 pub use write::{write_atomic, WriteOptions};
 

@@ -1,9 +1,10 @@
 //! Opening a snapshot: map it, verify it once, then hand out zero-copy views.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Advice, Mmap, MmapOptions};
 use rkyv::rancor;
 use rkyv::vec::ArchivedVec;
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
@@ -23,6 +24,8 @@ pub struct Snapshot {
     path: PathBuf,
     header: Header,
     mmap: Mmap,
+    /// Bytes of the mapping the kernel mapped with 2 MiB pages once it was read in.
+    huge_page_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -68,15 +71,35 @@ impl Snapshot {
         if len == 0 {
             return Err(Error::TooShort { path: path.to_owned(), len: 0, header_len: HEADER_LEN });
         }
+        if options.pages == Pages::Huge {
+            drop_cached_pages(&file);
+        }
         // SAFETY: the map is read-only, and snapshot files are never modified in place (see the
         // crate docs); the bytes are verified below before any typed access.
-        let mmap = unsafe { MmapOptions::new().populate().map(&file) }.map_err(io_err)?;
+        let mmap = unsafe { MmapOptions::new().map(&file) }.map_err(io_err)?;
+        // Advice only: a kernel without it maps what it maps, and verification faults it in.
+        let advice = match options.pages {
+            Pages::Kernel => None,
+            Pages::Huge => Some(Advice::HugePage),
+            Pages::Small => Some(Advice::NoHugePage),
+        };
+        if let Some(advice) = advice {
+            let _ = mmap.advise(advice);
+        }
+        let _ = mmap.advise(Advice::PopulateRead);
         let header = verify_with(&mmap, path, options)?;
-        Ok(Snapshot { path: path.to_owned(), header, mmap })
+        let huge_page_bytes = huge_page_bytes(&mmap);
+        Ok(Snapshot { path: path.to_owned(), header, mmap, huge_page_bytes })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many bytes of the mapping the kernel mapped with 2 MiB pages, as `/proc/self/smaps`
+    /// said right after open (`FilePmdMapped`); `None` where that cannot be read.
+    pub fn huge_page_bytes(&self) -> Option<u64> {
+        self.huge_page_bytes
     }
 
     pub fn header(&self) -> &Header {
@@ -316,13 +339,58 @@ pub struct OpenOptions {
     /// the machine has more than one core: opening happens off the request path, and it makes
     /// the open close to one read of the file.
     pub parallel: bool,
+    /// The size of the pages the snapshot is mapped with.
+    pub pages: Pages,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
         let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        OpenOptions { parallel: n_cores > 1 }
+        OpenOptions { parallel: n_cores > 1, pages: Pages::Kernel }
     }
+}
+
+/// Which pages a snapshot is mapped with. A decision's look-ups land on records spread over the
+/// whole file, and on 4 KiB pages most of them also miss the TLB (`adsnap-bench decide` measures
+/// the two sizes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pages {
+    /// No advice: the kernel's own choice. Opening leaves the page cache as it was.
+    #[default]
+    Kernel,
+    /// 2 MiB pages where the kernel can: what the server asks for. Linux maps a file with them
+    /// when its page cache holds 2 MiB folios (file systems with large folios, ext4 and XFS
+    /// among them) and the mapping asks for huge pages. So the file's cached pages that no
+    /// mapping holds are dropped first, and the mapping, advised `MADV_HUGEPAGE`, reads the file
+    /// back in 2 MiB folios: one read of the file from disk at open.
+    Huge,
+    /// 4 KiB pages (`MADV_NOHUGEPAGE`).
+    Small,
+}
+
+/// Drops the file's cached pages that no mapping holds (`POSIX_FADV_DONTNEED`), so that the next
+/// read fills the page cache afresh. Advice only: pages another mapping holds stay, as they are.
+fn drop_cached_pages(file: &File) {
+    // SAFETY: only integer arguments and a descriptor that `file` keeps open.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// `FilePmdMapped` of the mapping that starts at `map`'s first byte, from `/proc/self/smaps`.
+fn huge_page_bytes(map: &Mmap) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    pmd_mapped_bytes(&smaps, map.as_ptr() as usize)
+}
+
+/// `FilePmdMapped` of the mapping starting at `start` in the text of a smaps file.
+fn pmd_mapped_bytes(smaps: &str, start: usize) -> Option<u64> {
+    let header = format!("{start:08x}-");
+    let lines = smaps.lines().skip_while(|line| !line.starts_with(&header)).skip(1);
+    // The mapping's fields come before the next mapping's header, which starts with an address
+    // range rather than a `Name:` field.
+    let kib = lines
+        .take_while(|line| line.split_whitespace().next().is_some_and(|word| word.ends_with(':')))
+        .find_map(|line| line.strip_prefix("FilePmdMapped:"))?;
+    kib.trim().strip_suffix("kB")?.trim().parse::<u64>().ok().map(|kib| kib * 1024)
 }
 
 /// Bytes hashed per step of the checksum pass: small enough that a chunk is still in cache when
@@ -382,5 +450,28 @@ mod tests {
                 assert!(!hash_checking_utf8(&broken, heap_start..heap_end).1, "byte {bad}");
             }
         }
+    }
+
+    #[test]
+    fn the_pmd_mapped_bytes_of_one_mapping_are_read_from_smaps() {
+        let smaps = "\
+00400000-00452000 r-xp 00000000 fd:01 12 /usr/bin/adsnap
+Size:                328 kB
+FilePmdMapped:         4 kB
+VmFlags: rd ex mr mw me dw
+7f0000000000-7f0006f1f000 r--s 00000000 fd:01 34 /srv/live.snap
+Size:             113788 kB
+Rss:              113788 kB
+FilePmdMapped:    112640 kB
+VmFlags: rd sh mr mw me ms hg
+7f0007000000-7f0007001000 r--s 00000000 fd:01 35 /srv/other.snap
+Size:                  4 kB
+VmFlags: rd sh mr mw me ms
+";
+        assert_eq!(pmd_mapped_bytes(smaps, 0x7f0000000000), Some(112640 * 1024));
+        assert_eq!(pmd_mapped_bytes(smaps, 0x400000), Some(4 * 1024));
+        // A mapping without the field does not borrow the next one's.
+        assert_eq!(pmd_mapped_bytes(smaps, 0x7f0007000000), None);
+        assert_eq!(pmd_mapped_bytes(smaps, 0x1234), None);
     }
 }
