@@ -111,6 +111,17 @@ impl Profiles {
         }
     }
 
+    /// A hint that `get(key)` follows soon (embedded only): the memory layer's slot for `key` is
+    /// brought into the CPU's cache now, so that its cache miss overlaps with the caller's work
+    /// in between rather than stalling the look-up. Reads nothing and changes nothing.
+    pub fn prefetch(&self, key: UserKey) {
+        match &self.inner.store {
+            Store::Embedded(store) => store.prefetch(key),
+            #[cfg(feature = "aerospike")]
+            Store::Aerospike(_) => {}
+        }
+    }
+
     /// The answer without waiting, if there is one (embedded only): a profile or an absence
     /// from the memory layer, or an absence the key filter is sure of. `None`: call `get`.
     pub fn get_cached(&self, key: UserKey) -> Option<ProfileRead> {

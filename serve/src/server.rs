@@ -138,6 +138,13 @@ impl State {
         }
     }
 
+    /// Hints that `profile(user_key)` follows: see `Profiles::prefetch`.
+    pub fn prefetch_profile(&self, user_key: Option<u64>) {
+        if let (Some(profiles), Some(key)) = (&self.profiles, user_key) {
+            profiles.prefetch(UserKey(key));
+        }
+    }
+
     /// Queues a profile update (never waits; a full queue drops it and the store counts it).
     pub fn record_profile(&self, update: ProfileUpdate) {
         if let Some(profiles) = &self.profiles {

@@ -5,13 +5,12 @@
 //! and only if nothing is there yet and no eviction ran in their shard meanwhile (the shard's
 //! epoch). That is what keeps a reader from putting back a copy older than the writer's.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use rustc_hash::FxBuildHasher;
 
+use super::table::Table;
 use crate::profile::{Profile, UserKey};
 
 /// Shards of the memory layer: enough that a reader rarely meets the writer in the same one.
@@ -46,7 +45,7 @@ impl Cached {
     }
 }
 
-struct Slot {
+pub(super) struct Entry {
     value: Cached,
     /// Set by readers, cleared by the eviction scan: a second chance for recently read entries.
     touched: AtomicBool,
@@ -54,7 +53,7 @@ struct Slot {
 
 #[derive(Default)]
 struct ShardMap {
-    map: HashMap<u64, Slot, FxBuildHasher>,
+    map: Table<Entry>,
 }
 
 #[derive(Default)]
@@ -80,7 +79,7 @@ impl MemoryLayer {
     }
 
     fn shard_idx(key: UserKey) -> usize {
-        // Keys are xxh3 hashes, so the top bits spread evenly; the map hashes all 64 bits again.
+        // Keys are xxh3 hashes, so the top bits spread evenly; the table uses the low ones.
         (key.0 >> 56) as usize % SHARDS_LEN
     }
 
@@ -91,11 +90,18 @@ impl MemoryLayer {
     /// The entry for `key`, marking it recently used. Takes a read lock and clones an Arc.
     pub fn get(&self, key: UserKey) -> Option<Cached> {
         let map = self.shard(key).map.read();
-        let slot = map.map.get(&key.0)?;
-        if !slot.touched.load(Ordering::Relaxed) {
-            slot.touched.store(true, Ordering::Relaxed);
+        let entry = map.map.get(key.0)?;
+        if !entry.touched.load(Ordering::Relaxed) {
+            entry.touched.store(true, Ordering::Relaxed);
         }
-        Some(slot.value.clone())
+        Some(entry.value.clone())
+    }
+
+    /// Asks the CPU to bring the slot a `get(key)` reads first into cache, so that its miss
+    /// overlaps with what the caller does meanwhile. Changes nothing a look-up sees.
+    pub fn prefetch(&self, key: UserKey) {
+        let map = self.shard(key).map.read();
+        prefetch_read(map.map.first_read(key.0));
     }
 
     /// The shard's epoch, to pass to `insert_read` after a disk read.
@@ -124,8 +130,8 @@ impl MemoryLayer {
     pub fn insert_read(&self, key: UserKey, value: Cached, epoch: u64) -> Cached {
         let shard = self.shard(key);
         let mut map = shard.map.write();
-        if let Some(slot) = map.map.get(&key.0) {
-            return slot.value.clone();
+        if let Some(entry) = map.map.get(key.0) {
+            return entry.value.clone();
         }
         if shard.epoch.load(Ordering::Acquire) != epoch {
             return value;
@@ -134,7 +140,7 @@ impl MemoryLayer {
             return value;
         }
         shard.bytes.fetch_add(value.bytes(), Ordering::Relaxed);
-        map.map.insert(key.0, Slot { value: value.clone(), touched: AtomicBool::new(true) });
+        map.map.insert(key.0, Entry { value: value.clone(), touched: AtomicBool::new(true) });
         value
     }
 
@@ -143,7 +149,7 @@ impl MemoryLayer {
         let shard = self.shard(key);
         let added = value.bytes();
         let mut map = shard.map.write();
-        let old = map.map.insert(key.0, Slot { value, touched: AtomicBool::new(true) });
+        let old = map.map.insert(key.0, Entry { value, touched: AtomicBool::new(true) });
         drop(map);
         shard.bytes.fetch_add(added, Ordering::Relaxed);
         if let Some(old) = old {
@@ -157,7 +163,7 @@ impl MemoryLayer {
         let shard = self.shard(key);
         let mut map = shard.map.write();
         shard.epoch.fetch_add(1, Ordering::AcqRel);
-        if let Some(old) = map.map.remove(&key.0) {
+        if let Some(old) = map.map.remove(key.0) {
             shard.bytes.fetch_sub(old.value.bytes(), Ordering::Relaxed);
         }
     }
@@ -182,6 +188,18 @@ impl MemoryLayer {
     }
 }
 
+/// A hint to the CPU to load the cache line at `ptr`; never faults, whatever `ptr` is.
+#[inline]
+fn prefetch_read(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault; SSE is part of x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
 /// Second-chance eviction in one shard: untouched entries go, touched ones lose their mark.
 /// Victims are chosen under the read lock (readers keep going) and removed in short chunks.
 fn evict_shard(shard: &Shard, target_bytes: usize, pinned: &dyn Fn(UserKey) -> bool) -> usize {
@@ -197,7 +215,7 @@ fn evict_shard(shard: &Shard, target_bytes: usize, pinned: &dyn Fn(UserKey) -> b
             let mut map = shard.map.write();
             shard.epoch.fetch_add(1, Ordering::AcqRel);
             for key in chunk {
-                if let Some(old) = map.map.remove(key) {
+                if let Some(old) = map.map.remove(*key) {
                     shard.bytes.fetch_sub(old.value.bytes(), Ordering::Relaxed);
                     n_evicted += 1;
                 }
@@ -211,17 +229,15 @@ fn evict_shard(shard: &Shard, target_bytes: usize, pinned: &dyn Fn(UserKey) -> b
 /// chosen; the hand stays where the sweep stopped, so every entry gets its turn.
 fn choose_victims(shard: &Shard, excess_bytes: usize, pinned: &dyn Fn(UserKey) -> bool) -> Vec<u64> {
     let map = shard.map.read();
-    let len = map.map.len();
-    let start = shard.hand.load(Ordering::Relaxed) % len.max(1);
+    let start = shard.hand.load(Ordering::Relaxed);
     let (mut victims, mut freed, mut stop) = (Vec::new(), 0, start);
-    let sweep = map.map.iter().enumerate().skip(start).chain(map.map.iter().enumerate().take(start));
-    for (pos, (key, slot)) in sweep {
+    for (pos, key, entry) in map.map.iter_from(start) {
         stop = pos + 1;
-        if slot.touched.swap(false, Ordering::Relaxed) || pinned(UserKey(*key)) {
+        if entry.touched.swap(false, Ordering::Relaxed) || pinned(UserKey(key)) {
             continue;
         }
-        freed += slot.value.bytes();
-        victims.push(*key);
+        freed += entry.value.bytes();
+        victims.push(key);
         if freed >= excess_bytes {
             break;
         }
@@ -276,7 +292,11 @@ mod tests {
         }
         for _ in 0..2 {
             layer.shards.iter().for_each(|s| {
-                s.map.read().map.values().for_each(|slot| slot.touched.store(false, Ordering::Relaxed))
+                s.map
+                    .read()
+                    .map
+                    .iter_from(0)
+                    .for_each(|(_, _, entry)| entry.touched.store(false, Ordering::Relaxed))
             });
         }
         for i in 0..100 {

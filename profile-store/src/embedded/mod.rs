@@ -4,6 +4,7 @@
 mod disk;
 mod keys;
 mod memory;
+mod table;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -114,6 +115,11 @@ impl EmbeddedStore {
             key_filler: None,
             last_error,
         })
+    }
+
+    /// Brings the memory layer's slot for `key` into the CPU's cache ahead of a `get`.
+    pub fn prefetch(&self, key: UserKey) {
+        self.core.memory.prefetch(key);
     }
 
     /// The answer without waiting, if there is one: from the memory layer, or "absent" when
