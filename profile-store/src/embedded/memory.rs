@@ -5,12 +5,12 @@
 //! and only if nothing is there yet and no eviction ran in their shard meanwhile (the shard's
 //! epoch). That is what keeps a reader from putting back a copy older than the writer's.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::table::Table;
+use super::table::{Layout, Table};
 use crate::profile::{Profile, UserKey};
 
 /// Shards of the memory layer: enough that a reader rarely meets the writer in the same one.
@@ -64,6 +64,19 @@ struct Shard {
     bytes: AtomicUsize,
     /// The CLOCK hand: where the next eviction scan starts, in the map's iteration order.
     hand: AtomicUsize,
+    /// The table's slots and mask (`table::Layout`), stored under the write lock after every
+    /// insert (the only change that moves them), so that `prefetch` takes no lock. A prefetch
+    /// reads nothing the program sees and never faults, so a stale copy costs a wasted hint.
+    slots: AtomicPtr<u8>,
+    slots_mask: AtomicUsize,
+}
+
+impl Shard {
+    fn publish_layout(&self, map: &ShardMap) {
+        let layout = map.map.layout();
+        self.slots.store(layout.slots.cast_mut(), Ordering::Relaxed);
+        self.slots_mask.store(layout.mask, Ordering::Relaxed);
+    }
 }
 
 /// The sharded map. Cheap to read from any thread.
@@ -100,8 +113,12 @@ impl MemoryLayer {
     /// Asks the CPU to bring the slot a `get(key)` reads first into cache, so that its miss
     /// overlaps with what the caller does meanwhile. Changes nothing a look-up sees.
     pub fn prefetch(&self, key: UserKey) {
-        let map = self.shard(key).map.read();
-        prefetch_read(map.map.first_read(key.0));
+        let shard = self.shard(key);
+        let layout = Layout {
+            slots: shard.slots.load(Ordering::Relaxed),
+            mask: shard.slots_mask.load(Ordering::Relaxed),
+        };
+        prefetch_read(Table::<Entry>::first_read(layout, key.0));
     }
 
     /// The shard's epoch, to pass to `insert_read` after a disk read.
@@ -141,6 +158,7 @@ impl MemoryLayer {
         }
         shard.bytes.fetch_add(value.bytes(), Ordering::Relaxed);
         map.map.insert(key.0, Entry { value: value.clone(), touched: AtomicBool::new(true) });
+        shard.publish_layout(&map);
         value
     }
 
@@ -150,6 +168,7 @@ impl MemoryLayer {
         let added = value.bytes();
         let mut map = shard.map.write();
         let old = map.map.insert(key.0, Entry { value, touched: AtomicBool::new(true) });
+        shard.publish_layout(&map);
         drop(map);
         shard.bytes.fetch_add(added, Ordering::Relaxed);
         if let Some(old) = old {
@@ -309,5 +328,26 @@ mod tests {
         let hot_kept = (0..100).filter(|&i| layer.get(key(i)).is_some()).count();
         assert!(hot_kept >= 90, "only {hot_kept} of 100 hot entries kept");
         assert!(layer.get(key(3_999)).is_some(), "a pinned entry was evicted");
+    }
+
+    #[test]
+    fn the_layout_prefetch_reads_follows_the_table_as_it_grows() {
+        let layer = MemoryLayer::new(1 << 30);
+        let published_is_live = |k: UserKey| {
+            let shard = layer.shard(k);
+            let live = shard.map.read().map.layout();
+            assert_eq!(shard.slots.load(Ordering::Relaxed).cast_const(), live.slots);
+            assert_eq!(shard.slots_mask.load(Ordering::Relaxed), live.mask);
+        };
+        for i in 0..6000 {
+            if i % 2 == 0 {
+                layer.put(key(i), profile(1));
+            } else {
+                layer.insert_read(key(i), Cached::Absent, layer.epoch(key(i)));
+            }
+            published_is_live(key(i));
+            layer.prefetch(key(i));
+            assert!(layer.get(key(i)).is_some());
+        }
     }
 }

@@ -20,6 +20,14 @@ pub(super) struct Table<V> {
     len: usize,
 }
 
+/// Where a table's slots start and the mask of its length (for an empty table: a dangling
+/// pointer and a mask of all ones, which only a prefetch may use).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Layout {
+    pub slots: *const u8,
+    pub mask: usize,
+}
+
 #[repr(align(32))]
 struct Slot<V> {
     key: u64,
@@ -78,12 +86,16 @@ impl<V> Table<V> {
         self.find(key).and_then(|pos| self.slots[pos].value.as_ref())
     }
 
-    /// The address a look-up of `key` reads first (null for an empty table), for a prefetch.
-    pub fn first_read(&self, key: u64) -> *const u8 {
-        if self.slots.is_empty() {
-            return std::ptr::null();
-        }
-        std::ptr::from_ref(&self.slots[self.home(key)]).cast()
+    /// Where the slots are and the mask that picks one: what [`Table::first_read`] needs,
+    /// for a reader that keeps a copy outside the lock.
+    pub fn layout(&self) -> Layout {
+        Layout { slots: self.slots.as_ptr().cast(), mask: self.mask() }
+    }
+
+    /// The address a look-up of `key` reads first in a table laid out as `layout` says, for a
+    /// prefetch: computed without dereferencing anything, so a stale layout is harmless.
+    pub fn first_read(layout: Layout, key: u64) -> *const u8 {
+        layout.slots.wrapping_add((key as usize & layout.mask) * mem::size_of::<Slot<V>>())
     }
 
     /// Sets `key`'s value; returns the value it replaced.
