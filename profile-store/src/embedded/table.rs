@@ -95,7 +95,8 @@ impl<V> Table<V> {
     /// The address a look-up of `key` reads first in a table laid out as `layout` says, for a
     /// prefetch: computed without dereferencing anything, so a stale layout is harmless.
     pub fn first_read(layout: Layout, key: u64) -> *const u8 {
-        layout.slots.wrapping_add((key as usize & layout.mask) * mem::size_of::<Slot<V>>())
+        // Wrapping: an empty table's mask is all ones, and a prefetch never faults wherever it points.
+        layout.slots.wrapping_add((key as usize & layout.mask).wrapping_mul(mem::size_of::<Slot<V>>()))
     }
 
     /// Sets `key`'s value; returns the value it replaced.
@@ -242,6 +243,8 @@ mod tests {
             assert!(rotated.windows(2).all(|w| w[0] < w[1]), "from {start}: {positions:?}");
         }
         assert_eq!(Table::<u32>::default().iter_from(3).count(), 0);
+        // An empty table's layout gives some address, without overflowing.
+        let _ = Table::<u32>::first_read(Table::<u32>::default().layout(), u64::MAX);
     }
 
     #[test]
