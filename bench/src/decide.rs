@@ -8,12 +8,22 @@ use std::time::{Duration, Instant};
 use adsnap_abtest::{assign, Slice, UserKey};
 use adsnap_serve::decision::decide;
 use adsnap_serve::request::{AdRequest, Query};
+use adsnap_snapshot::schema::ArchivedOverrides;
 use adsnap_snapshot::{OpenOptions, Pages, Snapshot};
 
 use crate::traffic;
 
 /// A resolved request and its experiment arm (experiment index, arm index), if any.
 type Resolved = (Query, Option<(u8, u8)>);
+
+/// The parameters of a resolved request's arm: the experiment arm's, or control's.
+fn arm_params<'s>(snapshot: &'s Snapshot, arm: &Option<(u8, u8)>) -> &'s ArchivedOverrides {
+    let experiments = &snapshot.archive().experiments;
+    match arm {
+        Some((x, a)) => &experiments.experiments[*x as usize].arms[*a as usize].params,
+        None => &experiments.control,
+    }
+}
 
 /// Requests resolved ahead of the timing, so that only `decide` is timed.
 fn queries(snapshot: &Snapshot, bodies: &[String]) -> anyhow::Result<Vec<Resolved>> {
@@ -45,11 +55,6 @@ pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Resu
     let snapshot = Snapshot::open(snapshot_path)?;
     let bodies = traffic::requests(&snapshot, n_requests, 7);
     let queries = queries(&snapshot, &bodies)?;
-    let experiments = &snapshot.archive().experiments;
-    let params_of = |arm: &Option<(u8, u8)>| match arm {
-        Some((x, a)) => &experiments.experiments[*x as usize].arms[*a as usize].params,
-        None => &experiments.control,
-    };
     let mut times = Vec::with_capacity(queries.len() * rounds as usize);
     let (mut n_filled, mut n_scanned) = (0u64, 0u64);
     // The clock's own cost, to report beside the figures.
@@ -60,7 +65,7 @@ pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Resu
     let clock_ns = t.elapsed().as_nanos() as f64 / 1000.0;
     for _ in 0..rounds {
         for (query, arm) in &queries {
-            let params = params_of(arm);
+            let params = arm_params(&snapshot, arm);
             let t = Instant::now();
             let decision = std::hint::black_box(decide(
                 &snapshot,
@@ -103,13 +108,9 @@ fn page_sizes(snapshot_path: &Path, queries: &[Resolved], rounds: u32) -> anyhow
     // them back in 2 MiB folios, which the 4 KiB mapping then shares.
     let (huge, small) = (open(Pages::Huge)?, open(Pages::Small)?);
     let pass = |snapshot: &Snapshot| {
-        let experiments = &snapshot.archive().experiments;
         let t = Instant::now();
         for (query, arm) in queries {
-            let params = match arm {
-                Some((x, a)) => &experiments.experiments[*x as usize].arms[*a as usize].params,
-                None => &experiments.control,
-            };
+            let params = arm_params(snapshot, arm);
             std::hint::black_box(decide(snapshot, query, params, adsnap_serve::decision::User::default()));
         }
         t.elapsed()

@@ -105,7 +105,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildSummary, BuildError> {
     let header = write_atomic(&options.out_path, &payload, &write)?;
     options.progress.finish_and_clear();
     Ok(BuildSummary {
-        output_bytes: header.payload_len + adsnap_snapshot::HEADER_LEN as u64,
+        output_bytes: header.file_bytes(),
         header,
         counts: counts_of(&payload),
         index: stats,

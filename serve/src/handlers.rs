@@ -527,7 +527,7 @@ pub(crate) fn snapshot_health(s: &Snapshot, path: &std::path::Path, now_unix_ms:
         "path": path,
         "age_s": (now_unix_ms - h.created_unix_ms).max(0) / 1000,
         "campaigns": s.archive().campaigns.len(),
-        "bytes": s.header().payload_len + adsnap_snapshot::HEADER_LEN as u64,
+        "bytes": h.file_bytes(),
         "huge_page_bytes": s.huge_page_bytes(),
     })
 }

@@ -44,6 +44,11 @@ pub struct Header {
 }
 
 impl Header {
+    /// The whole file's length: this header and the payload it describes.
+    pub fn file_bytes(&self) -> u64 {
+        HEADER_LEN as u64 + self.payload_len
+    }
+
     /// The snapshot id as operators see it: 16 hex digits.
     pub fn id_hex(&self) -> String {
         format!("{:016x}", self.snapshot_id)
