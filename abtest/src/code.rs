@@ -32,7 +32,7 @@ const ARM_IDX_SHIFT: u32 = 11;
 const EXPERIMENT_ID_SHIFT: u32 = 19;
 const ARM_ID_SHIFT: u32 = 51;
 /// Bits in use; everything above is reserved.
-const CODE_BITS: u32 = 83;
+pub const CODE_BITS: u32 = 83;
 
 impl Assignment {
     /// This assignment as a number; see the [module docs](self) for the layout.

@@ -31,3 +31,4 @@ mod code;
 mod tests;
 
 pub use assign::{assign, Assignment, Slice, UserKey};
+pub use code::CODE_BITS as ASSIGNMENT_CODE_BITS;

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ServeError;
 
+/// Longest `public_base_url`: every tracking URL is this, a path and a token of about a hundred
+/// characters.
+pub const PUBLIC_BASE_URL_BYTES_MAX: usize = 256;
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
@@ -20,7 +24,9 @@ pub struct ServeConfig {
     /// The staging snapshot, served to the staging slice. Absent: `<snapshot_path>.staging`
     /// when that file exists, else staging is decided from production.
     pub staging_snapshot_path: Option<PathBuf>,
-    /// Base of the tracking URLs put in responses, as clients reach this server.
+    /// Base of the tracking URLs put in responses, as clients reach this server: `http://` or
+    /// `https://`, a host, and an optional path, at most [`PUBLIC_BASE_URL_BYTES_MAX`] bytes of
+    /// the characters [`ServeConfig::public_base_url`] names.
     pub public_base_url: String,
     /// Largest request body accepted.
     pub request_body_bytes_max: usize,
@@ -111,6 +117,26 @@ impl ServeConfig {
         Ok(crate::served::Prepare { nice: self.background_nice, escaped_markup_bytes_max })
     }
 
+    /// The public base URL without its trailing slashes, once checked. Tracking URLs go into
+    /// JSON strings, HTML attributes and XML `CDATA` sections unescaped, so it may hold only
+    /// letters, digits and `-._~:/@%+!$,;=[]` (no quote, angle bracket, backslash, space,
+    /// `?`, `#` or `&`: a query or fragment would swallow the paths appended to it).
+    pub fn public_base_url(&self) -> Result<&str, ServeError> {
+        let url = self.public_base_url.trim_end_matches('/');
+        let bad = |why: String| ServeError::Config(format!("public_base_url {url:?}: {why}"));
+        let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        let Some(host) = host.filter(|rest| !rest.is_empty() && !rest.starts_with('/')) else {
+            return Err(bad("expected http:// or https:// and a host".into()));
+        };
+        if url.len() > PUBLIC_BASE_URL_BYTES_MAX {
+            return Err(bad(format!("longer than {PUBLIC_BASE_URL_BYTES_MAX} bytes")));
+        }
+        match host.chars().find(|&c| !(c.is_ascii_alphanumeric() || "-._~:/@%+!$,;=[]".contains(c))) {
+            Some(c) => Err(bad(format!("{c:?} is not allowed (letters, digits and -._~:/@%+!$,;=[] are)"))),
+            None => Ok(url),
+        }
+    }
+
     /// The tracking key, parsed.
     pub fn tracking_key(&self) -> Result<Option<[u8; 32]>, ServeError> {
         let Some(hex) = &self.tracking_key_hex else { return Ok(None) };
@@ -152,5 +178,36 @@ mod tests {
         assert!(config.prepare().unwrap_err().to_string().contains("escaped_markup_bytes_max"));
         let config = ServeConfig { escaped_markup_bytes_max: u64::from(u32::MAX), ..ServeConfig::default() };
         assert_eq!(config.prepare().unwrap().escaped_markup_bytes_max, u32::MAX);
+    }
+
+    #[test]
+    fn the_public_base_url_must_be_safe_to_write_unescaped() {
+        let check = |url: &str| ServeConfig { public_base_url: url.into(), ..ServeConfig::default() };
+        for good in [
+            "http://127.0.0.1:8080",
+            "https://ads.example.com/",
+            "http://[::1]:8080/t//",
+            "https://x.io/a-b_c~d%20",
+        ] {
+            assert_eq!(check(good).public_base_url().unwrap(), good.trim_end_matches('/'), "{good}");
+        }
+        let long = format!("https://{}.com", "a".repeat(PUBLIC_BASE_URL_BYTES_MAX));
+        for (bad, why) in [
+            ("ads.example.com", "http:// or https://"),
+            ("http://", "a host"),
+            ("https:///path", "a host"),
+            ("ftp://ads.example.com", "http:// or https://"),
+            ("http://ads.example.com/a\"b", "'\"'"),
+            ("http://ads.example.com/<x>", "'<'"),
+            ("http://ads.example.com/?q=1", "'?'"),
+            ("http://ads.example.com/#f", "'#'"),
+            ("http://ads.example.com/a b", "' '"),
+            ("http://ads.example.com/\\", "'\\\\'"),
+            ("http://ads.example.com/é", "'é'"),
+            (long.as_str(), "longer than 256 bytes"),
+        ] {
+            let err = check(bad).public_base_url().unwrap_err().to_string();
+            assert!(err.contains("public_base_url") && err.contains(why), "{bad}: {err}");
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! Request handlers: the ad decision, tracking notices, health and metrics.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use adsnap_abtest::{assign, Assignment, Slice, UserKey};
@@ -12,6 +11,7 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
+use crate::config::PUBLIC_BASE_URL_BYTES_MAX;
 use crate::decision::{decide, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
@@ -22,7 +22,7 @@ use crate::render::{render, render_compiled, Fill, RENDER_GROWTH_BYTES};
 use crate::request::{AdRequest, Query};
 use crate::served::Served;
 use crate::server::State;
-use crate::token::{Claims, TokenError};
+use crate::token::{Claims, Token, TokenError, TOKEN_CHARS};
 use adsnap_events::{Channel, EventKind};
 use adsnap_profile_store::profile::CODE_UNKNOWN;
 use adsnap_profile_store::{Profile, ProfileUpdate, UserKey as ProfileKey};
@@ -215,29 +215,49 @@ fn count_decision(state: &State, decision: &crate::decision::Decision, snapshot_
     state.metrics.decision(outcome_idx, snapshot_name == "staging");
 }
 
-/// A signed token and the impression and click URLs that carry it.
+/// A signed token and the impression and click URLs that carry it; none needs escaping in JSON,
+/// HTML or XML (see `ServeConfig::public_base_url`).
 struct TrackingUrls<'a> {
-    token: String,
+    token: Token,
     base: &'a str,
-    impression_url: String,
-    click_url: String,
+    impression_url: TrackingUrl,
+    click_url: TrackingUrl,
 }
 
 fn tracking_urls<'a>(state: &'a State, claims: &Claims) -> TrackingUrls<'a> {
     let token = state.token_key.sign(claims);
-    let base = state.config.public_base_url.trim_end_matches('/');
-    let impression_url = tracking_url(base, "/v1/imp?t=", &token);
-    let click_url = tracking_url(base, "/v1/click?t=", &token);
+    let base = state.config.public_base_url.as_str();
+    let impression_url = TrackingUrl::new(base, "/v1/imp?t=", &token);
+    let click_url = TrackingUrl::new(base, "/v1/click?t=", &token);
     TrackingUrls { token, base, impression_url, click_url }
 }
 
-/// `base`, `path` and `token` in one string sized up front (`format!` grew it twice or three times).
-fn tracking_url(base: &str, path: &str, token: &str) -> String {
-    let mut url = String::with_capacity(base.len() + path.len() + token.len());
-    url.push_str(base);
-    url.push_str(path);
-    url.push_str(token);
-    url
+/// Longest tracking URL: the longest base, path and a token.
+const TRACKING_URL_BYTES_MAX: usize = PUBLIC_BASE_URL_BYTES_MAX + "/v1/click?t=".len() + TOKEN_CHARS;
+
+/// A tracking URL held inline: every answer makes two.
+struct TrackingUrl {
+    bytes: [u8; TRACKING_URL_BYTES_MAX],
+    len: usize,
+}
+
+impl TrackingUrl {
+    /// `base`, `path` and `token`; `base` is at most `PUBLIC_BASE_URL_BYTES_MAX` bytes, as
+    /// `State::new` checked (a longer one would be cut, never overrun).
+    fn new(base: &str, path: &str, token: &Token) -> TrackingUrl {
+        let mut url = TrackingUrl { bytes: [0; TRACKING_URL_BYTES_MAX], len: 0 };
+        for part in [base, path, token.as_str()] {
+            let end = (url.len + part.len()).min(TRACKING_URL_BYTES_MAX);
+            url.bytes[url.len..end].copy_from_slice(&part.as_bytes()[..end - url.len]);
+            url.len = end;
+        }
+        url
+    }
+
+    fn as_str(&self) -> &str {
+        // Checked ASCII throughout: the base by `ServeConfig::public_base_url`, the rest ours.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
 }
 
 fn fresh_id() -> u64 {
@@ -275,27 +295,29 @@ fn ad_response(
     let creative = &a.creatives[winner.creative_idx as usize];
     let advertiser = &a.advertisers[campaign.advertiser_idx.to_native() as usize];
     let TrackingUrls { impression_url, click_url, .. } = tracking_urls(state, claims);
-    let fill =
-        Fill { click_url: &click_url, impression_url: &impression_url, campaign_id: claims.campaign_id };
+    let fill = Fill {
+        click_url: click_url.as_str(),
+        impression_url: impression_url.as_str(),
+        campaign_id: claims.campaign_id,
+    };
     let mut body = Vec::with_capacity(RESPONSE_BYTES_TYPICAL);
     let mut response = json::Object::open(&mut body);
-    response.str("request_id", request_id).str("snapshot_id", s.id_hex()).str_with("assignment", |out| {
-        let _ = write!(Escaped(out), "{}", assignment.slice);
-    });
+    response.str("request_id", request_id).plain("snapshot_id", s.id_hex());
+    response.str_with("assignment", |out| push_slice_name(out, &assignment.slice));
     let mut ad = response.object("ad");
     ad.u64("campaign_id", claims.campaign_id.into())
         .u64("creative_id", claims.creative_id.into())
-        .str("format", creative.format.get().name())
+        .plain("format", creative.format.get().name())
         .u64("width", creative.width.to_native().into())
         .u64("height", creative.height.to_native().into())
         .str("mime", s.str(&creative.mime))
-        .str("markup_kind", markup_kind_name(creative.markup_kind.get()))
+        .plain("markup_kind", markup_kind_name(creative.markup_kind.get()))
         .str_with("markup", |out| match s.escaped_markup(winner.creative_idx) {
             Some(compiled) => render_compiled(s, creative, &fill, compiled, out),
             None => render(s, creative, &fill, &mut Escaped(out)),
         })
-        .str("impression_url", &impression_url)
-        .str("click_url", &click_url)
+        .plain("impression_url", impression_url.as_str())
+        .plain("click_url", click_url.as_str())
         .str("advertiser_domain", s.str(&advertiser.domain))
         .str("bundle", s.str(&campaign.app_bundle))
         .u64("price_micros", claims.price_micros)
@@ -304,6 +326,22 @@ fn ad_response(
     ad.close();
     response.close();
     body
+}
+
+/// The slice's name as `Slice`'s `Display` writes it (answers carry it), without `fmt`: it needs
+/// no escaping.
+fn push_slice_name(out: &mut Vec<u8>, slice: &Slice) {
+    match *slice {
+        Slice::Staging => out.extend_from_slice(b"staging"),
+        Slice::Control => out.extend_from_slice(b"control"),
+        Slice::Experiment { experiment_id, arm_id, .. } => {
+            let mut number = itoa::Buffer::new();
+            out.extend_from_slice(b"experiment-");
+            out.extend_from_slice(number.format(experiment_id).as_bytes());
+            out.extend_from_slice(b"/arm-");
+            out.extend_from_slice(number.format(arm_id).as_bytes());
+        }
+    }
 }
 
 fn json_bytes(status: u16, body: Vec<u8>) -> Reply {
@@ -709,7 +747,11 @@ fn bid<'a>(
     render(
         s,
         creative,
-        &Fill { click_url: &click_url, impression_url: &impression_url, campaign_id: claims.campaign_id },
+        &Fill {
+            click_url: click_url.as_str(),
+            impression_url: impression_url.as_str(),
+            campaign_id: claims.campaign_id,
+        },
         &mut adm,
     );
     Bid {
@@ -734,6 +776,51 @@ fn bid<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slice_names_are_written_as_displayed() {
+        let experiment = |experiment_id, arm_id| Slice::Experiment {
+            experiment_idx: 1,
+            arm_idx: 2,
+            experiment_id,
+            arm_id,
+        };
+        for slice in [
+            Slice::Staging,
+            Slice::Control,
+            experiment(7, 3),
+            experiment(u32::MAX, 1),
+            experiment(1, u32::MAX),
+        ] {
+            let mut out = Vec::new();
+            push_slice_name(&mut out, &slice);
+            assert_eq!(String::from_utf8(out).unwrap(), slice.to_string());
+        }
+    }
+
+    #[test]
+    fn tracking_urls_are_base_path_and_token() {
+        let key = crate::token::TokenKey::new([1; 32], 60);
+        let claims = Claims {
+            request_hash: 1,
+            campaign_id: 2,
+            creative_id: 3,
+            price_micros: 4,
+            assignment: 0,
+            issued_unix_s: 5,
+            user_key: 6,
+            snapshot_id: 7,
+            channel: 0,
+            privacy: 0,
+        };
+        let token = key.sign(&claims);
+        let longest = format!("https://{}", "a".repeat(PUBLIC_BASE_URL_BYTES_MAX - 8));
+        for base in ["http://127.0.0.1:8080", longest.as_str()] {
+            let url = TrackingUrl::new(base, "/v1/click?t=", &token);
+            assert_eq!(url.as_str(), format!("{base}/v1/click?t={token}"));
+            assert_eq!(key.verify(url.as_str().rsplit_once("t=").unwrap().1, 5), Ok(claims));
+        }
+    }
 
     #[test]
     fn the_click_id_joins_the_store_urls_query() {

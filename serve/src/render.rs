@@ -1,6 +1,5 @@
 //! Fills a creative's markup: the `{{placeholders}}` of `docs/catalog.md`, in one pass.
 
-use std::fmt::Write;
 use std::ops::Range;
 
 use adsnap_snapshot::schema::ArchivedCreative;
@@ -10,9 +9,42 @@ use crate::json::{push_escaped, Escaped};
 
 /// What the server adds to a creative's own fields.
 pub struct Fill<'a> {
+    /// Tracking URLs: written as they are, even into JSON, because nothing in them needs
+    /// escaping (`ServeConfig::public_base_url` checks the base, the rest is a path and a
+    /// base64url token).
     pub click_url: &'a str,
     pub impression_url: &'a str,
     pub campaign_id: u32,
+}
+
+/// Where markup is rendered: a `String` (OpenRTB's `adm`, escaped later as a whole), or the
+/// JSON body through [`Escaped`].
+pub trait Out {
+    /// Appends `text`, escaped as the output needs.
+    fn text(&mut self, text: &str);
+    /// Appends `text`, which needs no JSON escaping (numbers, tracking URLs): as it is.
+    fn plain(&mut self, text: &str);
+}
+
+impl Out for String {
+    fn text(&mut self, text: &str) {
+        self.push_str(text);
+    }
+
+    fn plain(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+impl Out for Escaped<'_> {
+    fn text(&mut self, text: &str) {
+        push_escaped(self.0, text);
+    }
+
+    fn plain(&mut self, text: &str) {
+        debug_assert_eq!(crate::json::next_special_byte(text.as_bytes(), 0), text.len(), "{text:?}");
+        self.0.extend_from_slice(text.as_bytes());
+    }
 }
 
 /// Longest placeholder name; a `{{` not closed within it is copied as text.
@@ -57,26 +89,26 @@ impl Placeholder {
     }
 
     /// Writes the placeholder's value. Strings and numbers are written directly, not through
-    /// `write!`'s formatting machinery (a request renders a dozen).
-    fn write(self, s: &Snapshot, c: &ArchivedCreative, fill: &Fill, out: &mut impl Write) {
+    /// `write!`'s formatting machinery (a request renders a dozen); the server's own values
+    /// (numbers, tracking URLs) as [`Out::plain`].
+    fn write(self, s: &Snapshot, c: &ArchivedCreative, fill: &Fill, out: &mut impl Out) {
         let duration_s = c.video_duration_s.to_native();
         let mut number = itoa::Buffer::new();
-        // Writing to a String or a Vec cannot fail.
-        let _ = match self {
+        match self {
             Placeholder::AssetUrl(idx) => {
                 let assets = s.pool_str(&c.assets);
-                out.write_str(assets.get(idx as usize).map(|a| s.str(a)).unwrap_or_default())
+                out.text(assets.get(idx as usize).map(|a| s.str(a)).unwrap_or_default())
             }
-            Placeholder::ClickUrl => out.write_str(fill.click_url),
-            Placeholder::ImpressionUrl => out.write_str(fill.impression_url),
-            Placeholder::Duration => out.write_str(number.format(duration_s)),
+            Placeholder::ClickUrl => out.plain(fill.click_url),
+            Placeholder::ImpressionUrl => out.plain(fill.impression_url),
+            Placeholder::Duration => out.plain(number.format(duration_s)),
             Placeholder::DurationHms => write_hms(duration_s.into(), out),
-            Placeholder::Mime => out.write_str(s.str(&c.mime)),
-            Placeholder::Width => out.write_str(number.format(c.width.to_native())),
-            Placeholder::Height => out.write_str(number.format(c.height.to_native())),
-            Placeholder::CreativeId => out.write_str(number.format(c.id.to_native())),
-            Placeholder::CampaignId => out.write_str(number.format(fill.campaign_id)),
-        };
+            Placeholder::Mime => out.text(s.str(&c.mime)),
+            Placeholder::Width => out.plain(number.format(c.width.to_native())),
+            Placeholder::Height => out.plain(number.format(c.height.to_native())),
+            Placeholder::CreativeId => out.plain(number.format(c.id.to_native())),
+            Placeholder::CampaignId => out.plain(number.format(fill.campaign_id)),
+        }
     }
 }
 
@@ -112,13 +144,10 @@ fn parse(template: &str, mut part: impl FnMut(Part)) {
 
 /// Renders `creative`'s markup into `out`: a `String`, or the JSON body through
 /// [`crate::json::Escaped`]. Unknown placeholders are left as they are.
-pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl Write) {
+pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl Out) {
     let template = s.str(&creative.markup);
     parse(template, |part| match part {
-        Part::Text(range) => {
-            // Writing to a String or a Vec cannot fail.
-            let _ = out.write_str(&template[range]);
-        }
+        Part::Text(range) => out.text(&template[range]),
         Part::Placeholder(placeholder) => placeholder.write(s, creative, fill, out),
     });
 }
@@ -200,23 +229,26 @@ fn write_pieces(
 pub const RENDER_GROWTH_BYTES: usize = 768;
 
 /// `seconds` as `HH:MM:SS` (VAST's duration); hours take more digits past 99.
-fn write_hms(seconds: u32, out: &mut impl Write) -> std::fmt::Result {
+fn write_hms(seconds: u32, out: &mut impl Out) {
     let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
-    if hours > 99 {
-        return write!(out, "{hours}:{minutes:02}:{seconds:02}");
-    }
     let digit = |n: u32| b'0' + n as u8;
-    let hms = [
-        digit(hours / 10),
-        digit(hours % 10),
+    // At most seven digits of hours (u32::MAX seconds), a colon and four digits more.
+    let mut hms = [0u8; 16];
+    let mut buffer = itoa::Buffer::new();
+    let hours = buffer.format(hours).as_bytes();
+    let pad = usize::from(hours.len() < 2);
+    hms[0] = b'0';
+    hms[pad..pad + hours.len()].copy_from_slice(hours);
+    let at = pad + hours.len();
+    hms[at..at + 6].copy_from_slice(&[
         b':',
         digit(minutes / 10),
         digit(minutes % 10),
         b':',
         digit(seconds / 10),
         digit(seconds % 10),
-    ];
-    out.write_str(std::str::from_utf8(&hms).unwrap_or_default())
+    ]);
+    out.plain(std::str::from_utf8(&hms[..at + 6]).unwrap_or_default());
 }
 
 /// The position of the next `{{` in `text` at or after `from`. A one-byte search (memchr) finds
@@ -306,9 +338,7 @@ mod tests {
             let (mut text, mut pieces) = (b"before".to_vec(), Vec::new());
             prop_assert!(compile_escaped(&template, &mut text, &mut pieces));
             let mut body = Vec::new();
-            write_pieces(&text, &pieces, &mut body, |placeholder, out| {
-                let _ = out.write_str(test_value(placeholder));
-            });
+            write_pieces(&text, &pieces, &mut body, |placeholder, out| out.text(test_value(placeholder)));
             prop_assert_eq!(String::from_utf8(body).unwrap(), escaped(&expected));
         }
     }
@@ -335,9 +365,10 @@ mod tests {
             (u32::from(u16::MAX), "18:12:15"),
             (99 * 3600 + 3599, "99:59:59"),
             (100 * 3600 + 61, "100:01:01"),
+            (u32::MAX, "1193046:28:15"),
         ] {
             let mut out = String::new();
-            write_hms(seconds, &mut out).unwrap();
+            write_hms(seconds, &mut out);
             assert_eq!(out, hms);
         }
     }

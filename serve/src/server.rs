@@ -72,7 +72,9 @@ impl State {
     }
 
     /// Opens the configured snapshots and prepares the shared state.
-    pub async fn new(config: ServeConfig) -> Result<Arc<State>, ServeError> {
+    pub async fn new(mut config: ServeConfig) -> Result<Arc<State>, ServeError> {
+        // Checked before anything is opened; kept without its trailing slashes.
+        config.public_base_url = config.public_base_url()?.to_owned();
         let slots = SlotPaths::new(&config);
         let prepare = config.prepare()?;
         let production = Served::open(&slots.production, prepare).await?;
