@@ -51,9 +51,10 @@ pub struct ServeConfig {
     /// Nice value (0 to 19) of the threads that open, verify and release snapshots, so that a
     /// hot swap gives way to the threads answering requests.
     pub background_nice: i8,
-    /// Bytes of creative markup kept escaped for JSON answers, per snapshot (below 4 GiB);
-    /// markup past it is escaped on every answer instead. Up to three snapshots are held at
-    /// once during a swap (production, staging and the incoming one).
+    /// Bytes of creative markup kept escaped for JSON answers, per snapshot (below 4 GiB), and
+    /// of answer parts (each creative's head, each campaign's tail) within what the markup
+    /// leaves; markup and parts past it are written on every answer instead. Up to three snapshots are held at once
+    /// during a swap (production, staging and the incoming one).
     pub escaped_markup_bytes_max: u64,
     /// Read user profiles (segments, installed apps, frequency caps) and keep them up to date.
     /// Off, every request is decided as for a user without a profile.

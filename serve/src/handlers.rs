@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use adsnap_abtest::{assign, Assignment, Slice, UserKey};
-use adsnap_snapshot::schema::{ArchivedOverrides, MarkupKind};
+use adsnap_snapshot::schema::ArchivedOverrides;
 use adsnap_snapshot::Snapshot;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -11,14 +11,14 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
+use crate::answer;
 use crate::config::PUBLIC_BASE_URL_BYTES_MAX;
 use crate::decision::{decide, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
-use crate::json::{self, Escaped};
 use crate::metrics::TrackingLabels;
 use crate::privacy::PrivacySignals;
-use crate::render::{render, render_compiled, Fill, RENDER_GROWTH_BYTES};
+use crate::render::{render, Fill, RENDER_GROWTH_BYTES};
 use crate::request::{AdRequest, Query};
 use crate::served::Served;
 use crate::server::State;
@@ -269,19 +269,7 @@ fn fresh_id() -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(&n.to_le_bytes(), nanos)
 }
 
-fn markup_kind_name(kind: MarkupKind) -> &'static str {
-    match kind {
-        MarkupKind::Html => "html",
-        MarkupKind::Vast => "vast",
-        MarkupKind::NativeJson => "native_json",
-    }
-}
-
-/// Bytes reserved for a response body up front: most fit.
-const RESPONSE_BYTES_TYPICAL: usize = 4096;
-
-/// The body of a filled `POST /v1/ad` (docs/openapi.yaml), written by hand (see `json`): the
-/// strings go straight from the mapped snapshot into the body, the markup rendered in place.
+/// The body of a filled `POST /v1/ad` (see [`crate::answer`]).
 fn ad_response(
     state: &State,
     s: &Served,
@@ -290,58 +278,19 @@ fn ad_response(
     request_id: &str,
     assignment: &Assignment,
 ) -> Vec<u8> {
-    let a = s.archive();
-    let campaign = &a.campaigns[winner.campaign_idx as usize];
-    let creative = &a.creatives[winner.creative_idx as usize];
-    let advertiser = &a.advertisers[campaign.advertiser_idx.to_native() as usize];
     let TrackingUrls { impression_url, click_url, .. } = tracking_urls(state, claims);
-    let fill = Fill {
-        click_url: click_url.as_str(),
-        impression_url: impression_url.as_str(),
-        campaign_id: claims.campaign_id,
-    };
-    let mut body = Vec::with_capacity(RESPONSE_BYTES_TYPICAL);
-    let mut response = json::Object::open(&mut body);
-    response.str("request_id", request_id).plain("snapshot_id", s.id_hex());
-    response.str_with("assignment", |out| push_slice_name(out, &assignment.slice));
-    let mut ad = response.object("ad");
-    ad.u64("campaign_id", claims.campaign_id.into())
-        .u64("creative_id", claims.creative_id.into())
-        .plain("format", creative.format.get().name())
-        .u64("width", creative.width.to_native().into())
-        .u64("height", creative.height.to_native().into())
-        .str("mime", s.str(&creative.mime))
-        .plain("markup_kind", markup_kind_name(creative.markup_kind.get()))
-        .str_with("markup", |out| match s.escaped_markup(winner.creative_idx) {
-            Some(compiled) => render_compiled(s, creative, &fill, compiled, out),
-            None => render(s, creative, &fill, &mut Escaped(out)),
-        })
-        .plain("impression_url", impression_url.as_str())
-        .plain("click_url", click_url.as_str())
-        .str("advertiser_domain", s.str(&advertiser.domain))
-        .str("bundle", s.str(&campaign.app_bundle))
-        .u64("price_micros", claims.price_micros)
-        .str("currency", a.meta.currency.as_str())
-        .u64("ttl_s", state.config.ad_ttl_s.into());
-    ad.close();
-    response.close();
-    body
-}
-
-/// The slice's name as `Slice`'s `Display` writes it (answers carry it), without `fmt`: it needs
-/// no escaping.
-fn push_slice_name(out: &mut Vec<u8>, slice: &Slice) {
-    match *slice {
-        Slice::Staging => out.extend_from_slice(b"staging"),
-        Slice::Control => out.extend_from_slice(b"control"),
-        Slice::Experiment { experiment_id, arm_id, .. } => {
-            let mut number = itoa::Buffer::new();
-            out.extend_from_slice(b"experiment-");
-            out.extend_from_slice(number.format(experiment_id).as_bytes());
-            out.extend_from_slice(b"/arm-");
-            out.extend_from_slice(number.format(arm_id).as_bytes());
-        }
-    }
+    answer::ad_body(
+        s,
+        &answer::Answer {
+            request_id,
+            slice: &assignment.slice,
+            creative_idx: winner.creative_idx,
+            impression_url: impression_url.as_str(),
+            click_url: click_url.as_str(),
+            price_micros: claims.price_micros,
+            ttl_s: state.config.ad_ttl_s,
+        },
+    )
 }
 
 fn json_bytes(status: u16, body: Vec<u8>) -> Reply {
@@ -776,27 +725,6 @@ fn bid<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slice_names_are_written_as_displayed() {
-        let experiment = |experiment_id, arm_id| Slice::Experiment {
-            experiment_idx: 1,
-            arm_idx: 2,
-            experiment_id,
-            arm_id,
-        };
-        for slice in [
-            Slice::Staging,
-            Slice::Control,
-            experiment(7, 3),
-            experiment(u32::MAX, 1),
-            experiment(1, u32::MAX),
-        ] {
-            let mut out = Vec::new();
-            push_slice_name(&mut out, &slice);
-            assert_eq!(String::from_utf8(out).unwrap(), slice.to_string());
-        }
-    }
 
     #[test]
     fn tracking_urls_are_base_path_and_token() {

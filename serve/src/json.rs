@@ -157,81 +157,6 @@ fn push_escape(out: &mut Vec<u8>, byte: u8) {
     out.extend_from_slice(&[b'\\', short]);
 }
 
-/// A JSON object written member by member. Keys are written as given: they are literals of this
-/// crate, none of which needs escaping.
-pub struct Object<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
-}
-
-impl<'a> Object<'a> {
-    #[inline]
-    pub fn open(out: &'a mut Vec<u8>) -> Self {
-        out.push(b'{');
-        Object { out, first: true }
-    }
-
-    #[inline]
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
-    }
-
-    #[inline]
-    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
-        self.key(key);
-        push_str(self.out, value);
-        self
-    }
-
-    /// A string member whose value needs no escaping (checked in debug builds): values this
-    /// server made, such as names of its own, ids in hex and tracking URLs.
-    #[inline]
-    pub fn plain(&mut self, key: &str, value: &str) -> &mut Self {
-        debug_assert_eq!(next_special_byte(value.as_bytes(), 0), value.len(), "{value:?}");
-        self.key(key);
-        self.out.push(b'"');
-        self.out.extend_from_slice(value.as_bytes());
-        self.out.push(b'"');
-        self
-    }
-
-    #[inline]
-    pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
-        self.key(key);
-        push_u64(self.out, value);
-        self
-    }
-
-    /// A string member whose contents `write` appends, escaped (through an [`Escaped`] writer,
-    /// or already escaped).
-    #[inline]
-    pub fn str_with(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
-        self.key(key);
-        self.out.push(b'"');
-        write(self.out);
-        self.out.push(b'"');
-        self
-    }
-
-    /// A member whose value is an object; close it before going on with this one.
-    #[inline]
-    pub fn object(&mut self, key: &str) -> Object<'_> {
-        self.key(key);
-        Object::open(self.out)
-    }
-
-    #[inline]
-    pub fn close(self) {
-        self.out.push(b'}');
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,27 +232,5 @@ mod tests {
             let long = text.repeat(n);
             assert_eq!(escaped(&long), serde_json::to_string(&long).unwrap());
         }
-    }
-
-    #[test]
-    fn an_object_is_valid_json_with_its_members_in_order() {
-        let mut out = Vec::new();
-        let mut object = Object::open(&mut out);
-        object.str("a", "x\"y").u64("n", u64::MAX).plain("p", "plain");
-        let mut inner = object.object("inner");
-        inner.str_with("markup", |out| {
-            let _ = fmt::Write::write_str(&mut Escaped(out), "<a href=\"");
-            let _ = fmt::Write::write_fmt(&mut Escaped(out), format_args!("{}", 42));
-        });
-        inner.close();
-        object.u64("last", 0);
-        object.close();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(
-            text,
-            r#"{"a":"x\"y","n":18446744073709551615,"p":"plain","inner":{"markup":"<a href=\"42"},"last":0}"#
-        );
-        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed["inner"]["markup"], "<a href=\"42");
     }
 }

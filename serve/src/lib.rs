@@ -2,6 +2,7 @@
 //! tokio), with signed tracking URLs, health and Prometheus metrics, and hot snapshot swaps.
 
 mod admin;
+pub mod answer;
 pub mod config;
 pub mod decision;
 mod dedup;

@@ -15,6 +15,7 @@ use adsnap_events::lower_this_thread_priority;
 use adsnap_snapshot::{OpenOptions, Pages, Snapshot};
 use tracing::{info, warn};
 
+use crate::answer::{write_head, write_tail};
 use crate::error::ServeError;
 use crate::render::{self, Piece};
 
@@ -27,11 +28,13 @@ pub struct Prepare {
     pub escaped_markup_bytes_max: u32,
 }
 
-/// A verified snapshot and its escaped markup. Dereferences to the [`Snapshot`].
+/// A verified snapshot, its escaped markup and its creatives' answer parts. Dereferences to the
+/// [`Snapshot`].
 pub struct Served {
     /// Taken out only by `drop`.
     snapshot: ManuallyDrop<Snapshot>,
     markup: EscapedMarkup,
+    parts: AnswerParts,
     /// The snapshot id as answers carry it (16 hex digits), formatted once.
     id_hex: String,
 }
@@ -53,30 +56,35 @@ impl Served {
             .map_err(|e| ServeError::Config(format!("cannot start the snapshot opener: {e}")))?;
         let served = opened.await.map_err(|_| ServeError::Config("the snapshot opener stopped".into()))??;
         release_on(prepare.nice);
-        let markup = &served.markup;
-        if markup.n_not_kept > 0 {
+        let (markup, parts) = (&served.markup, &served.parts);
+        if markup.n_not_kept > 0 || parts.n_not_kept > 0 {
             warn!(
                 path = shown,
                 n_templates = markup.n_not_kept,
+                n_answer_parts = parts.n_not_kept,
                 escaped_markup_bytes_max = prepare.escaped_markup_bytes_max,
-                "markup past escaped_markup_bytes_max is escaped on every answer"
+                "markup and answer parts past escaped_markup_bytes_max are written on every answer"
             );
         }
         info!(
             path = shown,
             snapshot_id = served.id_hex(),
             escaped_markup_bytes = markup.bytes(),
+            answer_parts_bytes = parts.bytes(),
             huge_page_bytes = ?served.huge_page_bytes(),
             "snapshot opened"
         );
         Ok(Arc::new(served))
     }
 
-    /// Wraps an open snapshot, escaping its markup here.
+    /// Wraps an open snapshot, escaping its markup and writing its answer parts here, the
+    /// markup first within `escaped_markup_bytes_max`, the parts within what it leaves.
     pub fn prepare(snapshot: Snapshot, prepare: Prepare) -> Served {
         let markup = EscapedMarkup::build(&snapshot, prepare.escaped_markup_bytes_max);
+        let left = (prepare.escaped_markup_bytes_max as usize).saturating_sub(markup.bytes());
+        let parts = AnswerParts::build(&snapshot, left);
         let id_hex = snapshot.header().id_hex();
-        Served { snapshot: ManuallyDrop::new(snapshot), markup, id_hex }
+        Served { snapshot: ManuallyDrop::new(snapshot), markup, parts, id_hex }
     }
 
     /// The snapshot id as answers carry it.
@@ -95,6 +103,21 @@ impl Served {
     pub fn escaped_markup_bytes(&self) -> usize {
         self.markup.bytes()
     }
+
+    /// Creative `creative_idx`'s answer head ([`crate::answer`]), unless it did not fit.
+    pub fn answer_head(&self, creative_idx: u32) -> Option<&[u8]> {
+        self.parts.head(creative_idx)
+    }
+
+    /// Campaign `campaign_idx`'s answer tail ([`crate::answer`]), unless it did not fit.
+    pub fn answer_tail(&self, campaign_idx: u32) -> Option<&[u8]> {
+        self.parts.tail(campaign_idx)
+    }
+
+    /// Bytes of answer parts kept.
+    pub fn answer_parts_bytes(&self) -> usize {
+        self.parts.bytes()
+    }
 }
 
 impl Deref for Served {
@@ -112,7 +135,11 @@ impl Drop for Served {
     fn drop(&mut self) {
         // SAFETY: `self` is being dropped, so nothing reads `self.snapshot` again.
         let snapshot = unsafe { ManuallyDrop::take(&mut self.snapshot) };
-        let released = Released { snapshot, markup: std::mem::take(&mut self.markup) };
+        let released = Released {
+            snapshot,
+            markup: std::mem::take(&mut self.markup),
+            parts: std::mem::take(&mut self.parts),
+        };
         if let Some(releaser) = RELEASER.get() {
             let _ = releaser.send(released);
         }
@@ -125,6 +152,8 @@ struct Released {
     snapshot: Snapshot,
     #[allow(dead_code, reason = "held only to be dropped on the releasing thread")]
     markup: EscapedMarkup,
+    #[allow(dead_code, reason = "held only to be dropped on the releasing thread")]
+    parts: AnswerParts,
 }
 
 static RELEASER: OnceLock<mpsc::Sender<Released>> = OnceLock::new();
@@ -211,5 +240,83 @@ impl EscapedMarkup {
         }
         let pieces = self.pieces.get(start as usize..start as usize + len as usize)?;
         Some((&self.text, pieces))
+    }
+}
+
+/// Each creative's answer head and each campaign's tail ([`crate::answer`]: the members before
+/// the markup, and those after the tracking URLs up to the price), written once, so that an
+/// answer copies two runs of bytes instead of writing a dozen members from records and strings
+/// spread over the mapping.
+///
+/// Limits: at most `bytes_max` bytes (what `escaped_markup_bytes_max` leaves after the markup),
+/// heads first in the snapshot's creative order, then tails in its campaign order; those past
+/// it are written per answer as before. Plus 8 bytes per creative and per campaign.
+#[derive(Default)]
+pub struct AnswerParts {
+    text: Vec<u8>,
+    /// Per creative index: start in `text` and length; [`PART_NOT_KEPT`] when not kept.
+    heads: Vec<(u32, u16)>,
+    /// Per campaign index, as `heads`.
+    tails: Vec<(u32, u16)>,
+    /// Parts that did not fit.
+    n_not_kept: usize,
+}
+
+const PART_NOT_KEPT: (u32, u16) = (u32::MAX, 0);
+
+impl AnswerParts {
+    pub fn build(s: &Snapshot, bytes_max: usize) -> AnswerParts {
+        let a = s.archive();
+        let mut parts = AnswerParts {
+            heads: Vec::with_capacity(a.creatives.len()),
+            tails: Vec::with_capacity(a.campaigns.len()),
+            ..Default::default()
+        };
+        for creative in a.creatives.iter() {
+            let span = parts.keep(bytes_max, |text| write_head(text, s, creative));
+            parts.heads.push(span);
+        }
+        for campaign in a.campaigns.iter() {
+            let span = parts.keep(bytes_max, |text| write_tail(text, s, campaign));
+            parts.tails.push(span);
+        }
+        parts.text.shrink_to_fit();
+        parts
+    }
+
+    /// Writes one part and keeps it when it fits: its span, or [`PART_NOT_KEPT`].
+    fn keep(&mut self, bytes_max: usize, write: impl FnOnce(&mut Vec<u8>)) -> (u32, u16) {
+        let start = self.text.len();
+        write(&mut self.text);
+        match (u32::try_from(start), u16::try_from(self.text.len() - start)) {
+            (Ok(start), Ok(len)) if self.text.len() <= bytes_max => (start, len),
+            _ => {
+                self.text.truncate(start);
+                self.n_not_kept += 1;
+                PART_NOT_KEPT
+            }
+        }
+    }
+
+    /// Bytes of parts kept.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Creative `creative_idx`'s head, when kept.
+    pub fn head(&self, creative_idx: u32) -> Option<&[u8]> {
+        self.part(self.heads.get(creative_idx as usize)?)
+    }
+
+    /// Campaign `campaign_idx`'s tail, when kept.
+    pub fn tail(&self, campaign_idx: u32) -> Option<&[u8]> {
+        self.part(self.tails.get(campaign_idx as usize)?)
+    }
+
+    fn part(&self, &(start, len): &(u32, u16)) -> Option<&[u8]> {
+        if (start, len) == PART_NOT_KEPT {
+            return None;
+        }
+        self.text.get(start as usize..start as usize + usize::from(len))
     }
 }

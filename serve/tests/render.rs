@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use adsnap_abtest::Slice;
+use adsnap_serve::answer::{ad_body, Answer};
 use adsnap_serve::json::Escaped;
 use adsnap_serve::render::{render, render_compiled, Fill};
 use adsnap_serve::served::{Prepare, Served};
@@ -93,5 +95,79 @@ fn markup_escaped_once_per_snapshot_renders_the_same_bytes_within_its_budget() {
             _ => assert!(n_kept > 0 && n_kept < n_creatives, "{n_kept} of {n_creatives} kept in {budget}"),
         }
         assert!(s.escaped_markup(n_creatives as u32).is_none());
+    }
+}
+
+/// An answer is the same bytes whether its creative's head and tail were prepared with the
+/// snapshot or are written per answer, it is JSON, and it carries the creative's fields.
+#[test]
+fn answers_are_the_same_bytes_with_or_without_prepared_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("example.snap");
+    build_example(&out);
+    let open = || Snapshot::open(&out).unwrap();
+    let prepared = |budget| Served::prepare(open(), Prepare { nice: 0, escaped_markup_bytes_max: budget });
+    let per_answer = prepared(0);
+    assert_eq!(per_answer.answer_parts_bytes(), 0);
+    let all = prepared(u32::MAX);
+    let some_budget = (all.escaped_markup_bytes() + all.answer_parts_bytes() / 2) as u32;
+    let slice = Slice::Experiment { experiment_idx: 0, arm_idx: 1, experiment_id: 12, arm_id: 3 };
+    for (budget, s) in [(u32::MAX, all), (some_budget, prepared(some_budget))] {
+        let n_creatives = s.archive().creatives.len();
+        let mut n_kept = 0;
+        for (idx, creative) in s.archive().creatives.iter().enumerate() {
+            n_kept += usize::from(s.answer_head(idx as u32).is_some());
+            let answer = Answer {
+                request_id: "req \"7\"",
+                slice: &slice,
+                creative_idx: idx as u32,
+                impression_url: FILL.impression_url,
+                click_url: FILL.click_url,
+                price_micros: 1_234_567,
+                ttl_s: 300,
+            };
+            let body = ad_body(&s, &answer);
+            assert_eq!(body, ad_body(&per_answer, &answer), "creative {}", creative.id);
+
+            let a = s.archive();
+            let campaign = &a.campaigns[creative.campaign_idx.to_native() as usize];
+            let advertiser = &a.advertisers[campaign.advertiser_idx.to_native() as usize];
+            let mut markup = String::new();
+            render(&s, creative, &Fill { campaign_id: campaign.id.to_native(), ..FILL }, &mut markup);
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let expected = serde_json::json!({
+                "request_id": "req \"7\"",
+                "snapshot_id": s.id_hex(),
+                "assignment": "experiment-12/arm-3",
+                "ad": {
+                    "campaign_id": campaign.id.to_native(),
+                    "creative_id": creative.id.to_native(),
+                    "format": creative.format.get().name(),
+                    "width": creative.width.to_native(),
+                    "height": creative.height.to_native(),
+                    "mime": s.str(&creative.mime),
+                    "markup_kind": adsnap_serve::answer::markup_kind_name(creative.markup_kind.get()),
+                    "markup": markup,
+                    "impression_url": FILL.impression_url,
+                    "click_url": FILL.click_url,
+                    "advertiser_domain": s.str(&advertiser.domain),
+                    "bundle": s.str(&campaign.app_bundle),
+                    "price_micros": 1_234_567,
+                    "currency": a.meta.currency.as_str(),
+                    "ttl_s": 300,
+                },
+            });
+            assert_eq!(v, expected, "creative {}", creative.id);
+        }
+        assert!(s.escaped_markup_bytes() + s.answer_parts_bytes() <= budget as usize);
+        match budget {
+            u32::MAX => {
+                assert_eq!(n_kept, n_creatives);
+                assert!((0..s.archive().campaigns.len() as u32).all(|idx| s.answer_tail(idx).is_some()));
+            }
+            _ => assert!(n_kept > 0 && n_kept < n_creatives, "{n_kept} of {n_creatives} kept in {budget}"),
+        }
+        assert!(s.answer_head(n_creatives as u32).is_none());
+        assert!(s.answer_tail(s.archive().campaigns.len() as u32).is_none());
     }
 }
