@@ -1,6 +1,6 @@
 //! Markup rendering against the example catalog's templates and inline markup.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use adsnap_abtest::Slice;
 use adsnap_serve::answer::{ad_body, Answer};
@@ -12,10 +12,15 @@ use adsnap_snapshot::Snapshot;
 mod common;
 use common::build_example;
 
-fn example_snapshot(dir: &Path) -> Snapshot {
+/// The example catalog built into a snapshot file in `dir`.
+fn example_file(dir: &Path) -> PathBuf {
     let out = dir.join("example.snap");
     build_example(&out);
-    Snapshot::open(&out).unwrap()
+    out
+}
+
+fn example_snapshot(dir: &Path) -> Snapshot {
+    Snapshot::open(&example_file(dir)).unwrap()
 }
 
 /// Tracking URLs as the server makes them: nothing in them needs escaping.
@@ -60,8 +65,7 @@ fn escaped_per_request(s: &Snapshot, creative: &adsnap_snapshot::schema::Archive
 #[test]
 fn markup_escaped_once_per_snapshot_renders_the_same_bytes_within_its_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("example.snap");
-    build_example(&out);
+    let out = example_file(dir.path());
     let open = || Snapshot::open(&out).unwrap();
     let creatives_markup_bytes: usize =
         open().archive().creatives.iter().map(|c| c.markup.len.to_native() as usize).sum();
@@ -103,8 +107,7 @@ fn markup_escaped_once_per_snapshot_renders_the_same_bytes_within_its_budget() {
 #[test]
 fn answers_are_the_same_bytes_with_or_without_prepared_parts() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("example.snap");
-    build_example(&out);
+    let out = example_file(dir.path());
     let open = || Snapshot::open(&out).unwrap();
     let prepared = |budget| Served::prepare(open(), Prepare { nice: 0, escaped_markup_bytes_max: budget });
     let per_answer = prepared(0);
