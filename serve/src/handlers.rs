@@ -246,9 +246,9 @@ impl TrackingUrl {
     /// `State::new` checked (a longer one would be cut, never overrun).
     fn new(base: &str, path: &str, token: &Token) -> TrackingUrl {
         let mut url = TrackingUrl { bytes: [0; TRACKING_URL_BYTES_MAX], len: 0 };
-        for part in [base, path, token.as_str()] {
+        for part in [base.as_bytes(), path.as_bytes(), token.as_bytes()] {
             let end = (url.len + part.len()).min(TRACKING_URL_BYTES_MAX);
-            url.bytes[url.len..end].copy_from_slice(&part.as_bytes()[..end - url.len]);
+            url.bytes[url.len..end].copy_from_slice(&part[..end - url.len]);
             url.len = end;
         }
         url
