@@ -17,7 +17,7 @@ use adsnap_abtest::Slice;
 use adsnap_snapshot::schema::{ArchivedCampaign, ArchivedCreative, MarkupKind};
 use adsnap_snapshot::Snapshot;
 
-use crate::json::{push_escaped, push_str, push_u64, Escaped};
+use crate::json::{push_escaped, push_plain, push_str, push_u64, Escaped};
 use crate::render::{render, render_compiled, Fill};
 use crate::served::Served;
 
@@ -114,12 +114,6 @@ pub fn markup_kind_name(kind: MarkupKind) -> &'static str {
         MarkupKind::Vast => "vast",
         MarkupKind::NativeJson => "native_json",
     }
-}
-
-/// Text this server made that needs no JSON escaping (checked in debug builds).
-fn push_plain(out: &mut Vec<u8>, text: &str) {
-    debug_assert_eq!(crate::json::next_special_byte(text.as_bytes(), 0), text.len(), "{text:?}");
-    out.extend_from_slice(text.as_bytes());
 }
 
 /// The slice's name as `Slice`'s `Display` writes it (answers carry it), without `fmt`: it needs

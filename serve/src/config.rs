@@ -53,8 +53,8 @@ pub struct ServeConfig {
     pub background_nice: i8,
     /// Bytes of creative markup kept escaped for JSON answers, per snapshot (below 4 GiB), and
     /// of answer parts (each creative's head, each campaign's tail) within what the markup
-    /// leaves; markup and parts past it are written on every answer instead. Up to three snapshots are held at once
-    /// during a swap (production, staging and the incoming one).
+    /// leaves; markup and parts past it are written on every answer instead. Up to three
+    /// snapshots are held at once during a swap (production, staging and the incoming one).
     pub escaped_markup_bytes_max: u64,
     /// Read user profiles (segments, installed apps, frequency caps) and keep them up to date.
     /// Off, every request is decided as for a user without a profile.

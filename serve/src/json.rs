@@ -3,8 +3,6 @@
 //! full of quotes and newlines) was first rendered into a string of its own; here the markup is
 //! rendered straight into the body, escaped sixteen bytes at a time.
 
-use std::fmt;
-
 /// Appends `text` escaped as the contents of a JSON string (RFC 8259 §7: quotation mark,
 /// reverse solidus and the control characters; everything else, UTF-8 included, as it is).
 /// Writes what `serde_json` writes for the same string.
@@ -121,16 +119,17 @@ pub fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// A `fmt::Write` that appends what it is given escaped (see [`push_escaped`]): markup is
-/// rendered through it into the body.
-pub struct Escaped<'a>(pub &'a mut Vec<u8>);
-
-impl fmt::Write for Escaped<'_> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        push_escaped(self.0, text);
-        Ok(())
-    }
+/// Appends `text`, which this server made and which needs no escaping (checked in debug builds),
+/// as it is: tracking URLs, numbers, names of its own.
+#[inline]
+pub fn push_plain(out: &mut Vec<u8>, text: &str) {
+    debug_assert_eq!(next_special_byte(text.as_bytes(), 0), text.len(), "{text:?}");
+    out.extend_from_slice(text.as_bytes());
 }
+
+/// The JSON body as markup is rendered into it (`render::Out`): text escaped with
+/// [`push_escaped`], the server's own values with [`push_plain`].
+pub struct Escaped<'a>(pub &'a mut Vec<u8>);
 
 fn push_escape(out: &mut Vec<u8>, byte: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";

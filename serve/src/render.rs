@@ -5,7 +5,7 @@ use std::ops::Range;
 use adsnap_snapshot::schema::ArchivedCreative;
 use adsnap_snapshot::Snapshot;
 
-use crate::json::{push_escaped, Escaped};
+use crate::json::{push_escaped, push_plain, Escaped};
 
 /// What the server adds to a creative's own fields.
 pub struct Fill<'a> {
@@ -42,8 +42,7 @@ impl Out for Escaped<'_> {
     }
 
     fn plain(&mut self, text: &str) {
-        debug_assert_eq!(crate::json::next_special_byte(text.as_bytes(), 0), text.len(), "{text:?}");
-        self.0.extend_from_slice(text.as_bytes());
+        push_plain(self.0, text);
     }
 }
 
