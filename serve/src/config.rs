@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,12 @@ use crate::error::ServeError;
 /// Longest `public_base_url`: every tracking URL is this, a path and a token of about a hundred
 /// characters.
 pub const PUBLIC_BASE_URL_BYTES_MAX: usize = 256;
+
+/// Shortest `header_read_timeout_ms`: connections are checked every half of it.
+pub const HEADER_READ_TIMEOUT_MS_MIN: u64 = 10;
+
+/// Longest `header_read_timeout_ms`: a day.
+pub const HEADER_READ_TIMEOUT_MS_MAX: u64 = 86_400_000;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -34,7 +41,10 @@ pub struct ServeConfig {
     pub request_headers_max: usize,
     /// Open client connections at most; more wait in the listen backlog.
     pub connections_max: usize,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send a request, headers and body, once the connection opens or its
+    /// previous answer is ready; and to take each answer. A connection that makes no progress
+    /// for it is closed (after up to half as long again: it is checked every half of it).
+    /// Between [`HEADER_READ_TIMEOUT_MS_MIN`] and [`HEADER_READ_TIMEOUT_MS_MAX`].
     pub header_read_timeout_ms: u64,
     /// Key of the tracking-token MAC, 64 hex digits. Every server of a fleet shares it; absent:
     /// a random key for this process (tracking URLs then die with it).
@@ -138,6 +148,17 @@ impl ServeConfig {
         }
     }
 
+    /// `header_read_timeout_ms`, once checked.
+    pub fn header_read_timeout(&self) -> Result<Duration, ServeError> {
+        let ms = self.header_read_timeout_ms;
+        if !(HEADER_READ_TIMEOUT_MS_MIN..=HEADER_READ_TIMEOUT_MS_MAX).contains(&ms) {
+            return Err(ServeError::Config(format!(
+                "header_read_timeout_ms = {ms} is outside {HEADER_READ_TIMEOUT_MS_MIN}..={HEADER_READ_TIMEOUT_MS_MAX}"
+            )));
+        }
+        Ok(Duration::from_millis(ms))
+    }
+
     /// The tracking key, parsed.
     pub fn tracking_key(&self) -> Result<Option<[u8; 32]>, ServeError> {
         let Some(hex) = &self.tracking_key_hex else { return Ok(None) };
@@ -173,6 +194,13 @@ mod tests {
         assert!(config.tracking_key().is_err());
         let config = ServeConfig { tracking_key_hex: Some("ab".repeat(32)), ..ServeConfig::default() };
         assert_eq!(config.tracking_key().unwrap(), Some([0xab; 32]));
+        for ms in [0, HEADER_READ_TIMEOUT_MS_MIN - 1, HEADER_READ_TIMEOUT_MS_MAX + 1, u64::MAX] {
+            let config = ServeConfig { header_read_timeout_ms: ms, ..ServeConfig::default() };
+            assert!(config.header_read_timeout().unwrap_err().to_string().contains("header_read_timeout_ms"));
+        }
+        let config =
+            ServeConfig { header_read_timeout_ms: HEADER_READ_TIMEOUT_MS_MIN, ..ServeConfig::default() };
+        assert_eq!(config.header_read_timeout().unwrap(), Duration::from_millis(HEADER_READ_TIMEOUT_MS_MIN));
         let config = ServeConfig { background_nice: 20, ..ServeConfig::default() };
         assert!(config.prepare().unwrap_err().to_string().contains("background_nice"));
         let config = ServeConfig { escaped_markup_bytes_max: 1 << 32, ..ServeConfig::default() };

@@ -14,6 +14,7 @@ pub mod json_reader;
 pub mod metrics;
 pub mod openrtb;
 pub mod privacy;
+mod quiet;
 pub mod render;
 pub mod request;
 pub mod served;

@@ -21,6 +21,7 @@ use crate::config::ServeConfig;
 use crate::dedup::Dedup;
 use crate::error::{RequestError, ServeError};
 use crate::metrics::Metrics;
+use crate::quiet::{self, Progress};
 use crate::served::{Prepare, Served};
 use crate::slots::{keep_as_previous, link_or_copy, remove_if_exists, sync_folder, SlotPaths, Target};
 use crate::token::TokenKey;
@@ -39,6 +40,8 @@ pub struct State {
     pub staging: ArcSwapOption<Served>,
     /// How snapshots are opened and prepared (`background_nice`, `escaped_markup_bytes_max`).
     prepare: Prepare,
+    /// `header_read_timeout_ms`, checked.
+    header_read_timeout: Duration,
     pub token_key: TokenKey,
     pub metrics: Metrics,
     pub dedup: Dedup,
@@ -77,6 +80,7 @@ impl State {
         config.public_base_url = config.public_base_url()?.to_owned();
         let slots = SlotPaths::new(&config);
         let prepare = config.prepare()?;
+        let header_read_timeout = config.header_read_timeout()?;
         let production = Served::open(&slots.production, prepare).await?;
         let staging = open_staging(&slots, prepare).await?;
         let key = match config.tracking_key()? {
@@ -110,6 +114,7 @@ impl State {
             production: ArcSwap::new(production),
             staging: ArcSwapOption::new(staging),
             prepare,
+            header_read_timeout,
             token_key: TokenKey::new(key, ttl_s),
             metrics,
             dedup,
@@ -353,7 +358,7 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, shutdown: impl Futu
                 tokio::spawn(async move { let _ = state.reload().await; });
             }
             (permit, accepted) = accept => match (permit, accepted) {
-                (Ok(permit), Ok((stream, _))) => spawn_connection(state.clone(), stream, permit, route),
+                (Ok(permit), Ok((stream, _))) => spawn_connection(state.clone(), stream, permit, route, Limits::Watchdog),
                 (_, Err(err)) => {
                     // Out of descriptors or memory: back off briefly rather than spin.
                     warn!(error = %err, "accept failed");
@@ -379,7 +384,7 @@ pub async fn serve_admin(state: Arc<State>, listener: TcpListener, shutdown: imp
         tokio::select! {
             _ = &mut shutdown => return,
             (permit, accepted) = accept => match (permit, accepted) {
-                (Ok(permit), Ok((stream, _))) => spawn_connection(state.clone(), stream, permit, admin::route),
+                (Ok(permit), Ok((stream, _))) => spawn_connection(state.clone(), stream, permit, admin::route, Limits::Hyper),
                 (_, Err(err)) => {
                     warn!(error = %err, "admin accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -393,28 +398,64 @@ pub async fn serve_admin(state: Arc<State>, listener: TcpListener, shutdown: imp
 /// Open admin connections at most: operators and a distributor, not traffic.
 const ADMIN_CONNECTIONS_MAX: usize = 16;
 
+/// How a connection's time limits are kept.
+#[derive(Clone, Copy)]
+enum Limits {
+    /// The public endpoints: a watchdog task per connection (`quiet.rs`), no timer per request.
+    Watchdog,
+    /// The admin endpoints: hyper's header read timeout; their requests may take long.
+    Hyper,
+}
+
 fn spawn_connection<F, Fut>(
     state: Arc<State>,
     stream: tokio::net::TcpStream,
     permit: tokio::sync::OwnedSemaphorePermit,
     router: F,
+    limits: Limits,
 ) where
     F: Fn(Arc<State>, Request<hyper::body::Incoming>) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(state.config.header_read_timeout_ms))
-            .max_headers(state.config.request_headers_max);
-        let service = service_fn(move |request| router(state.clone(), request));
-        if let Err(err) = builder.serve_connection(TokioIo::new(stream), service).await {
-            tracing::debug!(error = %err, "connection ended with an error");
+    let limit = state.header_read_timeout;
+    let mut builder = http1::Builder::new();
+    builder.max_headers(state.config.request_headers_max);
+    let io = TokioIo::new(stream);
+    match limits {
+        Limits::Hyper => {
+            builder.timer(TokioTimer::new()).header_read_timeout(limit);
+            let service = service_fn(move |request| router(state.clone(), request));
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(err) = builder.serve_connection(io, service).await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+            });
         }
-    });
+        Limits::Watchdog => {
+            builder.header_read_timeout(None);
+            let progress = Arc::new(Progress::default());
+            let counted = progress.clone();
+            let service = service_fn(move |request| {
+                counted.step();
+                let answered = counted.clone();
+                let response = router(state.clone(), request);
+                async move {
+                    let response = response.await;
+                    answered.step();
+                    response
+                }
+            });
+            let connection = tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(err) = builder.serve_connection(io, service).await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+            });
+            tokio::spawn(quiet::watch(connection, progress, limit));
+        }
+    }
 }
 
 async fn route(

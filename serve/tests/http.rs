@@ -672,3 +672,107 @@ fn connections_past_the_limit_wait_for_a_free_slot() {
     third.read_exact(&mut status).unwrap();
     assert_eq!(&status, b"HTTP/1.1 200");
 }
+
+/// Reads until the server closes `stream`, which must happen within ten seconds: the bytes read
+/// (an answer, if one was due) and how long the close took from `since`.
+fn read_until_closed(stream: &mut TcpStream, since: std::time::Instant) -> (Vec<u8>, Duration) {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, since.elapsed()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return (got, since.elapsed()),
+            Err(err) => panic!("the server did not close a stalled connection: {err}"),
+        }
+    }
+}
+
+#[test]
+fn stalled_connections_are_closed_and_their_slots_freed() {
+    const LIMIT_MS: u64 = 300;
+    let server = start_with(|c| {
+        c.header_read_timeout_ms = LIMIT_MS;
+        c.connections_max = 1;
+    });
+    let limit = Duration::from_millis(LIMIT_MS);
+    let body = AD_REQUEST;
+    let host = server.addr;
+    // Each stall: what the client sends before it stops, and whether an answer is due first.
+    let stalls = [
+        ("never sends a byte", String::new(), false),
+        ("stops inside the headers", format!("POST /v1/ad HTTP/1.1\r\nhost: {host}\r\ncontent-le"), false),
+        (
+            "stops inside the body",
+            format!(
+                "POST /v1/ad HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..10]
+            ),
+            false,
+        ),
+        ("stays idle after an answer", format!("GET /health HTTP/1.1\r\nhost: {host}\r\n\r\n"), true),
+    ];
+    for (what, sent, answered) in stalls {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        let since = std::time::Instant::now();
+        stream.write_all(sent.as_bytes()).unwrap();
+        let (got, took) = read_until_closed(&mut stream, since);
+        assert_eq!(got.starts_with(b"HTTP/1.1 200"), answered, "{what}: {}", String::from_utf8_lossy(&got));
+        assert!(took >= limit, "{what}: closed after {took:?}, before the limit");
+        // The one slot is free again: a new connection is answered.
+        let mut next = TcpStream::connect(server.addr).unwrap();
+        next.write_all(
+            format!("GET /health HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let (got, _) = read_until_closed(&mut next, since);
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{what}: the slot was not freed");
+    }
+}
+
+/// One response read from a kept-alive connection (its head and a `content-length` body), or
+/// `None` if the server closed the connection first.
+fn read_response(stream: &mut TcpStream) -> Option<String> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap() == 0 {
+            return None;
+        }
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8(raw).unwrap();
+    let length = head
+        .lines()
+        .find_map(|line| {
+            line.to_lowercase().strip_prefix("content-length:").map(|n| n.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some(head + &String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn a_connection_that_keeps_asking_stays_open_past_the_limit() {
+    const LIMIT_MS: u64 = 400;
+    let server = start_with(|c| c.header_read_timeout_ms = LIMIT_MS);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut answers = 0;
+    // Requests a tenth of the limit apart, until three limits have passed: the connection would
+    // have been closed twice over if requests did not count as progress.
+    while started.elapsed() < Duration::from_millis(3 * LIMIT_MS) && answers < 1_000 {
+        let request = format!("GET /health HTTP/1.1\r\nhost: {}\r\n\r\n", server.addr);
+        stream.write_all(request.as_bytes()).unwrap();
+        let response = read_response(&mut stream)
+            .unwrap_or_else(|| panic!("closed after {answers} answers and {:?}", started.elapsed()));
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        answers += 1;
+        std::thread::sleep(Duration::from_millis(LIMIT_MS / 10));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(3 * LIMIT_MS), "{answers} answers");
+}
