@@ -66,6 +66,8 @@ impl<'a> Reader<'a> {
     }
 
     /// An error at the reader's position.
+    #[cold]
+    #[inline(never)]
     pub fn error(&self, message: impl fmt::Display) -> JsonError {
         let before = &self.text.as_bytes()[..self.at.min(self.text.len())];
         let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -93,6 +95,8 @@ impl<'a> Reader<'a> {
     }
 
     /// An error for a value of the wrong type (or no value) where `expected` should be.
+    #[cold]
+    #[inline(never)]
     fn unexpected(&mut self, expected: &str) -> JsonError {
         let found = match self.peek() {
             None => return self.error(format!("EOF while parsing a value, expected {expected}")),
@@ -134,7 +138,9 @@ impl<'a> Reader<'a> {
         self.literal("null").map(|()| true)
     }
 
-    /// A string, borrowed from the body unless it has escapes.
+    /// A string, borrowed from the body unless it has escapes. Inlined: a call's prologue and its
+    /// returned `Cow` cost more than the read of a short string.
+    #[inline(always)]
     pub fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         if self.peek() != Some(b'"') {
             return Err(self.unexpected("a string"));
@@ -242,6 +248,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string, or `None` for `null`.
+    #[inline(always)]
     pub fn optional_string(&mut self) -> Result<Option<Cow<'a, str>>, JsonError> {
         if self.null()? {
             return Ok(None);
@@ -295,15 +302,21 @@ impl<'a> Reader<'a> {
     }
 
     /// The error for a key the object does not have.
+    #[cold]
+    #[inline(never)]
     pub fn unknown_field(&self, key: &str, fields: &[&str]) -> JsonError {
         let expected = fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
         self.error(format!("unknown field `{key}`, expected one of {expected}"))
     }
 
+    #[cold]
+    #[inline(never)]
     pub fn duplicate_field(&self, field: &str) -> JsonError {
         self.error(format!("duplicate field `{field}`"))
     }
 
+    #[cold]
+    #[inline(never)]
     pub fn missing_field(&self, field: &str) -> JsonError {
         self.error(format!("missing field `{field}`"))
     }
