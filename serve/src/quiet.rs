@@ -12,8 +12,11 @@
 //! and one and a half times the limit. The admin listener keeps hyper's timer: its requests
 //! (a snapshot upload, opening one) may rightly take longer.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -31,6 +34,35 @@ impl Progress {
 
     fn count(&self) -> u64 {
         self.0.load(Relaxed)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer being made: counts a step when it is ready. A future of its own, not
+    /// an `async` block, which would copy the whole answer future (kilobytes) on its first poll.
+    pub(crate) struct Answering<F> {
+        #[pin]
+        answer: F,
+        progress: Arc<Progress>,
+    }
+}
+
+impl<F> Answering<F> {
+    /// Counts the request begun, and its answer once `answer` is ready.
+    pub(crate) fn new(progress: &Arc<Progress>, answer: F) -> Self {
+        progress.step();
+        Answering { answer, progress: progress.clone() }
+    }
+}
+
+impl<F: Future> Future for Answering<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let answer = ready!(this.answer.poll(cx));
+        this.progress.step();
+        Poll::Ready(answer)
     }
 }
 

@@ -21,7 +21,7 @@ use crate::config::ServeConfig;
 use crate::dedup::Dedup;
 use crate::error::{RequestError, ServeError};
 use crate::metrics::Metrics;
-use crate::quiet::{self, Progress};
+use crate::quiet::{self, Answering, Progress};
 use crate::served::{Prepare, Served};
 use crate::slots::{keep_as_previous, link_or_copy, remove_if_exists, sync_folder, SlotPaths, Target};
 use crate::token::TokenKey;
@@ -437,16 +437,7 @@ fn spawn_connection<F, Fut>(
             builder.header_read_timeout(None);
             let progress = Arc::new(Progress::default());
             let counted = progress.clone();
-            let service = service_fn(move |request| {
-                counted.step();
-                let answered = counted.clone();
-                let response = router(state.clone(), request);
-                async move {
-                    let response = response.await;
-                    answered.step();
-                    response
-                }
-            });
+            let service = service_fn(move |request| Answering::new(&counted, router(state.clone(), request)));
             let connection = tokio::spawn(async move {
                 let _permit = permit;
                 if let Err(err) = builder.serve_connection(io, service).await {
