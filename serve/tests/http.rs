@@ -439,6 +439,44 @@ fn bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_server_keeps_serving() {
     assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
 }
 
+/// One exchange whose body is sent with chunked transfer coding, one chunk per item.
+fn http_chunked(addr: SocketAddr, path: &str, chunks: &[&str]) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    for chunk in chunks {
+        request += &format!("{:x}\r\n{chunk}\r\n", chunk.len());
+    }
+    request += "0\r\n\r\n";
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Reply { status, headers: head.to_lowercase(), body: body.to_owned() }
+}
+
+#[test]
+fn a_body_in_chunks_is_joined_and_held_to_the_limit() {
+    let server = start();
+    let whole = json(&http(server.addr, "POST", "/v1/ad", AD_REQUEST));
+    let (a, rest) = AD_REQUEST.split_at(7);
+    let (b, c) = rest.split_at(100);
+    let reply = http_chunked(server.addr, "/v1/ad", &[a, b, c]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let chunked = json(&reply);
+    assert_eq!(chunked["ad"]["creative_id"], whole["ad"]["creative_id"]);
+    assert_eq!(chunked["request_id"], "r-1");
+    // No length is declared: the limit (4096 bytes) is found while reading.
+    let piece = "x".repeat(1000);
+    let reply = http_chunked(server.addr, "/v1/ad", &[piece.as_str(); 5]);
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert!(reply.body.contains("larger than 4096 bytes"), "{}", reply.body);
+}
+
 #[test]
 fn health_reports_the_snapshot_and_a_hot_swap_replaces_it() {
     let server = start();
