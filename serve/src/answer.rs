@@ -17,8 +17,8 @@ use adsnap_abtest::Slice;
 use adsnap_snapshot::schema::{ArchivedCampaign, ArchivedCreative, MarkupKind};
 use adsnap_snapshot::Snapshot;
 
-use crate::json::{push_escaped, push_plain, push_str, push_u64, Escaped};
-use crate::render::{render, render_compiled, Fill};
+use crate::json::{push_escaped, push_str, push_u64, Escaped};
+use crate::render::{render, render_compiled, Fill, TrackingUrl};
 use crate::served::Served;
 
 /// Bytes reserved for a body up front: most fit.
@@ -29,9 +29,8 @@ pub struct Answer<'a> {
     pub request_id: &'a str,
     pub slice: &'a Slice,
     pub creative_idx: u32,
-    /// Tracking URLs: written as they are (see [`Fill`]).
-    pub impression_url: &'a str,
-    pub click_url: &'a str,
+    pub impression_url: TrackingUrl<'a>,
+    pub click_url: TrackingUrl<'a>,
     pub price_micros: u64,
     pub ttl_s: u32,
 }
@@ -61,9 +60,9 @@ pub fn ad_body(s: &Served, answer: &Answer) -> Vec<u8> {
         None => render(s, creative, &fill, &mut Escaped(&mut body)),
     }
     body.extend_from_slice(b"\",\"impression_url\":\"");
-    push_plain(&mut body, answer.impression_url);
+    answer.impression_url.write(&mut Escaped(&mut body));
     body.extend_from_slice(b"\",\"click_url\":\"");
-    push_plain(&mut body, answer.click_url);
+    answer.click_url.write(&mut Escaped(&mut body));
     match s.answer_tail(campaign_idx) {
         Some(tail) => body.extend_from_slice(tail),
         None => write_tail(&mut body, s, campaign),

@@ -13,17 +13,16 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::answer;
-use crate::config::PUBLIC_BASE_URL_BYTES_MAX;
 use crate::decision::{decide, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
 use crate::metrics::TrackingLabels;
 use crate::privacy::PrivacySignals;
-use crate::render::{render, Fill, RENDER_GROWTH_BYTES};
+use crate::render::{render, Fill, TrackingUrl, RENDER_GROWTH_BYTES};
 use crate::request::{AdRequest, Query};
 use crate::served::Served;
 use crate::server::State;
-use crate::token::{Claims, Token, TokenError, TOKEN_CHARS};
+use crate::token::{Claims, Token, TokenError};
 use adsnap_events::{Channel, EventKind};
 use adsnap_profile_store::profile::CODE_UNKNOWN;
 use adsnap_profile_store::{Profile, ProfileUpdate, UserKey as ProfileKey};
@@ -236,48 +235,29 @@ fn count_decision(state: &State, decision: &crate::decision::Decision, snapshot_
     state.metrics.decision(outcome_idx, snapshot_name == "staging");
 }
 
-/// A signed token and the impression and click URLs that carry it; none needs escaping in JSON,
-/// HTML or XML (see `ServeConfig::public_base_url`).
-struct TrackingUrls<'a> {
+/// A signed token and the public base of the tracking URLs that carry it; none needs escaping in
+/// JSON, HTML or XML (see `ServeConfig::public_base_url`).
+struct Tracking<'a> {
     token: Token,
     base: &'a str,
-    impression_url: TrackingUrl,
-    click_url: TrackingUrl,
 }
 
-fn tracking_urls<'a>(state: &'a State, claims: &Claims) -> TrackingUrls<'a> {
-    let token = state.token_key.sign(claims);
-    let base = state.config.public_base_url.as_str();
-    let impression_url = TrackingUrl::new(base, "/v1/imp?t=", &token);
-    let click_url = TrackingUrl::new(base, "/v1/click?t=", &token);
-    TrackingUrls { token, base, impression_url, click_url }
-}
-
-/// Longest tracking URL: the longest base, path and a token.
-const TRACKING_URL_BYTES_MAX: usize = PUBLIC_BASE_URL_BYTES_MAX + "/v1/click?t=".len() + TOKEN_CHARS;
-
-/// A tracking URL held inline: every answer makes two.
-struct TrackingUrl {
-    bytes: [u8; TRACKING_URL_BYTES_MAX],
-    len: usize,
-}
-
-impl TrackingUrl {
-    /// `base`, `path` and `token`; `base` is at most `PUBLIC_BASE_URL_BYTES_MAX` bytes, as
-    /// `State::new` checked (a longer one would be cut, never overrun).
-    fn new(base: &str, path: &str, token: &Token) -> TrackingUrl {
-        let mut url = TrackingUrl { bytes: [0; TRACKING_URL_BYTES_MAX], len: 0 };
-        for part in [base.as_bytes(), path.as_bytes(), token.as_bytes()] {
-            let end = (url.len + part.len()).min(TRACKING_URL_BYTES_MAX);
-            url.bytes[url.len..end].copy_from_slice(&part[..end - url.len]);
-            url.len = end;
-        }
-        url
+impl Tracking<'_> {
+    fn new<'a>(state: &'a State, claims: &Claims) -> Tracking<'a> {
+        Tracking { token: state.token_key.sign(claims), base: state.config.public_base_url.as_str() }
     }
 
-    fn as_str(&self) -> &str {
-        // Checked ASCII throughout: the base by `ServeConfig::public_base_url`, the rest ours.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    /// The URL of the tracking endpoint `path` (with its query key, as `/v1/imp?t=`).
+    fn url<'s>(&'s self, path: &'s str) -> TrackingUrl<'s> {
+        TrackingUrl { base: self.base, path, token: self.token.as_str() }
+    }
+
+    fn impression_url(&self) -> TrackingUrl<'_> {
+        self.url("/v1/imp?t=")
+    }
+
+    fn click_url(&self) -> TrackingUrl<'_> {
+        self.url("/v1/click?t=")
     }
 }
 
@@ -299,15 +279,15 @@ fn ad_response(
     request_id: &str,
     assignment: &Assignment,
 ) -> Vec<u8> {
-    let TrackingUrls { impression_url, click_url, .. } = tracking_urls(state, claims);
+    let tracking = Tracking::new(state, claims);
     answer::ad_body(
         s,
         &answer::Answer {
             request_id,
             slice: &assignment.slice,
             creative_idx: winner.creative_idx,
-            impression_url: impression_url.as_str(),
-            click_url: click_url.as_str(),
+            impression_url: tracking.impression_url(),
+            click_url: tracking.click_url(),
             price_micros: claims.price_micros,
             ttl_s: state.config.ad_ttl_s,
         },
@@ -712,14 +692,15 @@ fn bid<'a>(
         channel: Channel::OpenRtb as u8,
         privacy: query.privacy.bits().0,
     };
-    let TrackingUrls { token, base, impression_url, click_url } = tracking_urls(state, &claims);
+    let tracking = Tracking::new(state, &claims);
+    let (token, base) = (&tracking.token, tracking.base);
     let mut adm = String::with_capacity(s.str(&creative.markup).len() + RENDER_GROWTH_BYTES);
     render(
         s,
         creative,
         &Fill {
-            click_url: click_url.as_str(),
-            impression_url: impression_url.as_str(),
+            click_url: tracking.click_url(),
+            impression_url: tracking.impression_url(),
             campaign_id: claims.campaign_id,
         },
         &mut adm,
@@ -762,12 +743,14 @@ mod tests {
             channel: 0,
             privacy: 0,
         };
-        let token = key.sign(&claims);
-        let longest = format!("https://{}", "a".repeat(PUBLIC_BASE_URL_BYTES_MAX - 8));
-        for base in ["http://127.0.0.1:8080", longest.as_str()] {
-            let url = TrackingUrl::new(base, "/v1/click?t=", &token);
-            assert_eq!(url.as_str(), format!("{base}/v1/click?t={token}"));
-            assert_eq!(key.verify(url.as_str().rsplit_once("t=").unwrap().1, 5), Ok(claims));
+        let tracking = Tracking { token: key.sign(&claims), base: "http://127.0.0.1:8080" };
+        for (url, path) in [(tracking.click_url(), "/v1/click?t="), (tracking.impression_url(), "/v1/imp?t=")]
+        {
+            let mut written = String::new();
+            url.write(&mut written);
+            assert_eq!(written, url.to_string());
+            assert_eq!(written, format!("http://127.0.0.1:8080{path}{}", tracking.token));
+            assert_eq!(key.verify(written.rsplit_once("t=").unwrap().1, 5), Ok(claims));
         }
     }
 

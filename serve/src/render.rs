@@ -8,13 +8,38 @@ use adsnap_snapshot::Snapshot;
 use crate::json::{push_escaped, push_plain, Escaped};
 
 /// What the server adds to a creative's own fields.
+#[derive(Clone, Copy)]
 pub struct Fill<'a> {
-    /// Tracking URLs: written as they are, even into JSON, because nothing in them needs
-    /// escaping (`ServeConfig::public_base_url` checks the base, the rest is a path and a
-    /// base64url token).
-    pub click_url: &'a str,
-    pub impression_url: &'a str,
+    pub click_url: TrackingUrl<'a>,
+    pub impression_url: TrackingUrl<'a>,
     pub campaign_id: u32,
+}
+
+/// A tracking URL in its three parts, written out part by part where it goes rather than
+/// assembled first (every answer has two or more). Written as it is, even into JSON, because
+/// nothing in it needs escaping: `ServeConfig::public_base_url` checks the base, the rest is a
+/// path and a base64url token.
+#[derive(Clone, Copy, Debug)]
+pub struct TrackingUrl<'a> {
+    /// The public base URL, without a trailing slash.
+    pub base: &'a str,
+    /// The endpoint's path and query key, as `/v1/click?t=`.
+    pub path: &'a str,
+    pub token: &'a str,
+}
+
+impl TrackingUrl<'_> {
+    pub fn write(&self, out: &mut impl Out) {
+        out.plain(self.base);
+        out.plain(self.path);
+        out.plain(self.token);
+    }
+}
+
+impl std::fmt::Display for TrackingUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}{}", self.base, self.path, self.token)
+    }
 }
 
 /// Where markup is rendered: a `String` (OpenRTB's `adm`, escaped later as a whole), or the
@@ -98,8 +123,8 @@ impl Placeholder {
                 let assets = s.pool_str(&c.assets);
                 out.text(assets.get(idx as usize).map(|a| s.str(a)).unwrap_or_default())
             }
-            Placeholder::ClickUrl => out.plain(fill.click_url),
-            Placeholder::ImpressionUrl => out.plain(fill.impression_url),
+            Placeholder::ClickUrl => fill.click_url.write(out),
+            Placeholder::ImpressionUrl => fill.impression_url.write(out),
             Placeholder::Duration => out.plain(number.format(duration_s)),
             Placeholder::DurationHms => write_hms(duration_s.into(), out),
             Placeholder::Mime => out.text(s.str(&c.mime)),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use adsnap_abtest::Slice;
 use adsnap_serve::answer::{ad_body, Answer};
 use adsnap_serve::json::Escaped;
-use adsnap_serve::render::{render, render_compiled, Fill};
+use adsnap_serve::render::{render, render_compiled, Fill, TrackingUrl};
 use adsnap_serve::served::{Prepare, Served};
 use adsnap_snapshot::Snapshot;
 
@@ -25,8 +25,8 @@ fn example_snapshot(dir: &Path) -> Snapshot {
 
 /// Tracking URLs as the server makes them: nothing in them needs escaping.
 const FILL: Fill = Fill {
-    click_url: "https://t.example/c?t=X-_1",
-    impression_url: "https://t.example/i?t=Y",
+    click_url: TrackingUrl { base: "https://t.example", path: "/c?t=", token: "X-_1" },
+    impression_url: TrackingUrl { base: "https://t.example", path: "/i?t=", token: "Y" },
     campaign_id: 77,
 };
 
@@ -41,7 +41,7 @@ fn every_example_creative_renders_without_leftover_placeholders() {
         assert!(!markup.contains("{{"), "creative {}: {markup}", creative.id);
         let template = s.str(&creative.markup);
         if template.contains("{{click_url}}") {
-            assert!(markup.contains(fill.click_url));
+            assert!(markup.contains(&fill.click_url.to_string()));
         }
         if template.contains("{{duration_hms}}") {
             let d = creative.video_duration_s.to_native();
@@ -151,8 +151,8 @@ fn answers_are_the_same_bytes_with_or_without_prepared_parts() {
                     "mime": s.str(&creative.mime),
                     "markup_kind": adsnap_serve::answer::markup_kind_name(creative.markup_kind.get()),
                     "markup": markup,
-                    "impression_url": FILL.impression_url,
-                    "click_url": FILL.click_url,
+                    "impression_url": FILL.impression_url.to_string(),
+                    "click_url": FILL.click_url.to_string(),
                     "advertiser_domain": s.str(&advertiser.domain),
                     "bundle": s.str(&campaign.app_bundle),
                     "price_micros": 1_234_567,
