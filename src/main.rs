@@ -18,8 +18,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// memory layer spreads a million users over hundreds of MiB, and each look-up's misses then
 /// also miss the TLB on 4 KiB pages. The `_RJEM_MALLOC_CONF` variable, read after this,
 /// overrides it (`_RJEM_MALLOC_CONF=thp:default` leaves pages to the kernel's setting).
+///
+/// And thread caches tidied after every 4 MiB a thread allocates instead of every 64 KiB: hyper
+/// allocates an 8 KiB read buffer per request, so by default the request thread tidied its cache
+/// every few requests, about 600 of an ad request's 25,700 instructions (callgrind).
 #[export_name = "_rjem_malloc_conf"]
-static MALLOC_CONF: MallocConf = MallocConf(c"thp:always".as_ptr());
+static MALLOC_CONF: MallocConf = MallocConf(c"thp:always,tcache_gc_incr_bytes:4194304".as_ptr());
 
 /// A C string pointer jemalloc reads once at start; it points at a static literal.
 #[repr(transparent)]
