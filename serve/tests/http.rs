@@ -101,6 +101,17 @@ struct Reply {
     body: String,
 }
 
+/// Sends `request` on `stream` and reads the reply to the end (the request asks to close).
+fn exchange(stream: &mut TcpStream, request: &str) -> Reply {
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Reply { status, headers: head.to_lowercase(), body: body.to_owned() }
+}
+
 /// One HTTP/1.1 exchange on a fresh connection.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -109,13 +120,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Reply { status, headers: head.to_lowercase(), body: body.to_owned() }
+    exchange(&mut stream, &request)
 }
 
 const AD_REQUEST: &str = r#"{"request_id":"r-1","app":{"bundle":"com.example.wordsmith"},"ad_unit_id":"wordsmith-android-interstitial","format":"interstitial","device":{"os":"android","os_version":"14","country":"US","language":"en","type":"phone","connection":"wifi"},"user":{"id":"user-42"}}"#;
@@ -450,13 +455,7 @@ fn http_chunked(addr: SocketAddr, path: &str, chunks: &[&str]) -> Reply {
         request += &format!("{:x}\r\n{chunk}\r\n", chunk.len());
     }
     request += "0\r\n\r\n";
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Reply { status, headers: head.to_lowercase(), body: body.to_owned() }
+    exchange(&mut stream, &request)
 }
 
 #[test]
