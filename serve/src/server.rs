@@ -426,27 +426,38 @@ fn spawn_connection<F, Fut>(
         Limits::Hyper => {
             builder.timer(TokioTimer::new()).header_read_timeout(limit);
             let service = service_fn(move |request| router(state.clone(), request));
-            tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(err) = builder.serve_connection(io, service).await {
-                    tracing::debug!(error = %err, "connection ended with an error");
-                }
-            });
+            spawn_served(&builder, io, service, permit);
         }
         Limits::Watchdog => {
             builder.header_read_timeout(None);
             let progress = Arc::new(Progress::default());
             let counted = progress.clone();
             let service = service_fn(move |request| Answering::new(&counted, router(state.clone(), request)));
-            let connection = tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(err) = builder.serve_connection(io, service).await {
-                    tracing::debug!(error = %err, "connection ended with an error");
-                }
-            });
+            let connection = spawn_served(&builder, io, service, permit);
             tokio::spawn(quiet::watch(connection, progress, limit));
         }
     }
+}
+
+/// Serves one connection on a task of its own, which holds the connection's slot.
+fn spawn_served<S>(
+    builder: &http1::Builder,
+    io: TokioIo<tokio::net::TcpStream>,
+    service: S,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> tokio::task::JoinHandle<()>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Full<Bytes>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder.serve_connection(io, service);
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "connection ended with an error");
+        }
+    })
 }
 
 async fn route(
