@@ -70,11 +70,6 @@ pub enum TokenError {
 pub struct Token([u8; TOKEN_CHARS]);
 
 impl Token {
-    /// The token's characters: base64url's alphabet, ASCII.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
     pub fn as_str(&self) -> &str {
         // base64url's alphabet is ASCII.
         std::str::from_utf8(&self.0).unwrap_or_default()
