@@ -1,7 +1,7 @@
 //! Distribution end to end through the binary: opentracker, an `adsnap origin`, `adsnap publish`,
 //! `adsnap follow` processes and the `adsnap serve` processes they feed, all on loopback.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -42,7 +42,8 @@ impl Proc {
         let child = Command::new(program)
             .args(args)
             .current_dir(dir)
-            .env("ADSNAP_LOG", "info,librqbit=warn")
+            // ADSNAP_LOG set for the tests reaches every process (librqbit=debug tells why peers die).
+            .env("ADSNAP_LOG", std::env::var("ADSNAP_LOG").unwrap_or("info,librqbit=warn".into()))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -71,6 +72,15 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// The first line of the log holding `needle`, once the process has written it.
+    fn wait_line(&mut self, needle: &str) -> String {
+        wait_for(&format!("{} to log {needle:?}", self.name), || {
+            self.assert_running();
+            let log = std::fs::read_to_string(&self.log).ok()?;
+            log.lines().find(|line| line.contains(needle)).map(str::to_owned)
+        })
+    }
+
     fn log_text(&self) -> String {
         format!("--- {} ---\n{}", self.name, std::fs::read_to_string(&self.log).unwrap_or_default())
     }
@@ -85,15 +95,29 @@ impl Drop for Proc {
     }
 }
 
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, probe, String::new)
+}
+
+/// As [`wait_for`], with `context()` (what was seen at the deadline) in the panic message.
+fn wait_for_or<T>(what: &str, mut probe: impl FnMut() -> Option<T>, context: impl FnOnce() -> String) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = probe() {
             return value;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        if start.elapsed() >= DEADLINE {
+            panic!("timed out waiting for {what}\n{}", context());
+        }
         std::thread::sleep(POLL);
     }
+}
+
+/// The address written after ` {name}=` in a log line.
+fn logged_addr(line: &str, name: &str) -> SocketAddr {
+    let value = line.split_once(&format!(" {name}=")).map_or("", |(_, rest)| rest);
+    let value = value.split_whitespace().next().unwrap_or_default();
+    value.parse().unwrap_or_else(|e| panic!("no address {name} in {line:?}: {e}"))
 }
 
 fn get_json(url: &str) -> Option<serde_json::Value> {
@@ -159,7 +183,11 @@ impl Tracker {
         // It opens the whitelist before it chroots, relative to its working folder.
         let proc = Proc::spawn("opentracker", "opentracker", &args, &root);
         let url = format!("http://127.0.0.1:{port}/announce");
-        wait_for("opentracker to listen", || std::net::TcpStream::connect(format!("127.0.0.1:{port}")).ok());
+        let mut proc = proc;
+        wait_for("opentracker to listen", || {
+            proc.assert_running();
+            std::net::TcpStream::connect(format!("127.0.0.1:{port}")).ok()
+        });
         Tracker { proc, url, whitelist }
     }
 }
@@ -286,15 +314,14 @@ impl Member {
         std::fs::create_dir_all(&dir).unwrap();
         let production = dir.join("production.snap");
         std::fs::copy(initial, &production).unwrap();
-        let server_port = free_port();
-        let server_url = format!("http://127.0.0.1:{server_port}");
-        let admin_port = free_port();
+        // Every listener binds port 0 and the test reads the port it got from the log: a port
+        // picked free beforehand can be taken by any connection made in between.
         let server_args: Vec<String> = vec![
             "serve".into(),
             "--listen-addr".into(),
-            format!("127.0.0.1:{server_port}"),
+            "127.0.0.1:0".into(),
             "--admin-listen-addr".into(),
-            format!("127.0.0.1:{admin_port}"),
+            "127.0.0.1:0".into(),
             "--snapshot-path".into(),
             production.display().to_string(),
             // Each server of the fleet has its own event log and profile store.
@@ -304,11 +331,9 @@ impl Member {
             dir.join("profiles").display().to_string(),
         ];
         let mut server = Proc::adsnap(&format!("{name}-serve"), &server_args, &dir);
-        wait_for("the server to answer", || {
-            server.assert_running();
-            get_json(&format!("{server_url}/health"))
-        });
-        let status_port = free_port();
+        let serving = server.wait_line(" serving addr=");
+        let server_url = format!("http://{}", logged_addr(&serving, "addr"));
+        let admin_addr = logged_addr(&serving, "admin_addr");
         let mut follower_args: Vec<String> = vec![
             "follow".into(),
             "--data-dir".into(),
@@ -320,10 +345,10 @@ impl Member {
             "--poll-interval-ms".into(),
             "100".into(),
             "--status-listen-addr".into(),
-            format!("127.0.0.1:{status_port}"),
+            "127.0.0.1:0".into(),
         ];
         if admin {
-            follower_args.extend(["--admin-url".to_owned(), format!("http://127.0.0.1:{admin_port}")]);
+            follower_args.extend(["--admin-url".to_owned(), format!("http://{admin_addr}")]);
         } else {
             follower_args.extend([
                 "--production-path".to_owned(),
@@ -344,7 +369,7 @@ impl Member {
             server_url,
             follower: None,
             follower_args,
-            status_url: format!("http://127.0.0.1:{status_port}/status"),
+            status_url: String::new(),
             name: name.to_owned(),
             dir: fleet.dir.clone(),
         };
@@ -352,12 +377,11 @@ impl Member {
         member
     }
 
+    /// Starts the follower (again), on a new status port.
     fn start_follower(&mut self) {
         let mut follower = Proc::adsnap(&format!("{}-follow", self.name), &self.follower_args, &self.dir);
-        wait_for("the follower to answer", || {
-            follower.assert_running();
-            get_json(&self.status_url)
-        });
+        let ready = follower.wait_line("follower status http=");
+        self.status_url = format!("http://{}/status", logged_addr(&ready, "http"));
         self.follower = Some(follower);
     }
 
@@ -378,9 +402,11 @@ impl Member {
 
 fn wait_all_serving(members: &[Member], id: &str) {
     for member in members {
-        wait_for(&format!("{} to serve {id}", member.name), || {
-            (member.serving_id().as_deref() == Some(id)).then_some(())
-        });
+        wait_for_or(
+            &format!("{} to serve {id}", member.name),
+            || (member.serving_id().as_deref() == Some(id)).then_some(()),
+            || format!("its follower's status: {}", get_json(&member.status_url).unwrap_or_default()),
+        );
     }
 }
 
@@ -547,7 +573,9 @@ fn a_follower_killed_mid_download_resumes_and_the_others_finish_without_the_orig
     fleet.origin.as_mut().unwrap().kill();
 
     resumer.start_follower();
-    wait_all_serving(&[fast, patient], &v1_id);
+    // Both others stay up: the restarted follower can get the rest from them alone.
+    let others = [fast, patient];
+    wait_all_serving(&others, &v1_id);
     wait_all_serving(std::slice::from_ref(&resumer), &v1_id);
     let status = resumer.status();
     let fetched = status["fetched_bytes"].as_u64().unwrap();

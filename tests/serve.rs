@@ -42,19 +42,6 @@ impl Drop for Server {
     }
 }
 
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|c| c.is_ascii_alphabetic());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn field(line: &str, name: &str) -> Option<SocketAddr> {
     let start = line.find(&format!(" {name}="))? + name.len() + 2;
     line[start..].split_whitespace().next()?.parse().ok()
@@ -70,7 +57,6 @@ fn serve(snapshot: &Path) -> Server {
         .arg(snapshot.with_extension("events"))
         .arg("--profiles-path")
         .arg(snapshot.with_extension("profiles"))
-        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -79,7 +65,7 @@ fn serve(snapshot: &Path) -> Server {
     let (lines, received) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(strip_ansi(&line));
+            let _ = lines.send(line);
         }
     });
     let mut log = String::new();
