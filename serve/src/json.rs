@@ -85,19 +85,47 @@ fn escape_mask_portable(block: &[u8; BLOCK]) -> u32 {
 /// reverse solidus or a control character), else `bytes.len()`: where a string being read ends
 /// or has an escape. Looks at sixteen bytes at a time, like [`push_escaped`].
 pub(crate) fn next_special_byte(bytes: &[u8], from: usize) -> usize {
+    next_byte_where(bytes, from, escape_mask)
+}
+
+/// As [`next_special_byte`], stopping at a byte that is not ASCII too: where a string being read
+/// stops being plain ASCII text, which needs no UTF-8 check.
+#[inline]
+pub(crate) fn next_special_or_wide_byte(bytes: &[u8], from: usize) -> usize {
+    next_byte_where(bytes, from, |block| escape_mask(block) | wide_mask(block))
+}
+
+#[inline(always)]
+fn next_byte_where(bytes: &[u8], from: usize, mask_of: impl Fn(&[u8; BLOCK]) -> u32) -> usize {
     let mut at = from;
     while let Some(block) = bytes.get(at..at + BLOCK) {
         let block: &[u8; BLOCK] = block.try_into().unwrap_or(&[0; BLOCK]);
-        let mask = escape_mask(block);
+        let mask = mask_of(block);
         if mask != 0 {
             return at + mask.trailing_zeros() as usize;
         }
         at += BLOCK;
     }
-    match tail_mask(&bytes[at..]) {
+    let tail = &bytes[at..];
+    let mut block = [b' '; BLOCK];
+    block[..tail.len()].copy_from_slice(tail);
+    match mask_of(&block) {
         0 => bytes.len(),
         mask => at + mask.trailing_zeros() as usize,
     }
+}
+
+/// Bit `i` set where `block[i]` is not ASCII (its high bit is set).
+#[cfg(target_arch = "x86_64")]
+fn wide_mask(block: &[u8; BLOCK]) -> u32 {
+    use std::arch::x86_64::{_mm_loadu_si128, _mm_movemask_epi8};
+    // SAFETY: as in `escape_mask`: SSE2 is baseline on x86_64 and the load reads `block` only.
+    unsafe { _mm_movemask_epi8(_mm_loadu_si128(block.as_ptr().cast())) as u32 }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn wide_mask(block: &[u8; BLOCK]) -> u32 {
+    block.iter().enumerate().fold(0, |mask, (i, &byte)| mask | u32::from(!byte.is_ascii()) << i)
 }
 
 #[cfg(any(test, not(target_arch = "x86_64")))]
@@ -205,6 +233,28 @@ mod tests {
                     }
                     for from in 0..=at {
                         assert_eq!(next_special_byte(&bytes, from), at, "len {len} at {at} from {from}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_next_special_or_wide_byte_is_found_at_every_offset_and_in_every_tail() {
+        for len in 0..40 {
+            for stop in [b'"', b'\\', 0x1f, 0x80, 0xc3, 0xff] {
+                for at in 0..=len {
+                    // A byte 0x7f (ASCII, not special) before the stop must not stop the scan.
+                    let mut bytes = vec![0x7f; len];
+                    if at < len {
+                        bytes[at] = stop;
+                    }
+                    for from in 0..=at {
+                        let found = next_special_or_wide_byte(&bytes, from);
+                        assert_eq!(found, at, "len {len} stop {stop:#x} at {at} from {from}");
+                        if stop >= 0x80 && at < len {
+                            assert_eq!(next_special_byte(&bytes, from), len, "a wide byte is not special");
+                        }
                     }
                 }
             }

@@ -13,11 +13,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::json::next_special_byte;
+use crate::json::{next_special_byte, next_special_or_wide_byte};
 
-/// A JSON document being read, front to back.
+/// A JSON document being read, front to back. It is bytes, not `str`: the reader checks the
+/// UTF-8 of what it hands out (strings) itself, so a body needs no separate pass for it.
 pub struct Reader<'a> {
-    text: &'a str,
+    text: &'a [u8],
     at: usize,
 }
 
@@ -61,7 +62,7 @@ impl Seen {
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(text: &'a str) -> Self {
+    pub fn new(text: &'a [u8]) -> Self {
         Reader { text, at: 0 }
     }
 
@@ -69,7 +70,7 @@ impl<'a> Reader<'a> {
     #[cold]
     #[inline(never)]
     pub fn error(&self, message: impl fmt::Display) -> JsonError {
-        let before = &self.text.as_bytes()[..self.at.min(self.text.len())];
+        let before = &self.text[..self.at.min(self.text.len())];
         let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         JsonError(Box::new(ErrorAt {
             message: message.to_string(),
@@ -80,7 +81,7 @@ impl<'a> Reader<'a> {
 
     /// The next byte that is not whitespace, not consumed.
     fn peek(&mut self) -> Option<u8> {
-        let bytes = self.text.as_bytes();
+        let bytes = self.text;
         // Whitespace is at most a space: one comparison for a compact body.
         if let Some(&b) = bytes.get(self.at).filter(|&&b| b > b' ') {
             return Some(b);
@@ -113,7 +114,7 @@ impl<'a> Reader<'a> {
 
     /// Consumes `literal` (`true`, `false`, `null`) at the current byte.
     fn literal(&mut self, literal: &str) -> Result<(), JsonError> {
-        match self.text.as_bytes().get(self.at..self.at + literal.len()) {
+        match self.text.get(self.at..self.at + literal.len()) {
             Some(bytes) if bytes == literal.as_bytes() => {
                 self.at += literal.len();
                 Ok(())
@@ -146,34 +147,44 @@ impl<'a> Reader<'a> {
             return Err(self.unexpected("a string"));
         }
         let start = self.at + 1;
-        self.at = next_special_byte(self.text.as_bytes(), start);
-        if self.text.as_bytes().get(self.at) == Some(&b'"') {
-            let text = &self.text[start..self.at];
+        self.at = next_special_or_wide_byte(self.text, start);
+        if self.text.get(self.at) == Some(&b'"') {
+            let ascii = &self.text[start..self.at];
+            // SAFETY: the scan stopped at the first byte that is not ASCII or is special, and
+            // that byte is the closing quote: every byte before it is ASCII, which is UTF-8.
+            let text = unsafe { std::str::from_utf8_unchecked(ascii) };
             self.at += 1;
             return Ok(Cow::Borrowed(text));
         }
-        self.rest_of_string(start).map(Cow::Owned)
+        self.rest_of_string(start)
     }
 
     /// The rest of a string whose text starts at `start`, from the first byte at `self.at` that
-    /// does not end it plainly: an escape, a control character or the end of the body. Out of
-    /// line: ids and codes rarely have escapes, and the common path stays small.
+    /// does not end it as plain ASCII: a byte past ASCII, an escape, a control character or the
+    /// end of the body. Still borrowed when it has no escape. Out of line: ids and codes are
+    /// rarely anything but plain ASCII, and the common path stays small.
     #[cold]
     #[inline(never)]
-    fn rest_of_string(&mut self, start: usize) -> Result<String, JsonError> {
-        let bytes = self.text.as_bytes();
+    fn rest_of_string(&mut self, start: usize) -> Result<Cow<'a, str>, JsonError> {
+        let bytes = self.text;
+        self.at = next_special_byte(bytes, self.at);
+        if bytes.get(self.at) == Some(&b'"') {
+            let text = self.utf8(start, self.at)?;
+            self.at += 1;
+            return Ok(Cow::Borrowed(text));
+        }
         let mut out = String::with_capacity(self.at - start + 16);
         let mut run = start;
         loop {
             match bytes.get(self.at) {
                 None => return Err(self.error("EOF while parsing a string")),
                 Some(b'"') => {
-                    out.push_str(&self.text[run..self.at]);
+                    out.push_str(self.utf8(run, self.at)?);
                     self.at += 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 Some(b'\\') => {
-                    out.push_str(&self.text[run..self.at]);
+                    out.push_str(self.utf8(run, self.at)?);
                     self.at += 1;
                     self.escape(&mut out)?;
                     run = self.at;
@@ -186,9 +197,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The body's bytes `from..to` (a run of a string between escapes) as text, if UTF-8. A run
+    /// is cut at ASCII bytes only, so a character is never split between runs.
+    fn utf8(&self, from: usize, to: usize) -> Result<&'a str, JsonError> {
+        std::str::from_utf8(&self.text[from..to]).map_err(|e| {
+            Reader { text: self.text, at: from + e.valid_up_to() }.error("invalid UTF-8 in a string")
+        })
+    }
+
     /// One escape, after its backslash.
     fn escape(&mut self, out: &mut String) -> Result<(), JsonError> {
-        let Some(&b) = self.text.as_bytes().get(self.at) else {
+        let Some(&b) = self.text.get(self.at) else {
             return Err(self.error("EOF while parsing a string"));
         };
         self.at += 1;
@@ -217,7 +236,7 @@ impl<'a> Reader<'a> {
         let first = self.hex4()?;
         match first {
             0xD800..=0xDBFF => {
-                let bytes = self.text.as_bytes();
+                let bytes = self.text;
                 if bytes.get(self.at..self.at + 2) != Some(b"\\u") {
                     return Err(self.error("lone leading surrogate in hex escape"));
                 }
@@ -237,7 +256,7 @@ impl<'a> Reader<'a> {
     fn hex4(&mut self) -> Result<u32, JsonError> {
         let mut value = 0;
         for _ in 0..4 {
-            let Some(&b) = self.text.as_bytes().get(self.at) else {
+            let Some(&b) = self.text.get(self.at) else {
                 return Err(self.error("EOF while parsing a string"));
             };
             let digit = (b as char).to_digit(16).ok_or_else(|| self.error("invalid escape"))?;

@@ -102,8 +102,9 @@ pub struct Privacy<'a> {
 }
 
 impl<'a> AdRequest<'a> {
-    /// Reads an ad request body: the same documents serde's derive accepts (see [`json_reader`]).
-    pub fn parse(body: &'a str) -> Result<Self, JsonError> {
+    /// Reads an ad request body: the same documents serde's derive accepts (see [`json_reader`]),
+    /// UTF-8 checked as it is read.
+    pub fn parse(body: &'a [u8]) -> Result<Self, JsonError> {
         let mut r = Reader::new(body);
         let mut request = AdRequest::default();
         read_ad_request(&mut r, &mut request)?;

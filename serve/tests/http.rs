@@ -102,8 +102,8 @@ struct Reply {
 }
 
 /// Sends `request` on `stream` and reads the reply to the end (the request asks to close).
-fn exchange(stream: &mut TcpStream, request: &str) -> Reply {
-    stream.write_all(request.as_bytes()).unwrap();
+fn exchange(stream: &mut TcpStream, request: impl AsRef<[u8]>) -> Reply {
+    stream.write_all(request.as_ref()).unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -437,6 +437,22 @@ fn bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_server_keeps_serving() {
     check("POST", "/v1/ad", &AD_REQUEST.replace("\"14\"", "\"fourteen\""), 400, "device.os_version");
     check("POST", "/v1/ad", &AD_REQUEST.replace("\"android\"", "\"symbian\""), 400, "device.os");
     check("POST", "/v1/ad", &"x".repeat(5000), 413, "larger than 4096 bytes");
+    // A user id with a byte that is not UTF-8.
+    let body: Vec<u8> =
+        AD_REQUEST.replace("user-42", "user-\u{1}").bytes().map(|b| if b == 1 { 0xff } else { b }).collect();
+    let head = format!(
+        "POST /v1/ad HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let reply = exchange(&mut stream, [head.as_bytes(), &body].concat());
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        json(&reply)["error"].as_str().unwrap_or_default().contains("invalid UTF-8 in a string"),
+        "{}",
+        reply.body
+    );
     check("GET", "/v1/imp?t=garbage", "", 403, "malformed");
     check("GET", "/v1/click", "", 403, "malformed");
     check("GET", "/nope", "", 404, "no endpoint /nope");

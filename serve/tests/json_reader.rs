@@ -1,5 +1,5 @@
 //! The hand-written ad request reader against serde_json's derive as the oracle: on any document,
-//! both accept with the same request or both refuse.
+//! UTF-8 or not, both accept with the same request or both refuse.
 
 use std::borrow::Cow;
 
@@ -148,9 +148,12 @@ fn request_document() -> impl Strategy<Value = String> {
         .prop_map(|(w1, body, w2, tail)| format!("{w1}{body}{w2}{tail}"))
 }
 
+/// A valid request, with a string of non-ASCII text.
+const VALID: &str = r#"{"request_id":"r-1","app":{"bundle":"com.x","version":"2"},"ad_unit_id":"u-1","format":"banner","device":{"os":"ios","os_version":"17.1","lmt":true,"country":"US"},"user":{"id":"u\u00e9 日本"},"privacy":{"gdpr":false,"coppa":true}}"#;
+
 /// A valid request with one character deleted, replaced or inserted.
 fn mutated_document() -> impl Strategy<Value = String> {
-    let valid = r#"{"request_id":"r-1","app":{"bundle":"com.x","version":"2"},"ad_unit_id":"u-1","format":"banner","device":{"os":"ios","os_version":"17.1","lmt":true,"country":"US"},"user":{"id":"u\u00e9"},"privacy":{"gdpr":false,"coppa":true}}"#;
+    let valid = VALID;
     let n = valid.chars().count();
     (0..n, 0..3u8, prop::sample::select(vec!['"', '{', '}', ',', ':', '\\', 'n', '1', ' ', 'é'])).prop_map(
         move |(at, edit, c)| {
@@ -167,13 +170,42 @@ fn mutated_document() -> impl Strategy<Value = String> {
     )
 }
 
-fn check_against_serde(doc: &str) -> Result<(), TestCaseError> {
+/// A valid request with a run of bytes written over or inserted anywhere: bytes that are not
+/// UTF-8 (a lone continuation byte, a lead byte without its continuation, an overlong form, a
+/// surrogate's encoding, 0xff), or a whole character cut short, inside strings and out of them.
+fn mutated_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let n = VALID.len();
+    let runs = prop::sample::select(vec![
+        vec![0x80],
+        vec![0xbf],
+        vec![0xc3],
+        vec![0xc0, 0xaf],
+        vec![0xed, 0xa0, 0x80],
+        vec![0xf0, 0x9f, 0xa6],
+        vec![0xff],
+        "é".as_bytes().to_vec(),
+        "🦀".as_bytes().to_vec(),
+    ]);
+    (0..n, prop::bool::ANY, runs).prop_map(|(at, insert, run)| {
+        let mut bytes = VALID.as_bytes().to_vec();
+        if insert {
+            bytes.splice(at..at, run);
+        } else {
+            let end = (at + run.len()).min(bytes.len());
+            bytes.splice(at..end, run);
+        }
+        bytes
+    })
+}
+
+fn check_against_serde(doc: &[u8]) -> Result<(), TestCaseError> {
     let ours = AdRequest::parse(doc);
-    let oracle = serde_json::from_str::<AdRequest>(doc);
+    let oracle = serde_json::from_slice::<AdRequest>(doc);
+    let text = String::from_utf8_lossy(doc);
     match (&ours, &oracle) {
-        (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", doc),
+        (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", text),
         (Err(_), Err(_)) => {}
-        _ => prop_assert!(false, "reader {:?}, serde_json {:?} on {}", ours, oracle, doc),
+        _ => prop_assert!(false, "reader {:?}, serde_json {:?} on {}", ours, oracle, text),
     }
     Ok(())
 }
@@ -183,11 +215,16 @@ proptest! {
 
     #[test]
     fn generated_documents_read_as_serde_reads_them(doc in request_document()) {
-        check_against_serde(&doc)?;
+        check_against_serde(doc.as_bytes())?;
     }
 
     #[test]
     fn mutated_requests_read_as_serde_reads_them(doc in mutated_document()) {
+        check_against_serde(doc.as_bytes())?;
+    }
+
+    #[test]
+    fn requests_with_bytes_that_are_not_utf8_read_as_serde_reads_them(doc in mutated_bytes()) {
         check_against_serde(&doc)?;
     }
 }
@@ -195,16 +232,20 @@ proptest! {
 #[test]
 fn strings_without_escapes_are_borrowed_from_the_body() {
     let doc = r#"{"app":{"bundle":"com.x"},"ad_unit_id":"u\u002d1","format":"banner","device":{"os":"ios"}}"#;
-    let request = AdRequest::parse(doc).unwrap();
+    let request = AdRequest::parse(doc.as_bytes()).unwrap();
     assert!(matches!(request.app.bundle, Cow::Borrowed("com.x")));
     assert!(matches!(&request.ad_unit_id, Cow::Owned(id) if id == "u-1"));
+    // Text past ASCII with no escape is checked, and still borrowed.
+    let doc = r#"{"app":{"bundle":"com.日本"},"ad_unit_id":"u","format":"banner","device":{"os":"ios"}}"#;
+    let request = AdRequest::parse(doc.as_bytes()).unwrap();
+    assert!(matches!(request.app.bundle, Cow::Borrowed("com.日本")));
 }
 
 /// Each refused document's error says what is wrong and where.
 #[test]
 fn errors_say_what_and_where() {
     let check = |doc: &str, expected: &str| {
-        let err = AdRequest::parse(doc).unwrap_err().to_string();
+        let err = AdRequest::parse(doc.as_bytes()).unwrap_err().to_string();
         assert!(err.contains(expected), "{doc}: {err}");
     };
     let base = r#""app":{"bundle":"b"},"ad_unit_id":"u","format":"banner","device":{"os":"ios"}"#;
@@ -220,4 +261,8 @@ fn errors_say_what_and_where() {
     check("{\n\"app\":\n{\"bundle\":\"\\ud800\"}}", "lone leading surrogate in hex escape at line 3 column");
     check("{\"app\":{\"bundle\":\"a\u{1}\"}}", "control character");
     check("", "EOF while parsing a value, expected struct AdRequest");
+    let not_utf8 = AdRequest::parse(b"{\"app\":{\"bundle\":\"a\xff\"}}").unwrap_err().to_string();
+    assert_eq!(not_utf8, "invalid UTF-8 in a string at line 1 column 20");
+    let outside = AdRequest::parse(b"{\"app\":\xc3\xa9}").unwrap_err().to_string();
+    assert!(outside.starts_with("expected value"), "{outside}");
 }
