@@ -136,7 +136,9 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     // reads no profile: for its users this fetches a cache line that is never read.
     let signals = ad_request.signals();
     state.prefetch_profile(signals.user_key(ad_request.user.id.as_deref(), ad_request.device.ifa.as_deref()));
-    let now = state.now_unix_s();
+    // One clock read for the decision, its tokens and its event.
+    let now_unix_ms = state.now_unix_ms();
+    let now = now_unix_ms.div_euclid(1000);
     let request_id = ad_request.request_id.clone().unwrap_or_else(|| format!("{:016x}", fresh_id()).into());
     let request_hash = xxhash_rust::xxh3::xxh3_64(request_id.as_bytes());
     let production = state.production.load_full();
@@ -165,7 +167,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         imp_idx: 0,
         assignment_code: assignment.code(),
         channel: Channel::Sdk,
-        now_unix_ms: state.now_unix_ms(),
+        now_unix_ms,
     };
     state.write_event(&decision_event(&context, &decision))?;
     record_seen(state, &query, profile.as_deref());
@@ -617,7 +619,8 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     if !bid_request.cur.is_empty() && !bid_request.cur.iter().any(|c| c == currency) {
         return openrtb_reply(204, Vec::new());
     }
-    let now = state.now_unix_s();
+    let now_unix_ms = state.now_unix_ms();
+    let now = now_unix_ms.div_euclid(1000);
     let signals = bid_request.signals();
     let profile = state.profile(signals.user_key(bid_request.user_id(), bid_request.ifa())).await;
     let user = User {
@@ -641,7 +644,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
             imp_idx: imp_idx as u32,
             assignment_code: assignment.code(),
             channel: Channel::OpenRtb,
-            now_unix_ms: state.now_unix_ms(),
+            now_unix_ms,
         };
         if let Err(err) = state.write_event(&decision_event(&context, &decision)) {
             return error_reply(&err);

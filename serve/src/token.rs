@@ -65,14 +65,18 @@ pub enum TokenError {
 }
 
 /// A signed token as URLs carry it: base64url without padding, held inline (a request signs one
-/// and writes it into several URLs).
+/// and writes it into several URLs). Only [`TokenKey::sign`] makes one, so its bytes are always
+/// characters of base64url's alphabet.
 #[derive(Clone, Copy)]
 pub struct Token([u8; TOKEN_CHARS]);
 
 impl Token {
     pub fn as_str(&self) -> &str {
-        // base64url's alphabet is ASCII.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        debug_assert!(self.0.is_ascii());
+        // SAFETY: the bytes were written by `encode_base64url` from its alphabet, which is ASCII
+        // (the field is private and `sign` is the only constructor). Checking them cost about
+        // 115 instructions per answer, for 103 bytes known to pass.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 }
 
