@@ -181,9 +181,8 @@ impl Tracker {
             .map(str::to_owned)
             .collect();
         // It opens the whitelist before it chroots, relative to its working folder.
-        let proc = Proc::spawn("opentracker", "opentracker", &args, &root);
+        let mut proc = Proc::spawn("opentracker", "opentracker", &args, &root);
         let url = format!("http://127.0.0.1:{port}/announce");
-        let mut proc = proc;
         wait_for("opentracker to listen", || {
             proc.assert_running();
             std::net::TcpStream::connect(format!("127.0.0.1:{port}")).ok()
