@@ -32,7 +32,7 @@ pub fn push_escaped(out: &mut Vec<u8>, text: &str) {
     // The last bytes, fewer than a block (all of most values): looked at as one padded block and
     // copied in runs, rather than pushed one at a time.
     let tail = &bytes[at..];
-    let mut mask = tail_mask(tail, escape_mask);
+    let mut mask = tail_mask(tail);
     let mut from = 0;
     while mask != 0 {
         let special = mask.trailing_zeros() as usize;
@@ -44,12 +44,11 @@ pub fn push_escaped(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&tail[from..]);
 }
 
-/// `mask_of` of fewer than [`BLOCK`] bytes, padded with spaces (which no mask flags).
-#[inline(always)]
-fn tail_mask(tail: &[u8], mask_of: impl Fn(&[u8; BLOCK]) -> u32) -> u32 {
+/// [`escape_mask`] of fewer than [`BLOCK`] bytes.
+fn tail_mask(tail: &[u8]) -> u32 {
     let mut block = [b' '; BLOCK];
     block[..tail.len()].copy_from_slice(tail);
-    mask_of(&block)
+    escape_mask(&block)
 }
 
 const BLOCK: usize = 16;
@@ -107,7 +106,10 @@ fn next_byte_where(bytes: &[u8], from: usize, mask_of: impl Fn(&[u8; BLOCK]) -> 
         }
         at += BLOCK;
     }
-    match tail_mask(&bytes[at..], mask_of) {
+    let tail = &bytes[at..];
+    let mut block = [b' '; BLOCK];
+    block[..tail.len()].copy_from_slice(tail);
+    match mask_of(&block) {
         0 => bytes.len(),
         mask => at + mask.trailing_zeros() as usize,
     }
