@@ -248,11 +248,17 @@ impl Tracking<'_> {
         Tracking { token: state.token_key.sign(claims), base: state.config.public_base_url.as_str() }
     }
 
-    /// The impression and the click URL (one look at the token's text for both).
-    fn impression_and_click_urls(&self) -> (TrackingUrl<'_>, TrackingUrl<'_>) {
-        let token = self.token.as_str();
-        let url = |path| TrackingUrl { base: self.base, path, token };
-        (url("/v1/imp?t="), url("/v1/click?t="))
+    /// The URL of the tracking endpoint `path` (with its query key, as `/v1/imp?t=`).
+    fn url<'s>(&'s self, path: &'s str) -> TrackingUrl<'s> {
+        TrackingUrl { base: self.base, path, token: self.token.as_str() }
+    }
+
+    fn impression_url(&self) -> TrackingUrl<'_> {
+        self.url("/v1/imp?t=")
+    }
+
+    fn click_url(&self) -> TrackingUrl<'_> {
+        self.url("/v1/click?t=")
     }
 }
 
@@ -275,15 +281,14 @@ fn ad_response(
     assignment: &Assignment,
 ) -> Vec<u8> {
     let tracking = Tracking::new(state, claims);
-    let (impression_url, click_url) = tracking.impression_and_click_urls();
     answer::ad_body(
         s,
         &answer::Answer {
             request_id,
             slice: &assignment.slice,
             creative_idx: winner.creative_idx,
-            impression_url,
-            click_url,
+            impression_url: tracking.impression_url(),
+            click_url: tracking.click_url(),
             price_micros: claims.price_micros,
             ttl_s: state.config.ad_ttl_s,
         },
@@ -691,7 +696,7 @@ fn bid<'a>(
     };
     let tracking = Tracking::new(state, &claims);
     let (token, base) = (&tracking.token, tracking.base);
-    let (impression_url, click_url) = tracking.impression_and_click_urls();
+    let (impression_url, click_url) = (tracking.impression_url(), tracking.click_url());
     let mut adm = String::with_capacity(s.str(&creative.markup).len() + RENDER_GROWTH_BYTES);
     render(s, creative, &Fill { click_url, impression_url, campaign_id: claims.campaign_id }, &mut adm);
     Bid {
@@ -733,8 +738,8 @@ mod tests {
             privacy: 0,
         };
         let tracking = Tracking { token: key.sign(&claims), base: "http://127.0.0.1:8080" };
-        let (impression_url, click_url) = tracking.impression_and_click_urls();
-        for (url, path) in [(click_url, "/v1/click?t="), (impression_url, "/v1/imp?t=")] {
+        for (url, path) in [(tracking.click_url(), "/v1/click?t="), (tracking.impression_url(), "/v1/imp?t=")]
+        {
             let mut written = String::new();
             url.write(&mut written);
             assert_eq!(written, url.to_string());

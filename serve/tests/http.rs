@@ -112,15 +112,16 @@ fn exchange(stream: &mut TcpStream, request: impl AsRef<[u8]>) -> Reply {
     Reply { status, headers: head.to_lowercase(), body: body.to_owned() }
 }
 
-/// One HTTP/1.1 exchange on a fresh connection.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
+/// One HTTP/1.1 exchange on a fresh connection. The body is bytes, UTF-8 or not.
+fn http(addr: SocketAddr, method: &str, path: &str, body: impl AsRef<[u8]>) -> Reply {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    let body = body.as_ref();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    exchange(&mut stream, &request)
+    exchange(&mut stream, [head.as_bytes(), body].concat())
 }
 
 const AD_REQUEST: &str = r#"{"request_id":"r-1","app":{"bundle":"com.example.wordsmith"},"ad_unit_id":"wordsmith-android-interstitial","format":"interstitial","device":{"os":"android","os_version":"14","country":"US","language":"en","type":"phone","connection":"wifi"},"user":{"id":"user-42"}}"#;
@@ -376,7 +377,7 @@ fn impressions_count_against_frequency_caps() {
             server.addr,
             "POST",
             "/openrtb2/bid",
-            &bid_request.replace("ID", &n_auctions.get().to_string()),
+            bid_request.replace("ID", &n_auctions.get().to_string()),
         );
         (reply.status == 200).then(|| json(&reply)["seatbid"][0]["bid"][0].clone())
     };
@@ -440,13 +441,7 @@ fn bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_server_keeps_serving() {
     // A user id with a byte that is not UTF-8.
     let body: Vec<u8> =
         AD_REQUEST.replace("user-42", "user-\u{1}").bytes().map(|b| if b == 1 { 0xff } else { b }).collect();
-    let head = format!(
-        "POST /v1/ad HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let reply = exchange(&mut stream, [head.as_bytes(), &body].concat());
+    let reply = http(server.addr, "POST", "/v1/ad", &body);
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert!(
         json(&reply)["error"].as_str().unwrap_or_default().contains("invalid UTF-8 in a string"),
