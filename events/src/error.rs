@@ -62,7 +62,6 @@ impl EventsError {
         }
     }
 
-    #[allow(dead_code)] // used by the shipper, which lands next
     pub(crate) fn nats(context: &'static str, err: impl std::fmt::Display, retryable: bool) -> EventsError {
         EventsError::Nats { context, message: err.to_string(), retryable }
     }

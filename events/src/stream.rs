@@ -95,13 +95,7 @@ impl StreamReader {
             },
             StreamPosition::End => DeliverPolicy::New,
         };
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| EventsError::nats("creating an ordered consumer", e, true))?;
+        let consumer = create_ordered_consumer(&stream, deliver_policy).await?;
         let messages =
             consumer.messages().await.map_err(|e| EventsError::nats("reading messages", e, true))?;
         let starts_after_last = match from {
@@ -144,6 +138,46 @@ impl StreamReader {
             }
             return Some(batch_of(stream_seq, &message));
         }
+    }
+}
+
+/// How long one request to create the reader's consumer may take. On a healthy cluster it takes
+/// milliseconds.
+const CREATE_CONSUMER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Requests to create the reader's consumer before reading fails: see [`create_ordered_consumer`].
+const CREATE_CONSUMER_ATTEMPTS: u32 = 8;
+
+/// Creates the ordered consumer, asking again when a request goes unanswered.
+///
+/// An ordered consumer has one replica. nats-server before 2.9.12 (Debian 12 ships 2.9.10) places
+/// it on any of the stream's peers, an offline one included, and then never answers (fixed
+/// upstream by "select from online peers", nats-server e15eb22). With one node of three down,
+/// about one request in three is lost that way; each new request is placed afresh, so eight of
+/// them all lost is a chance of 1 in 6,561. A lost one leaves an ephemeral consumer that the
+/// server removes after its inactivity threshold once the node is back. Errors other than a
+/// timeout (no such stream, a refused configuration) are returned at once.
+async fn create_ordered_consumer(
+    stream: &jetstream::stream::Stream,
+    deliver_policy: DeliverPolicy,
+) -> Result<jetstream::consumer::Consumer<jetstream::consumer::pull::OrderedConfig>, EventsError> {
+    let mut attempt = 1;
+    loop {
+        let config = jetstream::consumer::pull::OrderedConfig { deliver_policy, ..Default::default() };
+        let timed_out =
+            match tokio::time::timeout(CREATE_CONSUMER_TIMEOUT, stream.create_consumer(config)).await {
+                Ok(Ok(consumer)) => return Ok(consumer),
+                Ok(Err(e)) if e.kind() != jetstream::stream::ConsumerErrorKind::TimedOut => {
+                    return Err(EventsError::nats("creating an ordered consumer", e, true))
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_owned(),
+            };
+        if attempt == CREATE_CONSUMER_ATTEMPTS {
+            let message = format!("{timed_out}, {attempt} times in a row");
+            return Err(EventsError::nats("creating an ordered consumer", message, true));
+        }
+        tracing::debug!(attempt, "creating an ordered consumer timed out; asking again");
+        attempt += 1;
     }
 }
 
