@@ -485,22 +485,15 @@ pub fn run(
             wrk(&format!("http://127.0.0.1:{NGINX_PORT}/ad.json"), None, connections, seconds)?
         });
         runs[1].push(adsnap_wrk(snapshot_path, full, &script, connections, seconds)?);
-        runs[2].push(adsnap_wrk(
-            snapshot_path,
-            Features { profiles: None, ..full },
-            &script,
-            connections,
-            seconds,
-        )?);
         // Events' cost is measured with profiles off on both sides: the profile store's
         // background work changes from run to run and would otherwise decide the comparison.
-        runs[3].push(adsnap_wrk(
-            snapshot_path,
-            Features { profiles: None, events: None },
-            &script,
-            connections,
-            seconds,
-        )?);
+        // The pair runs in turn events on first and events off first, so that whatever a run
+        // leaves to the next (the kernel's work after the full server's run) falls on both.
+        let pair = [(2, Features { profiles: None, ..full }), (3, Features { profiles: None, events: None })];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for (variant, features) in order.map(|i| pair[i]) {
+            runs[variant].push(adsnap_wrk(snapshot_path, features, &script, connections, seconds)?);
+        }
         let (swapping, n) = swapping_run(snapshot_path, &dir, &script, connections, seconds, full)?;
         runs[4].push(swapping);
         n_swaps += n;
