@@ -29,26 +29,29 @@ pub fn push_escaped(out: &mut Vec<u8>, text: &str) {
         push_escape(out, bytes[at + clean]);
         at += clean + 1;
     }
-    // The last bytes, fewer than a block (all of most values): looked at as one padded block and
-    // copied in runs, rather than pushed one at a time.
+    // The last bytes, fewer than a block (all of most values): padded with spaces (which need no
+    // escape) to a block, then copied like the blocks above, sixteen bytes at a time and cut back
+    // to the tail's length, rather than in runs of their own lengths, each a `memcpy` call.
     let tail = &bytes[at..];
-    let mut mask = tail_mask(tail);
+    let mut padded = [b' '; 2 * BLOCK];
+    padded[..tail.len()].copy_from_slice(tail);
+    let mut mask = escape_mask(padded[..BLOCK].try_into().unwrap_or(&[0; BLOCK]));
     let mut from = 0;
-    while mask != 0 {
-        let special = mask.trailing_zeros() as usize;
-        out.extend_from_slice(&tail[from..special]);
-        push_escape(out, tail[special]);
-        from = special + 1;
+    loop {
+        let run: &[u8; BLOCK] = padded[from..from + BLOCK].try_into().unwrap_or(&[0; BLOCK]);
+        out.extend_from_slice(run);
+        let end = match mask {
+            0 => tail.len(),
+            _ => mask.trailing_zeros() as usize,
+        };
+        out.truncate(out.len() - BLOCK + (end - from));
+        if mask == 0 {
+            return;
+        }
+        push_escape(out, tail[end]);
+        from = end + 1;
         mask &= mask - 1;
     }
-    out.extend_from_slice(&tail[from..]);
-}
-
-/// [`escape_mask`] of fewer than [`BLOCK`] bytes.
-fn tail_mask(tail: &[u8]) -> u32 {
-    let mut block = [b' '; BLOCK];
-    block[..tail.len()].copy_from_slice(tail);
-    escape_mask(&block)
 }
 
 const BLOCK: usize = 16;
