@@ -1,6 +1,7 @@
 //! Replication to a real 3-node NATS JetStream cluster on loopback: every event arrives exactly
 //! once, also when a node dies mid-stream, when the whole cluster is down for a while, and when
-//! the shipper process is killed (-9) and restarted.
+//! the shipper process is killed (-9) and restarted; and the stream reads back, every time, while
+//! a node is down.
 
 mod common;
 
