@@ -116,8 +116,7 @@ async fn killing_the_stream_leader_mid_stream_loses_and_duplicates_nothing() {
     }
     wait_acked(&log, n).await;
     eprintln!("after the leader died: {:?}", log.health().shipper);
-    let urls: Vec<String> =
-        cluster.urls().into_iter().enumerate().filter(|(i, _)| *i != leader_idx).map(|(_, u)| u).collect();
+    let urls = cluster.urls_except(leader_idx);
     let (events, _) = stream_events(&urls, "LEADER").await;
     assert_exactly_once(&events, 0..n);
     let new_leader = stream_leader(&urls, "LEADER").await.expect("a new leader was elected");
@@ -144,8 +143,7 @@ async fn the_stream_reads_back_every_time_while_one_node_is_down() {
     let leader = stream_leader(&cluster.urls(), "DOWN").await.expect("the stream has a leader");
     let down = (cluster.node_index(&leader).unwrap() + 1) % 3;
     cluster.kill_node(down);
-    let urls: Vec<String> =
-        cluster.urls().into_iter().enumerate().filter(|(i, _)| *i != down).map(|(_, u)| u).collect();
+    let urls = cluster.urls_except(down);
     // The first reading may wait for a new meta leader, if the dead node was it.
     stream_events(&urls, "DOWN").await;
     for reading in 0..READS_WITH_A_NODE_DOWN {

@@ -102,6 +102,11 @@ impl NatsCluster {
         self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect()
     }
 
+    /// The client URLs of every node but `idx` (one that was killed).
+    pub fn urls_except(&self, idx: usize) -> Vec<String> {
+        self.urls().into_iter().enumerate().filter(|(i, _)| *i != idx).map(|(_, url)| url).collect()
+    }
+
     pub fn shipper_config(&self, stream: &str) -> ShipperConfig {
         shipper_config_for(self.urls(), stream)
     }
