@@ -44,16 +44,21 @@ async fn wait_acked(log: &EventLog, n: u64) {
     .await;
 }
 
+/// Appends the events `events` and waits until the stream has acknowledged them all.
+async fn ship(log: &EventLog, events: std::ops::Range<u64>) {
+    for i in events.clone() {
+        log.append(&event(i)).unwrap();
+    }
+    wait_acked(log, events.end).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_arrives_exactly_once_and_shipped_segments_are_deleted() {
     let cluster = NatsCluster::start(3);
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(&shipping_config(&cluster, dir.path(), "ONCE")).unwrap();
     let n = 20_000;
-    for i in 0..n {
-        log.append(&event(i)).unwrap();
-    }
-    wait_acked(&log, n).await;
+    ship(&log, 0..n).await;
     let health = log.health();
     assert!(health.n_segments > 0);
     wait_for_async(SHIP_DEADLINE, || log.health().n_segments == 1, "shipped segments to be deleted").await;
@@ -136,10 +141,7 @@ async fn the_stream_reads_back_every_time_while_one_node_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(&shipping_config(&cluster, dir.path(), "DOWN")).unwrap();
     let n = 1000;
-    for i in 0..n {
-        log.append(&event(i)).unwrap();
-    }
-    wait_acked(&log, n).await;
+    ship(&log, 0..n).await;
     let leader = stream_leader(&cluster.urls(), "DOWN").await.expect("the stream has a leader");
     let down = (cluster.node_index(&leader).unwrap() + 1) % 3;
     cluster.kill_node(down);
@@ -164,10 +166,7 @@ async fn events_wait_on_disk_while_the_whole_cluster_is_down_then_flow() {
     let mut cluster = NatsCluster::start(3);
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(&shipping_config(&cluster, dir.path(), "OUTAGE")).unwrap();
-    for i in 0..1000 {
-        log.append(&event(i)).unwrap();
-    }
-    wait_acked(&log, 1000).await;
+    ship(&log, 0..1000).await;
     for idx in 0..3 {
         cluster.kill_node(idx);
     }
