@@ -35,7 +35,7 @@ pub struct ServeConfig {
     /// `https://`, a host, and an optional path, at most [`PUBLIC_BASE_URL_BYTES_MAX`] bytes of
     /// the characters [`ServeConfig::public_base_url`] names.
     pub public_base_url: String,
-    /// Largest request body accepted.
+    /// Largest request body accepted, as sent and, when it comes compressed, once decompressed.
     pub request_body_bytes_max: usize,
     /// Most request headers accepted.
     pub request_headers_max: usize,

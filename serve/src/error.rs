@@ -10,6 +10,12 @@ pub enum RequestError {
     UnknownAdUnit(String),
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the body, decompressed ({coding}), is larger than {max} bytes")]
+    TooLargeDecoded { coding: &'static str, max: usize },
+    #[error("Content-Encoding {0} is not supported: send the body as it is, or with gzip or deflate")]
+    UnsupportedEncoding(String),
+    #[error("the body is not valid {coding}: {reason}")]
+    Undecodable { coding: &'static str, reason: String },
     #[error("{0}")]
     Token(String),
     /// The event log refuses appends (disk full, backlog full, unwritable): the request is shed
@@ -21,7 +27,8 @@ pub enum RequestError {
 impl RequestError {
     pub fn status(&self) -> u16 {
         match self {
-            RequestError::TooLarge(_) => 413,
+            RequestError::TooLarge(_) | RequestError::TooLargeDecoded { .. } => 413,
+            RequestError::UnsupportedEncoding(_) => 415,
             RequestError::UnknownAdUnit(_) => 404,
             RequestError::Token(_) => 403,
             RequestError::EventsRefused(_) => 503,

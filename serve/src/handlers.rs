@@ -6,13 +6,13 @@ use adsnap_abtest::{assign, Assignment, Slice, UserKey};
 use adsnap_snapshot::schema::ArchivedOverrides;
 use adsnap_snapshot::Snapshot;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Body;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::answer;
+use crate::body::{read_body, ACCEPTED_CODINGS};
 use crate::decision::{decide, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
@@ -42,43 +42,15 @@ fn error_reply(err: &RequestError) -> Reply {
         RequestError::Invalid { field, .. } => json!(field),
         _ => json!(null),
     };
-    json_reply(err.status(), &json!({ "error": err.to_string(), "field": field }))
+    let mut reply = json_reply(err.status(), &json!({ "error": err.to_string(), "field": field }));
+    if let RequestError::UnsupportedEncoding(_) = err {
+        reply.headers_mut().insert(ACCEPT_ENCODING, HeaderValue::from_static(ACCEPTED_CODINGS));
+    }
+    reply
 }
 
 pub fn not_found(path: &str) -> Reply {
     json_reply(404, &json!({ "error": format!("no endpoint {path}"), "field": null }))
-}
-
-/// Reads a body of at most `max` bytes. A body that comes in one piece, as a small one does, is
-/// kept as hyper handed it over: no buffer list, no copy.
-async fn read_body(request: Request<hyper::body::Incoming>, max: usize) -> Result<Bytes, RequestError> {
-    let mut body = request.into_body();
-    // A declared length over the limit is refused before anything is read.
-    if body.size_hint().lower() > max as u64 {
-        return Err(RequestError::TooLarge(max));
-    }
-    let mut whole = Bytes::new();
-    let mut joined: Option<Vec<u8>> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| RequestError::Json(format!("the body could not be read: {e}")))?;
-        // Trailers are not part of the body.
-        let Ok(chunk) = frame.into_data() else { continue };
-        let len = joined.as_ref().map_or(whole.len(), Vec::len) + chunk.len();
-        if len > max {
-            return Err(RequestError::TooLarge(max));
-        }
-        match &mut joined {
-            Some(joined) => joined.extend_from_slice(&chunk),
-            None if whole.is_empty() => whole = chunk,
-            None => {
-                let mut both = Vec::with_capacity(len);
-                both.extend_from_slice(&whole);
-                both.extend_from_slice(&chunk);
-                joined = Some(both);
-            }
-        }
-    }
-    Ok(joined.map_or(whole, Bytes::from))
 }
 
 /// The stable key a user is assigned by (`PrivacySignals::stable_id`), else none: assigned per

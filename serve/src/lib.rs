@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod answer;
+pub mod body;
 pub mod config;
 pub mod decision;
 mod dedup;

@@ -455,6 +455,62 @@ fn bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_server_keeps_serving() {
     assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
 }
 
+/// One exchange whose body is sent compressed, with `content-encoding: {coding}`.
+fn http_encoded(addr: SocketAddr, path: &str, coding: &str, body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-encoding: {coding}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    exchange(&mut stream, [head.as_bytes(), body].concat())
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn compressed_bodies_are_decoded_and_held_to_the_limit() {
+    let server = start();
+    let plain = json(&http(server.addr, "POST", "/v1/ad", AD_REQUEST));
+    let reply = http_encoded(server.addr, "/v1/ad", "gzip", &gzip(AD_REQUEST.as_bytes()));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(json(&reply)["ad"]["creative_id"], plain["ad"]["creative_id"]);
+    // An exchange's bid request, zlib-compressed: the same bids as sent plain.
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut zlib, BID_REQUEST.as_bytes()).unwrap();
+    let reply = http_encoded(server.addr, "/openrtb2/bid", "deflate", &zlib.finish().unwrap());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let plain_bid = json(&http(server.addr, "POST", "/openrtb2/bid", BID_REQUEST));
+    assert_eq!(json(&reply)["seatbid"][0]["bid"][0]["crid"], plain_bid["seatbid"][0]["bid"][0]["crid"]);
+
+    // A coding the server cannot decode: 415, naming the ones it can.
+    let reply = http_encoded(server.addr, "/v1/ad", "br", AD_REQUEST.as_bytes());
+    assert_eq!(reply.status, 415, "{}", reply.body);
+    assert!(reply.headers.contains("accept-encoding: gzip, deflate"), "{}", reply.headers);
+    assert!(json(&reply)["error"].as_str().unwrap().contains("\"br\" is not supported"), "{}", reply.body);
+    // Under the limit (4096 bytes) on the wire, a mebibyte once inflated.
+    let bomb = gzip(&vec![b' '; 1 << 20]);
+    assert!(bomb.len() < 4096);
+    let reply = http_encoded(server.addr, "/openrtb2/bid", "gzip", &bomb);
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert!(reply.body.contains("decompressed (gzip), is larger than 4096 bytes"), "{}", reply.body);
+    // Labelled gzip, sent plain.
+    let reply = http_encoded(server.addr, "/v1/ad", "gzip", AD_REQUEST.as_bytes());
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        json(&reply)["error"].as_str().unwrap().starts_with("the body is not valid gzip: "),
+        "{}",
+        reply.body
+    );
+    assert_eq!(metric(server.addr, r#"adsnap_http_requests_total{endpoint="ad",status="415"}"#), 1.0);
+    assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
+}
+
 /// One exchange whose body is sent with chunked transfer coding, one chunk per item.
 fn http_chunked(addr: SocketAddr, path: &str, chunks: &[&str]) -> Reply {
     let mut stream = TcpStream::connect(addr).unwrap();
