@@ -35,7 +35,17 @@ pub enum Coding {
 impl Coding {
     /// The coding the request's `Content-Encoding` headers name. More than one coding applied in
     /// turn, or one this server does not decode, is refused (415).
+    #[inline]
     pub fn of(headers: &HeaderMap) -> Result<Coding, RequestError> {
+        // Nearly every request has no such header: one look-up, nothing else.
+        match headers.get(CONTENT_ENCODING) {
+            None => Ok(Coding::Identity),
+            Some(_) => Coding::named(headers),
+        }
+    }
+
+    #[cold]
+    fn named(headers: &HeaderMap) -> Result<Coding, RequestError> {
         let mut coding = Coding::Identity;
         for value in headers.get_all(CONTENT_ENCODING) {
             let text = value
@@ -71,12 +81,21 @@ impl Coding {
     }
 
     /// The body `raw` decompressed, refused once it passes `max` bytes.
+    #[inline]
     pub fn decode(self, raw: Bytes, max: usize) -> Result<Bytes, RequestError> {
+        match self {
+            Coding::Identity => Ok(raw),
+            _ => self.inflate(&raw, max),
+        }
+    }
+
+    #[cold]
+    fn inflate(self, raw: &[u8], max: usize) -> Result<Bytes, RequestError> {
         let reader: Box<dyn Read + '_> = match self {
-            Coding::Identity => return Ok(raw),
-            Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
-            Coding::Deflate if is_zlib_header(&raw) => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
-            Coding::Deflate => Box::new(flate2::read::DeflateDecoder::new(&raw[..])),
+            Coding::Identity => return Ok(Bytes::copy_from_slice(raw)),
+            Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+            Coding::Deflate if is_zlib_header(raw) => Box::new(flate2::read::ZlibDecoder::new(raw)),
+            Coding::Deflate => Box::new(flate2::read::DeflateDecoder::new(raw)),
         };
         let mut decoded = Vec::with_capacity(raw.len().saturating_mul(4).min(max));
         let read = reader.take(max as u64 + 1).read_to_end(&mut decoded);
