@@ -7,7 +7,7 @@ use adsnap_snapshot::schema::ArchivedOverrides;
 use adsnap_snapshot::Snapshot;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
@@ -51,6 +51,14 @@ fn error_reply(err: &RequestError) -> Reply {
 
 pub fn not_found(path: &str) -> Reply {
     json_reply(404, &json!({ "error": format!("no endpoint {path}"), "field": null }))
+}
+
+/// A known endpoint asked with a method it does not take: 405, naming the one it takes in `Allow`.
+pub fn wrong_method(method: &str, path: &str, allowed: &'static str) -> Reply {
+    let error = format!("{path} takes {allowed}, not {method}");
+    let mut reply = json_reply(405, &json!({ "error": error, "field": null }));
+    reply.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));
+    reply
 }
 
 /// The stable key a user is assigned by (`PrivacySignals::stable_id`), else none: assigned per
@@ -533,8 +541,9 @@ pub fn metrics(state: &State) -> Reply {
         .unwrap_or_default()
 }
 
-/// The OpenRTB version answered, sent in `x-openrtb-version`.
+/// The OpenRTB version answered, sent in `x-openrtb-version` with every answer to a bid request.
 pub const OPENRTB_VERSION: &str = "2.6";
+const OPENRTB_VERSION_HEADER: &str = "x-openrtb-version";
 
 #[derive(serde::Serialize)]
 struct BidResponse<'a> {
@@ -569,22 +578,29 @@ struct Bid<'a> {
 }
 
 fn openrtb_reply(status: u16, body: Vec<u8>) -> Reply {
-    let mut builder = Response::builder().status(status).header("x-openrtb-version", OPENRTB_VERSION);
+    let mut builder = Response::builder().status(status).header(OPENRTB_VERSION_HEADER, OPENRTB_VERSION);
     if !body.is_empty() {
         builder = builder.header(CONTENT_TYPE, "application/json");
     }
     builder.body(Full::new(Bytes::from(body))).unwrap_or_default()
 }
 
+/// A refused bid request: the JSON error every endpoint gives, with the OpenRTB version header.
+fn openrtb_error(err: &RequestError) -> Reply {
+    let mut reply = error_reply(err);
+    reply.headers_mut().insert(OPENRTB_VERSION_HEADER, HeaderValue::from_static(OPENRTB_VERSION));
+    reply
+}
+
 /// `POST /openrtb2/bid`: a bid per impression adsnap can fill, or 204 for no bid.
 pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>) -> Reply {
     let body = match read_body(request, state.config.request_body_bytes_max).await {
         Ok(body) => body,
-        Err(err) => return error_reply(&err),
+        Err(err) => return openrtb_error(&err),
     };
     let bid_request: crate::openrtb::BidRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error_reply(&RequestError::Json(e.to_string())),
+        Err(e) => return openrtb_error(&RequestError::Json(e.to_string())),
     };
     let production = state.production.load_full();
     let staging = state.staging.load_full();
@@ -624,7 +640,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
             now_unix_ms,
         };
         if let Err(err) = state.write_event(&decision_event(&context, &decision)) {
-            return error_reply(&err);
+            return openrtb_error(&err);
         }
         if let Ok(winner) = decision.outcome {
             bids.push(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, &query));

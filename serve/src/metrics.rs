@@ -43,7 +43,7 @@ pub const ENDPOINTS: [&str; 11] = [
 ];
 /// The statuses the server answers with; each (endpoint, status) pair has its series made up
 /// front, so that counting a request is an array index, not a label hash and a lock.
-const STATUSES: [u16; 11] = [200, 204, 302, 400, 403, 404, 410, 413, 415, 500, 503];
+const STATUSES: [u16; 12] = [200, 204, 302, 400, 403, 404, 405, 410, 413, 415, 500, 503];
 /// Decision outcomes, as `NoFill::name` and `fill`.
 pub const OUTCOMES: [&str; 5] = ["fill", "no_candidates", "filtered", "below_floor", "scan_limit"];
 const SNAPSHOTS: [&str; 2] = ["production", "staging"];

@@ -477,6 +477,12 @@ async fn route(
         ("GET", "/v1/bill") => (8, handlers::tracking(&state, &request, handlers::TrackingKind::Bill)),
         ("GET", "/v1/loss") => (9, handlers::tracking(&state, &request, handlers::TrackingKind::Loss)),
         ("GET", "/v1/install") => (10, handlers::install(&state, &request)),
+        (method, path @ ("/v1/ad" | "/openrtb2/bid")) => (5, handlers::wrong_method(method, path, "POST")),
+        (
+            method,
+            path @ ("/v1/imp" | "/v1/click" | "/v1/win" | "/v1/bill" | "/v1/loss" | "/v1/install" | "/health"
+            | "/metrics"),
+        ) => (5, handlers::wrong_method(method, path, "GET")),
         (_, path) => (5, handlers::not_found(path)),
     };
     state.metrics.request(endpoint_idx, response.status().as_u16(), started.elapsed().as_secs_f64());

@@ -451,6 +451,12 @@ fn bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_server_keeps_serving() {
     check("GET", "/v1/imp?t=garbage", "", 403, "malformed");
     check("GET", "/v1/click", "", 403, "malformed");
     check("GET", "/nope", "", 404, "no endpoint /nope");
+    // A known endpoint asked with the wrong method says which one it takes.
+    check("GET", "/v1/ad", "", 405, "/v1/ad takes POST, not GET");
+    assert!(http(server.addr, "GET", "/openrtb2/bid", "").headers.contains("allow: post"));
+    check("POST", "/v1/imp?t=garbage", "", 405, "/v1/imp takes GET, not POST");
+    assert!(http(server.addr, "DELETE", "/health", "").headers.contains("allow: get"));
+    assert_eq!(metric(server.addr, r#"adsnap_http_requests_total{endpoint="unknown",status="405"}"#), 4.0);
     assert_eq!(http(server.addr, "GET", "/health", "").status, 200);
     assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
 }
@@ -653,6 +659,9 @@ fn admin_refuses_bad_installs_and_keeps_serving() {
     assert!(bad_target.body.contains("canary"), "{}", bad_target.body);
     assert_eq!(http(server.admin, "POST", "/admin/install", "not json").status, 400);
     assert_eq!(http(server.admin, "GET", "/admin/nothing", "").status, 404);
+    let wrong = http(server.admin, "GET", "/admin/promote", "");
+    assert_eq!(wrong.status, 405, "{}", wrong.body);
+    assert!(wrong.headers.contains("allow: post"), "{}", wrong.headers);
 
     assert_eq!(served_ids(&server), (v1, None));
     assert_eq!(metric(server.addr, "adsnap_snapshot_swap_failures_total"), 2.0);
@@ -743,7 +752,9 @@ fn openrtb_blocklists_currencies_and_bad_requests() {
     assert_eq!(http(server.addr, "POST", "/openrtb2/bid", &high_floor).status, 204);
     let windows_phone = BID_REQUEST.replace(r#""os": "Android""#, r#""os": "Windows""#);
     assert_eq!(http(server.addr, "POST", "/openrtb2/bid", &windows_phone).status, 204);
-    assert_eq!(http(server.addr, "POST", "/openrtb2/bid", "{\"imp\": 3}").status, 400);
+    let malformed = http(server.addr, "POST", "/openrtb2/bid", "{\"imp\": 3}");
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    assert!(malformed.headers.contains("x-openrtb-version: 2.6"), "{}", malformed.headers);
     // A minimal valid request (no app, no device) is answered, not refused.
     let minimal = r#"{"id": "m", "imp": [{"id": "1", "banner": {"w": 320, "h": 50}}]}"#;
     assert_eq!(http(server.addr, "POST", "/openrtb2/bid", minimal).status, 204);
