@@ -470,19 +470,19 @@ async fn route(
         ("POST", "/v1/ad") => (0, handlers::ad(&state, request).await),
         ("GET", "/v1/imp") => (1, handlers::tracking(&state, &request, handlers::TrackingKind::Impression)),
         ("GET", "/v1/click") => (2, handlers::tracking(&state, &request, handlers::TrackingKind::Click)),
-        ("GET", "/health") => (3, handlers::health(&state)),
-        ("GET", "/metrics") => (4, handlers::metrics(&state)),
+        // HEAD, for load balancers' checks: hyper sends the head of the GET answer, no body.
+        ("GET" | "HEAD", "/health") => (3, handlers::health(&state)),
+        ("GET" | "HEAD", "/metrics") => (4, handlers::metrics(&state)),
         ("POST", "/openrtb2/bid") => (6, handlers::openrtb_bid(&state, request).await),
         ("GET", "/v1/win") => (7, handlers::tracking(&state, &request, handlers::TrackingKind::Win)),
         ("GET", "/v1/bill") => (8, handlers::tracking(&state, &request, handlers::TrackingKind::Bill)),
         ("GET", "/v1/loss") => (9, handlers::tracking(&state, &request, handlers::TrackingKind::Loss)),
         ("GET", "/v1/install") => (10, handlers::install(&state, &request)),
         (method, path @ ("/v1/ad" | "/openrtb2/bid")) => (5, handlers::wrong_method(method, path, "POST")),
-        (
-            method,
-            path @ ("/v1/imp" | "/v1/click" | "/v1/win" | "/v1/bill" | "/v1/loss" | "/v1/install" | "/health"
-            | "/metrics"),
-        ) => (5, handlers::wrong_method(method, path, "GET")),
+        (method, path @ ("/v1/imp" | "/v1/click" | "/v1/win" | "/v1/bill" | "/v1/loss" | "/v1/install")) => {
+            (5, handlers::wrong_method(method, path, "GET"))
+        }
+        (method, path @ ("/health" | "/metrics")) => (5, handlers::wrong_method(method, path, "GET, HEAD")),
         (_, path) => (5, handlers::not_found(path)),
     };
     state.metrics.request(endpoint_idx, response.status().as_u16(), started.elapsed().as_secs_f64());

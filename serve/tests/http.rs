@@ -455,7 +455,11 @@ fn bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_server_keeps_serving() {
     check("GET", "/v1/ad", "", 405, "/v1/ad takes POST, not GET");
     assert!(http(server.addr, "GET", "/openrtb2/bid", "").headers.contains("allow: post"));
     check("POST", "/v1/imp?t=garbage", "", 405, "/v1/imp takes GET, not POST");
-    assert!(http(server.addr, "DELETE", "/health", "").headers.contains("allow: get"));
+    assert!(http(server.addr, "DELETE", "/health", "").headers.contains("allow: get, head"));
+    // HEAD /health answers the head of GET /health, without its body.
+    let head = http(server.addr, "HEAD", "/health", "");
+    assert_eq!((head.status, head.body.as_str()), (200, ""), "{}", head.headers);
+    assert!(head.headers.contains("content-type: application/json"), "{}", head.headers);
     assert_eq!(metric(server.addr, r#"adsnap_http_requests_total{endpoint="unknown",status="405"}"#), 4.0);
     assert_eq!(http(server.addr, "GET", "/health", "").status, 200);
     assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
