@@ -36,6 +36,37 @@ impl Guard {
         let (result, waited_ms) = paced::run_queue_wait_during(&schedstat, measure);
         Ok((result?, waited_ms))
     }
+
+    /// Runs the wrk run `measure` and adds the CPU time the server (all its threads) used
+    /// meanwhile, per request answered, split into user and system (kernel) time.
+    fn cpu_during(&self, measure: impl FnOnce() -> anyhow::Result<WrkFigures>) -> anyhow::Result<WrkFigures> {
+        let (user_before, sys_before) = process_cpu_us(self.0.id())?;
+        let mut figures = measure()?;
+        let (user_after, sys_after) = process_cpu_us(self.0.id())?;
+        let requests = figures.requests.max(1) as f64;
+        figures.server_user_us = (user_after - user_before) / requests;
+        figures.server_sys_us = (sys_after - sys_before) / requests;
+        Ok(figures)
+    }
+}
+
+/// The user and system CPU time process `pid` has used, all its threads, in µs (from
+/// `/proc/PID/stat`, in clock ticks: 10 ms each at the usual 100 a second).
+fn process_cpu_us(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the server's /proc stat")?;
+    // The command name (the second field) may hold spaces: count the fields after its ')'.
+    let (_, rest) = stat.rsplit_once(')').context("no command name in /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime, the line's 14th and 15th fields, are the 12th and 13th after the name.
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("a short /proc stat line")?.parse::<f64>()?)
+    };
+    // SAFETY: sysconf only reads a system constant.
+    let ticks_per_s = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as f64,
+        _ => 100.0,
+    };
+    Ok((ticks(11)? * 1e6 / ticks_per_s, ticks(12)? * 1e6 / ticks_per_s))
 }
 
 impl Drop for Guard {
@@ -206,11 +237,16 @@ fn wrk_script(dir: &Path, bodies: &[String]) -> anyhow::Result<PathBuf> {
 /// What wrk measured.
 #[derive(Debug)]
 pub struct WrkFigures {
+    /// Responses received.
+    pub requests: u64,
     pub requests_per_s: f64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub non_2xx: u64,
     pub errors: u64,
+    /// The server's CPU time per request, user and system, in µs (NaN when not measured).
+    pub server_user_us: f64,
+    pub server_sys_us: f64,
 }
 
 fn parse_ms(text: &str) -> f64 {
@@ -233,12 +269,17 @@ fn parse_wrk(out: &str) -> WrkFigures {
     let errors = field("Socket errors:").map_or(0, |v| {
         v.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum()
     });
+    // "1378126 requests in 10.00s, 914.79MB read"
+    let requests = out.lines().find_map(|l| l.trim().split_once(" requests in ")?.0.parse().ok());
     WrkFigures {
+        requests: requests.unwrap_or(0),
         requests_per_s: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
         latency_p50_ms: percentile("50%"),
         latency_p99_ms: percentile("99%"),
         non_2xx: field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0),
         errors,
+        server_user_us: f64::NAN,
+        server_sys_us: f64::NAN,
     }
 }
 
@@ -313,7 +354,7 @@ fn swapping_run(
     let pid = server.0.id();
     std::thread::scope(|scope| {
         let swapper = scope.spawn(|| swap_loop(pid, &live, [&v2, &v1], Duration::from_secs(1), &stop));
-        let figures = wrk_adsnap(script, connections, seconds);
+        let figures = server.cpu_during(|| wrk_adsnap(script, connections, seconds));
         stop.store(true, Ordering::Relaxed);
         swapper.join().map_err(|_| anyhow::anyhow!("the swap thread panicked"))??;
         // Count the swaps the server made, not the ones asked for.
@@ -384,6 +425,8 @@ struct Summary {
     latency_p99_ms: f64,
     non_2xx: u64,
     errors: u64,
+    server_user_us: f64,
+    server_sys_us: f64,
 }
 
 fn median_run(runs: &[WrkFigures]) -> Summary {
@@ -401,6 +444,8 @@ fn median_run(runs: &[WrkFigures]) -> Summary {
         latency_p99_ms: median(|r| r.latency_p99_ms),
         non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
         errors: runs.iter().map(|r| r.errors).sum(),
+        server_user_us: median(|r| r.server_user_us),
+        server_sys_us: median(|r| r.server_sys_us),
     }
 }
 
@@ -415,9 +460,9 @@ fn adsnap_wrk(
     connections: u32,
     seconds: u32,
 ) -> anyhow::Result<WrkFigures> {
-    let _server = start_adsnap(snapshot, features)?;
+    let server = start_adsnap(snapshot, features)?;
     warm_up(script, connections)?;
-    wrk_adsnap(script, connections, seconds)
+    server.cpu_during(|| wrk_adsnap(script, connections, seconds))
 }
 
 /// Load, unmeasured, before a measured run: a server just started has every profile of the
@@ -470,8 +515,8 @@ pub fn run(
     let events = dir.join("events");
     let full = Features { profiles: Some(&profiles), events: Some(&events) };
     let cold = {
-        let _server = start_adsnap(snapshot_path, full)?;
-        wrk_adsnap(&script, connections, seconds)?
+        let server = start_adsnap(snapshot_path, full)?;
+        server.cpu_during(|| wrk_adsnap(&script, connections, seconds))?
     };
     // The variants run interleaved, round after round, and each is reported by its median: on
     // a shared machine a burst of someone else's work then spoils one round of every variant
@@ -481,8 +526,10 @@ pub fn run(
     for round in 0..rounds {
         eprintln!("round {} of {rounds}", round + 1);
         runs[0].push({
-            let _server = start_nginx(&dir)?;
-            wrk(&format!("http://127.0.0.1:{NGINX_PORT}/ad.json"), None, connections, seconds)?
+            let server = start_nginx(&dir)?;
+            server.cpu_during(|| {
+                wrk(&format!("http://127.0.0.1:{NGINX_PORT}/ad.json"), None, connections, seconds)
+            })?
         });
         runs[1].push(adsnap_wrk(snapshot_path, full, &script, connections, seconds)?);
         // Events' cost is measured with profiles off on both sides: the profile store's
@@ -528,8 +575,8 @@ pub fn run(
         bodies.len(),
         traffic::USERS
     );
-    println!("| server | requests/s | min–max requests/s | p50 ms | p99 ms | non-2xx | socket errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| server | requests/s | min–max requests/s | p50 ms | p99 ms | non-2xx | socket errors | server CPU µs/request: user | system |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let swap_name = format!("adsnap, POST /v1/ad, hot swaps one a second ({n_swaps} over all rounds)");
     for (name, f) in [
         ("nginx, static 400-byte JSON", &nginx),
@@ -540,20 +587,27 @@ pub fn run(
         (swap_name.as_str(), &swapping),
     ] {
         println!(
-            "| {name} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {} | {} |",
+            "| {name} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {} | {} | {:.2} | {:.2} |",
             f.requests_per_s,
             f.min_requests_per_s,
             f.max_requests_per_s,
             f.latency_p50_ms,
             f.latency_p99_ms,
             f.non_2xx,
-            f.errors
+            f.errors,
+            f.server_user_us,
+            f.server_sys_us,
         );
     }
     println!();
     println!(
         "adsnap / nginx throughput: {:.2} (target >= 1.0)",
         adsnap.requests_per_s / nginx.requests_per_s
+    );
+    println!(
+        "server CPU per request, adsnap - nginx: user {:+.2} µs, system {:+.2} µs (where the throughput gap is spent)",
+        adsnap.server_user_us - nginx.server_user_us,
+        adsnap.server_sys_us - nginx.server_sys_us
     );
     println!(
         "profiles on / off: {:.2} (target > 0.9); events on / off, profiles off on both sides: {:.2} (target > 0.95)",
@@ -565,7 +619,7 @@ pub fn run(
         swapping.latency_p99_ms / adsnap.latency_p99_ms,
         swapping.non_2xx + swapping.errors
     );
-    println!("(each column is the median over rounds, errors the sum; wrk counts 204 no-fills as successes: they are 2xx; every adsnap row but the cold start, which ran once, follows the profile store's scan at open and then {WARM_UP_SECONDS} s of unmeasured load on the same server)");
+    println!("(each column is the median over rounds, errors the sum; server CPU is the server process's, all threads, from /proc, per request answered; wrk counts 204 no-fills as successes: they are 2xx; every adsnap row but the cold start, which ran once, follows the profile store's scan at open and then {WARM_UP_SECONDS} s of unmeasured load on the same server)");
     println!();
     println!(
         "## latency at half of adsnap's peak: {half_peak:.0} requests/s on a fixed schedule, {PACED_CONNECTIONS} keep-alive connections, {seconds} s, measured from each request's intended send time"
@@ -606,13 +660,30 @@ mod tests {
 
     #[test]
     fn wrk_output_is_parsed() {
-        let out = "Running 10s test @ http://127.0.0.1:1\n  Latency Distribution\n     50%  412.00us\n     75%    1.2ms\n     99%    3.50ms\n  Socket errors: connect 0, read 2, write 0, timeout 1\nRequests/sec:  61234.56\n";
+        let out = "Running 10s test @ http://127.0.0.1:1\n  Latency Distribution\n     50%  412.00us\n     75%    1.2ms\n     99%    3.50ms\n  612345 requests in 10.00s, 402.11MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\nRequests/sec:  61234.56\n";
         let f = parse_wrk(out);
+        assert_eq!(f.requests, 612_345);
         assert_eq!(f.requests_per_s, 61234.56);
         assert!((f.latency_p50_ms - 0.412).abs() < 1e-9);
         assert!((f.latency_p99_ms - 3.5).abs() < 1e-9);
         assert_eq!(f.errors, 3);
         assert_eq!(f.non_2xx, 0);
+    }
+
+    #[test]
+    fn a_process_cpu_time_grows_with_the_work_it_does() {
+        let pid = std::process::id();
+        let (user_before, _) = process_cpu_us(pid).unwrap();
+        // Spin until this process has used at least two clock ticks of user time.
+        let started = Instant::now();
+        let mut x = 0u64;
+        while process_cpu_us(pid).unwrap().0 < user_before + 20_000.0 {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no user time counted in 30 s");
+        }
+        assert!(process_cpu_us(u32::MAX).is_err());
     }
 
     #[test]
