@@ -40,8 +40,9 @@ fn queries(snapshot: &Snapshot, bodies: &[String]) -> anyhow::Result<Vec<Resolve
             Slice::Experiment { experiment_idx, arm_idx, .. } => Some((experiment_idx, arm_idx)),
             _ => None,
         };
-        let query =
-            request.resolve(snapshot, now, request_hash).map_err(|e| anyhow::anyhow!("{e}: {body}"))?;
+        let query = request
+            .resolve(snapshot, request.signals(), now, request_hash)
+            .map_err(|e| anyhow::anyhow!("{e}: {body}"))?;
         out.push((query, arm));
     }
     Ok(out)

@@ -131,7 +131,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     );
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
-    let query = ad_request.resolve(snapshot, now, request_hash)?;
+    let query = ad_request.resolve(snapshot, signals, now, request_hash)?;
     let profile = state.profile(query.user_key).await;
     let user = User {
         profile: profile.as_deref().map(|p| p as &dyn UserFacts),
@@ -605,7 +605,8 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     let production = state.production.load_full();
     let staging = state.staging.load_full();
     let request_hash = xxhash_rust::xxh3::xxh3_64(bid_request.id.as_bytes());
-    let key = assignment_key(&bid_request.signals(), bid_request.user_id(), bid_request.ifa(), request_hash);
+    let signals = bid_request.signals();
+    let key = assignment_key(&signals, bid_request.user_id(), bid_request.ifa(), request_hash);
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
     let currency = snapshot.archive().meta.currency.as_str();
@@ -614,7 +615,6 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     }
     let now_unix_ms = state.now_unix_ms();
     let now = now_unix_ms.div_euclid(1000);
-    let signals = bid_request.signals();
     let profile = state.profile(signals.user_key(bid_request.user_id(), bid_request.ifa())).await;
     let user = User {
         profile: profile.as_deref().map(|p| p as &dyn UserFacts),
@@ -622,7 +622,8 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     };
     let mut bids = Vec::new();
     for (imp_idx, imp) in bid_request.imp.iter().take(crate::openrtb::IMPS_MAX).enumerate() {
-        let Some((query, slot)) = bid_request.query(snapshot, imp, currency, now, request_hash) else {
+        let Some((query, slot)) = bid_request.query(snapshot, imp, signals, currency, now, request_hash)
+        else {
             continue;
         };
         let decision = decide(snapshot, &query, params, user);

@@ -8,7 +8,7 @@ use adsnap_snapshot::{
 };
 use serde::Deserialize;
 
-use crate::privacy::{us_privacy_opts_out, PrivacySignals};
+use crate::privacy::{PrivacyFields, PrivacySignals};
 use crate::request::Query;
 
 /// Impressions answered per request at most; the rest get no bid.
@@ -152,6 +152,10 @@ pub struct Regs {
     /// OpenRTB 2.6 puts the US privacy string here; 2.5 exchanges put it in `ext`.
     #[serde(default)]
     pub us_privacy: Option<String>,
+    /// The GPP string (2.6; 2.5 exchanges put it in `ext`). Its `gpp_sid` is not needed: the
+    /// string's header lists its sections.
+    #[serde(default)]
+    pub gpp: Option<String>,
     #[serde(default)]
     pub ext: Option<RegsExt>,
 }
@@ -162,6 +166,8 @@ pub struct RegsExt {
     pub gdpr: Option<u8>,
     #[serde(default)]
     pub us_privacy: Option<String>,
+    #[serde(default)]
+    pub gpp: Option<String>,
 }
 
 /// What an impression asks for, in adsnap's terms.
@@ -254,15 +260,19 @@ impl BidRequest {
     pub fn signals(&self) -> PrivacySignals {
         let regs = self.regs.as_ref();
         let user = self.user.as_ref();
-        let consent = user.and_then(|u| u.consent.as_deref().or(u.ext.as_ref()?.consent.as_deref()));
-        let us_privacy = regs.and_then(|r| r.us_privacy.as_deref().or(r.ext.as_ref()?.us_privacy.as_deref()));
-        PrivacySignals {
+        // 2.6 fields first, then 2.5's `ext` ones (`or_else`: a `?` in `or`'s argument would end
+        // the closure with None whenever there is no `ext`, losing the 2.6 field too).
+        let consent = user.and_then(|u| u.consent.as_deref().or_else(|| u.ext.as_ref()?.consent.as_deref()));
+        let us_privacy =
+            regs.and_then(|r| r.us_privacy.as_deref().or_else(|| r.ext.as_ref()?.us_privacy.as_deref()));
+        PrivacySignals::read(PrivacyFields {
             coppa: regs.and_then(|r| r.coppa) == Some(1),
             gdpr_applies: regs.and_then(|r| r.gdpr.or(r.ext.as_ref().and_then(|e| e.gdpr))) == Some(1),
-            gdpr_consent: consent.is_some_and(|c| !c.is_empty()),
+            tcf_consent: consent,
+            us_privacy,
+            gpp: regs.and_then(|r| r.gpp.as_deref().or_else(|| r.ext.as_ref()?.gpp.as_deref())),
             limit_ad_tracking: self.device.as_ref().and_then(|d| d.lmt) == Some(1),
-            us_privacy_opt_out: us_privacy.is_some_and(us_privacy_opts_out),
-        }
+        })
     }
 
     pub fn user_id(&self) -> Option<&str> {
@@ -288,6 +298,7 @@ impl BidRequest {
         &self,
         s: &Snapshot,
         imp: &Imp,
+        signals: PrivacySignals,
         currency: &str,
         now_unix_s: i64,
         request_hash: u64,
@@ -328,8 +339,8 @@ impl BidRequest {
                 slot_width: slot.width,
                 slot_height: slot.height,
                 markup_kind: slot.markup_kind,
-                privacy: self.signals(),
-                user_key: self.signals().user_key(self.user_id(), self.ifa()),
+                privacy: signals,
+                user_key: signals.user_key(self.user_id(), self.ifa()),
                 now_unix_s,
                 pacing_draw_ppm: crate::request::pacing_draw_ppm(request_hash),
                 blocked_categories: sorted(
@@ -346,5 +357,41 @@ impl BidRequest {
             },
             slot,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signals(regs_and_user: &str) -> PrivacySignals {
+        let request = format!(
+            r#"{{"id": "a", "imp": [{{"id": "1", "banner": {{"w": 320, "h": 50}}}}], {regs_and_user}}}"#
+        );
+        serde_json::from_str::<BidRequest>(&request).unwrap().signals()
+    }
+
+    #[test]
+    fn privacy_is_read_where_2_5_and_2_6_exchanges_put_it() {
+        let opted_out = "DBABLA~BVQVAAAAAgA";
+        assert!(signals(&format!(r#""regs": {{"gpp": "{opted_out}", "gpp_sid": [7]}}"#)).us_privacy_opt_out);
+        assert!(signals(&format!(r#""regs": {{"ext": {{"gpp": "{opted_out}"}}}}"#)).us_privacy_opt_out);
+        assert!(signals(r#""regs": {"us_privacy": "1YYN"}"#).us_privacy_opt_out);
+        assert!(signals(r#""regs": {"ext": {"us_privacy": "1YYN"}}"#).us_privacy_opt_out);
+        assert!(
+            !signals(r#""regs": {"gpp": "DBABLA~BVQqAAAAAgA", "us_privacy": "1YNN"}"#).us_privacy_opt_out
+        );
+        // GDPR consent from user.consent (2.6), user.ext.consent (2.5) or a GPP TCF section.
+        let tcf = "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA";
+        assert!(!signals(r#""regs": {"gdpr": 1}"#).profile_allowed());
+        assert!(
+            signals(&format!(r#""regs": {{"gdpr": 1}}, "user": {{"consent": "{tcf}"}}"#)).profile_allowed()
+        );
+        assert!(signals(&format!(
+            r#""regs": {{"ext": {{"gdpr": 1}}}}, "user": {{"ext": {{"consent": "{tcf}"}}}}"#
+        ))
+        .profile_allowed());
+        assert!(signals(&format!(r#""regs": {{"gdpr": 1, "gpp": "DBABMA~{tcf}", "gpp_sid": [2]}}"#))
+            .profile_allowed());
     }
 }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::privacy::{us_privacy_opts_out, PrivacySignals};
+use crate::privacy::{PrivacyFields, PrivacySignals};
 
 use crate::error::RequestError;
 use crate::json_reader::{JsonError, Reader, Seen};
@@ -307,19 +307,22 @@ impl AdRequest<'_> {
     /// The privacy signals the request itself carries.
     pub fn signals(&self) -> PrivacySignals {
         let p = &self.privacy;
-        PrivacySignals {
+        PrivacySignals::read(PrivacyFields {
             coppa: p.coppa,
             gdpr_applies: p.gdpr,
-            gdpr_consent: p.tcf_consent.as_deref().is_some_and(|c| !c.is_empty()),
+            tcf_consent: p.tcf_consent.as_deref(),
+            us_privacy: p.us_privacy.as_deref(),
+            gpp: p.gpp.as_deref(),
             limit_ad_tracking: self.device.lmt,
-            us_privacy_opt_out: p.us_privacy.as_deref().is_some_and(us_privacy_opts_out),
-        }
+        })
     }
 
-    /// Checks the request against the snapshot and resolves it into a [`Query`].
+    /// Checks the request against the snapshot and resolves it into a [`Query`]; `signals` are
+    /// [`AdRequest::signals`], read once by the caller.
     pub fn resolve(
         &self,
         snapshot: &Snapshot,
+        signals: PrivacySignals,
         now_unix_s: i64,
         request_hash: u64,
     ) -> Result<Query, RequestError> {
@@ -366,7 +369,7 @@ impl AdRequest<'_> {
                 .ok_or_else(|| bad("device.connection", "is not a known connection type"))
         });
         let app = &snapshot.archive().apps[unit.app_idx.to_native() as usize];
-        let privacy = PrivacySignals { coppa: self.privacy.coppa || app.coppa, ..self.signals() };
+        let privacy = PrivacySignals { coppa: signals.coppa || app.coppa, ..signals };
         Ok(Query {
             format,
             os,

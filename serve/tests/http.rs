@@ -349,6 +349,20 @@ fn profiles_change_the_decision_where_privacy_allows() {
     // Limited ad tracking: what the profile says may not target the user.
     let lat = body("in-segment-5").replace(r#""connection":"wifi""#, r#""connection":"wifi","lmt":true"#);
     assert_eq!(campaign_served(&server, &lat), Some(101));
+    // Nor when the user opted out under US law: by the US privacy string, by a GPP string's US
+    // section, or by a GPP string that cannot be read. A GPP string without an opt-out changes
+    // nothing.
+    let privacy = |fields: &str| {
+        body("in-segment-5").replace(
+            r#""user":{"id":"in-segment-5"}"#,
+            &format!(r#""user":{{"id":"in-segment-5"}},"privacy":{{{fields}}}"#),
+        )
+    };
+    assert_eq!(campaign_served(&server, &privacy(r#""us_privacy":"1YYN""#)), Some(101));
+    assert_eq!(campaign_served(&server, &privacy(r#""gpp":"DBABLA~BVQVAAAAAgA""#)), Some(101));
+    assert_eq!(campaign_served(&server, &privacy(r#""gpp":"not-gpp""#)), Some(101));
+    assert_ne!(campaign_served(&server, &privacy(r#""gpp":"DBABLA~BVQqAAAAAgA""#)), Some(101));
+    assert_ne!(campaign_served(&server, &privacy(r#""us_privacy":"1YNN""#)), Some(101));
     // Nor under COPPA, where the profile is not even read.
     let coppa = body("has-the-app")
         .replace(r#""user":{"id":"has-the-app"}"#, r#""user":{"id":"has-the-app"},"privacy":{"coppa":true}"#);
