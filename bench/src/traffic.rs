@@ -46,6 +46,8 @@ fn country(rng: &mut ChaCha8Rng) -> &'static str {
 /// `n` JSON bodies for `POST /v1/ad`, deterministic for a seed.
 pub fn requests(snapshot: &Snapshot, n: usize, seed: u64) -> Vec<String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // A stream of its own, so that the rest of each request is what it was before these fields.
+    let mut us_privacy_rng = ChaCha8Rng::seed_from_u64(seed ^ US_PRIVACY_SEED);
     let a = snapshot.archive();
     let n_units = a.ad_units.len();
     (0..n)
@@ -72,8 +74,9 @@ pub fn requests(snapshot: &Snapshot, n: usize, seed: u64) -> Vec<String> {
                 Some((country, language, _)) => (country, language),
                 None => (country(&mut rng).to_owned(), "en".to_owned()),
             };
+            let us_privacy_json = us_privacy(&mut us_privacy_rng, &country);
             format!(
-                r#"{{"request_id":"b{seed}-{i}","app":{{"bundle":"{bundle}"}},"ad_unit_id":"{unit_id}","format":"{format}","device":{{"os":"{os}","os_version":"{os_version}","country":"{country}","language":"{language}","type":"{device_type}","connection":"{connection}","lmt":{lmt}}}{user_json},"privacy":{{"coppa":{coppa},"gdpr":{gdpr_no_consent}}}}}"#,
+                r#"{{"request_id":"b{seed}-{i}","app":{{"bundle":"{bundle}"}},"ad_unit_id":"{unit_id}","format":"{format}","device":{{"os":"{os}","os_version":"{os_version}","country":"{country}","language":"{language}","type":"{device_type}","connection":"{connection}","lmt":{lmt}}}{user_json},"privacy":{{"coppa":{coppa},"gdpr":{gdpr_no_consent}{us_privacy_json}}}}}"#,
                 bundle = snapshot.str(&app.bundle),
                 unit_id = snapshot.str(&unit.id),
                 format = format.name(),
@@ -81,6 +84,19 @@ pub fn requests(snapshot: &Snapshot, n: usize, seed: u64) -> Vec<String> {
             )
         })
         .collect()
+}
+
+const US_PRIVACY_SEED: u64 = 0x6770_7573;
+
+/// The US privacy fields of a request from `country`: from the US, 40% carry a US privacy
+/// string and a GPP string with the national section, and 2% of those opt out; elsewhere none.
+fn us_privacy(rng: &mut ChaCha8Rng, country: &str) -> &'static str {
+    let draw: f64 = rng.random_range(0.0..1.0);
+    match country {
+        "US" if draw < 0.008 => r#","us_privacy":"1YYN","gpp":"DBABLA~BVQVAAAAAgA""#,
+        "US" if draw < 0.4 => r#","us_privacy":"1YNN","gpp":"DBABLA~BVQqAAAAAgA""#,
+        _ => "",
+    }
 }
 
 /// Draws of an ad unit before one on an app of the user's OS is given up on.
