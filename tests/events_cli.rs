@@ -14,7 +14,7 @@ fn adsnap(args: &[&str]) -> Output {
 fn event(n: u64) -> Event<'static> {
     Event {
         event_id: 0xe0 << 100 | n as u128,
-        kind: if n % 2 == 0 { EventKind::Decision } else { EventKind::Impression },
+        kind: if n.is_multiple_of(2) { EventKind::Decision } else { EventKind::Impression },
         // Two hours of events, one every 7.2 seconds, starting on the hour.
         time_unix_ms: 1_795_003_200_000 + n as i64 * 7200,
         request_id: n as u128,

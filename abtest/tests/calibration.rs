@@ -71,7 +71,7 @@ fn always_valid_p_values_hold_alpha_under_repeated_looks_and_fixed_ones_do_not()
         simulate(&sim, &split, |e| {
             aggregator.push(e);
             n_decisions += u64::from(e.kind == adsnap_events::EventKind::Decision);
-            if e.kind == adsnap_events::EventKind::Decision && n_decisions % look_every == 0 {
+            if e.kind == adsnap_events::EventKind::Decision && n_decisions.is_multiple_of(look_every) {
                 let report = build_report(&aggregator.current(), &snapshots, &config).unwrap();
                 // Revenue per user: a per-user mean, looked at ten times.
                 if let Some(c) = arm_metrics(&report)[6].comparison {

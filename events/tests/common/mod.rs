@@ -20,7 +20,7 @@ pub fn event(n: u64) -> Event<'static> {
         request_id: (n as u128) << 32,
         snapshot_id: 0x5eed,
         assignment_code: (n % 4) as u128,
-        channel: if n % 5 == 0 { Channel::OpenRtb } else { Channel::Sdk },
+        channel: if n.is_multiple_of(5) { Channel::OpenRtb } else { Channel::Sdk },
         app_id: Cow::Owned(format!("com.example.game{}", n % 97)),
         ad_unit_id: Cow::Borrowed("interstitial-main"),
         campaign_id: (n % 1000) as u32,
@@ -30,8 +30,8 @@ pub fn event(n: u64) -> Event<'static> {
         currency: *b"USD",
         country: 0x5553,
         os: 1 + (n % 2) as u8,
-        user_key: if n % 10 == 0 { None } else { Some(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) },
-        privacy: if n % 10 == 0 { Privacy(Privacy::COPPA) } else { Privacy(0) },
+        user_key: if n.is_multiple_of(10) { None } else { Some(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) },
+        privacy: if n.is_multiple_of(10) { Privacy(Privacy::COPPA) } else { Privacy(0) },
         no_fill_reason: 0,
     }
 }
