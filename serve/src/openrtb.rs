@@ -16,6 +16,16 @@ pub const IMPS_MAX: usize = 16;
 /// Entries read from each request-level blocklist at most.
 pub const BLOCKLIST_ENTRIES_MAX: usize = 512;
 
+/// A list sent as `null`, as some exchanges do for an empty one, read as empty rather than
+/// refused.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 #[derive(Debug, Deserialize)]
 pub struct BidRequest {
     pub id: String,
@@ -26,13 +36,13 @@ pub struct BidRequest {
     pub device: Option<Device>,
     #[serde(default)]
     pub user: Option<User>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub bcat: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub badv: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub bapp: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub cur: Vec<String>,
     #[serde(default)]
     pub regs: Option<Regs>,
@@ -68,7 +78,7 @@ pub struct Banner {
     pub w: Option<u32>,
     #[serde(default)]
     pub h: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub format: Vec<BannerFormat>,
 }
 
@@ -82,7 +92,7 @@ pub struct BannerFormat {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Video {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub mimes: Vec<String>,
     #[serde(default)]
     pub w: Option<u32>,
@@ -96,7 +106,7 @@ pub struct App {
     pub id: Option<String>,
     #[serde(default)]
     pub bundle: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub cat: Vec<String>,
 }
 
@@ -369,6 +379,25 @@ mod tests {
             r#"{{"id": "a", "imp": [{{"id": "1", "banner": {{"w": 320, "h": 50}}}}], {regs_and_user}}}"#
         );
         serde_json::from_str::<BidRequest>(&request).unwrap().signals()
+    }
+
+    #[test]
+    fn lists_sent_as_null_read_as_empty() {
+        let request = r#"{"id": "a", "bcat": null, "badv": null, "bapp": null, "cur": null,
+            "app": {"bundle": "b", "cat": null},
+            "imp": [{"id": "1", "banner": {"w": 320, "h": 50, "format": null}, "video": {"mimes": null}}]}"#;
+        let parsed: BidRequest = serde_json::from_str(request).unwrap();
+        assert!(
+            parsed.bcat.is_empty()
+                && parsed.badv.is_empty()
+                && parsed.bapp.is_empty()
+                && parsed.cur.is_empty()
+        );
+        assert!(parsed.app.unwrap().cat.is_empty());
+        assert!(parsed.imp[0].banner.as_ref().unwrap().format.is_empty());
+        assert!(parsed.imp[0].video.as_ref().unwrap().mimes.is_empty());
+        // A list of the wrong type is still refused.
+        assert!(serde_json::from_str::<BidRequest>(r#"{"id": "a", "imp": [], "bcat": "IAB1"}"#).is_err());
     }
 
     #[test]
