@@ -26,6 +26,15 @@ where
     Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// A field where OpenRTB 2.6 puts it, else where 2.5 exchanges put it, in the object's `ext`.
+fn own_or_ext<'a, T, E>(
+    own: Option<T>,
+    ext: &'a Option<E>,
+    of_ext: impl FnOnce(&'a E) -> Option<T>,
+) -> Option<T> {
+    own.or_else(|| ext.as_ref().and_then(of_ext))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct BidRequest {
     pub id: String,
@@ -270,17 +279,14 @@ impl BidRequest {
     pub fn signals(&self) -> PrivacySignals {
         let regs = self.regs.as_ref();
         let user = self.user.as_ref();
-        // 2.6 fields first, then 2.5's `ext` ones (`or_else`: a `?` in `or`'s argument would end
-        // the closure with None whenever there is no `ext`, losing the 2.6 field too).
-        let consent = user.and_then(|u| u.consent.as_deref().or_else(|| u.ext.as_ref()?.consent.as_deref()));
-        let us_privacy =
-            regs.and_then(|r| r.us_privacy.as_deref().or_else(|| r.ext.as_ref()?.us_privacy.as_deref()));
         PrivacySignals::read(PrivacyFields {
             coppa: regs.and_then(|r| r.coppa) == Some(1),
-            gdpr_applies: regs.and_then(|r| r.gdpr.or(r.ext.as_ref().and_then(|e| e.gdpr))) == Some(1),
-            tcf_consent: consent,
-            us_privacy,
-            gpp: regs.and_then(|r| r.gpp.as_deref().or_else(|| r.ext.as_ref()?.gpp.as_deref())),
+            gdpr_applies: regs.and_then(|r| own_or_ext(r.gdpr, &r.ext, |e| e.gdpr)) == Some(1),
+            tcf_consent: user
+                .and_then(|u| own_or_ext(u.consent.as_deref(), &u.ext, |e| e.consent.as_deref())),
+            us_privacy: regs
+                .and_then(|r| own_or_ext(r.us_privacy.as_deref(), &r.ext, |e| e.us_privacy.as_deref())),
+            gpp: regs.and_then(|r| own_or_ext(r.gpp.as_deref(), &r.ext, |e| e.gpp.as_deref())),
             limit_ad_tracking: self.device.as_ref().and_then(|d| d.lmt) == Some(1),
         })
     }

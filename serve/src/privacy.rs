@@ -161,43 +161,42 @@ pub fn gpp_signals_cached(gpp: &str) -> GppSignals {
 /// Whether a decoded GPP section opts out of sale, sharing or targeted advertising: its own
 /// fields or the Global Privacy Control it carries. Sections of other regions say nothing here.
 fn us_opts_out(section: &Section) -> bool {
-    macro_rules! opted_out {
-        ($s:expr, $($field:ident),+) => { $($s.core.$field == OptOut::OptedOut)||+ || $s.gpc == Some(true) };
-        (no_gpc $s:expr, $($field:ident),+) => { $($s.core.$field == OptOut::OptedOut)||+ };
+    macro_rules! any_opted_out {
+        ($core:expr; $($field:ident),+) => { $($core.$field == OptOut::OptedOut)||+ };
     }
+    let gpc = |gpc: Option<bool>| gpc == Some(true);
     match section {
         Section::UspV1(s) => s.opt_out_sale == uspv1::Flag::Yes,
         Section::UsNat(s) => {
-            s.gpc == Some(true)
+            gpc(s.gpc)
                 || match &s.core {
                     usnat::Core::V1(c) => {
-                        [&c.sale_opt_out, &c.sharing_opt_out, &c.targeted_advertising_opt_out]
-                            .contains(&&OptOut::OptedOut)
+                        any_opted_out!(c; sale_opt_out, sharing_opt_out, targeted_advertising_opt_out)
                     }
                     usnat::Core::V2(c) => {
-                        [&c.sale_opt_out, &c.sharing_opt_out, &c.targeted_advertising_opt_out]
-                            .contains(&&OptOut::OptedOut)
+                        any_opted_out!(c; sale_opt_out, sharing_opt_out, targeted_advertising_opt_out)
                     }
                     // A later version this build cannot read: the most protective reading.
                     _ => true,
                 }
         }
-        Section::UsCa(s) => opted_out!(s, sale_opt_out, sharing_opt_out),
-        Section::UsCo(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsCt(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsDe(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsIa(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsMn(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsMt(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsNe(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsNh(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsNj(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsOr(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsTn(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsTx(s) => opted_out!(s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsFl(s) => opted_out!(no_gpc s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsUt(s) => opted_out!(no_gpc s, sale_opt_out, targeted_advertising_opt_out),
-        Section::UsVa(s) => opted_out!(no_gpc s, sale_opt_out, targeted_advertising_opt_out),
+        Section::UsCa(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, sharing_opt_out),
+        Section::UsCo(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsCt(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsDe(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsIa(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsMn(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsMt(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsNe(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsNh(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsNj(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsOr(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsTn(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsTx(s) => gpc(s.gpc) || any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        // These three sections carry no Global Privacy Control.
+        Section::UsFl(s) => any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsUt(s) => any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
+        Section::UsVa(s) => any_opted_out!(s.core; sale_opt_out, targeted_advertising_opt_out),
         _ => false,
     }
 }
