@@ -43,6 +43,9 @@ pub struct ServeArgs {
     install_attribution_window_s: Option<u64>,
     #[arg(long, env = "ADSNAP_AD_TTL_S")]
     ad_ttl_s: Option<u32>,
+    /// This ad network's IAB TCF Global Vendor List id (1 to 65535).
+    #[arg(long, env = "ADSNAP_TCF_VENDOR_ID")]
+    tcf_vendor_id: Option<std::num::NonZeroU16>,
     #[arg(long, env = "ADSNAP_TRACKING_DEDUP_ENTRIES_MAX")]
     tracking_dedup_entries_max: Option<usize>,
     /// Nice value (0 to 19) of the snapshot opening and releasing threads (default 10).
@@ -122,6 +125,9 @@ impl ServeArgs {
         }
         if self.tracking_key_hex.is_some() {
             c.tracking_key_hex = self.tracking_key_hex.clone();
+        }
+        if self.tcf_vendor_id.is_some() {
+            c.tcf_vendor_id = self.tcf_vendor_id;
         }
         if self.fixed_now_unix_s.is_some() {
             c.fixed_now_unix_s = self.fixed_now_unix_s;

@@ -41,7 +41,7 @@ fn queries(snapshot: &Snapshot, bodies: &[String]) -> anyhow::Result<Vec<Resolve
             _ => None,
         };
         let query = request
-            .resolve(snapshot, request.signals(), now, request_hash)
+            .resolve(snapshot, request.signals(None), now, request_hash)
             .map_err(|e| anyhow::anyhow!("{e}: {body}"))?;
         out.push((query, arm));
     }

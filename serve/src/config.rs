@@ -2,6 +2,7 @@
 //! variable (the binary maps those). `docs/serve.example.toml` lists every key with its default.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,6 +57,10 @@ pub struct ServeConfig {
     pub install_attribution_window_s: u64,
     /// How long an SDK may cache an ad before showing it.
     pub ad_ttl_s: u32,
+    /// This ad network's vendor id in the IAB TCF Global Vendor List (1 to 65535). Set, a TCF
+    /// consent string must give this vendor consent for its purposes to count; absent, only the
+    /// purposes are read. Set it in production under GDPR.
+    pub tcf_vendor_id: Option<NonZeroU16>,
     /// Tracking tokens remembered to count duplicates once (per generation; two are kept).
     pub tracking_dedup_entries_max: usize,
     /// Nice value (0 to 19) of the threads that open, verify and release snapshots, so that a
@@ -97,6 +102,7 @@ impl Default for ServeConfig {
             tracking_token_ttl_s: 86_400,
             install_attribution_window_s: 7 * 86_400,
             ad_ttl_s: 300,
+            tcf_vendor_id: None,
             tracking_dedup_entries_max: 1_000_000,
             background_nice: 10,
             escaped_markup_bytes_max: 128 << 20,
@@ -201,6 +207,14 @@ mod tests {
         let config =
             ServeConfig { header_read_timeout_ms: HEADER_READ_TIMEOUT_MS_MIN, ..ServeConfig::default() };
         assert_eq!(config.header_read_timeout().unwrap(), Duration::from_millis(HEADER_READ_TIMEOUT_MS_MIN));
+        let err = ServeConfig::from_toml("tcf_vendor_id = 0").unwrap_err().to_string();
+        assert!(err.contains("tcf_vendor_id") && err.contains("nonzero"), "{err}");
+        let err = ServeConfig::from_toml("tcf_vendor_id = 65536").unwrap_err().to_string();
+        assert!(err.contains("tcf_vendor_id"), "{err}");
+        assert_eq!(
+            ServeConfig::from_toml("tcf_vendor_id = 755").unwrap().tcf_vendor_id,
+            NonZeroU16::new(755)
+        );
         let config = ServeConfig { background_nice: 20, ..ServeConfig::default() };
         assert!(config.prepare().unwrap_err().to_string().contains("background_nice"));
         let config = ServeConfig { escaped_markup_bytes_max: 1 << 32, ..ServeConfig::default() };

@@ -114,7 +114,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     // The profile is read after the assignment and the ad unit's look-up; asking for its slot
     // now lets its cache miss overlap with theirs. A COPPA app (known only from the snapshot)
     // reads no profile: for its users this fetches a cache line that is never read.
-    let signals = ad_request.signals();
+    let signals = ad_request.signals(state.config.tcf_vendor_id);
     state.prefetch_profile(signals.user_key(ad_request.user.id.as_deref(), ad_request.device.ifa.as_deref()));
     // One clock read for the decision, its tokens and its event.
     let now_unix_ms = state.now_unix_ms();
@@ -605,7 +605,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     let production = state.production.load_full();
     let staging = state.staging.load_full();
     let request_hash = xxhash_rust::xxh3::xxh3_64(bid_request.id.as_bytes());
-    let signals = bid_request.signals();
+    let signals = bid_request.signals(state.config.tcf_vendor_id);
     let key = assignment_key(&signals, bid_request.user_id(), bid_request.ifa(), request_hash);
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);

@@ -21,6 +21,7 @@ pub mod request;
 pub mod served;
 pub mod server;
 pub mod slots;
+pub mod tcf;
 pub mod token;
 
 pub use config::ServeConfig;

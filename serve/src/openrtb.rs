@@ -7,6 +7,7 @@ use adsnap_snapshot::{
     ConnectionType, DeviceType, Format, MarkupKind, Os, Snapshot,
 };
 use serde::Deserialize;
+use std::num::NonZeroU16;
 
 use crate::privacy::{PrivacyFields, PrivacySignals};
 use crate::request::Query;
@@ -275,8 +276,8 @@ fn sorted<T: Ord>(mut values: Vec<T>) -> Vec<T> {
 }
 
 impl BidRequest {
-    /// Whether the user may be targeted on what we know of them.
-    pub fn signals(&self) -> PrivacySignals {
+    /// Whether the user may be targeted on what we know of them; `tcf_vendor_id` as configured.
+    pub fn signals(&self, tcf_vendor_id: Option<NonZeroU16>) -> PrivacySignals {
         let regs = self.regs.as_ref();
         let user = self.user.as_ref();
         PrivacySignals::read(PrivacyFields {
@@ -288,6 +289,7 @@ impl BidRequest {
                 .and_then(|r| own_or_ext(r.us_privacy.as_deref(), &r.ext, |e| e.us_privacy.as_deref())),
             gpp: regs.and_then(|r| own_or_ext(r.gpp.as_deref(), &r.ext, |e| e.gpp.as_deref())),
             limit_ad_tracking: self.device.as_ref().and_then(|d| d.lmt) == Some(1),
+            tcf_vendor_id,
         })
     }
 
@@ -384,7 +386,7 @@ mod tests {
         let request = format!(
             r#"{{"id": "a", "imp": [{{"id": "1", "banner": {{"w": 320, "h": 50}}}}], {regs_and_user}}}"#
         );
-        serde_json::from_str::<BidRequest>(&request).unwrap().signals()
+        serde_json::from_str::<BidRequest>(&request).unwrap().signals(None)
     }
 
     #[test]
@@ -417,8 +419,11 @@ mod tests {
             !signals(r#""regs": {"gpp": "DBABLA~BVQqAAAAAgA", "us_privacy": "1YNN"}"#).us_privacy_opt_out
         );
         // GDPR consent from user.consent (2.6), user.ext.consent (2.5) or a GPP TCF section.
-        let tcf = "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA";
+        let tcf = crate::tcf::tests::tc_string(&[1, 3, 4], &[], &[]);
         assert!(!signals(r#""regs": {"gdpr": 1}"#).profile_allowed());
+        let refused = crate::tcf::tests::tc_string(&[], &[], &[]);
+        assert!(!signals(&format!(r#""regs": {{"gdpr": 1}}, "user": {{"consent": "{refused}"}}"#))
+            .profile_allowed());
         assert!(
             signals(&format!(r#""regs": {{"gdpr": 1}}, "user": {{"consent": "{tcf}"}}"#)).profile_allowed()
         );

@@ -6,6 +6,7 @@ use adsnap_snapshot::{
     Snapshot,
 };
 use std::borrow::Cow;
+use std::num::NonZeroU16;
 
 use serde::Deserialize;
 
@@ -304,8 +305,8 @@ fn check_len(field: &str, value: &str) -> Result<(), RequestError> {
 }
 
 impl AdRequest<'_> {
-    /// The privacy signals the request itself carries.
-    pub fn signals(&self) -> PrivacySignals {
+    /// The privacy signals the request itself carries; `tcf_vendor_id` as configured.
+    pub fn signals(&self, tcf_vendor_id: Option<NonZeroU16>) -> PrivacySignals {
         let p = &self.privacy;
         PrivacySignals::read(PrivacyFields {
             coppa: p.coppa,
@@ -314,6 +315,7 @@ impl AdRequest<'_> {
             us_privacy: p.us_privacy.as_deref(),
             gpp: p.gpp.as_deref(),
             limit_ad_tracking: self.device.lmt,
+            tcf_vendor_id,
         })
     }
 

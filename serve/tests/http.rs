@@ -371,6 +371,75 @@ fn profiles_change_the_decision_where_privacy_allows() {
     assert_eq!(health["profile_store"]["backend"], "embedded", "{health}");
 }
 
+/// TCF v2 consent strings for vendor 42 (built field by field as the TCF specification lays
+/// them out; `tcf::tests::tc_string` in the library builds the same).
+const TCF_ALL: &str = "CO5rKAAO5rKAAAKABBENBkEAAPIAAAAAAAYgAVAAAAAAAQAAAAA";
+/// Purposes 1, 2 and 7: the profile may be kept, not used to personalise.
+const TCF_NO_PERSONALISED_ADS: &str = "CO5rKAAO5rKAAAKABBENBkEAAMIAAAAAAAYgAVAAAAAAAQAAAAA";
+/// Every purpose, to vendor 7 only.
+const TCF_OTHER_VENDOR: &str = "CO5rKAAO5rKAAAKABBENBkEAAPIAAAAAAAYgADgIAAAAA";
+/// Every purpose and vendor 42, whom the publisher refuses purpose 3.
+const TCF_RESTRICTED: &str = "CO5rKAAO5rKAAAKABBENBkEAAPIAAAAAAAYgAVAAAAAAAQAAAAhgAIAKg";
+
+#[test]
+fn gdpr_consent_is_read_from_the_tcf_string() {
+    let server = start_with(|c| c.tcf_vendor_id = std::num::NonZeroU16::new(42));
+    import_profile(
+        &server,
+        "in-segment-5",
+        adsnap_profile_store::ProfileFields { segments: vec![5], ..Default::default() },
+    );
+    // Campaign 101 leaves out segment 5: the user is kept from it only where the profile may
+    // be read and used to personalise.
+    let gdpr = |extra: &str| {
+        AD_REQUEST.replace("user-42", "in-segment-5").replace(
+            r#""user":{"id":"in-segment-5"}"#,
+            &format!(r#""user":{{"id":"in-segment-5"}},"privacy":{{"gdpr":true{extra}}}"#),
+        )
+    };
+    let tcf = |tc: &str| gdpr(&format!(r#","tcf_consent":"{tc}""#));
+    assert_ne!(campaign_served(&server, &tcf(TCF_ALL)), Some(101));
+    assert_ne!(campaign_served(&server, &gdpr(&format!(r#","gpp":"DBABMA~{TCF_ALL}""#))), Some(101));
+    for refused in [
+        gdpr(""),
+        tcf(TCF_NO_PERSONALISED_ADS),
+        tcf(TCF_OTHER_VENDOR),
+        tcf(TCF_RESTRICTED),
+        tcf("CP-consent"),
+        // Both places: what both grant.
+        gdpr(&format!(r#","tcf_consent":"{TCF_ALL}","gpp":"DBABMA~{TCF_OTHER_VENDOR}""#)),
+    ] {
+        assert_eq!(campaign_served(&server, &refused), Some(101), "{refused}");
+    }
+    // The same over OpenRTB, in the 2.6 and the 2.5 places.
+    let bid = |regs_and_user: &str| {
+        let request = format!(
+            r#"{{"id": "a", "imp": [{{"id": "1", "tagid": "wordsmith-android-interstitial", "instl": 1,
+                "banner": {{"format": [{{"w": 320, "h": 480}}]}}}}],
+                "app": {{"bundle": "com.example.wordsmith"}},
+                "device": {{"os": "Android", "osv": "14", "geo": {{"country": "USA"}}, "language": "en"}}, {regs_and_user}}}"#
+        );
+        let reply = http(server.addr, "POST", "/openrtb2/bid", request);
+        (reply.status == 200).then(|| json(&reply)["seatbid"][0]["bid"][0]["cid"].clone())
+    };
+    let served_101 = Some(serde_json::Value::from("101"));
+    assert_eq!(
+        bid(r#""user": {"id": "nobody"}"#),
+        served_101,
+        "the campaign is served to users without a profile"
+    );
+    for (consent, served) in [(TCF_ALL, false), (TCF_OTHER_VENDOR, true)] {
+        let v26 =
+            format!(r#""regs": {{"gdpr": 1}}, "user": {{"id": "in-segment-5", "consent": "{consent}"}}"#);
+        let v25 = format!(
+            r#""regs": {{"ext": {{"gdpr": 1}}}}, "user": {{"id": "in-segment-5", "ext": {{"consent": "{consent}"}}}}"#
+        );
+        for request in [v26, v25] {
+            assert_eq!(bid(&request) == served_101, served, "{request}");
+        }
+    }
+}
+
 #[test]
 fn impressions_count_against_frequency_caps() {
     let server = start();
