@@ -1,6 +1,7 @@
 //! Realistic ad request streams for the load and decision benchmarks: heavy-tailed apps and users,
 //! the top markets carrying most traffic, the OS of the requesting app, and a share of requests
-//! with limited tracking, no consent or COPPA. Fill comes out of the catalog, not a setting.
+//! with limited tracking, no consent or COPPA; TCF consent strings from Europe, US privacy and GPP
+//! strings from the US. Fill comes out of the catalog, not a setting.
 
 use adsnap_snapshot::{Format, Os, Snapshot, COUNTRY_CODES};
 use rand::{RngExt, SeedableRng};
@@ -48,6 +49,7 @@ pub fn requests(snapshot: &Snapshot, n: usize, seed: u64) -> Vec<String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // A stream of its own, so that the rest of each request is what it was before these fields.
     let mut us_privacy_rng = ChaCha8Rng::seed_from_u64(seed ^ US_PRIVACY_SEED);
+    let mut tcf_rng = ChaCha8Rng::seed_from_u64(seed ^ TCF_SEED);
     let a = snapshot.archive();
     let n_units = a.ad_units.len();
     (0..n)
@@ -75,8 +77,12 @@ pub fn requests(snapshot: &Snapshot, n: usize, seed: u64) -> Vec<String> {
                 None => (country(&mut rng).to_owned(), "en".to_owned()),
             };
             let us_privacy_json = us_privacy(&mut us_privacy_rng, &country);
+            let gdpr_json = match gdpr_no_consent {
+                true => r#""gdpr":true"#,
+                false => gdpr(&mut tcf_rng, &country),
+            };
             format!(
-                r#"{{"request_id":"b{seed}-{i}","app":{{"bundle":"{bundle}"}},"ad_unit_id":"{unit_id}","format":"{format}","device":{{"os":"{os}","os_version":"{os_version}","country":"{country}","language":"{language}","type":"{device_type}","connection":"{connection}","lmt":{lmt}}}{user_json},"privacy":{{"coppa":{coppa},"gdpr":{gdpr_no_consent}{us_privacy_json}}}}}"#,
+                r#"{{"request_id":"b{seed}-{i}","app":{{"bundle":"{bundle}"}},"ad_unit_id":"{unit_id}","format":"{format}","device":{{"os":"{os}","os_version":"{os_version}","country":"{country}","language":"{language}","type":"{device_type}","connection":"{connection}","lmt":{lmt}}}{user_json},"privacy":{{"coppa":{coppa},{gdpr_json}{us_privacy_json}}}}}"#,
                 bundle = snapshot.str(&app.bundle),
                 unit_id = snapshot.str(&unit.id),
                 format = format.name(),
@@ -96,6 +102,28 @@ fn us_privacy(rng: &mut ChaCha8Rng, country: &str) -> &'static str {
         "US" if draw < 0.008 => r#","us_privacy":"1YYN","gpp":"DBABLA~BVQVAAAAAgA""#,
         "US" if draw < 0.4 => r#","us_privacy":"1YNN","gpp":"DBABLA~BVQqAAAAAgA""#,
         _ => "",
+    }
+}
+
+const TCF_SEED: u64 = 0x7463_6632;
+
+/// Countries where GDPR (or the UK's) applies: the EEA and the United Kingdom.
+const GDPR_COUNTRIES: [&str; 31] = [
+    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GB", "GR", "HR", "HU", "IE", "IS",
+    "IT", "LI", "LT", "LU", "LV", "MT", "NL", "NO", "PL", "PT", "RO", "SE", "SI", "SK",
+];
+
+/// The GDPR fields of a request from `country` that did not already say GDPR applies without
+/// consent: from the EEA and the UK, GDPR applies and a TCF v2 consent string comes with it,
+/// 85% consenting to every purpose, 15% to purposes 1, 2 and 7 only (no personalised ads).
+fn gdpr(rng: &mut ChaCha8Rng, country: &str) -> &'static str {
+    let draw: f64 = rng.random_range(0.0..1.0);
+    match GDPR_COUNTRIES.contains(&country) {
+        true if draw < 0.15 => {
+            r#""gdpr":true,"tcf_consent":"CO5rKAAO5rKAAAKABBENBkEAAMIAAAAAAAYgAVAAAAAAAQAAAAA""#
+        }
+        true => r#""gdpr":true,"tcf_consent":"CO5rKAAO5rKAAAKABBENBkEAAPIAAAAAAAYgAVAAAAAAAQAAAAA""#,
+        false => r#""gdpr":false"#,
     }
 }
 
