@@ -138,6 +138,23 @@ pub struct Device {
     pub geo: Option<Geo>,
     #[serde(default)]
     pub language: Option<String>,
+    #[serde(default)]
+    pub ext: Option<DeviceExt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeviceExt {
+    /// iOS App Tracking Transparency status (the IAB extension): 0 not determined, 1 restricted,
+    /// 2 denied, 3 authorised.
+    #[serde(default)]
+    pub atts: Option<u8>,
+}
+
+impl Device {
+    /// Limit ad tracking, or an App Tracking Transparency status other than authorised.
+    fn limits_tracking(&self) -> bool {
+        self.lmt == Some(1) || self.ext.as_ref().and_then(|e| e.atts).is_some_and(|atts| atts < 3)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,7 +305,7 @@ impl BidRequest {
             us_privacy: regs
                 .and_then(|r| own_or_ext(r.us_privacy.as_deref(), &r.ext, |e| e.us_privacy.as_deref())),
             gpp: regs.and_then(|r| own_or_ext(r.gpp.as_deref(), &r.ext, |e| e.gpp.as_deref())),
-            limit_ad_tracking: self.device.as_ref().and_then(|d| d.lmt) == Some(1),
+            limit_ad_tracking: self.device.as_ref().is_some_and(Device::limits_tracking),
             tcf_vendor_id,
         })
     }
@@ -418,6 +435,15 @@ mod tests {
         assert!(
             !signals(r#""regs": {"gpp": "DBABLA~BVQqAAAAAgA", "us_privacy": "1YNN"}"#).us_privacy_opt_out
         );
+        // Limited tracking from lmt or an App Tracking Transparency status short of authorised.
+        let device = |device: &str| signals(&format!(r#""device": {device}"#)).limit_ad_tracking;
+        assert!(device(r#"{"lmt": 1}"#));
+        assert!(!device(r#"{"lmt": 0}"#));
+        for atts in 0..3 {
+            assert!(device(&format!(r#"{{"lmt": 0, "ext": {{"atts": {atts}}}}}"#)), "{atts}");
+        }
+        assert!(!device(r#"{"lmt": 0, "ext": {"atts": 3}}"#));
+        assert!(device(r#"{"lmt": 1, "ext": {"atts": 3}}"#));
         // GDPR consent from user.consent (2.6), user.ext.consent (2.5) or a GPP TCF section.
         let tcf = crate::tcf::tests::tc_string(&[1, 3, 4], &[], &[]);
         assert!(!signals(r#""regs": {"gdpr": 1}"#).profile_allowed());

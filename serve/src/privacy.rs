@@ -6,8 +6,10 @@
 //! | COPPA (request or app) | no | no | no |
 //! | GDPR applies, no consent to purpose 1 | no | no | yes, not kept |
 //! | GDPR applies, consent to purpose 1 but not to both 3 and 4 | yes (frequency caps) | no | yes |
-//! | limit ad tracking | yes, by the publisher's user id only | no | no |
+//! | limit ad tracking (or ATT short of authorised) | yes, by the publisher's user id only | no | no |
 //! | US opt-out (sale, sharing or targeted advertising) | yes (frequency caps; nothing is sold) | no | yes |
+//!
+//! A zeroed advertising id is no id ([`is_zeroed_ifa`]).
 //!
 //! GDPR consent is read from the IAB TCF v2 consent string (see [`tcf_consent`]): purpose 1
 //! (store and access information on a device) allows the profile; purposes 3 and 4 (create and
@@ -97,10 +99,12 @@ impl PrivacySignals {
     }
 
     /// The id the user is known by: the publisher's user id, else the advertising id when
-    /// device-level tracking is allowed.
+    /// device-level tracking is allowed and the id is a real one (see [`is_zeroed_ifa`]).
     pub fn stable_id<'a>(&self, user_id: Option<&'a str>, ifa: Option<&'a str>) -> Option<&'a str> {
         let device_allowed = !self.limit_ad_tracking && !self.coppa;
-        user_id.filter(|id| !id.is_empty()).or(ifa.filter(|id| device_allowed && !id.is_empty()))
+        user_id
+            .filter(|id| !id.is_empty())
+            .or(ifa.filter(|id| device_allowed && !id.is_empty() && !is_zeroed_ifa(id)))
     }
 
     /// The hashed key of the user's profile and events, when one may be kept.
@@ -124,6 +128,14 @@ impl PrivacySignals {
         }
         Privacy(bits)
     }
+}
+
+/// Whether an advertising id is the zeroed one (`00000000-0000-0000-0000-000000000000`, with or
+/// without dashes) that iOS sends without App Tracking Transparency consent and Android once
+/// the user deletes or limits the id. It names no one: keyed on it, every such user would share
+/// one profile, one set of frequency caps and one experiment arm.
+pub fn is_zeroed_ifa(ifa: &str) -> bool {
+    ifa.bytes().all(|b| b == b'0' || b == b'-')
 }
 
 /// Whether an IAB US privacy string (`1YNN`: version, notice, opt-out of sale, LSPA) opts out.
@@ -312,10 +324,17 @@ mod tests {
     }
 
     #[test]
-    fn stable_ids_prefer_the_publishers_and_skip_empty_ones() {
+    fn stable_ids_prefer_the_publishers_and_skip_empty_and_zeroed_ones() {
         let none = PrivacySignals::default();
         assert_eq!(none.stable_id(Some("u"), Some("i")), Some("u"));
         assert_eq!(none.stable_id(Some(""), Some("i")), Some("i"));
+        for zeroed in ["00000000-0000-0000-0000-000000000000", "00000000000000000000000000000000"] {
+            assert_eq!(none.stable_id(None, Some(zeroed)), None);
+            assert_eq!(none.user_key(None, Some(zeroed)), None);
+            assert_eq!(none.stable_id(Some("u"), Some(zeroed)), Some("u"));
+        }
+        let real = "00000000-0000-0000-0000-000000000001";
+        assert_eq!(none.stable_id(None, Some(real)), Some(real));
         let lat = PrivacySignals { limit_ad_tracking: true, ..none };
         assert_eq!(lat.stable_id(None, Some("i")), None);
         assert_eq!(lat.stable_id(Some("u"), Some("i")), Some("u"));

@@ -305,6 +305,22 @@ fn privacy_signals_keep_user_keys_out_of_events() {
     assert!(written.iter().all(|e| e.user_key.is_none() && !e.privacy.allows_user_key()), "{written:?}");
 }
 
+#[test]
+fn a_zeroed_advertising_id_is_no_user() {
+    let server = start();
+    let with_ifa = |ifa: &str| {
+        AD_REQUEST
+            .replace(r#","user":{"id":"user-42"}"#, "")
+            .replace(r#""connection":"wifi""#, &format!(r#""connection":"wifi","ifa":"{ifa}""#))
+    };
+    let real = "38400000-8cf0-11bd-b23e-10b96e40000d";
+    for ifa in [real, "00000000-0000-0000-0000-000000000000", "00000000000000000000000000000000"] {
+        assert_eq!(http(server.addr, "POST", "/v1/ad", with_ifa(ifa)).status, 200, "{ifa}");
+    }
+    let keys: Vec<_> = events(&server).iter().map(|e| e.user_key).collect();
+    assert_eq!(keys, [Some(xxhash_rust::xxh3::xxh3_64(real.as_bytes())), None, None]);
+}
+
 fn import_profile(server: &Running, user_id: &str, fields: adsnap_profile_store::ProfileFields) {
     let profiles = server.state.profiles.as_ref().expect("profiles are on");
     let key = adsnap_profile_store::UserKey(xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()));
