@@ -2,10 +2,15 @@
 //! purposes consented to, whether one vendor was consented to, and the publisher's restrictions
 //! on that vendor. The string is read in place, bit by bit, without decoding it whole.
 //!
-//! Written here rather than taken from `iab_gpp`: that crate reads the publisher restrictions'
-//! vendor ids as the GPP section table describes them (a 16-bit maximum, then a bit field or
-//! ranges), not as the TCF v2 string lays them out (a 12-bit count of ranges), so it misreads
-//! every string that carries a restriction.
+//! Written here because neither Rust crate for it reads every valid string right:
+//! - `iab_gpp` 0.1 reads the publisher restrictions' vendor ids as the GPP section table
+//!   describes them (a 16-bit maximum, then a bit field or ranges), not as the TCF v2 string lays
+//!   them out (a 12-bit count of ranges), so it misreads every string that carries a restriction;
+//! - `lib_tcstring` 0.5 panics (an index out of bounds) on a string cut short, which any client
+//!   can send, and refuses a string padded to whole base64 characters, as GPP pads its sections,
+//!   rather than to whole bytes, as the TCF specification does.
+//!
+//! This reader takes either padding, and a string cut short is `None`.
 
 /// What a readable TC string says of one vendor and the purposes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,16 +143,18 @@ pub(crate) mod tests {
     /// and to `vendors`, and the publisher restricts `(purpose, restriction type, vendor)`:
     /// the fields as the TCF specification lays them out, bit by bit.
     pub(crate) fn tc_string(purposes: &[u16], vendors: &[u16], restrictions: &[(u8, u8, u16)]) -> String {
-        encode(purposes, vendors, restrictions, false)
+        encode(purposes, vendors, restrictions, false, false)
     }
 
     /// As [`tc_string`], the vendor consents as a bit field or, with `ranges`, as one range
-    /// entry per vendor.
+    /// entry per vendor; padded to whole base64 characters, as GPP pads, or with `whole_bytes`
+    /// to whole bytes, as the TCF specification pads.
     pub(crate) fn encode(
         purposes: &[u16],
         vendors: &[u16],
         restrictions: &[(u8, u8, u16)],
         ranges: bool,
+        whole_bytes: bool,
     ) -> String {
         let mut bits = Vec::new();
         let mut put = |value: u64, n: u32| bits.extend((0..n).rev().map(|i| value >> i & 1 == 1));
@@ -187,6 +194,9 @@ pub(crate) mod tests {
             put(0, 1); // a single vendor
             put(u64::from(vendor), 16);
         }
+        if whole_bytes {
+            bits.resize(bits.len().next_multiple_of(8), false);
+        }
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         bits.chunks(6)
             .map(|c| (0..6).fold(0, |n, i| n << 1 | usize::from(c.get(i) == Some(&true))))
@@ -216,8 +226,9 @@ pub(crate) mod tests {
             (vec![1, 3, 4], vec![42, 755], true),
             (vec![1, 10], vec![41, 43], true),
         ];
-        for (purposes, vendors, ranges) in &strings {
-            let tc = encode(purposes, vendors, &[], *ranges);
+        for ((purposes, vendors, ranges), whole_bytes) in strings.iter().flat_map(|s| [(s, false), (s, true)])
+        {
+            let tc = encode(purposes, vendors, &[], *ranges, whole_bytes);
             for vendor in [1, 41, 42, 43, 755, 1500, 1501, 65535] {
                 assert_eq!(read(&tc, vendor), Some(by_iab_gpp(&tc, vendor)), "{tc} for vendor {vendor}");
             }
@@ -233,11 +244,37 @@ pub(crate) mod tests {
 
     #[test]
     fn publisher_restrictions_name_the_vendor_and_purpose() {
-        let tc = tc_string(&[1, 3, 4], &[42], &[(3, 0, 42), (4, 2, 42), (1, 1, 42), (2, 0, 7)]);
-        let read = read(&tc, 42).unwrap();
-        assert!(read.restricted(3) && read.restricted(4));
-        assert!(!read.restricted(1) && !read.restricted(2));
-        assert!(read.vendor_consent && read.purpose(1));
+        let restrictions = [(3, 0, 42), (4, 2, 42), (1, 1, 42), (2, 0, 7)];
+        for whole_bytes in [false, true] {
+            let tc = encode(&[1, 3, 4], &[42], &restrictions, false, whole_bytes);
+            let read = read(&tc, 42).unwrap();
+            assert!(read.restricted(3) && read.restricted(4), "{tc}");
+            assert!(!read.restricted(1) && !read.restricted(2), "{tc}");
+            assert!(read.vendor_consent && read.purpose(1), "{tc}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any text a client sends, and any cut of or change to a valid string, is read or
+        /// refused, never a panic.
+        #[test]
+        fn any_text_is_read_or_refused(
+            text in "[A-Za-z0-9_.+/=-]{0,120}",
+            vendors in proptest::collection::vec(1u16..2000, 0..8),
+            cut in 0usize..200,
+            flip in 0usize..200,
+            vendor in 0u16..2100,
+        ) {
+            let _ = read(&text, vendor);
+            let tc = encode(&[1, 3], &vendors, &[(1, 0, 5), (3, 2, 1999)], vendor % 2 == 0, vendor % 3 == 0);
+            let _ = read(&tc[..cut.min(tc.len())], vendor);
+            let mut changed = tc.into_bytes();
+            let at = flip % changed.len();
+            changed[at] = if changed[at] == b'A' { b'_' } else { b'A' };
+            let _ = read(std::str::from_utf8(&changed).unwrap(), vendor);
+        }
     }
 
     #[test]
