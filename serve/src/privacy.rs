@@ -444,6 +444,35 @@ mod tests {
         assert_eq!(no_vendor.tcf, Some(TcfConsent::default()));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any GPP text a client sends, and any cut of or change to a valid string, is read or
+        /// taken as an opt-out, never a panic.
+        #[test]
+        fn any_gpp_text_is_read_or_refused(
+            text in "[A-Za-z0-9_.~+/=-]{0,120}",
+            which in 0usize..5,
+            cut in 0usize..200,
+            flip in 0usize..200,
+        ) {
+            let _ = gpp_signals(&text, VENDOR);
+            let valid = [
+                US_NATIONAL.to_owned(),
+                "DBABLA~BVQqAAAAAgA.QA".to_owned(),
+                "DBABBg~BAQAAACA".to_owned(),
+                "DBABTA~1YNN".to_owned(),
+                format!("DBACNY~{}~1YNN", tc_string(&[1, 3, 4], &[42], &[(2, 0, 42)])),
+            ];
+            let gpp = &valid[which];
+            let _ = gpp_signals(&gpp[..cut.min(gpp.len())], VENDOR);
+            let mut changed = gpp.clone().into_bytes();
+            let at = flip % changed.len();
+            changed[at] = if changed[at] == b'A' { b'_' } else { b'A' };
+            let _ = gpp_signals(std::str::from_utf8(&changed).unwrap(), VENDOR);
+        }
+    }
+
     #[test]
     fn consent_comes_from_both_tcf_places_and_only_under_gdpr() {
         let gdpr = PrivacyFields { gdpr_applies: true, tcf_vendor_id: VENDOR, ..PrivacyFields::default() };
