@@ -40,11 +40,9 @@ pub(crate) async fn route(
             Err(err) => refused(&err),
         },
         ("GET", "/admin/snapshots") => snapshots(&state),
-        (method, path @ ("/admin/install" | "/admin/promote" | "/admin/rollback" | "/admin/reload")) => {
-            crate::handlers::wrong_method(method, path, "POST")
+        (method, path) => {
+            crate::handlers::unrouted(method, path, crate::server::ADMIN_PATHS, "no admin endpoint")
         }
-        (method, path @ "/admin/snapshots") => crate::handlers::wrong_method(method, path, "GET"),
-        (_, path) => json_reply(404, &json!({ "error": format!("no admin endpoint {path}") })),
     };
     Ok(reply)
 }

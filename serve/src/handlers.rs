@@ -49,12 +49,13 @@ fn error_reply(err: &RequestError) -> Reply {
     reply
 }
 
-pub fn not_found(path: &str) -> Reply {
-    json_reply(404, &json!({ "error": format!("no endpoint {path}"), "field": null }))
-}
-
-/// A known endpoint asked with a method it does not take: 405, naming the one it takes in `Allow`.
-pub fn wrong_method(method: &str, path: &str, allowed: &'static str) -> Reply {
+/// A request no route takes, answered from `paths` (each path and the methods it takes): a known
+/// path asked with another method gets a 405 naming the ones it takes in `Allow`; any other path
+/// a 404, "`missing` `path`".
+pub fn unrouted(method: &str, path: &str, paths: &[(&str, &'static str)], missing: &str) -> Reply {
+    let Some(&(_, allowed)) = paths.iter().find(|(known, _)| *known == path) else {
+        return json_reply(404, &json!({ "error": format!("{missing} {path}"), "field": null }));
+    };
     let error = format!("{path} takes {allowed}, not {method}");
     let mut reply = json_reply(405, &json!({ "error": error, "field": null }));
     reply.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));

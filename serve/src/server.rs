@@ -460,6 +460,30 @@ where
     })
 }
 
+/// Every public path and the methods it takes, as `Allow` names them: what a request the router
+/// does not take is answered from (a 405 for a known path, else a 404).
+pub const PATHS: &[(&str, &str)] = &[
+    ("/v1/ad", "POST"),
+    ("/openrtb2/bid", "POST"),
+    ("/v1/imp", "GET"),
+    ("/v1/click", "GET"),
+    ("/v1/win", "GET"),
+    ("/v1/bill", "GET"),
+    ("/v1/loss", "GET"),
+    ("/v1/install", "GET"),
+    ("/health", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+];
+
+/// Every admin path and the methods it takes, as [`PATHS`] for the public ones.
+pub const ADMIN_PATHS: &[(&str, &str)] = &[
+    ("/admin/install", "POST"),
+    ("/admin/promote", "POST"),
+    ("/admin/rollback", "POST"),
+    ("/admin/reload", "POST"),
+    ("/admin/snapshots", "GET"),
+];
+
 async fn route(
     state: Arc<State>,
     request: Request<hyper::body::Incoming>,
@@ -478,12 +502,7 @@ async fn route(
         ("GET", "/v1/bill") => (8, handlers::tracking(&state, &request, handlers::TrackingKind::Bill)),
         ("GET", "/v1/loss") => (9, handlers::tracking(&state, &request, handlers::TrackingKind::Loss)),
         ("GET", "/v1/install") => (10, handlers::install(&state, &request)),
-        (method, path @ ("/v1/ad" | "/openrtb2/bid")) => (5, handlers::wrong_method(method, path, "POST")),
-        (method, path @ ("/v1/imp" | "/v1/click" | "/v1/win" | "/v1/bill" | "/v1/loss" | "/v1/install")) => {
-            (5, handlers::wrong_method(method, path, "GET"))
-        }
-        (method, path @ ("/health" | "/metrics")) => (5, handlers::wrong_method(method, path, "GET, HEAD")),
-        (_, path) => (5, handlers::not_found(path)),
+        (method, path) => (5, handlers::unrouted(method, path, PATHS, "no endpoint")),
     };
     state.metrics.request(endpoint_idx, response.status().as_u16(), started.elapsed().as_secs_f64());
     Ok(response)

@@ -564,6 +564,31 @@ fn bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_server_keeps_serving() {
     assert_eq!(http(server.addr, "POST", "/v1/ad", AD_REQUEST).status, 200);
 }
 
+#[test]
+fn every_path_takes_the_methods_it_lists_and_refuses_others_with_405() {
+    let server = start();
+    for (addr, paths) in
+        [(server.addr, adsnap_serve::server::PATHS), (server.admin, adsnap_serve::server::ADMIN_PATHS)]
+    {
+        for &(path, allowed) in paths {
+            // Exactly the methods listed are taken: the list and the routes agree.
+            for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] {
+                let reply = http(addr, method, path, "");
+                let listed = allowed.split(", ").any(|m| m == method);
+                assert_ne!(reply.status, 404, "{method} {path}: {}", reply.body);
+                assert_eq!(reply.status == 405, !listed, "{method} {path}: {} {}", reply.status, reply.body);
+            }
+            let refused = http(addr, "PUT", path, "");
+            assert_eq!(refused.status, 405, "PUT {path}: {}", refused.body);
+            let allow = format!("allow: {}", allowed.to_ascii_lowercase());
+            assert!(refused.headers.contains(&allow), "PUT {path}: {}", refused.headers);
+            assert_eq!(json(&refused)["error"], format!("{path} takes {allowed}, not PUT"));
+        }
+    }
+    let unknown = json(&http(server.admin, "GET", "/admin/nothing", ""));
+    assert_eq!(unknown, serde_json::json!({ "error": "no admin endpoint /admin/nothing", "field": null }));
+}
+
 /// One exchange whose body is sent compressed, with `content-encoding: {coding}`.
 fn http_encoded(addr: SocketAddr, path: &str, coding: &str, body: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(addr).unwrap();
