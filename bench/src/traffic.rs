@@ -107,18 +107,12 @@ fn us_privacy(rng: &mut ChaCha8Rng, country: &str) -> &'static str {
 
 const TCF_SEED: u64 = 0x7463_6632;
 
-/// Countries where GDPR (or the UK's) applies: the EEA and the United Kingdom.
-const GDPR_COUNTRIES: [&str; 31] = [
-    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GB", "GR", "HR", "HU", "IE", "IS",
-    "IT", "LI", "LT", "LU", "LV", "MT", "NL", "NO", "PL", "PT", "RO", "SE", "SI", "SK",
-];
-
 /// The GDPR fields of a request from `country` that did not already say GDPR applies without
 /// consent: from the EEA and the UK, GDPR applies and a TCF v2 consent string comes with it,
 /// 85% consenting to every purpose, 15% to purposes 1, 2 and 7 only (no personalised ads).
 fn gdpr(rng: &mut ChaCha8Rng, country: &str) -> &'static str {
     let draw: f64 = rng.random_range(0.0..1.0);
-    match GDPR_COUNTRIES.contains(&country) {
+    match adsnap_serve::privacy::in_gdpr_area(country) {
         true if draw < 0.15 => {
             r#""gdpr":true,"tcf_consent":"CO5rKAAO5rKAAAKABBENBkEAAMIAAAAAAAYgAVAAAAAAAQAAAAA""#
         }

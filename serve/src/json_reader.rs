@@ -131,6 +131,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A boolean, or `None` for `null`.
+    pub fn optional_bool(&mut self) -> Result<Option<bool>, JsonError> {
+        if self.null()? {
+            return Ok(None);
+        }
+        self.bool().map(Some)
+    }
+
     /// Consumes a `null` if one is next.
     pub fn null(&mut self) -> Result<bool, JsonError> {
         if self.peek() != Some(b'n') {

@@ -299,7 +299,8 @@ impl BidRequest {
         let user = self.user.as_ref();
         PrivacySignals::read(PrivacyFields {
             coppa: regs.and_then(|r| r.coppa) == Some(1),
-            gdpr_applies: regs.and_then(|r| own_or_ext(r.gdpr, &r.ext, |e| e.gdpr)) == Some(1),
+            gdpr_applies: regs.and_then(|r| own_or_ext(r.gdpr, &r.ext, |e| e.gdpr)).map(|gdpr| gdpr != 0),
+            country: self.country(),
             tcf_consent: user
                 .and_then(|u| own_or_ext(u.consent.as_deref(), &u.ext, |e| e.consent.as_deref())),
             us_privacy: regs
@@ -308,6 +309,11 @@ impl BidRequest {
             limit_ad_tracking: self.device.as_ref().is_some_and(Device::limits_tracking),
             tcf_vendor_id,
         })
+    }
+
+    /// The device's country, from `device.geo.country` (ISO 3166-1 alpha-3) as alpha-2.
+    fn country(&self) -> Option<&'static str> {
+        country_alpha3_to_alpha2(self.device.as_ref()?.geo.as_ref()?.country.as_deref()?)
     }
 
     pub fn user_id(&self) -> Option<&str> {
@@ -347,10 +353,7 @@ impl BidRequest {
         let bundle = self.app.as_ref().and_then(|a| a.bundle.as_deref()).unwrap_or_default();
         let known_app = s.app_by_bundle(bundle);
         let ad_unit_idx = imp.tagid.as_deref().and_then(|t| s.ad_unit_by_id(t)).map(|(i, _)| i);
-        let country = device
-            .and_then(|d| d.geo.as_ref()?.country.as_deref())
-            .and_then(country_alpha3_to_alpha2)
-            .and_then(pack_country);
+        let country = self.country().and_then(pack_country);
         let app_category = known_app
             .map(|(_, app)| app.category.to_native())
             .or_else(|| self.app.as_ref()?.cat.iter().find_map(|c| pack_iab_category(c)));
@@ -435,6 +438,14 @@ mod tests {
         assert!(
             !signals(r#""regs": {"gpp": "DBABLA~BVQqAAAAAgA", "us_privacy": "1YNN"}"#).us_privacy_opt_out
         );
+        // GDPR applies where regs says so, else where the device is.
+        assert!(signals(r#""device": {"geo": {"country": "DEU"}}"#).gdpr_applies);
+        assert!(!signals(r#""device": {"geo": {"country": "USA"}}"#).gdpr_applies);
+        assert!(!signals(r#""device": {"geo": {"country": "DEU"}}, "regs": {"gdpr": 0}"#).gdpr_applies);
+        assert!(
+            !signals(r#""device": {"geo": {"country": "DEU"}}, "regs": {"ext": {"gdpr": 0}}"#).gdpr_applies
+        );
+        assert!(signals(r#""device": {"geo": {"country": "USA"}}, "regs": {"gdpr": 1}"#).gdpr_applies);
         // Limited tracking from lmt or an App Tracking Transparency status short of authorised.
         let device = |device: &str| signals(&format!(r#""device": {device}"#)).limit_ad_tracking;
         assert!(device(r#"{"lmt": 1}"#));

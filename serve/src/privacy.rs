@@ -11,6 +11,10 @@
 //!
 //! A zeroed advertising id is no id ([`is_zeroed_ifa`]).
 //!
+//! GDPR applies where the request says it does; a request that does not say is placed by its
+//! device's country: GDPR applies in the European Economic Area and the United Kingdom
+//! ([`GDPR_COUNTRIES`]), as the vendor must judge whether it applies.
+//!
 //! GDPR consent is read from the IAB TCF v2 consent string (see [`tcf_consent`]): purpose 1
 //! (store and access information on a device) allows the profile; purposes 3 and 4 (create and
 //! use a personalised ads profile) allow targeting on it. With `tcf_vendor_id` configured, the
@@ -50,7 +54,11 @@ pub struct PrivacySignals {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PrivacyFields<'a> {
     pub coppa: bool,
-    pub gdpr_applies: bool,
+    /// Whether GDPR applies, as the request says; `None` when it does not say.
+    pub gdpr_applies: Option<bool>,
+    /// The device's country (ISO 3166-1 alpha-2), which decides whether GDPR applies when the
+    /// request does not say.
+    pub country: Option<&'a str>,
     pub tcf_consent: Option<&'a str>,
     pub us_privacy: Option<&'a str>,
     pub gpp: Option<&'a str>,
@@ -66,7 +74,8 @@ impl PrivacySignals {
     pub fn read(f: PrivacyFields<'_>) -> PrivacySignals {
         let vendor = f.tcf_vendor_id;
         let gpp = f.gpp.filter(|g| !g.is_empty()).map(|g| gpp_signals_cached(g, vendor)).unwrap_or_default();
-        let tcf = if f.gdpr_applies {
+        let gdpr_applies = f.gdpr_applies.unwrap_or_else(|| f.country.is_some_and(in_gdpr_area));
+        let tcf = if gdpr_applies {
             let field = f.tcf_consent.filter(|c| !c.is_empty()).map(|c| tcf_consent_cached(c, vendor));
             match (field, gpp.tcf) {
                 (Some(field), Some(section)) => field.and(section),
@@ -77,7 +86,7 @@ impl PrivacySignals {
         };
         PrivacySignals {
             coppa: f.coppa,
-            gdpr_applies: f.gdpr_applies,
+            gdpr_applies,
             gdpr_consent: tcf.storage,
             gdpr_personalised_ads: tcf.personalised_ads,
             limit_ad_tracking: f.limit_ad_tracking,
@@ -128,6 +137,18 @@ impl PrivacySignals {
         }
         Privacy(bits)
     }
+}
+
+/// Countries where GDPR, or the United Kingdom's version of it, applies: the European Economic
+/// Area and the United Kingdom (ISO 3166-1 alpha-2, sorted).
+pub const GDPR_COUNTRIES: [&str; 31] = [
+    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GB", "GR", "HR", "HU", "IE", "IS",
+    "IT", "LI", "LT", "LU", "LV", "MT", "NL", "NO", "PL", "PT", "RO", "SE", "SI", "SK",
+];
+
+/// Whether GDPR applies in `country` (ISO 3166-1 alpha-2).
+pub fn in_gdpr_area(country: &str) -> bool {
+    GDPR_COUNTRIES.binary_search(&country).is_ok()
 }
 
 /// Whether an advertising id is the zeroed one (`00000000-0000-0000-0000-000000000000`, with or
@@ -475,7 +496,8 @@ mod tests {
 
     #[test]
     fn consent_comes_from_both_tcf_places_and_only_under_gdpr() {
-        let gdpr = PrivacyFields { gdpr_applies: true, tcf_vendor_id: VENDOR, ..PrivacyFields::default() };
+        let gdpr =
+            PrivacyFields { gdpr_applies: Some(true), tcf_vendor_id: VENDOR, ..PrivacyFields::default() };
         let read = |tcf: Option<&str>, gpp: Option<&str>| {
             let s = PrivacySignals::read(PrivacyFields { tcf_consent: tcf, gpp, ..gdpr });
             (s.profile_allowed(), s.personalised())
@@ -497,9 +519,23 @@ mod tests {
         assert_eq!(read(Some(&storage), Some(&in_gpp(&all))), (true, false));
         assert_eq!(read(Some(&all), Some(&in_gpp(&other_vendor))), (false, false));
         // Where GDPR does not apply, the string changes nothing.
-        let outside = PrivacyFields { gdpr_applies: false, tcf_consent: Some(&other_vendor), ..gdpr };
+        let outside = PrivacyFields { gdpr_applies: Some(false), tcf_consent: Some(&other_vendor), ..gdpr };
         let outside = PrivacySignals::read(outside);
         assert!(outside.profile_allowed() && outside.personalised() && outside.bits().allows_user_key());
+    }
+
+    #[test]
+    fn gdpr_applies_where_the_request_says_else_by_the_device_country() {
+        let applies = |gdpr_applies: Option<bool>, country: Option<&str>| {
+            PrivacySignals::read(PrivacyFields { gdpr_applies, country, ..PrivacyFields::default() })
+                .gdpr_applies
+        };
+        assert!(applies(None, Some("DE")) && applies(None, Some("GB")) && applies(None, Some("NO")));
+        assert!(!applies(None, Some("US")) && !applies(None, Some("CH")) && !applies(None, None));
+        assert!(!applies(Some(false), Some("DE")));
+        assert!(applies(Some(true), Some("US")) && applies(Some(true), None));
+        assert!(GDPR_COUNTRIES.is_sorted(), "in_gdpr_area searches them");
+        assert!(GDPR_COUNTRIES.iter().all(|c| in_gdpr_area(c)));
     }
 
     #[test]

@@ -88,9 +88,10 @@ pub struct RequestUser<'a> {
 #[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Privacy<'a> {
-    /// GDPR applies to this request.
+    /// GDPR applies to this request; absent (or `null`), it applies when `device.country` is in
+    /// the EEA or the United Kingdom.
     #[serde(default)]
-    pub gdpr: bool,
+    pub gdpr: Option<bool>,
     /// The IAB TCF consent string; under GDPR, none means no consent.
     #[serde(default, borrow)]
     pub tcf_consent: Option<Cow<'a, str>>,
@@ -238,7 +239,7 @@ fields!(PRIVACY_FIELDS, "struct Privacy", required [], 0 "gdpr", 1 "tcf_consent"
 fn read_privacy<'a>(r: &mut Reader<'a>, p: &mut Privacy<'a>) -> Result<(), JsonError> {
     PRIVACY_FIELDS.read(r, |r, idx| {
         match idx {
-            0 => p.gdpr = r.bool()?,
+            0 => p.gdpr = r.optional_bool()?,
             1 => p.tcf_consent = r.optional_string()?,
             2 => p.us_privacy = r.optional_string()?,
             3 => p.gpp = r.optional_string()?,
@@ -311,6 +312,7 @@ impl AdRequest<'_> {
         PrivacySignals::read(PrivacyFields {
             coppa: p.coppa,
             gdpr_applies: p.gdpr,
+            country: self.device.country.as_deref(),
             tcf_consent: p.tcf_consent.as_deref(),
             us_privacy: p.us_privacy.as_deref(),
             gpp: p.gpp.as_deref(),

@@ -414,6 +414,24 @@ fn gdpr_consent_is_read_from_the_tcf_string() {
         )
     };
     let tcf = |tc: &str| gdpr(&format!(r#","tcf_consent":"{tc}""#));
+    // Without a word on GDPR, it applies where the device is: from Germany, the decision keeps
+    // no user key unless the request says GDPR does not apply or consents.
+    let german = AD_REQUEST.replace(r#""country":"US""#, r#""country":"DE""#);
+    let german_with = |privacy: &str| {
+        german.replace(
+            r#""user":{"id":"user-42"}"#,
+            &format!(r#""user":{{"id":"user-42"}},"privacy":{{{privacy}}}"#),
+        )
+    };
+    let user_key_kept = |body: &str| {
+        assert_ne!(http(server.addr, "POST", "/v1/ad", body).status, 400, "{body}");
+        events(&server).last().expect("a decision event").user_key.is_some()
+    };
+    assert!(!user_key_kept(&german));
+    assert!(!user_key_kept(&german_with(r#""gdpr":null"#)));
+    assert!(user_key_kept(&german_with(r#""gdpr":false"#)));
+    assert!(user_key_kept(&german_with(&format!(r#""tcf_consent":"{TCF_ALL}""#))));
+    assert!(user_key_kept(AD_REQUEST), "in the US, GDPR does not apply unless the request says so");
     assert_ne!(campaign_served(&server, &tcf(TCF_ALL)), Some(101));
     assert_ne!(campaign_served(&server, &gdpr(&format!(r#","gpp":"DBABMA~{TCF_ALL}""#))), Some(101));
     for refused in [

@@ -130,8 +130,11 @@ fn field_value(key: &str) -> BoxedStrategy<String> {
         "device" => (object(DEVICE, field_value), true),
         "user" => (object(USER, field_value), true),
         "privacy" => (object(PRIVACY, field_value), true),
-        "lmt" | "gdpr" | "coppa" => {
+        "lmt" | "coppa" => {
             (prop::sample::select(vec!["true", "false"]).prop_map(str::to_string).boxed(), false)
+        }
+        "gdpr" => {
+            (prop::sample::select(vec!["true", "false", "null"]).prop_map(str::to_string).boxed(), false)
         }
         _ => (prop_oneof![3 => good_string(), 1 => string_literal()].boxed(), false),
     };
