@@ -51,8 +51,39 @@ fn main() -> std::process::ExitCode {
     match cli.run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", chain_text(&err));
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+/// An error and its causes, joined by ": ", as `{:#}` prints them, leaving out a cause that the
+/// message before it already quotes: many of the libraries' errors print their cause too, and
+/// "cannot listen on 127.0.0.1:8080: Address already in use" then came out with the cause twice.
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if text.is_empty() {
+            text = cause;
+        } else if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let quoted = anyhow::Error::new(adsnap_serve::ServeError::Listen {
+            addr: ([127, 0, 0, 1], 8080).into(),
+            source: io(),
+        });
+        assert_eq!(super::chain_text(&quoted), "cannot listen on 127.0.0.1:8080: Address already in use");
+        let context = anyhow::Error::new(io()).context("starting the server");
+        assert_eq!(super::chain_text(&context), "starting the server: Address already in use");
     }
 }
