@@ -34,7 +34,9 @@ pub struct ServeConfig {
     pub staging_snapshot_path: Option<PathBuf>,
     /// Base of the tracking URLs put in responses, as clients reach this server: `http://` or
     /// `https://`, a host, and an optional path, at most [`PUBLIC_BASE_URL_BYTES_MAX`] bytes of
-    /// the characters [`ServeConfig::public_base_url`] names.
+    /// the characters [`ServeConfig::public_base_url`] names. `https://` in production: apps
+    /// refuse cleartext by default, so the server warns at start about an `http://` base when it
+    /// listens beyond loopback.
     pub public_base_url: String,
     /// Largest request body accepted, as sent and, when it comes compressed, once decompressed.
     pub request_body_bytes_max: usize,

@@ -78,6 +78,12 @@ impl State {
     pub async fn new(mut config: ServeConfig) -> Result<Arc<State>, ServeError> {
         // Checked before anything is opened; kept without its trailing slashes.
         config.public_base_url = config.public_base_url()?.to_owned();
+        if config.public_base_url.starts_with("http://") && !config.listen_addr.ip().is_loopback() {
+            warn!(
+                public_base_url = config.public_base_url,
+                "tracking URLs are plain http: apps refuse cleartext by default (iOS App Transport Security, Android 9 and later), so their impressions and clicks would not reach this server; use https:// beyond a test"
+            );
+        }
         let slots = SlotPaths::new(&config);
         let prepare = config.prepare()?;
         let header_read_timeout = config.header_read_timeout()?;
