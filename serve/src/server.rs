@@ -427,6 +427,9 @@ fn spawn_connection<F, Fut>(
     let limit = state.header_read_timeout;
     let mut builder = http1::Builder::new();
     builder.max_headers(state.config.request_headers_max);
+    // hyper's default writev stays: copying head and body into one buffer for one write saved
+    // 230 instructions an ad request (callgrind), yet served about 1.3% fewer requests a second
+    // in six interleaved runs of both builds on one core.
     let io = TokioIo::new(stream);
     match limits {
         Limits::Hyper => {
