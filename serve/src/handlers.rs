@@ -116,6 +116,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     // now lets its cache miss overlap with theirs. A COPPA app (known only from the snapshot)
     // reads no profile: for its users this fetches a cache line that is never read.
     let signals = ad_request.signals(state.config.tcf_vendor_id);
+    state.metrics.privacy(&signals);
     state.prefetch_profile(signals.user_key(ad_request.user.id.as_deref(), ad_request.device.ifa.as_deref()));
     // One clock read for the decision, its tokens and its event.
     let now_unix_ms = state.now_unix_ms();
@@ -607,6 +608,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     let staging = state.staging.load_full();
     let request_hash = xxhash_rust::xxh3::xxh3_64(bid_request.id.as_bytes());
     let signals = bid_request.signals(state.config.tcf_vendor_id);
+    state.metrics.privacy(&signals);
     let key = assignment_key(&signals, bid_request.user_id(), bid_request.ifa(), request_hash);
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);

@@ -21,6 +21,25 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrivacyLabels {
+    /// One of [`PRIVACY_SIGNALS`].
+    pub signal: &'static str,
+}
+
+/// The privacy signals counted: COPPA, GDPR applies, GDPR without consent to purpose 1 (no
+/// profile), GDPR without consent to personalised ads (purposes 3 and 4), limited ad tracking
+/// (or ATT short of authorised), and a US opt-out. A sudden fall in consent is how a publisher's
+/// consent tool gone wrong shows.
+pub const PRIVACY_SIGNALS: [&str; 6] = [
+    "coppa",
+    "gdpr_applies",
+    "gdpr_no_consent",
+    "gdpr_no_personalised_ads",
+    "limit_ad_tracking",
+    "us_opt_out",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrackingLabels {
     pub kind: &'static str,
     /// `counted`, `duplicate`, `forged`, `expired` or `malformed`.
@@ -58,6 +77,8 @@ pub struct Metrics {
     pub snapshot_swaps: Counter,
     pub snapshot_swap_failures: Counter,
     pub tracking: Family<TrackingLabels, Counter>,
+    pub privacy: Family<PrivacyLabels, Counter>,
+    privacy_series: [Counter; PRIVACY_SIGNALS.len()],
     request_series: Vec<(Counter, Histogram)>,
     decision_series: Vec<Counter>,
 }
@@ -76,6 +97,23 @@ impl Metrics {
                     RequestLabels { endpoint: ENDPOINTS[endpoint_idx.min(ENDPOINTS.len() - 1)], status };
                 self.requests.get_or_create(&labels).inc();
                 self.request_latency_s.get_or_create(&labels).observe(seconds);
+            }
+        }
+    }
+
+    /// Counts the privacy signals of one ad or bid request.
+    pub fn privacy(&self, s: &crate::privacy::PrivacySignals) {
+        let on = [
+            s.coppa,
+            s.gdpr_applies,
+            s.gdpr_applies && !s.gdpr_consent,
+            s.gdpr_applies && !s.gdpr_personalised_ads,
+            s.limit_ad_tracking,
+            s.us_privacy_opt_out,
+        ];
+        for (counter, on) in self.privacy_series.iter().zip(on) {
+            if on {
+                counter.inc();
             }
         }
     }
@@ -120,6 +158,14 @@ impl Default for Metrics {
             snapshot_swap_failures.clone(),
         );
         registry.register("tracking_events", "Tracking notices by kind and result", tracking.clone());
+        let privacy = Family::<PrivacyLabels, Counter>::default();
+        registry.register(
+            "privacy_signals",
+            "Ad and bid requests by privacy signal: COPPA, GDPR applies, GDPR without consent, GDPR without consent to personalised ads, limited ad tracking, US opt-out",
+            privacy.clone(),
+        );
+        let privacy_series =
+            PRIVACY_SIGNALS.map(|signal| privacy.get_or_create(&PrivacyLabels { signal }).clone());
         let request_series = ENDPOINTS
             .iter()
             .flat_map(|&endpoint| STATUSES.iter().map(move |&status| RequestLabels { endpoint, status }))
@@ -133,6 +179,8 @@ impl Default for Metrics {
             .map(|labels| decisions.get_or_create(&labels).clone())
             .collect();
         Metrics {
+            privacy,
+            privacy_series,
             request_series,
             decision_series,
             registry,

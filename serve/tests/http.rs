@@ -302,6 +302,14 @@ fn privacy_signals_keep_user_keys_out_of_events() {
     }
     let written = events(&server);
     assert_eq!(written.len(), 2);
+    // Each signal is counted once per request that carries it.
+    let signal =
+        |name: &str| metric(server.addr, &format!(r#"adsnap_privacy_signals_total{{signal="{name}"}}"#));
+    assert_eq!(signal("coppa"), 1.0);
+    assert_eq!(signal("gdpr_applies"), 1.0);
+    assert_eq!(signal("gdpr_no_consent"), 1.0);
+    assert_eq!(signal("gdpr_no_personalised_ads"), 1.0);
+    assert_eq!(signal("us_opt_out"), 0.0);
     assert!(written.iter().all(|e| e.user_key.is_none() && !e.privacy.allows_user_key()), "{written:?}");
 }
 
