@@ -616,6 +616,9 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     if !bid_request.cur.is_empty() && !bid_request.cur.iter().any(|c| c == currency) {
         return openrtb_reply(204, Vec::new());
     }
+    // A child-directed app, known from the snapshot, is under COPPA whatever `regs` says, as an
+    // SDK request's app is in `AdRequest::resolve`: no profile is read and no user key kept.
+    let signals = PrivacySignals { coppa: signals.coppa || bid_request.app_is_coppa(snapshot), ..signals };
     let now_unix_ms = state.now_unix_ms();
     let now = now_unix_ms.div_euclid(1000);
     let profile = state.profile(signals.user_key(bid_request.user_id(), bid_request.ifa())).await;

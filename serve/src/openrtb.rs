@@ -311,6 +311,12 @@ impl BidRequest {
         })
     }
 
+    /// Whether the snapshot marks the request's app as directed at children (COPPA).
+    pub fn app_is_coppa(&self, s: &Snapshot) -> bool {
+        let bundle = self.app.as_ref().and_then(|a| a.bundle.as_deref()).unwrap_or_default();
+        s.app_by_bundle(bundle).is_some_and(|(_, app)| app.coppa)
+    }
+
     /// The device's country, from `device.geo.country` (ISO 3166-1 alpha-3) as alpha-2.
     fn country(&self) -> Option<&'static str> {
         country_alpha3_to_alpha2(self.device.as_ref()?.geo.as_ref()?.country.as_deref()?)

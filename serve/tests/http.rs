@@ -314,6 +314,22 @@ fn privacy_signals_keep_user_keys_out_of_events() {
 }
 
 #[test]
+fn a_child_directed_app_is_under_coppa_over_openrtb_too() {
+    let server = start();
+    // Little Painters is marked COPPA in the catalog; the exchange does not say so.
+    let request = r#"{"id": "kids-1", "imp": [{"id": "1", "instl": 1, "banner": {"format": [{"w": 320, "h": 480}]}}],
+        "app": {"bundle": "6444000102"}, "user": {"id": "user-42"},
+        "device": {"os": "iOS", "osv": "17.2", "devicetype": 4, "ifa": "38400000-8cf0-11bd-b23e-10b96e40000d", "geo": {"country": "USA"}}}"#;
+    let reply = http(server.addr, "POST", "/openrtb2/bid", request);
+    assert!([200, 204].contains(&reply.status), "{} {}", reply.status, reply.body);
+    let written = events(&server);
+    assert!(!written.is_empty());
+    for event in &written {
+        assert!(event.user_key.is_none() && !event.privacy.allows_user_key(), "{event:?}");
+    }
+}
+
+#[test]
 fn a_zeroed_advertising_id_is_no_user() {
     let server = start();
     let with_ifa = |ifa: &str| {
