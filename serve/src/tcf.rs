@@ -49,6 +49,10 @@ const PURPOSES_BITS: usize = 61;
 /// is not a readable TC string of version 2: not base64url, another version, or cut short.
 pub fn read(tc: &str, vendor: u16) -> Option<TcString> {
     let core = tc.split('.').next().unwrap_or_default();
+    // Every character, the fields skipped over included: a string with another in it is not one.
+    if !core.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+        return None;
+    }
     let mut bits = Bits { chars: core.as_bytes(), at: 0 };
     if bits.read(6)? != 2 {
         return None;
@@ -286,6 +290,10 @@ pub(crate) mod tests {
         for len in 0..good.len() - 1 {
             assert_eq!(read(&good[..len], 42), None, "{}", &good[..len]);
         }
+        // A character outside base64url in a field the reader skips (the creation time).
+        let mut skipped = good.clone();
+        skipped.replace_range(3..4, "+");
+        assert_eq!(read(&skipped, 42), None);
         for bad in [
             "",
             "not a consent string!",
