@@ -116,7 +116,6 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     // now lets its cache miss overlap with theirs. A COPPA app (known only from the snapshot)
     // reads no profile: for its users this fetches a cache line that is never read.
     let signals = ad_request.signals(state.config.tcf_vendor_id);
-    state.metrics.privacy(&signals);
     state.prefetch_profile(signals.user_key(ad_request.user.id.as_deref(), ad_request.device.ifa.as_deref()));
     // One clock read for the decision, its tokens and its event.
     let now_unix_ms = state.now_unix_ms();
@@ -134,6 +133,8 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
     let query = ad_request.resolve(snapshot, signals, now, request_hash)?;
+    // Counted once the app's own COPPA flag is in.
+    state.metrics.privacy(&query.privacy);
     let profile = state.profile(query.user_key).await;
     let user = User {
         profile: profile.as_deref().map(|p| p as &dyn UserFacts),
@@ -608,7 +609,6 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     let staging = state.staging.load_full();
     let request_hash = xxhash_rust::xxh3::xxh3_64(bid_request.id.as_bytes());
     let signals = bid_request.signals(state.config.tcf_vendor_id);
-    state.metrics.privacy(&signals);
     let key = assignment_key(&signals, bid_request.user_id(), bid_request.ifa(), request_hash);
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
@@ -619,6 +619,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     // A child-directed app, known from the snapshot, is under COPPA whatever `regs` says, as an
     // SDK request's app is in `AdRequest::resolve`: no profile is read and no user key kept.
     let signals = PrivacySignals { coppa: signals.coppa || bid_request.app_is_coppa(snapshot), ..signals };
+    state.metrics.privacy(&signals);
     let now_unix_ms = state.now_unix_ms();
     let now = now_unix_ms.div_euclid(1000);
     let profile = state.profile(signals.user_key(bid_request.user_id(), bid_request.ifa())).await;

@@ -28,8 +28,9 @@ pub struct PrivacyLabels {
 
 /// The privacy signals counted: COPPA, GDPR applies, GDPR without consent to purpose 1 (no
 /// profile), GDPR without consent to personalised ads (purposes 3 and 4), limited ad tracking
-/// (or ATT short of authorised), and a US opt-out. A sudden fall in consent is how a publisher's
-/// consent tool gone wrong shows.
+/// (or ATT short of authorised), and a US opt-out; for each request decided, COPPA from the app
+/// as the snapshot marks it included. A sudden fall in consent is how a publisher's consent tool
+/// gone wrong shows.
 pub const PRIVACY_SIGNALS: [&str; 6] = [
     "coppa",
     "gdpr_applies",

@@ -327,6 +327,7 @@ fn a_child_directed_app_is_under_coppa_over_openrtb_too() {
     for event in &written {
         assert!(event.user_key.is_none() && !event.privacy.allows_user_key(), "{event:?}");
     }
+    assert_eq!(metric(server.addr, r#"adsnap_privacy_signals_total{signal="coppa"}"#), 1.0);
 }
 
 #[test]
