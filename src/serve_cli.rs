@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// This ad network's IAB TCF Global Vendor List id (1 to 65535).
     #[arg(long, env = "ADSNAP_TCF_VENDOR_ID")]
     tcf_vendor_id: Option<std::num::NonZeroU16>,
+    /// The buyer seat adsnap bids as over OpenRTB (default `adsnap`).
+    #[arg(long, env = "ADSNAP_OPENRTB_SEAT")]
+    openrtb_seat: Option<String>,
     #[arg(long, env = "ADSNAP_TRACKING_DEDUP_ENTRIES_MAX")]
     tracking_dedup_entries_max: Option<usize>,
     /// Nice value (0 to 19) of the snapshot opening and releasing threads (default 10).
@@ -128,6 +131,9 @@ impl ServeArgs {
         }
         if self.tcf_vendor_id.is_some() {
             c.tcf_vendor_id = self.tcf_vendor_id;
+        }
+        if let Some(seat) = &self.openrtb_seat {
+            c.openrtb_seat = seat.clone();
         }
         if self.fixed_now_unix_s.is_some() {
             c.fixed_now_unix_s = self.fixed_now_unix_s;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use adsnap_abtest::{assign, Slice, UserKey};
 use adsnap_serve::decision::decide;
 use adsnap_serve::request::{AdRequest, Query};
+use adsnap_serve::served::{Prepare, Served};
 use adsnap_snapshot::schema::ArchivedOverrides;
 use adsnap_snapshot::{OpenOptions, Pages, Snapshot};
 
@@ -48,12 +49,17 @@ fn queries(snapshot: &Snapshot, bodies: &[String]) -> anyhow::Result<Vec<Resolve
     Ok(out)
 }
 
+/// The snapshot as the server holds it, without the escaped markup only answers use.
+fn served(snapshot: Snapshot) -> Served {
+    Served::prepare(snapshot, Prepare { nice: 0, escaped_markup_bytes_max: 0 })
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Result<()> {
-    let snapshot = Snapshot::open(snapshot_path)?;
+    let snapshot = served(Snapshot::open(snapshot_path)?);
     let bodies = traffic::requests(&snapshot, n_requests, 7);
     let queries = queries(&snapshot, &bodies)?;
     let mut times = Vec::with_capacity(queries.len() * rounds as usize);
@@ -110,8 +116,8 @@ fn page_sizes(snapshot_path: &Path, queries: &[Resolved], rounds: u32) -> anyhow
     let open = |pages| Snapshot::open_with(snapshot_path, &OpenOptions { pages, ..Default::default() });
     // The huge one first: its open drops the file's cached pages that no mapping holds and reads
     // them back in 2 MiB folios, which the 4 KiB mapping then shares.
-    let (huge, small) = (open(Pages::Huge)?, open(Pages::Small)?);
-    let pass = |snapshot: &Snapshot| {
+    let (huge, small) = (served(open(Pages::Huge)?), served(open(Pages::Small)?));
+    let pass = |snapshot: &Served| {
         let t = Instant::now();
         for (query, arm) in queries {
             let params = arm_params(snapshot, arm);

@@ -14,6 +14,9 @@ use crate::error::ServeError;
 /// characters.
 pub const PUBLIC_BASE_URL_BYTES_MAX: usize = 256;
 
+/// Longest `openrtb_seat`.
+pub const OPENRTB_SEAT_BYTES_MAX: usize = 64;
+
 /// Shortest `header_read_timeout_ms`: connections are checked every half of it.
 pub const HEADER_READ_TIMEOUT_MS_MIN: u64 = 10;
 
@@ -63,6 +66,10 @@ pub struct ServeConfig {
     /// consent string must give this vendor consent for its purposes to count; absent, only the
     /// purposes are read. Set it in production under GDPR.
     pub tcf_vendor_id: Option<NonZeroU16>,
+    /// The buyer seat adsnap bids as over OpenRTB (`seatbid.seat`), as the exchanges know it:
+    /// a request whose `wseat` leaves it out, or whose `bseat` names it, gets no bid. Letters,
+    /// digits and `-_.:`, at most [`OPENRTB_SEAT_BYTES_MAX`] bytes.
+    pub openrtb_seat: String,
     /// Tracking tokens remembered to count duplicates once (per generation; two are kept).
     pub tracking_dedup_entries_max: usize,
     /// Nice value (0 to 19) of the threads that open, verify and release snapshots, so that a
@@ -105,6 +112,7 @@ impl Default for ServeConfig {
             install_attribution_window_s: 7 * 86_400,
             ad_ttl_s: 300,
             tcf_vendor_id: None,
+            openrtb_seat: "adsnap".into(),
             tracking_dedup_entries_max: 1_000_000,
             background_nice: 10,
             escaped_markup_bytes_max: 128 << 20,
@@ -154,6 +162,18 @@ impl ServeConfig {
             Some(c) => Err(bad(format!("{c:?} is not allowed (letters, digits and -._~:/@%+!$,;=[] are)"))),
             None => Ok(url),
         }
+    }
+
+    /// `openrtb_seat`, once checked.
+    pub fn openrtb_seat(&self) -> Result<&str, ServeError> {
+        let seat = self.openrtb_seat.as_str();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+        if seat.is_empty() || seat.len() > OPENRTB_SEAT_BYTES_MAX || !seat.chars().all(allowed) {
+            return Err(ServeError::Config(format!(
+                "openrtb_seat {seat:?}: expected 1 to {OPENRTB_SEAT_BYTES_MAX} letters, digits and -_.:"
+            )));
+        }
+        Ok(seat)
     }
 
     /// `header_read_timeout_ms`, once checked.
@@ -217,6 +237,12 @@ mod tests {
             ServeConfig::from_toml("tcf_vendor_id = 755").unwrap().tcf_vendor_id,
             NonZeroU16::new(755)
         );
+        for bad in ["", "a b", "seat\"", &"s".repeat(OPENRTB_SEAT_BYTES_MAX + 1)] {
+            let config = ServeConfig { openrtb_seat: bad.into(), ..ServeConfig::default() };
+            assert!(config.openrtb_seat().unwrap_err().to_string().contains("openrtb_seat"), "{bad:?}");
+        }
+        let config = ServeConfig { openrtb_seat: "dsp-7.us:east_1".into(), ..ServeConfig::default() };
+        assert_eq!(config.openrtb_seat().unwrap(), "dsp-7.us:east_1");
         let config = ServeConfig { background_nice: 20, ..ServeConfig::default() };
         assert!(config.prepare().unwrap_err().to_string().contains("background_nice"));
         let config = ServeConfig { escaped_markup_bytes_max: 1 << 32, ..ServeConfig::default() };

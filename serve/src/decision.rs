@@ -7,9 +7,10 @@ use adsnap_snapshot::schema::{
     ArchivedAdUnit, ArchivedCampaign, ArchivedCandidate, ArchivedCreative, ArchivedOverrides,
     ArchivedPublisherApp, ArchivedSpan, CampaignStatus, COUNTRY_ANY, PPM_ONE,
 };
-use adsnap_snapshot::{iab_parent, Format, Snapshot};
+use adsnap_snapshot::{iab_parent, Format, MarkupKind, Snapshot};
 
 use crate::request::Query;
+use crate::served::Served;
 
 /// What the server knows of the user from their profile, as the decision asks it.
 pub trait UserFacts {
@@ -92,7 +93,7 @@ fn order(c: &ArchivedCandidate) -> (std::cmp::Reverse<u64>, u32, u32) {
 }
 
 /// Decides one request with the parameters of its assignment.
-pub fn decide(s: &Snapshot, q: &Query, params: &ArchivedOverrides, user: User<'_>) -> Decision {
+pub fn decide(s: &Served, q: &Query, params: &ArchivedOverrides, user: User<'_>) -> Decision {
     let a = s.archive();
     let unit = q.ad_unit_idx.and_then(|i| a.ad_units.get(i));
     let app = q.app_idx.and_then(|i| a.apps.get(i));
@@ -137,9 +138,10 @@ pub fn decide(s: &Snapshot, q: &Query, params: &ArchivedOverrides, user: User<'_
             // This campaign has its own, market-priced entry in the country's slot.
             continue;
         }
-        let creative = &a.creatives[candidate.creative_idx.to_native() as usize];
+        let creative_idx = candidate.creative_idx.to_native();
+        let creative = &a.creatives[creative_idx as usize];
         let ctx = Eligibility { s, q, unit, app, params, user };
-        if ctx.campaign(campaign) && ctx.creative(creative) {
+        if ctx.campaign(campaign) && ctx.creative(creative_idx, creative) {
             let winner = Winner {
                 campaign_idx: candidate.campaign_idx.to_native(),
                 creative_idx: candidate.creative_idx.to_native(),
@@ -164,7 +166,7 @@ fn contains_category(s: &Snapshot, span: &ArchivedSpan, category: u16) -> bool {
 }
 
 struct Eligibility<'a> {
-    s: &'a Snapshot,
+    s: &'a Served,
     q: &'a Query,
     unit: Option<&'a ArchivedAdUnit>,
     app: Option<&'a ArchivedPublisherApp>,
@@ -273,12 +275,16 @@ impl Eligibility<'_> {
         ((mixed >> 11) % PPM_ONE as u64) < throttle as u64
     }
 
-    fn creative(&self, cr: &ArchivedCreative) -> bool {
-        // A banner must fit its slot exactly; full-screen and native formats adapt.
-        let (w, h) = (self.q.slot_width, self.q.slot_height);
-        let fits = cr.format.get() != Format::Banner
-            || w == 0
-            || (cr.width.to_native() == w && cr.height.to_native() == h);
-        fits && self.q.markup_kind.is_none_or(|kind| cr.markup_kind.get() == kind)
+    fn creative(&self, creative_idx: u32, cr: &ArchivedCreative) -> bool {
+        let fit = &self.q.fit;
+        // A banner must be one of its slot's sizes exactly; full-screen and native formats adapt.
+        let size_ok =
+            cr.format.get() != Format::Banner || fit.sizes.take(cr.width.to_native(), cr.height.to_native());
+        let video_ok = cr.markup_kind.get() != MarkupKind::Vast
+            || fit.takes_video(self.s.str(&cr.mime), cr.video_duration_s.to_native());
+        size_ok
+            && video_ok
+            && fit.markup_kind.is_none_or(|kind| cr.markup_kind.get() == kind)
+            && (!fit.secure || self.s.creative_is_secure(creative_idx))
     }
 }

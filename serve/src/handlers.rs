@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use adsnap_abtest::{assign, Assignment, Slice, UserKey};
 use adsnap_snapshot::schema::ArchivedOverrides;
-use adsnap_snapshot::Snapshot;
+use adsnap_snapshot::{Format, Snapshot};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
@@ -17,6 +17,7 @@ use crate::decision::{decide, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
 use crate::metrics::TrackingLabels;
+use crate::openrtb::{Skip, IMPS_MAX};
 use crate::privacy::PrivacySignals;
 use crate::render::{render, Fill, TrackingUrl, RENDER_GROWTH_BYTES};
 use crate::request::{AdRequest, Query};
@@ -557,7 +558,7 @@ struct BidResponse<'a> {
 
 #[derive(serde::Serialize)]
 struct SeatBid<'a> {
-    seat: &'static str,
+    seat: &'a str,
     bid: Vec<Bid<'a>>,
 }
 
@@ -613,9 +614,24 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     let assignment = assign(key, &production.archive().experiments);
     let (snapshot, params, snapshot_name) = route_assignment(&production, &staging, &assignment);
     let currency = snapshot.archive().meta.currency.as_str();
-    if !bid_request.cur.is_empty() && !bid_request.cur.iter().any(|c| c == currency) {
+    let n_imps = bid_request.imp.len();
+    let seat = state.config.openrtb_seat.as_str();
+    let whole_request_skip = if !bid_request.cur.is_empty() && !bid_request.cur.iter().any(|c| c == currency)
+    {
+        Some(Skip::Currency)
+    } else if !bid_request.seat_allowed(seat) {
+        Some(Skip::Seat)
+    } else {
+        None
+    };
+    if let Some(skip) = whole_request_skip {
+        state.metrics.skipped(skip, n_imps);
         return openrtb_reply(204, Vec::new());
     }
+    if n_imps > IMPS_MAX {
+        state.metrics.skipped(Skip::ImpsMax, n_imps - IMPS_MAX);
+    }
+    let tracking_secure = state.config.public_base_url.starts_with("https://");
     // A child-directed app, known from the snapshot, is under COPPA whatever `regs` says, as an
     // SDK request's app is in `AdRequest::resolve`: no profile is read and no user key kept.
     let signals = PrivacySignals { coppa: signals.coppa || bid_request.app_is_coppa(snapshot), ..signals };
@@ -628,10 +644,17 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
         personalised: signals.personalised(),
     };
     let mut bids = Vec::new();
-    for (imp_idx, imp) in bid_request.imp.iter().take(crate::openrtb::IMPS_MAX).enumerate() {
-        let Some((query, slot)) = bid_request.query(snapshot, imp, signals, currency, now, request_hash)
-        else {
-            continue;
+    for (imp_idx, imp) in bid_request.imp.iter().take(IMPS_MAX).enumerate() {
+        let query = match bid_request.query(snapshot, imp, signals, currency, now, request_hash) {
+            Ok((query, _)) if query.fit.secure && !tracking_secure => Err(Skip::InsecureTracking),
+            other => other,
+        };
+        let (query, slot) = match query {
+            Ok(query_and_slot) => query_and_slot,
+            Err(skip) => {
+                state.metrics.skipped(skip, 1);
+                continue;
+            }
         };
         let decision = decide(snapshot, &query, params, user);
         count_decision(state, &decision, snapshot_name);
@@ -657,8 +680,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     if bids.is_empty() {
         return openrtb_reply(204, Vec::new());
     }
-    let response =
-        BidResponse { id: &bid_request.id, cur: currency, seatbid: [SeatBid { seat: "adsnap", bid: bids }] };
+    let response = BidResponse { id: &bid_request.id, cur: currency, seatbid: [SeatBid { seat, bid: bids }] };
     openrtb_reply(200, serde_json::to_vec(&response).unwrap_or_default())
 }
 
@@ -708,8 +730,17 @@ fn bid<'a>(
         crid: claims.creative_id.to_string(),
         cid: claims.campaign_id.to_string(),
         cat: [adsnap_snapshot::format_iab_category(advertiser.category.to_native())],
-        w: if slot.width > 0 { slot.width } else { creative.width.to_native() },
-        h: if slot.height > 0 { slot.height } else { creative.height.to_native() },
+        // A banner is one of its slot's sizes; other slots adapt, and their size is echoed.
+        w: if slot.width > 0 && slot.format != Format::Banner {
+            slot.width
+        } else {
+            creative.width.to_native()
+        },
+        h: if slot.height > 0 && slot.format != Format::Banner {
+            slot.height
+        } else {
+            creative.height.to_native()
+        },
         mtype: slot.mtype,
     }
 }

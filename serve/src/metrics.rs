@@ -6,6 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::openrtb::Skip;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: &'static str,
@@ -39,6 +41,12 @@ pub const PRIVACY_SIGNALS: [&str; 6] = [
     "limit_ad_tracking",
     "us_opt_out",
 ];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    /// `Skip::name` of [`crate::openrtb::Skip`].
+    pub reason: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrackingLabels {
@@ -80,6 +88,8 @@ pub struct Metrics {
     pub tracking: Family<TrackingLabels, Counter>,
     pub privacy: Family<PrivacyLabels, Counter>,
     privacy_series: [Counter; PRIVACY_SIGNALS.len()],
+    pub openrtb_skipped: Family<SkipLabels, Counter>,
+    skipped_series: [Counter; Skip::ALL.len()],
     request_series: Vec<(Counter, Histogram)>,
     decision_series: Vec<Counter>,
 }
@@ -117,6 +127,11 @@ impl Metrics {
                 counter.inc();
             }
         }
+    }
+
+    /// Counts `n` OpenRTB impressions left without a decision, and why.
+    pub fn skipped(&self, skip: Skip, n: usize) {
+        self.skipped_series[skip as usize].inc_by(n as u64);
     }
 
     /// Counts one decision by outcome (an index of `OUTCOMES`) and snapshot (staging or not).
@@ -167,6 +182,14 @@ impl Default for Metrics {
         );
         let privacy_series =
             PRIVACY_SIGNALS.map(|signal| privacy.get_or_create(&PrivacyLabels { signal }).clone());
+        let openrtb_skipped = Family::<SkipLabels, Counter>::default();
+        registry.register(
+            "openrtb_impressions_skipped",
+            "OpenRTB impressions answered with no bid before any decision, by reason",
+            openrtb_skipped.clone(),
+        );
+        let skipped_series =
+            Skip::ALL.map(|skip| openrtb_skipped.get_or_create(&SkipLabels { reason: skip.name() }).clone());
         let request_series = ENDPOINTS
             .iter()
             .flat_map(|&endpoint| STATUSES.iter().map(move |&status| RequestLabels { endpoint, status }))
@@ -182,6 +205,8 @@ impl Default for Metrics {
         Metrics {
             privacy,
             privacy_series,
+            openrtb_skipped,
+            skipped_series,
             request_series,
             decision_series,
             registry,

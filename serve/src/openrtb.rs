@@ -10,12 +10,14 @@ use serde::Deserialize;
 use std::num::NonZeroU16;
 
 use crate::privacy::{PrivacyFields, PrivacySignals};
-use crate::request::Query;
+use crate::request::{Fit, Query, Sizes};
 
 /// Impressions answered per request at most; the rest get no bid.
 pub const IMPS_MAX: usize = 16;
 /// Entries read from each request-level blocklist at most.
 pub const BLOCKLIST_ENTRIES_MAX: usize = 512;
+/// Entries read from a video's `mimes` and `rqddurs`, and from `wseat` and `bseat`, at most.
+pub const SLOT_LIST_MAX: usize = 16;
 
 /// A list sent as `null`, as some exchanges do for an empty one, read as empty rather than
 /// refused.
@@ -58,6 +60,11 @@ pub struct BidRequest {
     pub regs: Option<Regs>,
     #[serde(default)]
     pub tmax: Option<u64>,
+    /// Buyer seats allowed to bid (`wseat`) and blocked (`bseat`), at most one of them sent.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub wseat: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub bseat: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +87,18 @@ pub struct Imp {
     pub bidfloorcur: Option<String>,
     #[serde(default)]
     pub tagid: Option<String>,
+    /// 1: creative markup and assets must load over https. Absent: unknown, http allowed.
+    #[serde(default)]
+    pub secure: Option<u8>,
+    #[serde(default)]
+    pub pmp: Option<Pmp>,
+}
+
+/// A private marketplace: with `private_auction` 1, only the deals it lists may bid.
+#[derive(Debug, Default, Deserialize)]
+pub struct Pmp {
+    #[serde(default)]
+    pub private_auction: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +123,13 @@ pub struct BannerFormat {
 pub struct Video {
     #[serde(default, deserialize_with = "null_as_empty")]
     pub mimes: Vec<String>,
+    #[serde(default)]
+    pub minduration: Option<u32>,
+    #[serde(default)]
+    pub maxduration: Option<u32>,
+    /// 2.6: the only lengths the slot takes, in seconds.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub rqddurs: Vec<u32>,
     #[serde(default)]
     pub w: Option<u32>,
     #[serde(default)]
@@ -207,55 +233,114 @@ pub struct RegsExt {
     pub gpp: Option<String>,
 }
 
-/// What an impression asks for, in adsnap's terms.
+/// Why an impression gets no bid without a decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Nothing adsnap serves: audio, or no banner, video or native object.
+    Format,
+    /// `bidfloorcur`, or the request's `cur`, leaves out the snapshot's currency.
+    Currency,
+    /// The device's OS is neither Android nor iOS.
+    Os,
+    /// `pmp.private_auction` 1: only the deals listed may bid, and adsnap holds none.
+    PrivateAuction,
+    /// `secure` 1 while `public_base_url` is plain http: the tracking URLs would not load.
+    InsecureTracking,
+    /// `wseat` leaves out adsnap's seat, or `bseat` names it.
+    Seat,
+    /// Past the first [`IMPS_MAX`] impressions of the request.
+    ImpsMax,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 7] = [
+        Skip::Format,
+        Skip::Currency,
+        Skip::Os,
+        Skip::PrivateAuction,
+        Skip::InsecureTracking,
+        Skip::Seat,
+        Skip::ImpsMax,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::Format => "format",
+            Skip::Currency => "currency",
+            Skip::Os => "os",
+            Skip::PrivateAuction => "private_auction",
+            Skip::InsecureTracking => "insecure_tracking",
+            Skip::Seat => "seat",
+            Skip::ImpsMax => "imps_max",
+        }
+    }
+}
+
+/// The slot of an impression, as adsnap fills it.
+#[derive(Clone, Debug)]
 pub struct Slot {
     pub format: Format,
-    pub markup_kind: Option<MarkupKind>,
+    /// What the slot takes of a creative.
+    pub fit: Fit,
+    /// The slot's size as the impression gives it (a banner's first size); 0 when not given.
     pub width: u16,
     pub height: u16,
     /// OpenRTB `mtype`: 1 banner, 2 video, 4 native.
     pub mtype: u8,
 }
 
+/// A size from OpenRTB's `w` and `h`, each capped to `u16`.
+fn size(w: Option<u32>, h: Option<u32>) -> (u16, u16) {
+    let side = |v: Option<u32>| v.unwrap_or(0).min(u16::MAX as u32) as u16;
+    (side(w), side(h))
+}
+
+/// A length in seconds from OpenRTB, capped to `u16`.
+fn seconds(s: u32) -> u16 {
+    s.min(u16::MAX as u32) as u16
+}
+
 /// The slot of an impression: video first (rewarded when `rwdd`), then banner (full screen when
 /// `instl`), then native. `None`: nothing adsnap serves (audio, or an empty impression).
+///
+/// A video slot takes VAST of the MIME types and lengths it lists; a banner slot takes a creative
+/// of its `w` by `h` or of any size in `format` (the first [`SLOT_SIZES_MAX`](crate::request::SLOT_SIZES_MAX)). `secure` 1 takes
+/// only creatives that load over https.
 pub fn slot(imp: &Imp) -> Option<Slot> {
-    let size = |w: Option<u32>, h: Option<u32>| {
-        (w.unwrap_or(0).min(u16::MAX as u32) as u16, h.unwrap_or(0).min(u16::MAX as u32) as u16)
-    };
+    let secure = imp.secure == Some(1);
     if let Some(video) = &imp.video {
         let format = if imp.rwdd == Some(1) { Format::RewardedVideo } else { Format::Interstitial };
         let (width, height) = size(video.w, video.h);
-        return Some(Slot { format, markup_kind: Some(MarkupKind::Vast), width, height, mtype: 2 });
+        let fit = Fit {
+            markup_kind: Some(MarkupKind::Vast),
+            video_mimes: video.mimes.iter().take(SLOT_LIST_MAX).cloned().collect(),
+            video_min_s: seconds(video.minduration.unwrap_or(0)),
+            video_max_s: seconds(video.maxduration.unwrap_or(0)),
+            video_lengths_s: video.rqddurs.iter().take(SLOT_LIST_MAX).map(|&s| seconds(s)).collect(),
+            secure,
+            ..Fit::default()
+        };
+        return Some(Slot { format, fit, width, height, mtype: 2 });
     }
     if let Some(banner) = &imp.banner {
+        let html = |fit: Fit| Fit { markup_kind: Some(MarkupKind::Html), secure, ..fit };
         if imp.instl == Some(1) {
-            return Some(Slot {
-                format: Format::Interstitial,
-                markup_kind: Some(MarkupKind::Html),
-                width: 0,
-                height: 0,
-                mtype: 1,
-            });
+            let fit = html(Fit::default());
+            return Some(Slot { format: Format::Interstitial, fit, width: 0, height: 0, mtype: 1 });
         }
-        let (w, h) = match (banner.w, banner.h, banner.format.first()) {
-            (Some(w), Some(h), _) => (Some(w), Some(h)),
-            (_, _, Some(f)) => (f.w, f.h),
-            _ => (None, None),
-        };
-        let (width, height) = size(w, h);
-        return Some(Slot {
-            format: Format::Banner,
-            markup_kind: Some(MarkupKind::Html),
-            width,
-            height,
-            mtype: 1,
-        });
+        let mut sizes = Sizes::default();
+        let given = (banner.w.is_some() && banner.h.is_some()).then(|| size(banner.w, banner.h));
+        let listed = banner.format.iter().map(|f| size(f.w, f.h));
+        for (w, h) in given.into_iter().chain(listed).filter(|&(w, h)| w > 0 && h > 0) {
+            sizes.add(w, h);
+        }
+        let (width, height) = sizes.as_slice().first().copied().unwrap_or((0, 0));
+        let fit = html(Fit { sizes, ..Fit::default() });
+        return Some(Slot { format: Format::Banner, fit, width, height, mtype: 1 });
     }
     imp.native.as_ref().map(|_| Slot {
         format: Format::Native,
-        markup_kind: Some(MarkupKind::NativeJson),
+        fit: Fit { markup_kind: Some(MarkupKind::NativeJson), secure, ..Fit::default() },
         width: 0,
         height: 0,
         mtype: 4,
@@ -340,7 +425,14 @@ impl BidRequest {
         }
     }
 
-    /// The query for one impression, or `None` when adsnap cannot serve it.
+    /// Whether the request's seat lists let `seat` bid: named in `wseat` when it is sent, not
+    /// named in `bseat`.
+    pub fn seat_allowed(&self, seat: &str) -> bool {
+        let named = |list: &[String]| list.iter().take(SLOT_LIST_MAX).any(|s| s == seat);
+        (self.wseat.is_empty() || named(&self.wseat)) && !named(&self.bseat)
+    }
+
+    /// The query for one impression, or why adsnap gets no decision for it.
     pub fn query(
         &self,
         s: &Snapshot,
@@ -349,10 +441,13 @@ impl BidRequest {
         currency: &str,
         now_unix_s: i64,
         request_hash: u64,
-    ) -> Option<(Query, Slot)> {
-        let slot = slot(imp)?;
+    ) -> Result<(Query, Slot), Skip> {
+        let slot = slot(imp).ok_or(Skip::Format)?;
         if imp.bidfloorcur.as_deref().is_some_and(|c| c != currency) {
-            return None;
+            return Err(Skip::Currency);
+        }
+        if imp.pmp.as_ref().is_some_and(|p| p.private_auction == Some(1)) {
+            return Err(Skip::PrivateAuction);
         }
         let floor = imp.bidfloor.filter(|f| f.is_finite() && *f >= 0.0).unwrap_or(0.0);
         let device = self.device.as_ref();
@@ -366,10 +461,11 @@ impl BidRequest {
         let take = |list: &[String]| {
             list.iter().take(BLOCKLIST_ENTRIES_MAX).map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()
         };
-        Some((
+        let os = self.os().ok_or(Skip::Os)?;
+        Ok((
             Query {
                 format: slot.format,
-                os: self.os()?,
+                os,
                 os_version: device.and_then(|d| pack_os_version(d.osv.as_deref()?)).unwrap_or(0),
                 country,
                 language: device.and_then(|d| pack_language(d.language.as_deref()?.get(..2)?)),
@@ -380,9 +476,7 @@ impl BidRequest {
                 app_bundle_hash: key_hash(bundle),
                 app_category,
                 floor_cpm_micros: (floor * 1e6).round() as u64,
-                slot_width: slot.width,
-                slot_height: slot.height,
-                markup_kind: slot.markup_kind,
+                fit: slot.fit.clone(),
                 privacy: signals,
                 user_key: signals.user_key(self.user_id(), self.ifa()),
                 now_unix_s,
@@ -415,11 +509,58 @@ mod tests {
         serde_json::from_str::<BidRequest>(&request).unwrap().signals(None)
     }
 
+    fn slot_of(imp: &str) -> Slot {
+        slot(&serde_json::from_str::<Imp>(imp).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_slot_takes_the_sizes_lengths_and_types_its_impression_lists() {
+        let banner = slot_of(
+            r#"{"id": "1", "secure": 1, "banner": {"w": 320, "h": 50,
+                "format": [{"w": 300, "h": 250}, {"w": 320, "h": 50}, {"w": 0, "h": 90}, {"w": 728}]}}"#,
+        );
+        assert_eq!(banner.fit.sizes.as_slice(), [(320, 50), (300, 250)]);
+        assert_eq!((banner.width, banner.height, banner.fit.secure), (320, 50, true));
+        assert!(banner.fit.sizes.take(300, 250) && !banner.fit.sizes.take(728, 90));
+        let many: Vec<String> = (1..=20).map(|w| format!(r#"{{"w": {w}, "h": 50}}"#)).collect();
+        let many = slot_of(&format!(r#"{{"id": "1", "banner": {{"format": [{}]}}}}"#, many.join(",")));
+        assert_eq!(many.fit.sizes.as_slice().len(), crate::request::SLOT_SIZES_MAX);
+        assert!(slot_of(r#"{"id": "1", "banner": {}}"#).fit.sizes.take(728, 90), "no size: any size");
+
+        let video = slot_of(
+            r#"{"id": "1", "video": {"mimes": ["video/mp4"], "minduration": 5, "maxduration": 100000, "rqddurs": [15, 30]}}"#,
+        );
+        let fit = &video.fit;
+        assert_eq!((fit.video_min_s, fit.video_max_s, fit.secure), (5, u16::MAX, false));
+        assert!(fit.takes_video("video/mp4", 15) && fit.takes_video("Video/MP4", 30));
+        assert!(!fit.takes_video("video/mp4", 20) && !fit.takes_video("video/webm", 15));
+        let short = slot_of(r#"{"id": "1", "video": {"maxduration": 20}}"#).fit;
+        assert!(short.takes_video("video/webm", 20) && !short.takes_video("video/mp4", 21));
+        let long = slot_of(r#"{"id": "1", "video": {"minduration": 20}}"#).fit;
+        assert!(long.takes_video("video/mp4", 60) && !long.takes_video("video/mp4", 19));
+    }
+
+    #[test]
+    fn seats_and_skip_reasons() {
+        let request = |seats: &str| {
+            serde_json::from_str::<BidRequest>(&format!(r#"{{"id": "a", "imp": [], {seats}}}"#)).unwrap()
+        };
+        assert!(request(r#""wseat": ["x", "adsnap"]"#).seat_allowed("adsnap"));
+        assert!(!request(r#""wseat": ["x"]"#).seat_allowed("adsnap"));
+        assert!(!request(r#""bseat": ["adsnap"]"#).seat_allowed("adsnap"));
+        assert!(request(r#""bseat": ["x"], "wseat": []"#).seat_allowed("adsnap"));
+        // `Metrics::skipped` indexes its series by the reason's discriminant.
+        for (idx, skip) in Skip::ALL.into_iter().enumerate() {
+            assert_eq!(skip as usize, idx, "{skip:?}");
+        }
+    }
+
     #[test]
     fn lists_sent_as_null_read_as_empty() {
         let request = r#"{"id": "a", "bcat": null, "badv": null, "bapp": null, "cur": null,
-            "app": {"bundle": "b", "cat": null},
-            "imp": [{"id": "1", "banner": {"w": 320, "h": 50, "format": null}, "video": {"mimes": null}}]}"#;
+            "wseat": null, "bseat": null, "app": {"bundle": "b", "cat": null},
+            "imp": [{"id": "1", "banner": {"w": 320, "h": 50, "format": null},
+                     "video": {"mimes": null, "rqddurs": null}}]}"#;
         let parsed: BidRequest = serde_json::from_str(request).unwrap();
         assert!(
             parsed.bcat.is_empty()

@@ -270,11 +270,8 @@ pub struct Query {
     pub app_category: Option<u16>,
     /// The lowest price per mille the request accepts, in micros.
     pub floor_cpm_micros: u64,
-    /// The slot's size for banners; 0 when any size fits.
-    pub slot_width: u16,
-    pub slot_height: u16,
-    /// The markup the slot takes (OpenRTB video slots take VAST only); `None`: any.
-    pub markup_kind: Option<MarkupKind>,
+    /// What the slot takes of a creative besides its format.
+    pub fit: Fit,
     /// Request-level blocklists (OpenRTB `bcat`, `badv`, `bapp`), sorted: packed IAB
     /// categories, and `xxh3_64` of advertiser domains and of promoted app bundles.
     pub blocked_categories: Vec<u16>,
@@ -287,6 +284,74 @@ pub struct Query {
     pub now_unix_s: i64,
     /// A per-request draw in parts per million, for pacing.
     pub pacing_draw_ppm: u32,
+}
+
+/// Banner sizes a slot takes at most (an OpenRTB impression's `w`/`h` and `format`; further
+/// sizes are not read).
+pub const SLOT_SIZES_MAX: usize = 8;
+
+/// The banner sizes a slot takes, (width, height), at most [`SLOT_SIZES_MAX`]; none: any size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sizes {
+    list: [(u16, u16); SLOT_SIZES_MAX],
+    n: u8,
+}
+
+impl Sizes {
+    /// One size; 0 by 0 is any size.
+    pub fn of(width: u16, height: u16) -> Sizes {
+        let mut sizes = Sizes::default();
+        if (width, height) != (0, 0) {
+            sizes.add(width, height);
+        }
+        sizes
+    }
+
+    /// Adds a size; past [`SLOT_SIZES_MAX`], or a size already in, nothing.
+    pub fn add(&mut self, width: u16, height: u16) {
+        let n = self.n as usize;
+        if n < SLOT_SIZES_MAX && !self.as_slice().contains(&(width, height)) {
+            self.list[n] = (width, height);
+            self.n += 1;
+        }
+    }
+
+    pub fn as_slice(&self) -> &[(u16, u16)] {
+        &self.list[..self.n as usize]
+    }
+
+    /// Whether a banner of this size fits.
+    pub fn take(&self, width: u16, height: u16) -> bool {
+        self.n == 0 || self.as_slice().contains(&(width, height))
+    }
+}
+
+/// What a slot takes of a creative besides its format. The default takes anything.
+#[derive(Clone, Debug, Default)]
+pub struct Fit {
+    /// Banner sizes; other formats adapt to the screen.
+    pub sizes: Sizes,
+    /// The markup the slot takes (OpenRTB video slots take VAST only); `None`: any.
+    pub markup_kind: Option<MarkupKind>,
+    /// Video MIME types the player plays (OpenRTB `video.mimes`); empty: any.
+    pub video_mimes: Vec<String>,
+    /// The shortest and longest video, in seconds (`minduration`, `maxduration`); 0: no bound.
+    pub video_min_s: u16,
+    pub video_max_s: u16,
+    /// The only video lengths the slot takes, in seconds (OpenRTB 2.6 `rqddurs`); empty: any.
+    pub video_lengths_s: Vec<u16>,
+    /// Only creatives whose markup and assets load over https (OpenRTB `imp.secure`).
+    pub secure: bool,
+}
+
+impl Fit {
+    /// Whether a video of this MIME type and length plays in the slot.
+    pub fn takes_video(&self, mime: &str, length_s: u16) -> bool {
+        (self.video_mimes.is_empty() || self.video_mimes.iter().any(|m| m.eq_ignore_ascii_case(mime)))
+            && (self.video_min_s == 0 || length_s >= self.video_min_s)
+            && (self.video_max_s == 0 || length_s <= self.video_max_s)
+            && (self.video_lengths_s.is_empty() || self.video_lengths_s.contains(&length_s))
+    }
 }
 
 /// A request's pacing draw in parts per million, from its hash; every endpoint draws the same way.
@@ -387,9 +452,7 @@ impl AdRequest<'_> {
             app_bundle_hash: adsnap_snapshot::key_hash(&self.app.bundle),
             app_category: Some(app.category.to_native()),
             floor_cpm_micros: unit.floor_cpm_micros.to_native(),
-            slot_width: unit.width.to_native(),
-            slot_height: unit.height.to_native(),
-            markup_kind: None,
+            fit: Fit { sizes: Sizes::of(unit.width.to_native(), unit.height.to_native()), ..Fit::default() },
             blocked_categories: Vec::new(),
             blocked_domains: Vec::new(),
             blocked_bundles: Vec::new(),

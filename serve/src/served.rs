@@ -1,6 +1,6 @@
 //! A snapshot as the server holds it: the verified mapping, and what is prepared from it once,
 //! when it is opened, instead of on every request (each creative's markup escaped for JSON
-//! answers). Opening, preparing and releasing a snapshot run on threads of their own at the
+//! answers, and which creatives load only over https). Opening, preparing and releasing a snapshot run on threads of their own at the
 //! configured nice value, so a hot swap takes its CPU time from the request threads as little
 //! as the machine allows.
 
@@ -28,13 +28,16 @@ pub struct Prepare {
     pub escaped_markup_bytes_max: u32,
 }
 
-/// A verified snapshot, its escaped markup and its creatives' answer parts. Dereferences to the
+/// A verified snapshot, its escaped markup, its creatives' answer parts and which of them load
+/// only over https. Dereferences to the
 /// [`Snapshot`].
 pub struct Served {
     /// Taken out only by `drop`.
     snapshot: ManuallyDrop<Snapshot>,
     markup: EscapedMarkup,
     parts: AnswerParts,
+    /// One bit per creative: set when its markup or an asset loads over plain http.
+    insecure: Vec<u64>,
     /// The snapshot id as answers carry it (16 hex digits), formatted once.
     id_hex: String,
 }
@@ -84,7 +87,15 @@ impl Served {
         let left = (prepare.escaped_markup_bytes_max as usize).saturating_sub(markup.bytes());
         let parts = AnswerParts::build(&snapshot, left);
         let id_hex = snapshot.header().id_hex();
-        Served { snapshot: ManuallyDrop::new(snapshot), markup, parts, id_hex }
+        let insecure = insecure_creatives(&snapshot);
+        Served { snapshot: ManuallyDrop::new(snapshot), markup, parts, insecure, id_hex }
+    }
+
+    /// Whether creative `creative_idx` loads only over https: every asset URL is `https://` and
+    /// its markup names no `http://` URL. An OpenRTB impression with `secure` 1 takes only these.
+    pub fn creative_is_secure(&self, creative_idx: u32) -> bool {
+        let (word, bit) = (creative_idx as usize / 64, creative_idx % 64);
+        self.insecure.get(word).is_some_and(|w| w & (1 << bit) == 0)
     }
 
     /// The snapshot id as answers carry it.
@@ -126,6 +137,31 @@ impl Deref for Served {
     fn deref(&self) -> &Snapshot {
         &self.snapshot
     }
+}
+
+/// Whether a URL or markup names a plain-http URL (the scheme in any case).
+fn names_http(text: &str) -> bool {
+    text.as_bytes().windows(7).any(|w| w.eq_ignore_ascii_case(b"http://"))
+}
+
+/// [`Served::insecure`]: a template shared by creatives is searched once.
+fn insecure_creatives(s: &Snapshot) -> Vec<u64> {
+    let creatives = &s.archive().creatives;
+    let mut bits = vec![0u64; creatives.len().div_ceil(64)];
+    let mut markup_insecure: HashMap<(u64, u32), bool> = HashMap::new();
+    for (idx, creative) in creatives.iter().enumerate() {
+        let template = &creative.markup;
+        let key = (template.offset.to_native(), template.len.to_native());
+        let markup = *markup_insecure.entry(key).or_insert_with(|| names_http(s.str(template)));
+        let assets = s.pool_str(&creative.assets).iter().any(|url| {
+            let url = s.str(url).as_bytes();
+            !url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"https://"))
+        });
+        if markup || assets {
+            bits[idx / 64] |= 1 << (idx % 64);
+        }
+    }
+    bits
 }
 
 /// Unmapping a snapshot of a hundred megabytes whose pages are mapped takes milliseconds; the

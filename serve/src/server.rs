@@ -84,6 +84,7 @@ impl State {
                 "tracking URLs are plain http: apps refuse cleartext by default (iOS App Transport Security, Android 9 and later), so their impressions and clicks would not reach this server; use https:// beyond a test"
             );
         }
+        config.openrtb_seat()?;
         let slots = SlotPaths::new(&config);
         let prepare = config.prepare()?;
         let header_read_timeout = config.header_read_timeout()?;

@@ -80,7 +80,10 @@ fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Running {
         let addr = listener.local_addr().unwrap();
         let admin = admin_listener.local_addr().unwrap();
         let mut config = config;
-        config.public_base_url = format!("http://{addr}");
+        // Tracking URLs name this server unless the test chose a base of its own.
+        if config.public_base_url == ServeConfig::default().public_base_url {
+            config.public_base_url = format!("http://{addr}");
+        }
         let state = State::new(config).await.unwrap();
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(adsnap_serve::serve_admin(state.clone(), admin_listener, async {
@@ -128,6 +131,15 @@ const AD_REQUEST: &str = r#"{"request_id":"r-1","app":{"bundle":"com.example.wor
 
 fn json(reply: &Reply) -> serde_json::Value {
     serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
+}
+
+/// Copies the files of a flat directory (a catalog) into a new one.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
 
 fn path_of(url: &str) -> &str {
@@ -863,9 +875,15 @@ const BID_REQUEST: &str = r#"{
   "ext": {"unknown": true}
 }"#;
 
+/// A server whose tracking URLs are https, as in production behind a TLS-terminating balancer:
+/// exchanges send `secure` 1 with nearly every in-app impression.
+fn start_https() -> Running {
+    start_with(|c| c.public_base_url = "https://ads.example.test".into())
+}
+
 #[test]
 fn an_openrtb_request_gets_bids_with_the_standard_notice_macros() {
-    let server = start();
+    let server = start_https();
     let reply = http(server.addr, "POST", "/openrtb2/bid", BID_REQUEST);
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.headers.contains("x-openrtb-version: 2.6"));
@@ -892,6 +910,108 @@ fn an_openrtb_request_gets_bids_with_the_standard_notice_macros() {
     assert_eq!(http(server.addr, "GET", path_of(&win), "").status, 204);
     assert_eq!(metric(server.addr, r#"adsnap_tracking_events_total{kind="win",result="counted"}"#), 1.0);
     assert_eq!(metric(server.addr, r#"adsnap_tracking_events_total{kind="win",result="duplicate"}"#), 1.0);
+}
+
+/// One impression, as JSON, on an Android phone in the US, in the Stride app; its bid, if any.
+fn stride_bid(server: &Running, imp: &str, request_fields: &str) -> Option<serde_json::Value> {
+    let request = format!(
+        r#"{{"id": "fit", "imp": [{imp}], {request_fields} "app": {{"bundle": "com.example.stride"}},
+            "device": {{"os": "Android", "osv": "14", "devicetype": 4, "geo": {{"country": "USA"}}}}}}"#
+    );
+    let reply = http(server.addr, "POST", "/openrtb2/bid", &request);
+    match reply.status {
+        200 => Some(json(&reply)["seatbid"][0]["bid"][0].clone()),
+        204 => None,
+        status => panic!("{status}: {}", reply.body),
+    }
+}
+
+#[test]
+fn an_impression_gets_only_a_creative_it_can_show() {
+    let server = start_https();
+    let bid = |imp: &str| stride_bid(&server, imp, "");
+    let creative = |imp: &str| bid(imp).map(|b| b["crid"].as_str().unwrap().to_owned());
+    // A banner takes any of its sizes: the 320x50 of campaign 101, though 300x250 comes first.
+    let banner = bid(r#"{"id": "1", "banner": {"format": [{"w": 300, "h": 250}, {"w": 320, "h": 50}]}}"#)
+        .expect("a bid for the 320x50");
+    assert_eq!((&banner["crid"], &banner["w"], &banner["h"]), (&"1003".into(), &320.into(), &50.into()));
+    assert_eq!(
+        creative(r#"{"id": "1", "banner": {"w": 320, "h": 50, "format": [{"w": 300, "h": 250}]}}"#),
+        Some("1003".into())
+    );
+    assert_eq!(creative(r#"{"id": "1", "banner": {"format": [{"w": 300, "h": 250}]}}"#), None);
+    // A rewarded video: campaign 101's 30 s video first, campaign 104's 15 s one where 30 s
+    // does not fit; none where the player takes no MP4 or nothing this long.
+    let video = |fields: &str| {
+        creative(&format!(r#"{{"id": "1", "rwdd": 1, "video": {{"w": 720, "h": 1280 {fields}}}}}"#))
+    };
+    assert_eq!(video(""), Some("1002".into()));
+    assert_eq!(
+        video(r#", "mimes": ["video/mp4"], "minduration": 5, "maxduration": 30"#),
+        Some("1002".into())
+    );
+    assert_eq!(video(r#", "maxduration": 20"#), Some("1011".into()));
+    assert_eq!(video(r#", "rqddurs": [15, 6]"#), Some("1011".into()));
+    assert_eq!(video(r#", "mimes": ["VIDEO/MP4"], "rqddurs": [30]"#), Some("1002".into()));
+    assert_eq!(video(r#", "mimes": ["video/webm"]"#), None);
+    assert_eq!(video(r#", "minduration": 31"#), None);
+    // A private auction is for its deals only; adsnap holds none.
+    let imp = r#"{"id": "1", "banner": {"w": 320, "h": 50}, "pmp": {"private_auction": 1, "deals": [{"id": "d1"}]}}"#;
+    assert_eq!(creative(imp), None);
+    let open_auction = imp.replace(r#""private_auction": 1"#, r#""private_auction": 0"#);
+    assert_eq!(creative(&open_auction), Some("1003".into()));
+    // Buyer seats: the configured seat bids where wseat names it and bseat does not.
+    let banner = r#"{"id": "1", "banner": {"w": 320, "h": 50}}"#;
+    let seats = |fields: &str| stride_bid(&server, banner, fields).is_some();
+    assert!(seats(r#""wseat": ["dsp-9", "adsnap"],"#));
+    assert!(!seats(r#""wseat": ["dsp-9"],"#));
+    assert!(!seats(r#""bseat": ["adsnap"],"#));
+    assert!(seats(r#""bseat": ["dsp-9"], "wseat": null,"#));
+    let skipped = |reason: &str| {
+        metric(server.addr, &format!(r#"adsnap_openrtb_impressions_skipped_total{{reason="{reason}"}}"#))
+    };
+    assert_eq!(skipped("private_auction"), 1.0);
+    assert_eq!(skipped("seat"), 2.0);
+    assert_eq!(skipped("insecure_tracking"), 0.0);
+}
+
+#[test]
+fn secure_impressions_need_https_tracking_and_creatives() {
+    // Plain-http tracking URLs: a secure impression gets no bid, an impression that allows
+    // http does.
+    let server = start();
+    let banner = r#"{"id": "1", "banner": {"w": 320, "h": 50}, "secure": 1}"#;
+    assert_eq!(stride_bid(&server, banner, ""), None);
+    assert!(stride_bid(&server, &banner.replace(r#""secure": 1"#, r#""secure": 0"#), "").is_some());
+    assert!(stride_bid(&server, &banner.replace(r#", "secure": 1"#, ""), "").is_some());
+    assert_eq!(
+        metric(server.addr, r#"adsnap_openrtb_impressions_skipped_total{reason="insecure_tracking"}"#),
+        1.0
+    );
+    drop(server);
+
+    // A catalog where campaign 101's banner loads its image over http: over https tracking, a
+    // secure impression gets campaign 104's banner instead, or nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog");
+    copy_dir(&example_catalog(), &catalog);
+    let creatives = std::fs::read_to_string(catalog.join("creatives.jsonl")).unwrap();
+    let http_asset = "http://cdn.example.net/pinecone/merge-meadow/banner-320x50.png";
+    std::fs::write(
+        catalog.join("creatives.jsonl"),
+        creatives.replace(&http_asset.replace("http:", "https:"), http_asset),
+    )
+    .unwrap();
+    let snapshot = dir.path().join("insecure.snap");
+    build_snapshot(&catalog, &snapshot, 1);
+    let server = start_with(|c| {
+        c.snapshot_path = snapshot.clone();
+        c.public_base_url = "https://ads.example.test".into();
+    });
+    let secure = stride_bid(&server, banner, "").map(|b| b["crid"].clone());
+    assert!(secure.as_ref().is_none_or(|crid| crid != "1003"), "{secure:?}");
+    let any = stride_bid(&server, &banner.replace(r#""secure": 1"#, r#""secure": 0"#), "");
+    assert_eq!(any.map(|b| b["crid"].clone()), Some("1003".into()));
 }
 
 #[test]
