@@ -282,8 +282,13 @@ impl Eligibility<'_> {
             cr.format.get() != Format::Banner || fit.sizes.take(cr.width.to_native(), cr.height.to_native());
         let video_ok = cr.markup_kind.get() != MarkupKind::Vast
             || fit.takes_video(self.s.str(&cr.mime), cr.video_duration_s.to_native());
+        let native_ok = cr.markup_kind.get() != MarkupKind::NativeJson
+            || fit.native.as_ref().is_none_or(|request| {
+                crate::native::assign(&request.assets, self.s.native_assets(creative_idx)).is_some()
+            });
         size_ok
             && video_ok
+            && native_ok
             && fit.markup_kind.is_none_or(|kind| cr.markup_kind.get() == kind)
             && (!fit.secure || self.s.creative_is_secure(creative_idx))
     }

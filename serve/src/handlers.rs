@@ -674,7 +674,9 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
             return openrtb_error(&err);
         }
         if let Ok(winner) = decision.outcome {
-            bids.push(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, &query));
+            // `None` only for native markup the answer cannot renumber, which the decision
+            // checked it could: no bid rather than an answer the exchange would refuse.
+            bids.extend(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, &query));
         }
     }
     if bids.is_empty() {
@@ -694,7 +696,7 @@ fn bid<'a>(
     request_hash: u64,
     assignment: &Assignment,
     query: &Query,
-) -> Bid<'a> {
+) -> Option<Bid<'a>> {
     let a = s.archive();
     let campaign = &a.campaigns[winner.campaign_idx as usize];
     let creative = &a.creatives[winner.creative_idx as usize];
@@ -717,7 +719,10 @@ fn bid<'a>(
     let (impression_url, click_url) = (tracking.impression_url(), tracking.click_url());
     let mut adm = String::with_capacity(s.str(&creative.markup).len() + RENDER_GROWTH_BYTES);
     render(s, creative, &Fill { click_url, impression_url, campaign_id: claims.campaign_id }, &mut adm);
-    Bid {
+    if let Some(request) = &slot.fit.native {
+        adm = crate::native::answer(&adm, request)?;
+    }
+    Some(Bid {
         id: format!("{:016x}", claims.request_hash),
         impid: &imp.id,
         price: winner.ecpm_micros as f64 / 1e6,
@@ -742,7 +747,7 @@ fn bid<'a>(
             creative.height.to_native()
         },
         mtype: slot.mtype,
-    }
+    })
 }
 
 #[cfg(test)]

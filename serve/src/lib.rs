@@ -13,6 +13,7 @@ mod handlers;
 pub mod json;
 pub mod json_reader;
 pub mod metrics;
+pub mod native;
 pub mod openrtb;
 pub mod privacy;
 mod quiet;

@@ -9,6 +9,7 @@ use adsnap_snapshot::{
 use serde::Deserialize;
 use std::num::NonZeroU16;
 
+use crate::native::read_request;
 use crate::privacy::{PrivacyFields, PrivacySignals};
 use crate::request::{Fit, Query, Sizes};
 
@@ -75,7 +76,7 @@ pub struct Imp {
     #[serde(default)]
     pub video: Option<Video>,
     #[serde(default)]
-    pub native: Option<serde::de::IgnoredAny>,
+    pub native: Option<Native>,
     #[serde(default)]
     pub instl: Option<u8>,
     /// 2.6: the user is rewarded for watching.
@@ -92,6 +93,14 @@ pub struct Imp {
     pub secure: Option<u8>,
     #[serde(default)]
     pub pmp: Option<Pmp>,
+}
+
+/// A native impression: what it asks for is in `request`, a JSON string of the Native Ads
+/// specification (or the object itself, as some exchanges send it).
+#[derive(Debug, Default, Deserialize)]
+pub struct Native {
+    #[serde(default)]
+    pub request: Option<serde_json::Value>,
 }
 
 /// A private marketplace: with `private_auction` 1, only the deals it lists may bid.
@@ -238,6 +247,8 @@ pub struct RegsExt {
 pub enum Skip {
     /// Nothing adsnap serves: audio, or no banner, video or native object.
     Format,
+    /// A native impression whose `request` lists no asset adsnap can read (each needs its id).
+    NativeRequest,
     /// `bidfloorcur`, or the request's `cur`, leaves out the snapshot's currency.
     Currency,
     /// The device's OS is neither Android nor iOS.
@@ -253,8 +264,9 @@ pub enum Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 7] = [
+    pub const ALL: [Skip; 8] = [
         Skip::Format,
+        Skip::NativeRequest,
         Skip::Currency,
         Skip::Os,
         Skip::PrivateAuction,
@@ -266,6 +278,7 @@ impl Skip {
     pub fn name(self) -> &'static str {
         match self {
             Skip::Format => "format",
+            Skip::NativeRequest => "native_request",
             Skip::Currency => "currency",
             Skip::Os => "os",
             Skip::PrivateAuction => "private_auction",
@@ -301,12 +314,13 @@ fn seconds(s: u32) -> u16 {
 }
 
 /// The slot of an impression: video first (rewarded when `rwdd`), then banner (full screen when
-/// `instl`), then native. `None`: nothing adsnap serves (audio, or an empty impression).
+/// `instl`), then native. [`Skip::Format`]: nothing adsnap serves (audio, or an empty
+/// impression); [`Skip::NativeRequest`]: a native impression without a readable request.
 ///
 /// A video slot takes VAST of the MIME types and lengths it lists; a banner slot takes a creative
 /// of its `w` by `h` or of any size in `format` (the first [`SLOT_SIZES_MAX`](crate::request::SLOT_SIZES_MAX)). `secure` 1 takes
 /// only creatives that load over https.
-pub fn slot(imp: &Imp) -> Option<Slot> {
+pub fn slot(imp: &Imp) -> Result<Slot, Skip> {
     let secure = imp.secure == Some(1);
     if let Some(video) = &imp.video {
         let format = if imp.rwdd == Some(1) { Format::RewardedVideo } else { Format::Interstitial };
@@ -320,13 +334,13 @@ pub fn slot(imp: &Imp) -> Option<Slot> {
             secure,
             ..Fit::default()
         };
-        return Some(Slot { format, fit, width, height, mtype: 2 });
+        return Ok(Slot { format, fit, width, height, mtype: 2 });
     }
     if let Some(banner) = &imp.banner {
         let html = |fit: Fit| Fit { markup_kind: Some(MarkupKind::Html), secure, ..fit };
         if imp.instl == Some(1) {
             let fit = html(Fit::default());
-            return Some(Slot { format: Format::Interstitial, fit, width: 0, height: 0, mtype: 1 });
+            return Ok(Slot { format: Format::Interstitial, fit, width: 0, height: 0, mtype: 1 });
         }
         let mut sizes = Sizes::default();
         let given = (banner.w.is_some() && banner.h.is_some()).then(|| size(banner.w, banner.h));
@@ -336,15 +350,13 @@ pub fn slot(imp: &Imp) -> Option<Slot> {
         }
         let (width, height) = sizes.as_slice().first().copied().unwrap_or((0, 0));
         let fit = html(Fit { sizes, ..Fit::default() });
-        return Some(Slot { format: Format::Banner, fit, width, height, mtype: 1 });
+        return Ok(Slot { format: Format::Banner, fit, width, height, mtype: 1 });
     }
-    imp.native.as_ref().map(|_| Slot {
-        format: Format::Native,
-        fit: Fit { markup_kind: Some(MarkupKind::NativeJson), secure, ..Fit::default() },
-        width: 0,
-        height: 0,
-        mtype: 4,
-    })
+    let native = imp.native.as_ref().ok_or(Skip::Format)?;
+    let request = native.request.as_ref().and_then(read_request).ok_or(Skip::NativeRequest)?;
+    let fit =
+        Fit { markup_kind: Some(MarkupKind::NativeJson), native: Some(request), secure, ..Fit::default() };
+    Ok(Slot { format: Format::Native, fit, width: 0, height: 0, mtype: 4 })
 }
 
 fn device_type(code: u32) -> Option<DeviceType> {
@@ -442,7 +454,7 @@ impl BidRequest {
         now_unix_s: i64,
         request_hash: u64,
     ) -> Result<(Query, Slot), Skip> {
-        let slot = slot(imp).ok_or(Skip::Format)?;
+        let slot = slot(imp)?;
         if imp.bidfloorcur.as_deref().is_some_and(|c| c != currency) {
             return Err(Skip::Currency);
         }

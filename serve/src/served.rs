@@ -12,12 +12,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 use adsnap_events::lower_this_thread_priority;
-use adsnap_snapshot::{OpenOptions, Pages, Snapshot};
+use adsnap_snapshot::{MarkupKind, OpenOptions, Pages, Snapshot};
 use tracing::{info, warn};
 
 use crate::answer::{write_head, write_tail};
 use crate::error::ServeError;
-use crate::render::{self, Piece};
+use crate::native;
+use crate::render::{self, Fill, Piece, TrackingUrl};
 
 /// What preparing a snapshot may use.
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +39,7 @@ pub struct Served {
     parts: AnswerParts,
     /// One bit per creative: set when its markup or an asset loads over plain http.
     insecure: Vec<u64>,
+    native: NativeAssets,
     /// The snapshot id as answers carry it (16 hex digits), formatted once.
     id_hex: String,
 }
@@ -88,7 +90,14 @@ impl Served {
         let parts = AnswerParts::build(&snapshot, left);
         let id_hex = snapshot.header().id_hex();
         let insecure = insecure_creatives(&snapshot);
-        Served { snapshot: ManuallyDrop::new(snapshot), markup, parts, insecure, id_hex }
+        let native = NativeAssets::build(&snapshot);
+        Served { snapshot: ManuallyDrop::new(snapshot), markup, parts, insecure, native, id_hex }
+    }
+
+    /// The assets of creative `creative_idx`'s native markup, in its order; empty for a creative
+    /// that is not native.
+    pub fn native_assets(&self, creative_idx: u32) -> &[native::Offered] {
+        self.native.get(creative_idx)
     }
 
     /// Whether creative `creative_idx` loads only over https: every asset URL is `https://` and
@@ -136,6 +145,43 @@ impl Deref for Served {
 
     fn deref(&self) -> &Snapshot {
         &self.snapshot
+    }
+}
+
+/// The assets of each native creative's markup ([`native::offered`]), read once from the markup
+/// rendered with placeholder tracking URLs (URLs change no asset's kind, length or size), so that
+/// a decision matches a native request against them without parsing JSON.
+#[derive(Default)]
+struct NativeAssets {
+    assets: Vec<native::Offered>,
+    /// Per creative index: start and count in `assets`.
+    spans: Vec<(u32, u8)>,
+}
+
+impl NativeAssets {
+    fn build(s: &Snapshot) -> NativeAssets {
+        let creatives = &s.archive().creatives;
+        let mut native = NativeAssets { spans: Vec::with_capacity(creatives.len()), ..Default::default() };
+        let url = |path| TrackingUrl { base: "https://adsnap.invalid", path, token: "" };
+        let fill = Fill { click_url: url("/v1/click?t="), impression_url: url("/v1/imp?t="), campaign_id: 0 };
+        let mut markup = String::new();
+        for creative in creatives.iter() {
+            let start = native.assets.len();
+            if creative.markup_kind.get() == MarkupKind::NativeJson {
+                markup.clear();
+                render::render(s, creative, &fill, &mut markup);
+                native.assets.extend(native::offered(&markup));
+            }
+            // `offered` reads at most NATIVE_ASSETS_MAX (32) assets.
+            let n = (native.assets.len() - start) as u8;
+            native.spans.push((u32::try_from(start).unwrap_or(u32::MAX), n));
+        }
+        native
+    }
+
+    fn get(&self, creative_idx: u32) -> &[native::Offered] {
+        let Some(&(start, n)) = self.spans.get(creative_idx as usize) else { return &[] };
+        self.assets.get(start as usize..start as usize + n as usize).unwrap_or_default()
     }
 }
 

@@ -976,6 +976,56 @@ fn an_impression_gets_only_a_creative_it_can_show() {
 }
 
 #[test]
+fn a_native_answer_carries_the_requests_asset_ids() {
+    let server = start_https();
+    let native = |request: &str| {
+        let request = serde_json::to_string(request).unwrap();
+        stride_bid(
+            &server,
+            &format!(r#"{{"id": "1", "native": {{"ver": "1.2", "request": {request}}}}}"#),
+            "",
+        )
+    };
+    // Campaign 104's native creative has an icon and a main image, as assets 1 and 2.
+    let bid = native(
+        r#"{"ver":"1.2","assets":[{"id":11,"required":1,"img":{"type":3,"wmin":1000,"hmin":500}},
+            {"id":12,"img":{"type":1}},{"id":13,"title":{"len":50}}]}"#,
+    )
+    .expect("a native bid");
+    assert_eq!((&bid["crid"], &bid["mtype"]), (&"1010".into(), &4.into()));
+    let adm: serde_json::Value = serde_json::from_str(bid["adm"].as_str().unwrap()).unwrap();
+    assert!(adm.get("native").is_none(), "a 1.2 request gets the 1.2 layout: {adm}");
+    let assets = adm["assets"].as_array().unwrap();
+    assert_eq!(assets.len(), 2, "{adm}");
+    assert_eq!(
+        (&assets[0]["id"], &assets[0]["img"]["type"], &assets[0]["img"]["w"]),
+        (&11.into(), &3.into(), &1200.into())
+    );
+    assert_eq!((&assets[1]["id"], &assets[1]["img"]["type"]), (&12.into(), &1.into()));
+    assert!(adm["imptrackers"][0].as_str().unwrap().contains("/v1/imp?t="), "{adm}");
+    // The 1.0 layout, with the fields in a root `native`, is answered in it.
+    let bid =
+        native(r#"{"native":{"ver":"1.0","assets":[{"id":1,"required":1,"img":{"type":3}}]}}"#).unwrap();
+    let adm: serde_json::Value = serde_json::from_str(bid["adm"].as_str().unwrap()).unwrap();
+    assert_eq!(adm["native"]["assets"][0]["id"], 1, "{adm}");
+    // A required title: no native creative for Android in the US has one, so the decision is
+    // no fill (not a fill the answer then drops).
+    assert_eq!(
+        native(r#"{"assets":[{"id":1,"required":1,"title":{"len":90}},{"id":2,"img":{"type":3}}]}"#),
+        None
+    );
+    let filled: Vec<bool> = events(&server).iter().map(|e| e.filled()).collect();
+    assert_eq!(filled, [true, true, false]);
+    // Without a readable request there is no valid answer.
+    assert_eq!(stride_bid(&server, r#"{"id": "1", "native": {"ver": "1.2"}}"#, ""), None);
+    assert_eq!(native("{not json"), None);
+    assert_eq!(
+        metric(server.addr, r#"adsnap_openrtb_impressions_skipped_total{reason="native_request"}"#),
+        2.0
+    );
+}
+
+#[test]
 fn secure_impressions_need_https_tracking_and_creatives() {
     // Plain-http tracking URLs: a secure impression gets no bid, an impression that allows
     // http does.

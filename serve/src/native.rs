@@ -1,0 +1,312 @@
+//! OpenRTB Dynamic Native Ads 1.0 to 1.2: the assets a native impression asks for, the assets a
+//! creative's native markup holds, and the answer's assets renumbered with the request's ids.
+//!
+//! A native answer must give each asset the id the request gave it, and hold every asset the
+//! request requires. The catalog's native markup numbers its assets as it likes, so the request
+//! is matched against the markup's assets: by kind (a title, an image of a type, a data element of
+//! a type), within the lengths and the smallest image sizes the request sets. Required assets are
+//! matched first, each to the first asset of the markup that fits and is not taken, then the
+//! optional ones; markup assets the request does not ask for are left out of the answer.
+//! Limits: the first [`NATIVE_ASSETS_MAX`] assets of a request and of a creative are read.
+
+use serde_json::Value;
+
+/// Assets read from a native request, and from a creative's markup, at most.
+pub const NATIVE_ASSETS_MAX: usize = 32;
+
+/// What an asset is. Image types: 1 icon, 2 logo, 3 main; data types 1 to 12 and any
+/// exchange-specific one (500 and up) as the specification lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Title,
+    /// An image of this type; 0 when the request or the markup does not say.
+    Image(u16),
+    Data(u16),
+    /// A video, or anything else adsnap's markup cannot hold.
+    Other,
+}
+
+/// One asset a native impression asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub id: u64,
+    pub required: bool,
+    pub kind: Kind,
+    /// Longest title or data value, in characters; 0: any.
+    pub len: u32,
+    /// Smallest image, in pixels; 0: any.
+    pub wmin: u32,
+    pub hmin: u32,
+}
+
+/// One asset of a creative's native markup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offered {
+    pub kind: Kind,
+    /// Characters of a title's text or a data element's value.
+    pub len: u32,
+    /// An image's size, 0 when the markup does not give it.
+    pub w: u32,
+    pub h: u32,
+}
+
+/// What a native impression asks for: its `imp.native.request`, read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NativeRequest {
+    pub assets: Vec<Wanted>,
+    /// The request had the 1.0 layout, its fields in a root `native` object: the answer takes
+    /// the same layout. 1.1 and later put them at the root, in requests and answers.
+    pub wrapped: bool,
+}
+
+fn number(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn small(n: u64) -> u32 {
+    n.min(u32::MAX as u64) as u32
+}
+
+fn type_of(v: &Value) -> u16 {
+    number(v, "type").min(u16::MAX as u64) as u16
+}
+
+/// Reads `imp.native.request`: a JSON string as the specification has it, or the object itself
+/// as some exchanges send it. `None` when it holds no assets adsnap can read: without the
+/// request's asset ids there is no valid answer.
+pub fn read_request(request: &Value) -> Option<NativeRequest> {
+    let parsed;
+    let request = match request {
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text).ok()?;
+            &parsed
+        }
+        other => other,
+    };
+    let (root, wrapped) = match request.get("native") {
+        Some(inner) if inner.is_object() => (inner, true),
+        _ => (request, false),
+    };
+    let mut assets = Vec::new();
+    for asset in root.get("assets")?.as_array()?.iter().take(NATIVE_ASSETS_MAX) {
+        let id = asset.get("id")?.as_u64()?;
+        let (kind, len, wmin, hmin) = if let Some(title) = asset.get("title") {
+            (Kind::Title, number(title, "len"), 0, 0)
+        } else if let Some(img) = asset.get("img") {
+            (Kind::Image(type_of(img)), 0, number(img, "wmin"), number(img, "hmin"))
+        } else if let Some(data) = asset.get("data") {
+            (Kind::Data(type_of(data)), number(data, "len"), 0, 0)
+        } else {
+            (Kind::Other, 0, 0, 0)
+        };
+        let (len, wmin, hmin) = (small(len), small(wmin), small(hmin));
+        assets.push(Wanted { id, required: number(asset, "required") == 1, kind, len, wmin, hmin });
+    }
+    (!assets.is_empty()).then_some(NativeRequest { assets, wrapped })
+}
+
+/// The assets array of native markup, in either layout.
+fn markup_assets(markup: &Value) -> Option<&Vec<Value>> {
+    markup.get("native").unwrap_or(markup).get("assets")?.as_array()
+}
+
+/// The assets of a creative's rendered native markup, in its order (the first
+/// [`NATIVE_ASSETS_MAX`]); empty when it is not native JSON.
+pub fn offered(markup: &str) -> Vec<Offered> {
+    let Ok(markup) = serde_json::from_str::<Value>(markup) else { return Vec::new() };
+    let Some(assets) = markup_assets(&markup) else { return Vec::new() };
+    assets.iter().take(NATIVE_ASSETS_MAX).map(offered_asset).collect()
+}
+
+fn offered_asset(asset: &Value) -> Offered {
+    let chars = |v: Option<&Value>| small(v.and_then(Value::as_str).map_or(0, |s| s.chars().count() as u64));
+    if let Some(title) = asset.get("title") {
+        return Offered { kind: Kind::Title, len: chars(title.get("text")), w: 0, h: 0 };
+    }
+    if let Some(img) = asset.get("img") {
+        let (w, h) = (small(number(img, "w")), small(number(img, "h")));
+        return Offered { kind: Kind::Image(type_of(img)), len: 0, w, h };
+    }
+    match asset.get("data") {
+        Some(data) if data.get("type").is_some() => {
+            Offered { kind: Kind::Data(type_of(data)), len: chars(data.get("value")), w: 0, h: 0 }
+        }
+        _ => Offered { kind: Kind::Other, len: 0, w: 0, h: 0 },
+    }
+}
+
+fn fits(wanted: &Wanted, offered: &Offered) -> bool {
+    let len_ok = wanted.len == 0 || offered.len <= wanted.len;
+    match (wanted.kind, offered.kind) {
+        (Kind::Title, Kind::Title) => len_ok,
+        (Kind::Image(want), Kind::Image(have)) => {
+            (want == 0 || want == have) && offered.w >= wanted.wmin && offered.h >= wanted.hmin
+        }
+        (Kind::Data(want), Kind::Data(have)) => want == have && len_ok,
+        _ => false,
+    }
+}
+
+/// Not matched, in [`assign`]'s answer.
+pub const UNMATCHED: u8 = u8::MAX;
+
+/// Matches the request's assets to the markup's: for each wanted asset, the index of the
+/// offered one that answers it, or [`UNMATCHED`]. `None` when a required asset finds none.
+/// Allocates nothing: the decision calls it for each native creative it considers.
+pub fn assign(wanted: &[Wanted], offered: &[Offered]) -> Option<[u8; NATIVE_ASSETS_MAX]> {
+    let mut answer = [UNMATCHED; NATIVE_ASSETS_MAX];
+    let mut taken = 0u64;
+    for required in [true, false] {
+        for (i, w) in wanted.iter().enumerate().take(NATIVE_ASSETS_MAX) {
+            if w.required != required {
+                continue;
+            }
+            let found = offered
+                .iter()
+                .take(NATIVE_ASSETS_MAX)
+                .enumerate()
+                .position(|(j, o)| taken & (1 << j) == 0 && fits(w, o));
+            match found {
+                Some(j) => {
+                    taken |= 1 << j;
+                    answer[i] = j as u8;
+                }
+                None if required => return None,
+                None => {}
+            }
+        }
+    }
+    Some(answer)
+}
+
+/// The answer's native markup: the rendered markup with the assets the request asked for, in its
+/// order and with its ids, in the request's layout. `None` when a required asset finds none, or
+/// the markup is not native JSON.
+pub fn answer(markup: &str, request: &NativeRequest) -> Option<String> {
+    let mut markup: Value = serde_json::from_str(markup).ok()?;
+    let assets = markup_assets(&markup)?;
+    let offered: Vec<Offered> = assets.iter().take(NATIVE_ASSETS_MAX).map(offered_asset).collect();
+    let matched = assign(&request.assets, &offered)?;
+    let mut answered = Vec::with_capacity(request.assets.len());
+    for (wanted, &j) in request.assets.iter().zip(matched.iter()) {
+        if j == UNMATCHED {
+            continue;
+        }
+        let mut asset = assets[j as usize].clone();
+        asset.as_object_mut()?.insert("id".into(), wanted.id.into());
+        answered.push(asset);
+    }
+    let mut root = match markup.get_mut("native").map(Value::take) {
+        Some(inner) => inner,
+        None => markup,
+    };
+    root.as_object_mut()?.insert("assets".into(), Value::Array(answered));
+    let answer = if request.wrapped { serde_json::json!({ "native": root }) } else { root };
+    serde_json::to_string(&answer).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARKUP: &str = r#"{"native":{"ver":"1.2","assets":[
+        {"id":1,"required":1,"title":{"text":"Know where your money goes"}},
+        {"id":2,"required":1,"img":{"type":1,"url":"https://cdn.example/i.png","w":128,"h":128}},
+        {"id":3,"required":1,"img":{"type":3,"url":"https://cdn.example/m.jpg","w":1200,"h":627}},
+        {"id":4,"data":{"type":2,"value":"Budgets that keep themselves"}},
+        {"id":5,"video":{"vasttag":"<VAST/>"}}],
+        "link":{"url":"https://t.example/c"},"imptrackers":["https://t.example/i"]}}"#;
+
+    fn request(text: &str) -> NativeRequest {
+        read_request(&Value::String(text.into())).unwrap()
+    }
+
+    #[test]
+    fn the_markup_assets_are_read_by_kind_and_size() {
+        let offered = offered(MARKUP);
+        assert_eq!(offered.len(), 5);
+        assert_eq!(offered[0], Offered { kind: Kind::Title, len: 26, w: 0, h: 0 });
+        assert_eq!(offered[2], Offered { kind: Kind::Image(3), len: 0, w: 1200, h: 627 });
+        assert_eq!(offered[3].kind, Kind::Data(2));
+        assert_eq!(offered[4].kind, Kind::Other);
+        assert!(super::offered("<html>").is_empty() && super::offered("{\"a\":1}").is_empty());
+    }
+
+    #[test]
+    fn the_answer_carries_the_requests_ids_in_its_layout() {
+        // A 1.2 request (no root `native`), asking for the main image and title under its own
+        // ids, a sponsor name it may go without, and the description.
+        let wanted = request(
+            r#"{"ver":"1.2","assets":[
+                {"id":7,"required":1,"img":{"type":3,"wmin":600,"hmin":300}},
+                {"id":8,"required":1,"title":{"len":90}},
+                {"id":9,"data":{"type":1}},
+                {"id":10,"data":{"type":2,"len":140}}]}"#,
+        );
+        assert!(!wanted.wrapped);
+        let answer: Value = serde_json::from_str(&answer(MARKUP, &wanted).unwrap()).unwrap();
+        assert!(answer.get("native").is_none(), "{answer}");
+        let assets = answer["assets"].as_array().unwrap();
+        let ids: Vec<u64> = assets.iter().map(|a| a["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, [7, 8, 10]);
+        assert_eq!(assets[0]["img"]["w"], 1200);
+        assert_eq!(assets[1]["title"]["text"], "Know where your money goes");
+        assert_eq!(answer["link"]["url"], "https://t.example/c");
+        assert_eq!(answer["imptrackers"][0], "https://t.example/i");
+
+        // The 1.0 layout is answered in the 1.0 layout.
+        let wrapped =
+            request(r#"{"native":{"ver":"1.0","assets":[{"id":1,"required":1,"title":{"len":25}}]}}"#);
+        assert!(wrapped.wrapped);
+        // A 26-character title does not fit a length of 25.
+        assert_eq!(super::answer(MARKUP, &wrapped), None);
+        let wrapped =
+            request(r#"{"native":{"ver":"1.0","assets":[{"id":4,"required":1,"title":{"len":26}}]}}"#);
+        let answer: Value = serde_json::from_str(&super::answer(MARKUP, &wrapped).unwrap()).unwrap();
+        assert_eq!(answer["native"]["assets"][0]["id"], 4, "{answer}");
+        assert_eq!(answer["native"]["assets"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn required_assets_are_matched_first_and_each_once() {
+        let offered = offered(MARKUP);
+        let wanted = |json: &str| request(json).assets;
+        // An optional icon listed first does not take the only icon from a required one.
+        let two_icons =
+            wanted(r#"{"assets":[{"id":1,"img":{"type":1}},{"id":2,"required":1,"img":{"type":1}}]}"#);
+        let matched = assign(&two_icons, &offered).unwrap();
+        assert_eq!((matched[0], matched[1]), (UNMATCHED, 1));
+        // Two required icons, one in the markup: no match.
+        let both = wanted(
+            r#"{"assets":[{"id":1,"required":1,"img":{"type":1}},{"id":2,"required":1,"img":{"type":1}}]}"#,
+        );
+        assert_eq!(assign(&both, &offered), None);
+        // Too small a main image, a data type the markup lacks, a video: none matches.
+        for json in [
+            r#"{"assets":[{"id":1,"required":1,"img":{"type":3,"wmin":1201}}]}"#,
+            r#"{"assets":[{"id":1,"required":1,"data":{"type":12}}]}"#,
+            r#"{"assets":[{"id":1,"required":1,"video":{"mimes":["video/mp4"]}}]}"#,
+        ] {
+            assert_eq!(assign(&wanted(json), &offered), None, "{json}");
+        }
+        // An image of no stated type takes any image.
+        assert!(assign(&wanted(r#"{"assets":[{"id":1,"required":1,"img":{}}]}"#), &offered).is_some());
+    }
+
+    #[test]
+    fn requests_without_readable_assets_are_refused() {
+        for bad in [
+            Value::String("not json".into()),
+            Value::String(r#"{"assets":[]}"#.into()),
+            Value::String(r#"{"assets":[{"title":{"len":9}}]}"#.into()),
+            Value::String(r#"{"ver":"1.2"}"#.into()),
+            Value::Null,
+            serde_json::json!(7),
+        ] {
+            assert_eq!(read_request(&bad), None, "{bad}");
+        }
+        // Sent as an object rather than a string, as some exchanges do.
+        let object = serde_json::json!({"assets": [{"id": 3, "required": 1, "title": {"len": 30}}]});
+        assert_eq!(read_request(&object).unwrap().assets[0].id, 3);
+    }
+}
