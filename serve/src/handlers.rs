@@ -616,14 +616,14 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     let currency = snapshot.archive().meta.currency.as_str();
     let n_imps = bid_request.imp.len();
     let seat = state.config.openrtb_seat.as_str();
-    let whole_request_skip = if !bid_request.cur.is_empty() && !bid_request.cur.iter().any(|c| c == currency)
-    {
-        Some(Skip::Currency)
-    } else if !bid_request.seat_allowed(seat) {
-        Some(Skip::Seat)
-    } else {
-        None
-    };
+    let whole_request_skip =
+        if !bid_request.cur.is_empty() && !bid_request.cur.iter().any(|c| c.eq_ignore_ascii_case(currency)) {
+            Some(Skip::Currency)
+        } else if !bid_request.seat_allowed(seat) {
+            Some(Skip::Seat)
+        } else {
+            None
+        };
     if let Some(skip) = whole_request_skip {
         state.metrics.skipped(skip, n_imps);
         return openrtb_reply(204, Vec::new());

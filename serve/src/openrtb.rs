@@ -203,6 +203,9 @@ pub struct Geo {
 pub struct User {
     #[serde(default)]
     pub id: Option<String>,
+    /// The user's home, where the device's location is not given.
+    #[serde(default)]
+    pub geo: Option<Geo>,
     #[serde(default)]
     pub consent: Option<String>,
     #[serde(default)]
@@ -249,7 +252,8 @@ pub enum Skip {
     Format,
     /// A native impression whose `request` lists no asset adsnap can read (each needs its id).
     NativeRequest,
-    /// `bidfloorcur`, or the request's `cur`, leaves out the snapshot's currency.
+    /// The floor is in a currency other than the snapshot's (`bidfloorcur`, which OpenRTB
+    /// defaults to USD), or the request's `cur` leaves the snapshot's out.
     Currency,
     /// The device's OS is neither Android nor iOS.
     Os,
@@ -414,9 +418,12 @@ impl BidRequest {
         s.app_by_bundle(bundle).is_some_and(|(_, app)| app.coppa)
     }
 
-    /// The device's country, from `device.geo.country` (ISO 3166-1 alpha-3) as alpha-2.
+    /// The device's country, from `device.geo.country` (ISO 3166-1 alpha-3) as alpha-2, else the
+    /// user's home country (`user.geo.country`).
     fn country(&self) -> Option<&'static str> {
-        country_alpha3_to_alpha2(self.device.as_ref()?.geo.as_ref()?.country.as_deref()?)
+        let of = |geo: Option<&Geo>| country_alpha3_to_alpha2(geo?.country.as_deref()?);
+        of(self.device.as_ref().and_then(|d| d.geo.as_ref()))
+            .or_else(|| of(self.user.as_ref().and_then(|u| u.geo.as_ref())))
     }
 
     pub fn user_id(&self) -> Option<&str> {
@@ -455,7 +462,8 @@ impl BidRequest {
         request_hash: u64,
     ) -> Result<(Query, Slot), Skip> {
         let slot = slot(imp)?;
-        if imp.bidfloorcur.as_deref().is_some_and(|c| c != currency) {
+        let priced = imp.bidfloor.is_some_and(|f| f.is_finite() && f > 0.0);
+        if priced && !imp.bidfloorcur.as_deref().unwrap_or("USD").eq_ignore_ascii_case(currency) {
             return Err(Skip::Currency);
         }
         if imp.pmp.as_ref().is_some_and(|p| p.private_auction == Some(1)) {

@@ -1026,6 +1026,49 @@ fn a_native_answer_carries_the_requests_asset_ids() {
 }
 
 #[test]
+fn floors_are_in_usd_unless_said_and_the_users_home_stands_in_for_the_device_location() {
+    // The example catalog priced in euros.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog");
+    copy_dir(&example_catalog(), &catalog);
+    let meta = std::fs::read_to_string(catalog.join("catalog.json")).unwrap();
+    std::fs::write(
+        catalog.join("catalog.json"),
+        meta.replace(r#""currency": "USD""#, r#""currency": "EUR""#),
+    )
+    .unwrap();
+    let snapshot = dir.path().join("eur.snap");
+    build_snapshot(&catalog, &snapshot, 1);
+    let server = start_with(|c| c.snapshot_path = snapshot.clone());
+    let banner = |floor: &str| format!(r#"{{"id": "1", "banner": {{"w": 320, "h": 50}} {floor}}}"#);
+    let crid = |imp: &str, fields: &str| stride_bid(&server, imp, fields).map(|b| b["crid"].clone());
+    assert_eq!(crid(&banner(""), ""), Some("1003".into()), "no floor, no currency to agree on");
+    assert_eq!(crid(&banner(r#", "bidfloor": 0.01"#), ""), None, "a floor without bidfloorcur is in USD");
+    assert_eq!(crid(&banner(r#", "bidfloor": 0.01, "bidfloorcur": "USD""#), ""), None);
+    assert_eq!(crid(&banner(r#", "bidfloor": 0.01, "bidfloorcur": "EUR""#), ""), Some("1003".into()));
+    assert_eq!(crid(&banner(""), r#""cur": ["usd", "eur"],"#), Some("1003".into()));
+    assert_eq!(crid(&banner(""), r#""cur": ["USD"],"#), None);
+    let skipped = r#"adsnap_openrtb_impressions_skipped_total{reason="currency"}"#;
+    assert_eq!(metric(server.addr, skipped), 3.0);
+
+    // Without `device.geo`, the user's home country places the request: campaign 101 runs in
+    // the US and Canada only.
+    let request = |user: &str| {
+        format!(
+            r#"{{"id": "g", "imp": [{}], "app": {{"bundle": "com.example.stride"}}, {user}
+                "device": {{"os": "Android", "osv": "14", "devicetype": 4}}}}"#,
+            banner("")
+        )
+    };
+    let crid = |body: String| {
+        let reply = http(server.addr, "POST", "/openrtb2/bid", &body);
+        (reply.status == 200).then(|| json(&reply)["seatbid"][0]["bid"][0]["crid"].clone())
+    };
+    assert_eq!(crid(request(r#""user": {"geo": {"country": "CAN"}},"#)), Some("1003".into()));
+    assert_ne!(crid(request("")), Some("1003".into()));
+}
+
+#[test]
 fn secure_impressions_need_https_tracking_and_creatives() {
     // Plain-http tracking URLs: a secure impression gets no bid, an impression that allows
     // http does.
