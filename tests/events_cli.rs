@@ -33,6 +33,7 @@ fn event(n: u64) -> Event<'static> {
         user_key: Some(n),
         privacy: Privacy(0),
         no_fill_reason: 0,
+        test: false,
     }
 }
 

@@ -185,6 +185,17 @@ fn bad_lines_and_bad_codes_are_named() {
     aggregator.push(&event);
     let aggregates = aggregator.finish();
     assert_eq!(aggregates.input.n_events_bad_assignment, 1);
+    // A test request's events are skipped and counted; JSON written before the field reads as
+    // live traffic.
+    let mut test_only = Aggregator::new(range(&s));
+    let live: adsnap_events::Event<'static> = serde_json::from_str(&lines[0]).unwrap();
+    test_only.push(&adsnap_events::Event { test: true, ..live.clone() });
+    let test_only = test_only.finish();
+    assert_eq!((test_only.input.n_events_test, test_only.input.n_events_in_range), (1, 0));
+    let mut without_field: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    without_field.as_object_mut().unwrap().remove("test");
+    assert_eq!(serde_json::from_value::<adsnap_events::Event<'static>>(without_field).unwrap(), live);
+    assert!(!live.test);
     assert!(aggregates.group(GroupKey::Control).is_some());
     let report = build_report(&aggregates, &[], &ReportConfig::default()).unwrap();
     assert!(report.warnings.iter().any(|w| w.contains("not one")));

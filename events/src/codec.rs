@@ -1,5 +1,6 @@
-//! The binary encoding of one [`Event`]: a version byte, a fixed little-endian block, then the two
-//! string ids with 16-bit lengths. docs/events.md holds the byte layout and the evolution rules.
+//! The binary encoding of one [`Event`]: a version byte, a fixed little-endian block, the two
+//! string ids with 16-bit lengths, then the fields later versions appended (version 2: whether
+//! the request was a test). docs/events.md holds the byte layout and the evolution rules.
 
 use std::borrow::Cow;
 
@@ -8,13 +9,15 @@ use crate::event::{Channel, Event, EventKind, Privacy};
 
 /// The version this build writes. Readers accept every version from 1 on: later versions only
 /// append fields, which older readers skip.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Bytes before the strings in version 1.
 pub const FIXED_BYTES_V1: usize = 116;
+/// Bytes after the strings in version 2: `test`.
+pub const APPENDED_BYTES_V2: usize = 1;
 /// Longest `app_id` or `ad_unit_id` accepted, in bytes.
 pub const ID_BYTES_MAX: usize = 1024;
 /// Longest encoded event.
-pub const EVENT_BYTES_MAX: usize = FIXED_BYTES_V1 + 2 * ID_BYTES_MAX;
+pub const EVENT_BYTES_MAX: usize = FIXED_BYTES_V1 + 2 * ID_BYTES_MAX + APPENDED_BYTES_V2;
 
 const FLAG_USER_KEY: u8 = 1;
 const FLAGS_KNOWN: u8 = FLAG_USER_KEY;
@@ -22,10 +25,11 @@ const FLAGS_KNOWN: u8 = FLAG_USER_KEY;
 /// Bytes `event` takes encoded, or `TooLarge` if a string is over [`ID_BYTES_MAX`].
 pub fn encoded_len(event: &Event<'_>) -> Result<usize, usize> {
     let (app, unit) = (event.app_id.len(), event.ad_unit_id.len());
+    let len = FIXED_BYTES_V1 + app + unit + APPENDED_BYTES_V2;
     if app > ID_BYTES_MAX || unit > ID_BYTES_MAX {
-        return Err(FIXED_BYTES_V1 + app + unit);
+        return Err(len);
     }
-    Ok(FIXED_BYTES_V1 + app + unit)
+    Ok(len)
 }
 
 /// The user key that may be written: none where the privacy bits forbid one, whatever the
@@ -66,12 +70,13 @@ pub fn encode_into(event: &Event<'_>, out: &mut [u8]) {
     w.put(&(event.ad_unit_id.len() as u16).to_le_bytes());
     w.put(event.app_id.as_bytes());
     w.put(event.ad_unit_id.as_bytes());
+    w.put(&[event.test as u8]);
     debug_assert_eq!(w.at, w.out.len());
 }
 
 /// Encodes into a new vector (tests, tools; the log encodes in place).
 pub fn encode(event: &Event<'_>) -> Vec<u8> {
-    let len = encoded_len(event).unwrap_or(FIXED_BYTES_V1 + event.app_id.len() + event.ad_unit_id.len());
+    let len = encoded_len(event).unwrap_or_else(|len| len);
     let mut out = vec![0; len];
     encode_into(event, &mut out);
     out
@@ -127,12 +132,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'static>, DecodeError> {
     }
     let app_len = u16::from_le_bytes(r.array()) as usize;
     let unit_len = u16::from_le_bytes(r.array()) as usize;
-    let needed = FIXED_BYTES_V1 + app_len + unit_len;
+    let appended = if head[0] >= 2 { APPENDED_BYTES_V2 } else { 0 };
+    let needed = FIXED_BYTES_V1 + app_len + unit_len + appended;
     if bytes.len() < needed {
         return Err(DecodeError::Short { len: bytes.len(), needed });
     }
     let app_id = utf8(r.take(app_len), "app_id")?;
     let ad_unit_id = utf8(r.take(unit_len), "ad_unit_id")?;
+    // Version 1 records predate the field: none was a test.
+    let test = match r.take(appended) {
+        [] | [0] => false,
+        [1] => true,
+        [other, ..] => return Err(DecodeError::Test(*other)),
+    };
     Ok(Event {
         event_id,
         kind,
@@ -153,6 +165,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'static>, DecodeError> {
         user_key,
         privacy,
         no_fill_reason: head[5],
+        test,
     })
 }
 
@@ -225,6 +238,7 @@ pub(crate) mod tests {
             user_key: Some(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             privacy: Privacy(0),
             no_fill_reason: 0,
+            test: n % 5 == 4,
         }
     }
 
@@ -232,7 +246,7 @@ pub(crate) mod tests {
     fn fixed_block_has_the_documented_size() {
         let event = sample(1);
         let bytes = encode(&event);
-        assert_eq!(bytes.len(), FIXED_BYTES_V1 + 5 + 17);
+        assert_eq!(bytes.len(), FIXED_BYTES_V1 + 5 + 17 + APPENDED_BYTES_V2);
         assert_eq!(peek_time_unix_ms(&bytes), Some(event.time_unix_ms));
         assert_eq!(peek_event_id(&bytes), Some(event.event_id));
     }
@@ -249,10 +263,23 @@ pub(crate) mod tests {
 
     #[test]
     fn later_versions_with_appended_fields_still_decode() {
-        let event = sample(3);
+        let event = sample(4);
+        assert!(event.test);
         let mut bytes = encode(&event);
-        bytes[0] = 2;
+        bytes[0] = FORMAT_VERSION + 1;
         bytes.extend_from_slice(&[0xaa; 9]);
+        assert_eq!(decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn version_1_records_decode_as_live_traffic() {
+        let event = Event { test: false, ..sample(3) };
+        let mut bytes = encode(&event);
+        bytes[0] = 1;
+        bytes.pop();
+        assert_eq!(decode(&bytes).unwrap(), event);
+        // A version 1 record with bytes after its strings: the bytes are not read as `test`.
+        bytes.push(1);
         assert_eq!(decode(&bytes).unwrap(), event);
     }
 
@@ -270,9 +297,12 @@ pub(crate) mod tests {
         let mut b = bytes.clone();
         b[0] = 0;
         assert_eq!(decode(&b), Err(DecodeError::Version(0)));
-        let mut b = bytes;
+        let mut b = bytes.clone();
         b[6] = 0x80;
         assert_eq!(decode(&b), Err(DecodeError::Flags(0x80)));
+        let mut b = bytes;
+        *b.last_mut().unwrap() = 2;
+        assert_eq!(decode(&b), Err(DecodeError::Test(2)));
     }
 
     fn arb_event() -> impl Strategy<Value = Event<'static>> {
@@ -280,8 +310,9 @@ pub(crate) mod tests {
             (any::<u128>(), 0usize..7, any::<i64>(), any::<u128>(), any::<u64>(), any::<u128>(), 1u8..=3),
             ("[a-z0-9é._-]{0,40}", "\\PC{0,20}", any::<u32>(), any::<u32>(), any::<i64>(), any::<i64>()),
             (any::<[u8; 3]>(), any::<u16>(), any::<u8>(), any::<Option<u64>>(), any::<u8>(), any::<u8>()),
+            any::<bool>(),
         )
-            .prop_map(|(a, b, c)| Event {
+            .prop_map(|(a, b, c, test)| Event {
                 event_id: a.0,
                 kind: EventKind::ALL[a.1],
                 time_unix_ms: a.2,
@@ -301,6 +332,7 @@ pub(crate) mod tests {
                 user_key: c.3,
                 privacy: Privacy(c.4),
                 no_fill_reason: c.5,
+                test,
             })
     }
 

@@ -107,6 +107,8 @@ pub enum DecodeError {
     Channel(u8),
     #[error("unknown flag bits {0:#04x}")]
     Flags(u8),
+    #[error("the test field holds {0}, not 0 or 1")]
+    Test(u8),
     #[error("{field} is not UTF-8")]
     Utf8 { field: &'static str },
     #[error("a user key is present although the privacy bits {0:#04x} forbid one")]

@@ -141,6 +141,11 @@ pub struct Event<'a> {
     pub privacy: Privacy,
     /// For a decision without a campaign, why (the server's no-fill reason code); else 0.
     pub no_fill_reason: u8,
+    /// The request was a test (an exchange's OpenRTB `test` 1): nothing in it is billable,
+    /// its events earn no revenue, and analyses leave them out. False in version 1 records (and
+    /// when absent from JSON written before the field).
+    #[serde(default)]
+    pub test: bool,
 }
 
 impl Event<'_> {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt16Array, UInt32Array, UInt64Array, UInt8Array,
+    ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt16Array, UInt32Array, UInt64Array, UInt8Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
@@ -57,8 +57,13 @@ pub fn schema() -> SchemaRef {
         Field::new("user_key", DataType::UInt64, true),
         Field::new("privacy", DataType::UInt8, false),
         Field::new("no_fill_reason", DataType::UInt8, false),
+        Field::new("test", DataType::Boolean, false),
     ]))
 }
+
+/// Columns added to the export after its first layout: a file written before has none of them,
+/// and readers give their events the field's default (`test`: false).
+pub const ADDED_COLUMNS: [&str; 1] = ["test"];
 
 /// The partition an event belongs to: `YYYY-MM-DDTHH` of its time, UTC.
 pub fn hour_of(time_unix_ms: i64) -> String {
@@ -217,6 +222,7 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
         Arc::new(UInt64Array::from(rows.iter().map(|r| permitted_user_key(&r.event)).collect::<Vec<_>>())),
         Arc::new(UInt8Array::from(rows.iter().map(|r| r.event.privacy.0).collect::<Vec<_>>())),
         Arc::new(UInt8Array::from(rows.iter().map(|r| r.event.no_fill_reason).collect::<Vec<_>>())),
+        Arc::new(BooleanArray::from(rows.iter().map(|r| r.event.test).collect::<Vec<_>>())),
     ];
     RecordBatch::try_new(schema(), columns)
 }

@@ -14,8 +14,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use arrow_array::{
-    Array, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt16Array, UInt32Array, UInt64Array, UInt8Array,
+    Array, BooleanArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt16Array, UInt32Array, UInt64Array, UInt8Array,
 };
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
@@ -23,7 +23,7 @@ use parquet::arrow::ProjectionMask;
 use crate::codec::ID_BYTES_MAX;
 use crate::error::EventsError;
 use crate::event::{Event, EventKind, Privacy};
-use crate::export::{hour_of, schema};
+use crate::export::{hour_of, schema, ADDED_COLUMNS};
 use crate::json::channel_from_name;
 
 /// Rows decoded at once: the most of a file held in memory.
@@ -233,10 +233,14 @@ fn open_file(part: PartFile) -> Result<OpenFile, EventsError> {
     check_magic(path, &file)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_err(path, e))?;
     check_schema(path, builder.schema())?;
-    let expected = schema();
+    let (expected, found) = (schema(), builder.schema().clone());
     let mask = ProjectionMask::columns(
         builder.parquet_schema(),
-        expected.fields().iter().map(|f| f.name().as_str()),
+        expected
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| found.field_with_name(name).is_ok()),
     );
     let batches = builder
         .with_batch_size(READ_BATCH_ROWS)
@@ -261,8 +265,9 @@ fn check_magic(path: &Path, file: &File) -> Result<(), EventsError> {
     Ok(())
 }
 
-/// Every column of the export must be there with its type; more columns are allowed (a later
-/// version's additions, or an analyst's) and are not read.
+/// Every column of the export must be there with its type, but for [`ADDED_COLUMNS`], which
+/// files written before them lack; more columns are allowed (a later version's additions, or an
+/// analyst's) and are not read.
 fn check_schema(path: &Path, found: &arrow_schema::Schema) -> Result<(), EventsError> {
     for field in schema().fields() {
         let wrong = |reason: String| EventsError::ParquetSchema {
@@ -271,6 +276,9 @@ fn check_schema(path: &Path, found: &arrow_schema::Schema) -> Result<(), EventsE
             reason,
         };
         let Ok(column) = found.field_with_name(field.name()) else {
+            if ADDED_COLUMNS.contains(&field.name().as_str()) {
+                continue;
+            }
             return Err(wrong("is missing".into()));
         };
         if column.data_type() != field.data_type() {
@@ -367,6 +375,8 @@ struct Columns {
     user_key: UInt64Array,
     privacy: UInt8Array,
     no_fill_reason: UInt8Array,
+    /// Absent from files written before the column was added.
+    test: Option<BooleanArray>,
 }
 
 /// The column `name` as `A`; unless `nullable`, without nulls.
@@ -414,6 +424,10 @@ impl Columns {
             user_key: column(batch, "user_key", true)?,
             privacy: column(batch, "privacy", false)?,
             no_fill_reason: column(batch, "no_fill_reason", false)?,
+            test: match batch.column_by_name("test") {
+                Some(_) => Some(column(batch, "test", false)?),
+                None => None,
+            },
         })
     }
 
@@ -465,6 +479,7 @@ impl Columns {
             user_key,
             privacy,
             no_fill_reason: self.no_fill_reason.value(row),
+            test: self.test.as_ref().is_some_and(|test| test.value(row)),
         };
         let log_id = (!self.log_id.is_null(row)).then(|| self.log_id.value(row));
         Ok(ExportedEvent { log_id, seq: self.seq.value(row), event })

@@ -32,6 +32,7 @@ struct JsonEvent<'e> {
     user_key: Option<String>,
     privacy: u8,
     no_fill_reason: u8,
+    test: bool,
 }
 
 pub fn channel_name(channel: Channel) -> &'static str {
@@ -78,6 +79,7 @@ pub fn to_json_line(log_id: Option<u64>, seq: u64, e: &Event<'_>) -> String {
         user_key: e.user_key.map(|k| format!("{k:016x}")),
         privacy: e.privacy.0,
         no_fill_reason: e.no_fill_reason,
+        test: e.test,
     };
     serde_json::to_string(&view).expect("plain fields always serialize")
 }
@@ -133,6 +135,7 @@ mod docs {
             user_key: Some(0xa8f5_f167_f44f_4964),
             privacy: Privacy(0),
             no_fill_reason: 0,
+            test: false,
         };
         let line = to_json_line(Some(0x3c9e_10d4_aa72_5b06), 12, &event);
         let docs = include_str!("../../docs/events.md");

@@ -164,6 +164,7 @@ fn varied_events() -> Vec<Event<'static>> {
                     },
                     privacy,
                     no_fill_reason: [0, 1, 7, u8::MAX][variant as usize],
+                    test: variant == 2,
                 });
             }
         }
@@ -385,6 +386,7 @@ fn arbitrary_event() -> impl Strategy<Value = Event<'static>> {
         "[A-Z]{3}",
         proptest::option::of(any::<u64>()),
         any::<u8>(),
+        any::<bool>(),
     );
     (ids, numbers, rest).prop_map(|(ids, numbers, rest)| Event {
         event_id: ids.0,
@@ -406,6 +408,7 @@ fn arbitrary_event() -> impl Strategy<Value = Event<'static>> {
         currency: rest.4.as_bytes().try_into().unwrap(),
         user_key: rest.5,
         privacy: Privacy(rest.6),
+        test: rest.7,
     })
 }
 

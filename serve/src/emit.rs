@@ -101,6 +101,7 @@ pub fn decision_event<'a>(ctx: &DecisionContext<'a>, decision: &Decision) -> Eve
         user_key: q.user_key,
         privacy: q.privacy.bits(),
         no_fill_reason,
+        test: q.test,
     }
 }
 
@@ -125,6 +126,8 @@ pub fn notice_event(notice: &Notice<'_>, production: &Snapshot) -> Event<'static
     let bid = campaign.map(|c| (c.bid_type.get(), c.bid_micros.to_native().min(i64::MAX as u64) as i64));
     let price_micros = notice.clearing_price_micros.unwrap_or(c.price_micros.min(i64::MAX as u64) as i64);
     let revenue_micros = match (notice.kind, channel, bid) {
+        // A test auction is not billable.
+        _ if c.test => 0,
         // An exchange bills per mille at the clearing price.
         (EventKind::Bill, Channel::OpenRtb, _) => notice.clearing_price_micros.unwrap_or(0) / 1000,
         (EventKind::Impression, Channel::Sdk, Some((BidType::Cpm, _))) => price_micros / 1000,
@@ -152,6 +155,7 @@ pub fn notice_event(notice: &Notice<'_>, production: &Snapshot) -> Event<'static
         user_key: (c.user_key != 0).then_some(c.user_key),
         privacy: Privacy(c.privacy),
         no_fill_reason: 0,
+        test: c.test,
     }
 }
 

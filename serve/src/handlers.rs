@@ -168,6 +168,7 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
         user_key: query.user_key.unwrap_or(0),
         snapshot_id: snapshot.header().snapshot_id,
         channel: Channel::Sdk as u8,
+        test: query.test,
         privacy: query.privacy.bits().0,
     };
     Ok(json_bytes(200, ad_response(state, snapshot, &winner, &claims, &request_id, &assignment)))
@@ -176,7 +177,8 @@ async fn ad_inner(state: &State, request: Request<hyper::body::Incoming>) -> Res
 /// Keeps the user's last-seen country, language and OS; a repeat visit that changes none of
 /// them within the store's `seen_refresh_s` writes nothing.
 fn record_seen(state: &State, query: &Query, current: Option<&Profile>) {
-    if let Some(key) = query.user_key {
+    // A test request changes nothing about the user.
+    if let Some(key) = query.user_key.filter(|_| !query.test) {
         state.record_profile_given(
             ProfileUpdate::Seen {
                 key: ProfileKey(key),
@@ -192,7 +194,7 @@ fn record_seen(state: &State, query: &Query, current: Option<&Profile>) {
 
 /// What a counted notice or install changes in the user's profile.
 fn record_notice(state: &State, kind: EventKind, claims: &Claims, production: &Snapshot) {
-    if claims.user_key == 0 {
+    if claims.user_key == 0 || claims.test {
         return;
     }
     let (key, now_unix_s) = (ProfileKey(claims.user_key), claims.issued_unix_s.max(state.now_unix_s()));
@@ -712,6 +714,7 @@ fn bid<'a>(
         user_key: query.user_key.unwrap_or(0),
         snapshot_id: s.header().snapshot_id,
         channel: Channel::OpenRtb as u8,
+        test: query.test,
         privacy: query.privacy.bits().0,
     };
     let tracking = Tracking::new(state, &claims);
@@ -767,6 +770,7 @@ mod tests {
             user_key: 6,
             snapshot_id: 7,
             channel: 0,
+            test: false,
             privacy: 0,
         };
         let tracking = Tracking { token: key.sign(&claims), base: "http://127.0.0.1:8080" };

@@ -61,6 +61,9 @@ pub struct BidRequest {
     pub regs: Option<Regs>,
     #[serde(default)]
     pub tmax: Option<u64>,
+    /// 1: a test auction, not billable.
+    #[serde(default)]
+    pub test: Option<u8>,
     /// Buyer seats allowed to bid (`wseat`) and blocked (`bseat`), at most one of them sent.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub wseat: Vec<String>,
@@ -501,6 +504,7 @@ impl BidRequest {
                 user_key: signals.user_key(self.user_id(), self.ifa()),
                 now_unix_s,
                 pacing_draw_ppm: crate::request::pacing_draw_ppm(request_hash),
+                test: self.test == Some(1),
                 blocked_categories: sorted(
                     self.bcat
                         .iter()

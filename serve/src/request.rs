@@ -284,6 +284,9 @@ pub struct Query {
     pub now_unix_s: i64,
     /// A per-request draw in parts per million, for pacing.
     pub pacing_draw_ppm: u32,
+    /// A test request (OpenRTB `test` 1): decided and answered as any other, but its events are
+    /// marked as tests and earn nothing, and it changes no user's profile.
+    pub test: bool,
 }
 
 /// Banner sizes a slot takes at most (an OpenRTB impression's `w`/`h` and `format`; further
@@ -462,6 +465,7 @@ impl AdRequest<'_> {
             user_key: privacy.user_key(self.user.id.as_deref(), self.device.ifa.as_deref()),
             now_unix_s,
             pacing_draw_ppm: pacing_draw_ppm(request_hash),
+            test: false,
         })
     }
 }

@@ -23,7 +23,7 @@ const V2_ASSIGNMENT_BYTES: usize = 16;
 const V2_TOKEN_CHARS: usize = encoded_len(fields_len(V2_ASSIGNMENT_BYTES) + MAC_LEN);
 
 /// Version, request hash, campaign, creative, price, assignment, issue time, user key,
-/// snapshot id, and channel with privacy in one byte.
+/// snapshot id, and channel, test flag and privacy in one byte.
 const fn fields_len(assignment_bytes: usize) -> usize {
     1 + 8 + 4 + 4 + 8 + assignment_bytes + 8 + 8 + 8 + 1
 }
@@ -48,8 +48,10 @@ pub struct Claims {
     pub user_key: u64,
     /// The snapshot the decision came from (its header's id).
     pub snapshot_id: u64,
-    /// `adsnap_events::Channel` of the request, as its code (below 16).
+    /// `adsnap_events::Channel` of the request, as its code (below 8).
     pub channel: u8,
+    /// The request was a test (OpenRTB `test` 1): its notices earn nothing.
+    pub test: bool,
     /// `adsnap_events::Privacy` bits of the request (below 16).
     pub privacy: u8,
 }
@@ -118,8 +120,9 @@ impl TokenKey {
         put(&c.issued_unix_s.to_le_bytes());
         put(&c.user_key.to_le_bytes());
         put(&c.snapshot_id.to_le_bytes());
-        // Both fit in four bits; sharing a byte keeps tracking URLs short.
-        put(&[(c.channel & 0x0f) | (c.privacy << 4)]);
+        // The channel fits in three bits and privacy in four; sharing a byte with the test flag
+        // keeps tracking URLs short. Tokens signed before the flag have the bit clear: not tests.
+        put(&[(c.channel & 0x07) | (c.test as u8) << 3 | (c.privacy << 4)]);
         mac.copy_from_slice(&blake3::keyed_hash(&self.key, fields).as_bytes()[..MAC_LEN]);
         let mut token = [0u8; TOKEN_CHARS];
         encode_base64url(&bytes, &mut token);
@@ -169,7 +172,8 @@ impl TokenKey {
             issued_unix_s: u64_at(after, 8) as i64,
             user_key: u64_at(after + 8, 8),
             snapshot_id: u64_at(after + 16, 8),
-            channel: fields[after + 24] & 0x0f,
+            channel: fields[after + 24] & 0x07,
+            test: fields[after + 24] & 0x08 != 0,
             privacy: fields[after + 24] >> 4,
         };
         if now_unix_s - claims.issued_unix_s > age_s_max || claims.issued_unix_s > now_unix_s + 60 {
@@ -215,6 +219,7 @@ mod tests {
             user_key: 0xfeed_beef,
             snapshot_id: 0x0123_4567_89ab_cdef,
             channel: 1,
+            test: false,
             privacy: 0b0100,
         }
     }
@@ -244,6 +249,13 @@ mod tests {
         assert_eq!(key.verify(&token.as_str()[1..], 1_795_305_600), Err(TokenError::Malformed));
         assert_eq!(key.verify("not a token", 0), Err(TokenError::Malformed));
         assert_eq!(key.verify(&"A".repeat(500), 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_test_auctions_token_says_so() {
+        let key = TokenKey::new([7; 32], 3600);
+        let test = Claims { channel: 2, test: true, privacy: 0b1111, ..claims() };
+        assert_eq!(key.verify(key.sign(&test).as_str(), 1_795_305_600), Ok(test));
     }
 
     #[test]

@@ -1108,6 +1108,41 @@ fn secure_impressions_need_https_tracking_and_creatives() {
 }
 
 #[test]
+fn a_test_auction_is_answered_but_earns_nothing_and_changes_no_profile() {
+    let server = start_https();
+    import_profile(&server, "exchange-user-7", adsnap_profile_store::ProfileFields::default());
+    let bill = |request: &str| {
+        let reply = http(server.addr, "POST", "/openrtb2/bid", request);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let bid = json(&reply)["seatbid"][0]["bid"][0].clone();
+        assert_eq!(bid["cid"], "101");
+        let burl = bid["burl"].as_str().unwrap().replace("${AUCTION_PRICE}", "2.00");
+        assert_eq!(http(server.addr, "GET", path_of(&burl), "").status, 204);
+        let adm = bid["adm"].as_str().unwrap().to_owned();
+        let impression = &adm[adm.find("/v1/imp?t=").unwrap()..];
+        let impression = &impression[..impression.find('"').unwrap()];
+        assert_eq!(http(server.addr, "GET", impression, "").status, 204);
+    };
+    let test = BID_REQUEST.replace(r#""at": 1,"#, r#""at": 1, "test": 1,"#).replace("auction-1", "auction-t");
+    bill(&test);
+    let written = events(&server);
+    assert!(written.len() >= 4 && written.iter().all(|e| e.test), "{written:#?}");
+    assert!(written.iter().all(|e| e.revenue_micros == 0), "{written:#?}");
+    // The same auction live: its bill earns the clearing price per mille.
+    bill(BID_REQUEST);
+    let live: Vec<_> = events(&server).into_iter().filter(|e| !e.test).collect();
+    let billed = live.iter().find(|e| e.kind == adsnap_events::EventKind::Bill).unwrap();
+    assert_eq!(billed.revenue_micros, 2_000);
+    // Only the live auction's impression reached the user's profile.
+    let profiles = server.state.profiles.as_ref().unwrap();
+    server.runtime.block_on(profiles.flush()).unwrap();
+    let key = adsnap_profile_store::UserKey(xxhash_rust::xxh3::xxh3_64(b"exchange-user-7"));
+    let read = server.runtime.block_on(profiles.get(key));
+    let profile = read.profile().expect("the user's profile");
+    assert_eq!(profile.n_impressions(), 1, "{profile:?}");
+}
+
+#[test]
 fn openrtb_blocklists_currencies_and_bad_requests() {
     let server = start();
     // Blocking games (IAB9, a tier-1 category) leaves no game advertiser's bid.

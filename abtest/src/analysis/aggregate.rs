@@ -114,6 +114,9 @@ pub struct InputCounts {
     pub n_events_read: u64,
     /// Outside the time range: skipped.
     pub n_events_out_of_range: u64,
+    /// In range, from a test request (an exchange's OpenRTB `test` 1): skipped, as test
+    /// traffic is not part of any experiment's results.
+    pub n_events_test: u64,
     /// In range and in a group's totals.
     pub n_events_in_range: u64,
     /// In range, assigned per request (no stable user): in totals, left out of per-user metrics.
@@ -182,6 +185,10 @@ impl Aggregator {
         self.input.n_events_read += 1;
         if !self.range.contains(event.time_unix_ms) {
             self.input.n_events_out_of_range += 1;
+            return;
+        }
+        if event.test {
+            self.input.n_events_test += 1;
             return;
         }
         let Some((group, anonymous)) = self.resolve(event.assignment_code) else {

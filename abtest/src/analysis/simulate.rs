@@ -191,6 +191,7 @@ impl Simulation {
             user_key,
             privacy: Privacy(0),
             no_fill_reason: 1,
+            test: false,
         };
         let filled = rng.random_bool((self.fill_rate * effect.fill).clamp(0.0, 1.0));
         if filled {

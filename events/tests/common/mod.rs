@@ -33,6 +33,7 @@ pub fn event(n: u64) -> Event<'static> {
         user_key: if n.is_multiple_of(10) { None } else { Some(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) },
         privacy: if n.is_multiple_of(10) { Privacy(Privacy::COPPA) } else { Privacy(0) },
         no_fill_reason: 0,
+        test: n % 7 == 3,
     }
 }
 
