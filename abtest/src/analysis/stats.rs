@@ -435,7 +435,9 @@ mod tests {
             drifted[0] += drift;
             let most = chi_square_goodness_of_fit(&drifted, &shares).unwrap();
             prop_assert!(0.0 < more.statistic && more.statistic < most.statistic);
-            prop_assert!(most.p_value < more.p_value && more.p_value < 1.0);
+            // Far enough out, both p-values round to zero (or below the smallest normal double).
+            prop_assert!(more.p_value < 1.0 && most.p_value <= more.p_value);
+            prop_assert!(most.p_value < more.p_value || more.p_value < f64::MIN_POSITIVE);
         }
     }
 
