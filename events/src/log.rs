@@ -368,15 +368,27 @@ pub const PREFAULT_BYTES: usize = 4 * 1024 * 1024;
 /// Faults in the pages the next appends will write, so that the request path does not take the
 /// page fault (a few microseconds each, once per 4 KiB). It changes no data, so it may run while
 /// the writer copies frames into the same mapping. Kernels without `MADV_POPULATE_WRITE` (before
-/// 5.14) refuse it, and the appends take the faults themselves.
-fn prefault(map: &MmapRaw, offset: usize) {
+/// 5.14) refuse it, and the appends take the faults themselves. It goes in steps of
+/// [`PREFAULT_STEP_BYTES`], yielding the CPU after each, and stops at `until`: what is left is
+/// faulted in next round, or by the appends.
+fn prefault(map: &MmapRaw, offset: usize, until: Instant) {
     let page = 4096;
-    let start = offset / page * page;
+    let mut at = offset / page * page;
     let end = (offset + PREFAULT_BYTES).min(map.len());
-    if end > start {
-        let _ = map.advise_range(memmap2::Advice::PopulateWrite, start, end - start);
+    while at < end && Instant::now() < until {
+        let len = (end - at).min(PREFAULT_STEP_BYTES);
+        let _ = map.advise_range(memmap2::Advice::PopulateWrite, at, len);
+        at += len;
+        std::thread::yield_now();
     }
 }
+
+/// Bytes the flusher faults in at a time before it yields its CPU, so that a request thread
+/// sharing the CPU waits for one step rather than the whole range. With the server and its
+/// flusher on one saturated core, faulting in one go held the CPU for about 340 µs at a time on
+/// average and the request thread waited 2.8% of the time; in steps, about 130 to 200 µs (what
+/// is left is mostly the write-back) and 1.4 to 1.8%.
+pub const PREFAULT_STEP_BYTES: usize = 256 * 1024;
 
 fn classify(err: &io::Error) -> AppendError {
     match err.kind() {
@@ -389,6 +401,9 @@ impl Inner {
     /// One round of the flusher: seal rolled segments, write back the active one, fsync the
     /// folder if segments came or went.
     fn sync_once(&self) -> Result<(), EventsError> {
+        // Faulting pages in ahead is a help, not a duty: it stops at half the interval, so that
+        // on a busy CPU it never delays the next round's fsync.
+        let prefault_until = Instant::now() + self.config.fsync_interval() / 2;
         let mut state = lock(&self.sync_state);
         let (rolled, map, first_seq, offset, next_seq) = {
             let mut writer = lock(&self.writer);
@@ -415,7 +430,7 @@ impl Inner {
                 })?;
                 state.offset = offset;
             }
-            prefault(&map, offset);
+            prefault(&map, offset, prefault_until);
         }
         if self.stats.dir_dirty.swap(false, Ordering::AcqRel) {
             segment::sync_dir(&self.dir)
