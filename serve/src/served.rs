@@ -185,9 +185,43 @@ impl NativeAssets {
     }
 }
 
-/// Whether a URL or markup names a plain-http URL (the scheme in any case).
+/// Whether markup names a plain-http URL that a player or browser would load (the scheme in any
+/// case). URLs that only name something are left out: XML namespaces (`xmlns="http://…"`,
+/// `xmlns:xsi=…`), schema locations (`xsi:schemaLocation=…`) and document type declarations
+/// (`<!DOCTYPE html PUBLIC … "http://…">`), which VAST and XHTML carry and nothing fetches.
 fn names_http(text: &str) -> bool {
-    text.as_bytes().windows(7).any(|w| w.eq_ignore_ascii_case(b"http://"))
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(6))
+        .filter(|&i| bytes[i..i + 7].eq_ignore_ascii_case(b"http://"))
+        .any(|i| !only_names(&bytes[..i]))
+}
+
+/// Whether a URL that starts right after `before` is an identifier nothing loads: the value of an
+/// `xmlns` or `schemaLocation` attribute, or inside a `<!DOCTYPE …>`.
+fn only_names(before: &[u8]) -> bool {
+    let last_open = before.iter().rposition(|&b| b == b'<');
+    if let Some(open) = last_open {
+        let tag = &before[open..];
+        if tag.len() >= 9 && tag[..9].eq_ignore_ascii_case(b"<!DOCTYPE") && !tag.contains(&b'>') {
+            return true;
+        }
+    }
+    // An attribute value: a quote, then `=` (spaces allowed around it), then the name.
+    let trimmed =
+        |b: &[u8]| -> usize { b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(0, |p| p + 1) };
+    let Some((&quote, rest)) = before.split_last() else { return false };
+    if quote != b'"' && quote != b'\'' {
+        return false;
+    }
+    let rest = &rest[..trimmed(rest)];
+    let Some((&b'=', rest)) = rest.split_last() else { return false };
+    let rest = &rest[..trimmed(rest)];
+    let name_start =
+        rest.iter().rposition(|c| !(c.is_ascii_alphanumeric() || b":_.-".contains(c))).map_or(0, |p| p + 1);
+    let name = &rest[name_start..];
+    let lower = |b: &[u8]| b.to_ascii_lowercase();
+    let name = lower(name);
+    name == b"xmlns" || name.starts_with(b"xmlns:") || name.ends_with(b"schemalocation")
 }
 
 /// [`Served::insecure`]: a template shared by creatives is searched once.
@@ -400,5 +434,36 @@ impl AnswerParts {
             return None;
         }
         self.text.get(start as usize..start as usize + usize::from(len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_http;
+
+    #[test]
+    fn only_urls_that_load_count_as_plain_http() {
+        for loads in [
+            r#"<img src="http://cdn.example/a.png">"#,
+            r#"<a href='HTTP://x.example'>"#,
+            "<MediaFile><![CDATA[http://cdn.example/v.mp4]]></MediaFile>",
+            r#"<script>fetch("http://x.example")</script>"#,
+            r#"{"img":{"url":"http://cdn.example/i.png"}}"#,
+            r#"<VAST xmlns="https://www.iab.com/VAST"><Impression>http://t.example/i</Impression>"#,
+            r#"<a data-xmlns="x" href="http://x.example">"#,
+        ] {
+            assert!(names_http(loads), "{loads}");
+        }
+        for names in [
+            r#"<VAST version="4.0" xmlns="http://www.iab.com/VAST">"#,
+            r#"<VAST xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation = 'http://www.iab.com/VAST vast.xsd'>"#,
+            r#"<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">"#,
+            r#"<html xmlns="http://www.w3.org/1999/xhtml"><img src="https://cdn.example/a.png"></html>"#,
+            "https://only.example/secure",
+            "http:/",
+            "",
+        ] {
+            assert!(!names_http(names), "{names}");
+        }
     }
 }

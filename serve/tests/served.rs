@@ -56,3 +56,38 @@ fn the_opener_refuses_a_file_that_does_not_verify() {
     let err = runtime.block_on(Served::open(&path, prepare)).err().expect("a corrupt file is refused");
     assert!(matches!(err, adsnap_serve::ServeError::Snapshot(_)), "{err}");
 }
+
+/// Every creative of a generated catalog loads over https (its VAST names its namespace with an
+/// `http://` URI, which nothing fetches), and every native one offers the assets its markup has.
+#[test]
+fn a_generated_catalogs_creatives_are_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog");
+    let options = adsnap_builder::gen::GenOptions { n_campaigns: 200, ..Default::default() };
+    adsnap_builder::gen::generate(&options, &catalog, &|_| {}).unwrap();
+    let out = dir.path().join("gen.snap");
+    let build = adsnap_builder::BuildOptions {
+        catalog_dir: catalog,
+        out_path: out.clone(),
+        snapshot_version: 1,
+        now_unix_s: options.now_unix_s,
+        created_unix_ms: 0,
+        progress: indicatif::ProgressBar::hidden(),
+    };
+    adsnap_builder::build(&build).unwrap();
+    let served = Served::prepare(
+        adsnap_snapshot::Snapshot::open(&out).unwrap(),
+        Prepare { nice: 0, escaped_markup_bytes_max: 0 },
+    );
+    let creatives = &served.archive().creatives;
+    assert!(creatives.len() > 200);
+    let mut n_native = 0;
+    for (idx, creative) in creatives.iter().enumerate() {
+        assert!(served.creative_is_secure(idx as u32), "creative {}", creative.id.to_native());
+        if creative.markup_kind.get() == adsnap_snapshot::MarkupKind::NativeJson {
+            n_native += 1;
+            assert!(!served.native_assets(idx as u32).is_empty(), "creative {}", creative.id.to_native());
+        }
+    }
+    assert!(n_native > 0);
+}
