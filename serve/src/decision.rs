@@ -281,7 +281,9 @@ impl Eligibility<'_> {
         let size_ok =
             cr.format.get() != Format::Banner || fit.sizes.take(cr.width.to_native(), cr.height.to_native());
         let video_ok = cr.markup_kind.get() != MarkupKind::Vast
-            || fit.takes_video(self.s.str(&cr.mime), cr.video_duration_s.to_native());
+            || (fit.takes_video(self.s.str(&cr.mime), cr.video_duration_s.to_native())
+                && (fit.video_protocols.is_empty()
+                    || crate::vast::plays(&fit.video_protocols, self.s.vast_protocol(creative_idx))));
         let native_ok = cr.markup_kind.get() != MarkupKind::NativeJson
             || fit.native.as_ref().is_none_or(|request| {
                 crate::native::assign(&request.assets, self.s.native_assets(creative_idx)).is_some()

@@ -24,6 +24,7 @@ pub mod server;
 pub mod slots;
 pub mod tcf;
 pub mod token;
+pub mod vast;
 
 pub use config::ServeConfig;
 pub use error::{RequestError, ServeError};

@@ -142,6 +142,12 @@ pub struct Video {
     /// 2.6: the only lengths the slot takes, in seconds.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub rqddurs: Vec<u32>,
+    /// The VAST versions the player plays (protocol codes).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub protocols: Vec<u16>,
+    /// 2.5's single protocol, before `protocols`.
+    #[serde(default)]
+    pub protocol: Option<u16>,
     #[serde(default)]
     pub w: Option<u32>,
     #[serde(default)]
@@ -338,6 +344,13 @@ pub fn slot(imp: &Imp) -> Result<Slot, Skip> {
             video_min_s: seconds(video.minduration.unwrap_or(0)),
             video_max_s: seconds(video.maxduration.unwrap_or(0)),
             video_lengths_s: video.rqddurs.iter().take(SLOT_LIST_MAX).map(|&s| seconds(s)).collect(),
+            video_protocols: video
+                .protocols
+                .iter()
+                .take(SLOT_LIST_MAX)
+                .copied()
+                .chain(video.protocol)
+                .collect(),
             secure,
             ..Fit::default()
         };

@@ -343,6 +343,8 @@ pub struct Fit {
     pub video_max_s: u16,
     /// The only video lengths the slot takes, in seconds (OpenRTB 2.6 `rqddurs`); empty: any.
     pub video_lengths_s: Vec<u16>,
+    /// The VAST versions the player plays, as OpenRTB protocol codes; empty: any.
+    pub video_protocols: Vec<u16>,
     /// The assets a native slot asks for (OpenRTB `imp.native.request`); `None`: any native.
     pub native: Option<crate::native::NativeRequest>,
     /// Only creatives whose markup and assets load over https (OpenRTB `imp.secure`).

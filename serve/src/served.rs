@@ -40,6 +40,9 @@ pub struct Served {
     /// One bit per creative: set when its markup or an asset loads over plain http.
     insecure: Vec<u64>,
     native: NativeAssets,
+    /// Per creative: the OpenRTB protocol code of its VAST ([`crate::vast::protocol_of`]); 0 for
+    /// other markup.
+    vast: Vec<u8>,
     /// The snapshot id as answers carry it (16 hex digits), formatted once.
     id_hex: String,
 }
@@ -91,13 +94,19 @@ impl Served {
         let id_hex = snapshot.header().id_hex();
         let insecure = insecure_creatives(&snapshot);
         let native = NativeAssets::build(&snapshot);
-        Served { snapshot: ManuallyDrop::new(snapshot), markup, parts, insecure, native, id_hex }
+        let vast = vast_protocols(&snapshot);
+        Served { snapshot: ManuallyDrop::new(snapshot), markup, parts, insecure, native, vast, id_hex }
     }
 
     /// The assets of creative `creative_idx`'s native markup, in its order; empty for a creative
     /// that is not native.
     pub fn native_assets(&self, creative_idx: u32) -> &[native::Offered] {
         self.native.get(creative_idx)
+    }
+
+    /// The OpenRTB protocol code of creative `creative_idx`'s VAST; 0 for other markup.
+    pub fn vast_protocol(&self, creative_idx: u32) -> u8 {
+        self.vast.get(creative_idx as usize).copied().unwrap_or(0)
     }
 
     /// Whether creative `creative_idx` loads only over https: every asset URL is `https://` and
@@ -222,6 +231,23 @@ fn only_names(before: &[u8]) -> bool {
     let lower = |b: &[u8]| b.to_ascii_lowercase();
     let name = lower(name);
     name == b"xmlns" || name.starts_with(b"xmlns:") || name.ends_with(b"schemalocation")
+}
+
+/// [`Served::vast`]: a template shared by creatives is read once.
+fn vast_protocols(s: &Snapshot) -> Vec<u8> {
+    let mut of_template: HashMap<(u64, u32), u8> = HashMap::new();
+    let creatives = &s.archive().creatives;
+    creatives
+        .iter()
+        .map(|creative| {
+            if creative.markup_kind.get() != MarkupKind::Vast {
+                return 0;
+            }
+            let template = &creative.markup;
+            let key = (template.offset.to_native(), template.len.to_native());
+            *of_template.entry(key).or_insert_with(|| crate::vast::protocol_of(s.str(template)))
+        })
+        .collect()
 }
 
 /// [`Served::insecure`]: a template shared by creatives is searched once.

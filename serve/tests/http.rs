@@ -955,6 +955,11 @@ fn an_impression_gets_only_a_creative_it_can_show() {
     assert_eq!(video(r#", "mimes": ["VIDEO/MP4"], "rqddurs": [30]"#), Some("1002".into()));
     assert_eq!(video(r#", "mimes": ["video/webm"]"#), None);
     assert_eq!(video(r#", "minduration": 31"#), None);
+    // The catalog's VAST is 4.0 inline: a VAST 3 player takes none, a 4.2 player does.
+    assert_eq!(video(r#", "protocols": [2, 3, 5, 6]"#), None);
+    assert_eq!(video(r#", "protocols": [3, 13]"#), Some("1002".into()));
+    assert_eq!(video(r#", "protocols": [8]"#), None, "a player of VAST 4 wrappers only");
+    assert_eq!(video(r#", "protocol": 7"#), Some("1002".into()), "2.5's single protocol");
     // A private auction is for its deals only; adsnap holds none.
     let imp = r#"{"id": "1", "banner": {"w": 320, "h": 50}, "pmp": {"private_auction": 1, "deals": [{"id": "d1"}]}}"#;
     assert_eq!(creative(imp), None);

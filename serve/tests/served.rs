@@ -58,7 +58,8 @@ fn the_opener_refuses_a_file_that_does_not_verify() {
 }
 
 /// Every creative of a generated catalog loads over https (its VAST names its namespace with an
-/// `http://` URI, which nothing fetches), and every native one offers the assets its markup has.
+/// `http://` URI, which nothing fetches), every VAST one is VAST 4.0 inline, and every native one
+/// offers the assets its markup has.
 #[test]
 fn a_generated_catalogs_creatives_are_secure() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,6 +85,14 @@ fn a_generated_catalogs_creatives_are_secure() {
     let mut n_native = 0;
     for (idx, creative) in creatives.iter().enumerate() {
         assert!(served.creative_is_secure(idx as u32), "creative {}", creative.id.to_native());
+        if creative.markup_kind.get() == adsnap_snapshot::MarkupKind::Vast {
+            assert_eq!(
+                served.vast_protocol(idx as u32),
+                7,
+                "VAST 4.0 inline: creative {}",
+                creative.id.to_native()
+            );
+        }
         if creative.markup_kind.get() == adsnap_snapshot::MarkupKind::NativeJson {
             n_native += 1;
             assert!(!served.native_assets(idx as u32).is_empty(), "creative {}", creative.id.to_native());

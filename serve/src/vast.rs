@@ -1,0 +1,111 @@
+//! Which VAST a creative's markup is, in the codes of OpenRTB's list of protocols, and whether a
+//! video player that lists the protocols it plays (`imp.video.protocols`) can play it.
+
+/// VAST versions in OpenRTB's protocol list: (code, major, minor, wrapper). DAAST (9, 10) is
+/// audio, which adsnap does not serve.
+const PROTOCOLS: [(u8, u8, u8, bool); 14] = [
+    (1, 1, 0, false),
+    (2, 2, 0, false),
+    (3, 3, 0, false),
+    (4, 1, 0, true),
+    (5, 2, 0, true),
+    (6, 3, 0, true),
+    (7, 4, 0, false),
+    (8, 4, 0, true),
+    (11, 4, 1, false),
+    (12, 4, 1, true),
+    (13, 4, 2, false),
+    (14, 4, 2, true),
+    (15, 4, 3, false),
+    (16, 4, 3, true),
+];
+
+/// The protocol code of VAST markup, from its root's `version` attribute and whether its ad is a
+/// `<Wrapper>` or `<InLine>`; 0 when it is not VAST of a version OpenRTB lists.
+pub fn protocol_of(markup: &str) -> u8 {
+    let Some(root) = markup.find("<VAST").map(|at| &markup[at..]) else { return 0 };
+    let tag = &root[..root.find('>').unwrap_or(root.len())];
+    let Some(version) = attribute(tag, "version") else { return 0 };
+    let (major, minor) = version.split_once('.').unwrap_or((version, "0"));
+    let (Ok(major), Ok(minor)) = (major.parse::<u8>(), minor.parse::<u8>()) else { return 0 };
+    let wrapper = match (root.find("<Wrapper"), root.find("<InLine")) {
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        (Some(w), Some(i)) => w < i,
+        (None, None) => return 0,
+    };
+    PROTOCOLS
+        .iter()
+        .find(|&&(_, ma, mi, wr)| (ma, mi, wr) == (major, minor, wrapper))
+        .map_or(0, |&(code, ..)| code)
+}
+
+/// The value of attribute `name` in a start tag (quoted with `"` or `'`).
+fn attribute<'t>(tag: &'t str, name: &str) -> Option<&'t str> {
+    let mut rest = tag;
+    while let Some(at) = rest.find(name) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + name.len()..].trim_start();
+        rest = &rest[at + name.len()..];
+        if !before.is_some_and(char::is_whitespace) {
+            continue;
+        }
+        let Some(value) = after.strip_prefix('=').map(str::trim_start) else { continue };
+        let quote = value.chars().next()?;
+        if quote != '"' && quote != '\'' {
+            continue;
+        }
+        let value = &value[1..];
+        return value.find(quote).map(|end| &value[..end]);
+    }
+    None
+}
+
+/// Whether a player listing `protocols` plays VAST of protocol `code`: it lists that code, or a
+/// later minor version of the same major VAST of the same kind (a VAST 4.2 player plays 4.0, a
+/// VAST 3 player does not play 4.0). Unknown VAST (`code` 0) plays nowhere that lists protocols.
+pub fn plays(protocols: &[u16], code: u8) -> bool {
+    let Some(&(_, major, minor, wrapper)) = PROTOCOLS.iter().find(|p| p.0 == code) else { return false };
+    protocols.iter().any(|&listed| {
+        PROTOCOLS
+            .iter()
+            .any(|&(c, ma, mi, wr)| u16::from(c) == listed && ma == major && mi >= minor && wr == wrapper)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_and_kind_give_the_code() {
+        let inline =
+            |version: &str| format!(r#"<?xml version="1.0"?><VAST {version} xmlns="x"><Ad><InLine>"#);
+        assert_eq!(protocol_of(&inline(r#"version="4.0""#)), 7);
+        assert_eq!(protocol_of(&inline("version='4.2'")), 13);
+        assert_eq!(protocol_of(&inline(r#"version = "3.0""#)), 3);
+        assert_eq!(protocol_of(&inline(r#"version="2""#)), 2);
+        assert_eq!(protocol_of(r#"<VAST version="4.1"><Ad><Wrapper><VASTAdTagURI>"#), 12);
+        for unknown in [
+            inline(r#"version="5.0""#),
+            inline(r#"xversion="4.0""#),
+            inline(""),
+            r#"<VAST version="4.0"></VAST>"#.to_owned(),
+            "<html>".to_owned(),
+        ] {
+            assert_eq!(protocol_of(&unknown), 0, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn a_player_plays_its_versions_and_earlier_minors_of_them() {
+        assert!(plays(&[2, 3, 7], 7));
+        assert!(plays(&[13], 7), "a 4.2 player plays 4.0");
+        assert!(plays(&[15, 16], 11));
+        assert!(!plays(&[2, 3, 5, 6], 7), "a VAST 3 player does not play 4.0");
+        assert!(!plays(&[7], 11), "a 4.0 player does not play 4.1");
+        assert!(!plays(&[8], 7), "a wrapper-only player");
+        assert!(!plays(&[7, 8], 0));
+        assert!(!plays(&[], 7));
+    }
+}
