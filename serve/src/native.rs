@@ -151,8 +151,8 @@ fn fits(wanted: &Wanted, offered: &Offered) -> bool {
 pub const UNMATCHED: u8 = u8::MAX;
 
 /// Matches the request's assets to the markup's: for each wanted asset, the index of the
-/// offered one that answers it, or [`UNMATCHED`]. `None` when a required asset finds none.
-/// Allocates nothing: the decision calls it for each native creative it considers.
+/// offered one that answers it, or [`UNMATCHED`]. `None` when a required asset finds none, or
+/// when no asset at all matches (an answer without assets shows nothing). Allocates nothing: the decision calls it for each native creative it considers.
 pub fn assign(wanted: &[Wanted], offered: &[Offered]) -> Option<[u8; NATIVE_ASSETS_MAX]> {
     let mut answer = [UNMATCHED; NATIVE_ASSETS_MAX];
     let mut taken = 0u64;
@@ -176,7 +176,7 @@ pub fn assign(wanted: &[Wanted], offered: &[Offered]) -> Option<[u8; NATIVE_ASSE
             }
         }
     }
-    Some(answer)
+    (taken != 0).then_some(answer)
 }
 
 /// The answer's native markup: the rendered markup with the assets the request asked for, in its
@@ -291,6 +291,11 @@ mod tests {
         }
         // An image of no stated type takes any image.
         assert!(assign(&wanted(r#"{"assets":[{"id":1,"required":1,"img":{}}]}"#), &offered).is_some());
+        // Only optional assets, none of which the markup has: nothing to show, no match.
+        let nothing = wanted(r#"{"assets":[{"id":1,"data":{"type":12}},{"id":2,"img":{"type":2}}]}"#);
+        assert_eq!(assign(&nothing, &offered), None);
+        let something = wanted(r#"{"assets":[{"id":1,"data":{"type":12}},{"id":2,"data":{"type":2}}]}"#);
+        assert_eq!(assign(&something, &offered).map(|m| (m[0], m[1])), Some((UNMATCHED, 3)));
     }
 
     #[test]
