@@ -722,9 +722,17 @@ fn bid<'a>(
     let (impression_url, click_url) = (tracking.impression_url(), tracking.click_url());
     let mut adm = String::with_capacity(s.str(&creative.markup).len() + RENDER_GROWTH_BYTES);
     render(s, creative, &Fill { click_url, impression_url, campaign_id: claims.campaign_id }, &mut adm);
-    if let Some(request) = &slot.fit.native {
+    if let Some(request) = &query.fit.native {
         adm = crate::native::answer(&adm, request)?;
     }
+    // A banner is one of its slot's sizes; other slots adapt, and the size they gave is echoed.
+    let side = |slot_side: u16, creative_side: u16| {
+        if slot_side > 0 && slot.format != Format::Banner {
+            slot_side
+        } else {
+            creative_side
+        }
+    };
     Some(Bid {
         id: format!("{:016x}", claims.request_hash),
         impid: &imp.id,
@@ -738,17 +746,8 @@ fn bid<'a>(
         crid: claims.creative_id.to_string(),
         cid: claims.campaign_id.to_string(),
         cat: [adsnap_snapshot::format_iab_category(advertiser.category.to_native())],
-        // A banner is one of its slot's sizes; other slots adapt, and their size is echoed.
-        w: if slot.width > 0 && slot.format != Format::Banner {
-            slot.width
-        } else {
-            creative.width.to_native()
-        },
-        h: if slot.height > 0 && slot.format != Format::Banner {
-            slot.height
-        } else {
-            creative.height.to_native()
-        },
+        w: side(slot.width, creative.width.to_native()),
+        h: side(slot.height, creative.height.to_native()),
         mtype: slot.mtype,
     })
 }

@@ -302,12 +302,10 @@ impl Skip {
     }
 }
 
-/// The slot of an impression, as adsnap fills it.
-#[derive(Clone, Debug)]
+/// The slot of an impression, as the bid answers it; what it takes of a creative is its [`Fit`].
+#[derive(Clone, Copy, Debug)]
 pub struct Slot {
     pub format: Format,
-    /// What the slot takes of a creative.
-    pub fit: Fit,
     /// The slot's size as the impression gives it (a banner's first size); 0 when not given.
     pub width: u16,
     pub height: u16,
@@ -326,14 +324,14 @@ fn seconds(s: u32) -> u16 {
     s.min(u16::MAX as u32) as u16
 }
 
-/// The slot of an impression: video first (rewarded when `rwdd`), then banner (full screen when
+/// The slot of an impression and what it takes: video first (rewarded when `rwdd`), then banner (full screen when
 /// `instl`), then native. [`Skip::Format`]: nothing adsnap serves (audio, or an empty
 /// impression); [`Skip::NativeRequest`]: a native impression without a readable request.
 ///
 /// A video slot takes VAST of the MIME types and lengths it lists; a banner slot takes a creative
 /// of its `w` by `h` or of any size in `format` (the first [`SLOT_SIZES_MAX`](crate::request::SLOT_SIZES_MAX)). `secure` 1 takes
 /// only creatives that load over https.
-pub fn slot(imp: &Imp) -> Result<Slot, Skip> {
+pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
     let secure = imp.secure == Some(1);
     if let Some(video) = &imp.video {
         let format = if imp.rwdd == Some(1) { Format::RewardedVideo } else { Format::Interstitial };
@@ -354,13 +352,13 @@ pub fn slot(imp: &Imp) -> Result<Slot, Skip> {
             secure,
             ..Fit::default()
         };
-        return Ok(Slot { format, fit, width, height, mtype: 2 });
+        return Ok((Slot { format, width, height, mtype: 2 }, fit));
     }
     if let Some(banner) = &imp.banner {
         let html = |fit: Fit| Fit { markup_kind: Some(MarkupKind::Html), secure, ..fit };
         if imp.instl == Some(1) {
             let fit = html(Fit::default());
-            return Ok(Slot { format: Format::Interstitial, fit, width: 0, height: 0, mtype: 1 });
+            return Ok((Slot { format: Format::Interstitial, width: 0, height: 0, mtype: 1 }, fit));
         }
         let mut sizes = Sizes::default();
         let given = (banner.w.is_some() && banner.h.is_some()).then(|| size(banner.w, banner.h));
@@ -370,13 +368,13 @@ pub fn slot(imp: &Imp) -> Result<Slot, Skip> {
         }
         let (width, height) = sizes.as_slice().first().copied().unwrap_or((0, 0));
         let fit = html(Fit { sizes, ..Fit::default() });
-        return Ok(Slot { format: Format::Banner, fit, width, height, mtype: 1 });
+        return Ok((Slot { format: Format::Banner, width, height, mtype: 1 }, fit));
     }
     let native = imp.native.as_ref().ok_or(Skip::Format)?;
     let request = native.request.as_ref().and_then(read_request).ok_or(Skip::NativeRequest)?;
     let fit =
         Fit { markup_kind: Some(MarkupKind::NativeJson), native: Some(request), secure, ..Fit::default() };
-    Ok(Slot { format: Format::Native, fit, width: 0, height: 0, mtype: 4 })
+    Ok((Slot { format: Format::Native, width: 0, height: 0, mtype: 4 }, fit))
 }
 
 fn device_type(code: u32) -> Option<DeviceType> {
@@ -477,7 +475,7 @@ impl BidRequest {
         now_unix_s: i64,
         request_hash: u64,
     ) -> Result<(Query, Slot), Skip> {
-        let slot = slot(imp)?;
+        let (slot, fit) = slot(imp)?;
         let priced = imp.bidfloor.is_some_and(|f| f.is_finite() && f > 0.0);
         if priced && !imp.bidfloorcur.as_deref().unwrap_or("USD").eq_ignore_ascii_case(currency) {
             return Err(Skip::Currency);
@@ -512,7 +510,7 @@ impl BidRequest {
                 app_bundle_hash: key_hash(bundle),
                 app_category,
                 floor_cpm_micros: (floor * 1e6).round() as u64,
-                fit: slot.fit.clone(),
+                fit,
                 privacy: signals,
                 user_key: signals.user_key(self.user_id(), self.ifa()),
                 now_unix_s,
@@ -546,34 +544,34 @@ mod tests {
         serde_json::from_str::<BidRequest>(&request).unwrap().signals(None)
     }
 
-    fn slot_of(imp: &str) -> Slot {
+    fn slot_of(imp: &str) -> (Slot, Fit) {
         slot(&serde_json::from_str::<Imp>(imp).unwrap()).unwrap()
     }
 
     #[test]
     fn a_slot_takes_the_sizes_lengths_and_types_its_impression_lists() {
-        let banner = slot_of(
+        let (banner, fit) = slot_of(
             r#"{"id": "1", "secure": 1, "banner": {"w": 320, "h": 50,
                 "format": [{"w": 300, "h": 250}, {"w": 320, "h": 50}, {"w": 0, "h": 90}, {"w": 728}]}}"#,
         );
-        assert_eq!(banner.fit.sizes.as_slice(), [(320, 50), (300, 250)]);
-        assert_eq!((banner.width, banner.height, banner.fit.secure), (320, 50, true));
-        assert!(banner.fit.sizes.take(300, 250) && !banner.fit.sizes.take(728, 90));
+        assert_eq!(fit.sizes.as_slice(), [(320, 50), (300, 250)]);
+        assert_eq!((banner.width, banner.height, fit.secure), (320, 50, true));
+        assert!(fit.sizes.take(300, 250) && !fit.sizes.take(728, 90));
         let many: Vec<String> = (1..=20).map(|w| format!(r#"{{"w": {w}, "h": 50}}"#)).collect();
         let many = slot_of(&format!(r#"{{"id": "1", "banner": {{"format": [{}]}}}}"#, many.join(",")));
-        assert_eq!(many.fit.sizes.as_slice().len(), crate::request::SLOT_SIZES_MAX);
-        assert!(slot_of(r#"{"id": "1", "banner": {}}"#).fit.sizes.take(728, 90), "no size: any size");
+        assert_eq!(many.1.sizes.as_slice().len(), crate::request::SLOT_SIZES_MAX);
+        assert!(slot_of(r#"{"id": "1", "banner": {}}"#).1.sizes.take(728, 90), "no size: any size");
 
         let video = slot_of(
             r#"{"id": "1", "video": {"mimes": ["video/mp4"], "minduration": 5, "maxduration": 100000, "rqddurs": [15, 30]}}"#,
         );
-        let fit = &video.fit;
+        let fit = &video.1;
         assert_eq!((fit.video_min_s, fit.video_max_s, fit.secure), (5, u16::MAX, false));
         assert!(fit.takes_video("video/mp4", 15) && fit.takes_video("Video/MP4", 30));
         assert!(!fit.takes_video("video/mp4", 20) && !fit.takes_video("video/webm", 15));
-        let short = slot_of(r#"{"id": "1", "video": {"maxduration": 20}}"#).fit;
+        let short = slot_of(r#"{"id": "1", "video": {"maxduration": 20}}"#).1;
         assert!(short.takes_video("video/webm", 20) && !short.takes_video("video/mp4", 21));
-        let long = slot_of(r#"{"id": "1", "video": {"minduration": 20}}"#).fit;
+        let long = slot_of(r#"{"id": "1", "video": {"minduration": 20}}"#).1;
         assert!(long.takes_video("video/mp4", 60) && !long.takes_video("video/mp4", 19));
     }
 
