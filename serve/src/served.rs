@@ -1,8 +1,9 @@
 //! A snapshot as the server holds it: the verified mapping, and what is prepared from it once,
 //! when it is opened, instead of on every request (each creative's markup escaped for JSON
-//! answers, and which creatives load only over https). Opening, preparing and releasing a snapshot run on threads of their own at the
-//! configured nice value, so a hot swap takes its CPU time from the request threads as little
-//! as the machine allows.
+//! answers; which creatives load only over https, their VAST versions and their native assets,
+//! for OpenRTB impressions). Opening, preparing and releasing a snapshot run on threads of their
+//! own at the configured nice value, so a hot swap takes its CPU time from the request threads
+//! as little as the machine allows.
 
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
@@ -12,6 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 use adsnap_events::lower_this_thread_priority;
+use adsnap_snapshot::schema::ArchivedCreative;
 use adsnap_snapshot::{MarkupKind, OpenOptions, Pages, Snapshot};
 use tracing::{info, warn};
 
@@ -29,20 +31,15 @@ pub struct Prepare {
     pub escaped_markup_bytes_max: u32,
 }
 
-/// A verified snapshot, its escaped markup, its creatives' answer parts and which of them load
-/// only over https. Dereferences to the
-/// [`Snapshot`].
+/// A verified snapshot, its escaped markup, its creatives' answer parts, and what OpenRTB
+/// impressions ask of its creatives. Dereferences to the [`Snapshot`].
 pub struct Served {
     /// Taken out only by `drop`.
     snapshot: ManuallyDrop<Snapshot>,
     markup: EscapedMarkup,
     parts: AnswerParts,
-    /// One bit per creative: set when its markup or an asset loads over plain http.
-    insecure: Vec<u64>,
+    facts: CreativeFacts,
     native: NativeAssets,
-    /// Per creative: the OpenRTB protocol code of its VAST ([`crate::vast::protocol_of`]); 0 for
-    /// other markup.
-    vast: Vec<u8>,
     /// The snapshot id as answers carry it (16 hex digits), formatted once.
     id_hex: String,
 }
@@ -92,10 +89,9 @@ impl Served {
         let left = (prepare.escaped_markup_bytes_max as usize).saturating_sub(markup.bytes());
         let parts = AnswerParts::build(&snapshot, left);
         let id_hex = snapshot.header().id_hex();
-        let insecure = insecure_creatives(&snapshot);
+        let facts = CreativeFacts::build(&snapshot);
         let native = NativeAssets::build(&snapshot);
-        let vast = vast_protocols(&snapshot);
-        Served { snapshot: ManuallyDrop::new(snapshot), markup, parts, insecure, native, vast, id_hex }
+        Served { snapshot: ManuallyDrop::new(snapshot), markup, parts, facts, native, id_hex }
     }
 
     /// The assets of creative `creative_idx`'s native markup, in its order; empty for a creative
@@ -106,14 +102,15 @@ impl Served {
 
     /// The OpenRTB protocol code of creative `creative_idx`'s VAST; 0 for other markup.
     pub fn vast_protocol(&self, creative_idx: u32) -> u8 {
-        self.vast.get(creative_idx as usize).copied().unwrap_or(0)
+        self.facts.vast.get(creative_idx as usize).copied().unwrap_or(0)
     }
 
     /// Whether creative `creative_idx` loads only over https: every asset URL is `https://` and
-    /// its markup names no `http://` URL. An OpenRTB impression with `secure` 1 takes only these.
+    /// its markup names no `http://` URL that gets loaded ([`names_http`]). An OpenRTB impression
+    /// with `secure` 1 takes only these.
     pub fn creative_is_secure(&self, creative_idx: u32) -> bool {
         let (word, bit) = (creative_idx as usize / 64, creative_idx % 64);
-        self.insecure.get(word).is_some_and(|w| w & (1 << bit) == 0)
+        self.facts.insecure.get(word).is_some_and(|w| w & (1 << bit) == 0)
     }
 
     /// The snapshot id as answers carry it.
@@ -233,41 +230,47 @@ fn only_names(before: &[u8]) -> bool {
     name == b"xmlns" || name.starts_with(b"xmlns:") || name.ends_with(b"schemalocation")
 }
 
-/// [`Served::vast`]: a template shared by creatives is read once.
-fn vast_protocols(s: &Snapshot) -> Vec<u8> {
-    let mut of_template: HashMap<(u64, u32), u8> = HashMap::new();
-    let creatives = &s.archive().creatives;
-    creatives
-        .iter()
-        .map(|creative| {
-            if creative.markup_kind.get() != MarkupKind::Vast {
-                return 0;
-            }
-            let template = &creative.markup;
-            let key = (template.offset.to_native(), template.len.to_native());
-            *of_template.entry(key).or_insert_with(|| crate::vast::protocol_of(s.str(template)))
-        })
-        .collect()
+/// The key of a creative's markup in the snapshot's strings: creatives that share a template
+/// share it, so what is read from a template is read once.
+fn template_key(creative: &ArchivedCreative) -> (u64, u32) {
+    (creative.markup.offset.to_native(), creative.markup.len.to_native())
 }
 
-/// [`Served::insecure`]: a template shared by creatives is searched once.
-fn insecure_creatives(s: &Snapshot) -> Vec<u64> {
-    let creatives = &s.archive().creatives;
-    let mut bits = vec![0u64; creatives.len().div_ceil(64)];
-    let mut markup_insecure: HashMap<(u64, u32), bool> = HashMap::new();
-    for (idx, creative) in creatives.iter().enumerate() {
-        let template = &creative.markup;
-        let key = (template.offset.to_native(), template.len.to_native());
-        let markup = *markup_insecure.entry(key).or_insert_with(|| names_http(s.str(template)));
-        let assets = s.pool_str(&creative.assets).iter().any(|url| {
-            let url = s.str(url).as_bytes();
-            !url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"https://"))
-        });
-        if markup || assets {
-            bits[idx / 64] |= 1 << (idx % 64);
+/// What each creative's markup and assets are, for OpenRTB impressions, read in one pass.
+#[derive(Default)]
+struct CreativeFacts {
+    /// One bit per creative: set when its markup or an asset loads over plain http.
+    insecure: Vec<u64>,
+    /// Per creative: the OpenRTB protocol code of its VAST ([`crate::vast::protocol_of`]); 0 for
+    /// other markup.
+    vast: Vec<u8>,
+}
+
+impl CreativeFacts {
+    fn build(s: &Snapshot) -> CreativeFacts {
+        let creatives = &s.archive().creatives;
+        let mut facts = CreativeFacts {
+            insecure: vec![0; creatives.len().div_ceil(64)],
+            vast: Vec::with_capacity(creatives.len()),
+        };
+        // Per template: whether it names a plain-http URL, and its protocol code if it is VAST.
+        let mut of_template: HashMap<(u64, u32), (bool, u8)> = HashMap::new();
+        for (idx, creative) in creatives.iter().enumerate() {
+            let (markup_insecure, vast) = *of_template.entry(template_key(creative)).or_insert_with(|| {
+                let markup = s.str(&creative.markup);
+                (names_http(markup), crate::vast::protocol_of(markup))
+            });
+            let assets_insecure = s.pool_str(&creative.assets).iter().any(|url| {
+                let url = s.str(url).as_bytes();
+                !url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"https://"))
+            });
+            if markup_insecure || assets_insecure {
+                facts.insecure[idx / 64] |= 1 << (idx % 64);
+            }
+            facts.vast.push(if creative.markup_kind.get() == MarkupKind::Vast { vast } else { 0 });
         }
+        facts
     }
-    bits
 }
 
 /// Unmapping a snapshot of a hundred megabytes whose pages are mapped takes milliseconds; the
@@ -344,9 +347,9 @@ impl EscapedMarkup {
         let mut markup = EscapedMarkup { spans: Vec::with_capacity(creatives.len()), ..Default::default() };
         let mut kept: HashMap<(u64, u32), (u32, u32)> = HashMap::new();
         for creative in creatives.iter() {
-            let template = &creative.markup;
-            let key = (template.offset.to_native(), template.len.to_native());
-            let span = *kept.entry(key).or_insert_with(|| markup.compile(s.str(template), bytes_max));
+            let template = s.str(&creative.markup);
+            let span =
+                *kept.entry(template_key(creative)).or_insert_with(|| markup.compile(template, bytes_max));
             markup.spans.push(span);
         }
         markup
