@@ -143,6 +143,23 @@ impl Metrics {
     }
 }
 
+/// Registers a family of counters and makes its series for `labels` up front, so that counting
+/// one is an array index, not a label hash and a lock.
+fn counters_made_up_front<L, const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    labels: [L; N],
+) -> (Family<L, Counter>, [Counter; N])
+where
+    L: Clone + std::fmt::Debug + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + 'static,
+{
+    let family = Family::<L, Counter>::default();
+    registry.register(name, help, family.clone());
+    let series = labels.map(|labels| family.get_or_create(&labels).clone());
+    (family, series)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("adsnap");
@@ -174,22 +191,18 @@ impl Default for Metrics {
             snapshot_swap_failures.clone(),
         );
         registry.register("tracking_events", "Tracking notices by kind and result", tracking.clone());
-        let privacy = Family::<PrivacyLabels, Counter>::default();
-        registry.register(
+        let (privacy, privacy_series) = counters_made_up_front(
+            &mut registry,
             "privacy_signals",
             "Ad and bid requests by privacy signal: COPPA, GDPR applies, GDPR without consent, GDPR without consent to personalised ads, limited ad tracking, US opt-out",
-            privacy.clone(),
+            PRIVACY_SIGNALS.map(|signal| PrivacyLabels { signal }),
         );
-        let privacy_series =
-            PRIVACY_SIGNALS.map(|signal| privacy.get_or_create(&PrivacyLabels { signal }).clone());
-        let openrtb_skipped = Family::<SkipLabels, Counter>::default();
-        registry.register(
+        let (openrtb_skipped, skipped_series) = counters_made_up_front(
+            &mut registry,
             "openrtb_impressions_skipped",
             "OpenRTB impressions answered with no bid before any decision, by reason",
-            openrtb_skipped.clone(),
+            Skip::ALL.map(|skip| SkipLabels { reason: skip.name() }),
         );
-        let skipped_series =
-            Skip::ALL.map(|skip| openrtb_skipped.get_or_create(&SkipLabels { reason: skip.name() }).clone());
         let request_series = ENDPOINTS
             .iter()
             .flat_map(|&endpoint| STATUSES.iter().map(move |&status| RequestLabels { endpoint, status }))
