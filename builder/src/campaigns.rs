@@ -229,6 +229,7 @@ impl Compiler<'_> {
             markup,
         });
         self.creative_lines.push(at.line);
+        self.creative_attrs.push(attrs_mask(d, at, &c.attrs));
         Ok(())
     }
 
@@ -308,6 +309,7 @@ impl Compiler<'_> {
         });
         self.creatives = order.iter().map(|&i| self.creatives[i as usize].clone()).collect();
         self.creative_lines = order.iter().map(|&i| self.creative_lines[i as usize]).collect();
+        self.creative_attrs = order.iter().map(|&i| self.creative_attrs[i as usize]).collect();
         let mut ids: Vec<IdEntry> =
             self.creatives.iter().enumerate().map(|(idx, c)| IdEntry { id: c.id, idx: idx as u32 }).collect();
         ids.sort_by_key(|e| (e.id, self.creative_lines[e.idx as usize]));
@@ -329,6 +331,23 @@ impl Compiler<'_> {
         self.creative_ids = ids;
         Ok(())
     }
+}
+
+/// A creative's attribute codes as the snapshot's mask, bit `n` for code `n`; codes outside
+/// `1..=CREATIVE_ATTR_CODE_MAX` and repeated codes are reported.
+fn attrs_mask(d: &mut Diagnostics, at: At, codes: &[u8]) -> u32 {
+    let mut mask = 0u32;
+    for (i, &code) in codes.iter().enumerate() {
+        if !(1..=CREATIVE_ATTR_CODE_MAX).contains(&code) {
+            let reason = format!("{code} is not an IAB creative attribute (1..={CREATIVE_ATTR_CODE_MAX})");
+            at.err(d, &format!("attrs[{i}]"), reason);
+        } else if mask & 1 << code != 0 {
+            at.err(d, &format!("attrs[{i}]"), format!("attribute {code} is listed twice"));
+        } else {
+            mask |= 1 << code;
+        }
+    }
+    mask
 }
 
 pub fn markup_kind(kind: catalog::MarkupKind) -> MarkupKind {

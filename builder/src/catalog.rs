@@ -268,6 +268,11 @@ pub struct Creative {
     /// Inline markup: HTML, VAST XML or native JSON, by format and MIME type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub markup: Option<String>,
+    /// IAB creative attributes (the OpenRTB and AdCOM list "Creative Attributes"), as the
+    /// creative's audit found them: `6` in-banner video that plays on its own, `16` a skip
+    /// button, and so on. Bid requests block creatives by them (`battr`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attrs: Vec<u8>,
 }
 
 /// One row of `predicted_rates.csv`. `country` and `os` may be `*` for "every".

@@ -113,6 +113,8 @@ pub struct Compiler<'a> {
     pub campaign_lines: Vec<u64>,
     pub creatives: Vec<schema::Creative>,
     pub creative_lines: Vec<u64>,
+    /// IAB creative attributes of each creative as a mask, parallel to `creatives`.
+    pub creative_attrs: Vec<u32>,
     pub creative_ids: Vec<schema::IdEntry>,
     pub rates: Vec<crate::market::RateRow>,
     pub experiments: schema::Experiments,
@@ -168,6 +170,7 @@ impl<'a> Compiler<'a> {
             campaign_lines: Vec::new(),
             creatives: Vec::new(),
             creative_lines: Vec::new(),
+            creative_attrs: Vec::new(),
             creative_ids: Vec::new(),
             rates: Vec::new(),
             experiments: schema::Experiments::default(),

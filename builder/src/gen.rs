@@ -273,6 +273,8 @@ const fn shape(
 const MP4: &[&str] = &["video.mp4", "endcard.jpg"];
 const WEBM: &[&str] = &["video.webm", "endcard.jpg"];
 const PLAYABLE: &[&str] = &["index.html", "preview.png"];
+/// The IAB creative attribute of playable ads: "User Interactive (e.g., Embedded Games)".
+const ATTR_USER_INTERACTIVE: u8 = 13;
 const NATIVE_PNG: &[&str] = &["icon.png", "main.png"];
 const NATIVE_JPEG: &[&str] = &["icon.jpg", "main.jpg"];
 /// Interstitials and rewarded video dominate game advertising; banners and native follow.
@@ -1300,6 +1302,7 @@ fn empty_creative() -> Creative {
         video_duration_s: None,
         template: None,
         markup: None,
+        attrs: Vec::new(),
     }
 }
 
@@ -1559,6 +1562,10 @@ fn fill_creative(rng: &mut ChaCha8Rng, campaign: &Campaign, id: u32, cr: &mut Cr
     fill_strings(&mut cr.assets, shape.files.len(), |i, s| {
         put(s, format_args!("{CDN_URL}/{advertiser_id}/{id}/{}", shape.files[i]));
     });
+    cr.attrs.clear();
+    if shape.files == PLAYABLE {
+        cr.attrs.push(ATTR_USER_INTERACTIVE);
+    }
     let video = shape.mime.starts_with("video/");
     cr.video_duration_s = video.then(|| rng.random_range(VIDEO_DURATION_S_MIN..=VIDEO_DURATION_S_MAX));
     if rng.random_bool(INLINE_MARKUP_SHARE) {

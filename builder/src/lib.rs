@@ -107,7 +107,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildSummary, BuildError> {
     Ok(BuildSummary {
         output_bytes: header.file_bytes(),
         header,
-        counts: counts_of(&payload),
+        counts: counts_of(&payload.base),
         index: stats,
         input_bytes,
         elapsed: started.elapsed(),
@@ -142,12 +142,12 @@ fn hash_table(keys: impl Iterator<Item = u64>) -> Vec<HashEntry> {
 }
 
 impl Compiler<'_> {
-    fn into_payload(self, index: schema::Index) -> Result<schema::Snapshot, BuildError> {
+    fn into_payload(self, index: schema::Index) -> Result<schema::Payload, BuildError> {
         let manifest = self.manifest.expect("a catalog without diagnostics has a manifest");
         let app_ids = hash_table(self.app_id_hashes.iter().copied());
         let app_bundles = hash_table(self.apps.iter().map(|a| a.bundle_hash));
         let ad_unit_ids = hash_table(self.ad_unit_id_hashes.iter().copied());
-        Ok(schema::Snapshot {
+        let base = schema::Snapshot {
             meta: schema::Meta {
                 catalog_name: manifest.name,
                 catalog_format_version: manifest.catalog_format_version,
@@ -171,6 +171,7 @@ impl Compiler<'_> {
             pool_u64: self.pools.u64s,
             pool_str: self.pools.strs,
             strings: self.heap.finish()?,
-        })
+        };
+        Ok(schema::Payload { base, creative_attrs: self.creative_attrs })
     }
 }

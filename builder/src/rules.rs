@@ -20,6 +20,9 @@ pub const FREQUENCY_CAP_PERIOD_S_MAX: u32 = 30 * 86_400;
 pub const VIDEO_DURATION_S_MAX: u16 = 180;
 /// Asset URLs per creative.
 pub const ASSETS_MAX: usize = 8;
+/// The IAB creative attribute codes (the OpenRTB and AdCOM list "Creative Attributes") run from 1
+/// to this; a catalog names no other.
+pub const CREATIVE_ATTR_CODE_MAX: u8 = 17;
 /// Arms per experiment.
 pub const ARMS_MAX: usize = 8;
 /// Largest staging slice, in basis points.

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use adsnap_snapshot::{Error, Header, OpenOptions, Snapshot, HEADER_LEN};
+use adsnap_snapshot::{Error, Header, OpenOptions, Snapshot, FORMAT_VERSION, HEADER_LEN};
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Builds the minimal fixture once per test into its own folder; returns the folder and the bytes.
@@ -114,13 +114,18 @@ fn resealed_payload_corruption_never_panics_and_is_refused_or_harmless() {
 #[test]
 fn another_format_version_is_refused_by_name() {
     let (dir, bytes) = built();
-    let mut header = Header::decode(&bytes[..HEADER_LEN], Path::new("x")).unwrap();
-    header.format_version = 2;
-    let mut edited = bytes.clone();
-    edited[..HEADER_LEN].copy_from_slice(&header.encode());
-    let err = open_bytes(dir.path(), "v2.snap", &edited).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedVersion { found: 2, supported: 1, .. }), "{err}");
-    assert!(err.to_string().contains("version 2"), "{err}");
+    for version in [0, FORMAT_VERSION + 1] {
+        let mut header = Header::decode(&bytes[..HEADER_LEN], Path::new("x")).unwrap();
+        header.format_version = version;
+        let mut edited = bytes.clone();
+        edited[..HEADER_LEN].copy_from_slice(&header.encode());
+        let err = open_bytes(dir.path(), "other.snap", &edited).unwrap_err();
+        assert!(
+            matches!(err, Error::UnsupportedVersion { found, oldest: 1, newest: FORMAT_VERSION, .. } if found == version),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&format!("version {version};")), "{err}");
+    }
 }
 
 #[test]

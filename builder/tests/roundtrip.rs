@@ -142,11 +142,14 @@ fn write_catalog(dir: &Path, specs: &[CampaignSpec]) {
     write_jsonl(dir, files::AD_UNITS, &[unit]);
     let campaigns: Vec<catalog::Campaign> = specs.iter().enumerate().map(|(i, s)| campaign(i, s)).collect();
     write_jsonl(dir, files::CAMPAIGNS, &campaigns);
-    let creatives: Vec<catalog::Creative> = specs
+    // Written last first, so that the builder's grouping by campaign has to move every creative
+    // and what is kept beside each (its attributes) has to move with it.
+    let mut creatives: Vec<catalog::Creative> = specs
         .iter()
         .enumerate()
         .flat_map(|(i, s)| s.formats.iter().enumerate().map(move |(j, f)| creative(i, j, *f)))
         .collect();
+    creatives.reverse();
     write_jsonl(dir, files::CREATIVES, &creatives);
     let mut csv = String::from("campaign_id,country,os,ctr,cvr\n");
     for (i, s) in specs.iter().enumerate() {
@@ -203,7 +206,13 @@ fn creative(i: usize, j: usize, format: catalog::Format) -> catalog::Creative {
         video_duration_s: video.then_some(15),
         template: None,
         markup: Some(format!("<markup {i}/{j} ✓>")),
+        attrs: attrs(i, j),
     }
+}
+
+/// Creative attributes that differ from creative to creative, none for some.
+fn attrs(i: usize, j: usize) -> Vec<u8> {
+    (1..=17).filter(|code| (i * 7 + j * 3 + *code as usize).is_multiple_of(5)).collect()
 }
 
 fn format_of(f: catalog::Format) -> Format {
@@ -302,8 +311,10 @@ fn check_records(snapshot: &Snapshot, specs: &[CampaignSpec]) {
         let creatives = snapshot.creatives_of(c);
         assert_eq!(creatives.len(), s.formats.len());
         for (j, f) in s.formats.iter().enumerate() {
-            let (_, cr) = snapshot.creative_by_id(creative_id(i, j)).expect("creative by id");
+            let (idx, cr) = snapshot.creative_by_id(creative_id(i, j)).expect("creative by id");
             assert_eq!(cr.format.get(), format_of(*f));
+            let mask = attrs(i, j).iter().fold(0u32, |mask, &code| mask | 1 << code);
+            assert_eq!(snapshot.creative_attrs(idx), mask, "creative {i}/{j}");
             assert_eq!(snapshot.str(&cr.markup), format!("<markup {i}/{j} ✓>"));
             let assets: Vec<&str> = snapshot.pool_str(&cr.assets).iter().map(|s| snapshot.str(s)).collect();
             assert_eq!(assets, [format!("https://cdn.example.com/{i}/{j}")]);

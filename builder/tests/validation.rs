@@ -299,6 +299,14 @@ fn creative_problems() {
         &[Edit::Sub(CR, "\"width\": 320, \"height\": 50", "\"width\": 0, \"height\": 50")],
         &[(CR, 3, "width", "needs a width and a height")],
     );
+    check(
+        &[Edit::Sub(CR, "\"template\": \"vast\"", "\"template\": \"vast\", \"attrs\": [16, 0, 18, 16]")],
+        &[
+            (CR, 1, "attrs[1]", "0 is not an IAB creative attribute (1..=17)"),
+            (CR, 1, "attrs[2]", "18 is not an IAB creative attribute"),
+            (CR, 1, "attrs[3]", "attribute 16 is listed twice"),
+        ],
+    );
 }
 
 #[test]

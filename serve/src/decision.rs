@@ -293,5 +293,7 @@ impl Eligibility<'_> {
             && native_ok
             && fit.markup_kind.is_none_or(|kind| cr.markup_kind.get() == kind)
             && (!fit.secure || self.s.creative_is_secure(creative_idx))
+            && fit.blocked_attrs & self.s.creative_attrs(creative_idx) == 0
+            && fit.blocked_banner_types & self.s.banner_types(creative_idx) == 0
     }
 }

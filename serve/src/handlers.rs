@@ -578,6 +578,9 @@ struct Bid<'a> {
     crid: String,
     cid: String,
     cat: [String; 1],
+    /// The creative's IAB creative attributes; left out when it has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attr: Vec<u8>,
     w: u16,
     h: u16,
     mtype: u8,
@@ -691,7 +694,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
 #[allow(clippy::too_many_arguments)]
 fn bid<'a>(
     state: &State,
-    s: &'a Snapshot,
+    s: &'a Served,
     winner: &Winner,
     imp: &'a crate::openrtb::Imp,
     slot: crate::openrtb::Slot,
@@ -746,10 +749,16 @@ fn bid<'a>(
         crid: claims.creative_id.to_string(),
         cid: claims.campaign_id.to_string(),
         cat: [adsnap_snapshot::format_iab_category(advertiser.category.to_native())],
+        attr: codes_of(s.creative_attrs(winner.creative_idx)),
         w: side(slot.width, creative.width.to_native()),
         h: side(slot.height, creative.height.to_native()),
         mtype: slot.mtype,
     })
+}
+
+/// The codes of a mask's set bits, lowest first.
+fn codes_of(mask: u32) -> Vec<u8> {
+    (1..32u8).filter(|&code| mask & 1 << code != 0).collect()
 }
 
 #[cfg(test)]

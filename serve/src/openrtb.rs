@@ -104,6 +104,9 @@ pub struct Imp {
 pub struct Native {
     #[serde(default)]
     pub request: Option<serde_json::Value>,
+    /// Blocked creative attributes (codes of the list "Creative Attributes").
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub battr: Vec<u32>,
 }
 
 /// A private marketplace: with `private_auction` 1, only the deals it lists may bid.
@@ -121,6 +124,12 @@ pub struct Banner {
     pub h: Option<u32>,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub format: Vec<BannerFormat>,
+    /// Blocked creative attributes (codes of the list "Creative Attributes").
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub battr: Vec<u32>,
+    /// Blocked banner types: 1 XHTML text, 2 XHTML banner, 3 JavaScript, 4 iframe.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub btype: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +157,9 @@ pub struct Video {
     /// 2.5's single protocol, before `protocols`.
     #[serde(default)]
     pub protocol: Option<u16>,
+    /// Blocked creative attributes (codes of the list "Creative Attributes").
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub battr: Vec<u32>,
     #[serde(default)]
     pub w: Option<u32>,
     #[serde(default)]
@@ -349,13 +361,20 @@ pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
                 .copied()
                 .chain(video.protocol)
                 .collect(),
+            blocked_attrs: code_mask(&video.battr),
             secure,
             ..Fit::default()
         };
         return Ok((Slot { format, width, height, mtype: 2 }, fit));
     }
     if let Some(banner) = &imp.banner {
-        let html = |fit: Fit| Fit { markup_kind: Some(MarkupKind::Html), secure, ..fit };
+        let html = |fit: Fit| Fit {
+            markup_kind: Some(MarkupKind::Html),
+            blocked_attrs: code_mask(&banner.battr),
+            blocked_banner_types: code_mask(&banner.btype),
+            secure,
+            ..fit
+        };
         if imp.instl == Some(1) {
             let fit = html(Fit::default());
             return Ok((Slot { format: Format::Interstitial, width: 0, height: 0, mtype: 1 }, fit));
@@ -372,9 +391,20 @@ pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
     }
     let native = imp.native.as_ref().ok_or(Skip::Format)?;
     let request = native.request.as_ref().and_then(read_request).ok_or(Skip::NativeRequest)?;
-    let fit =
-        Fit { markup_kind: Some(MarkupKind::NativeJson), native: Some(request), secure, ..Fit::default() };
+    let fit = Fit {
+        markup_kind: Some(MarkupKind::NativeJson),
+        native: Some(request),
+        blocked_attrs: code_mask(&native.battr),
+        secure,
+        ..Fit::default()
+    };
     Ok((Slot { format: Format::Native, width: 0, height: 0, mtype: 4 }, fit))
+}
+
+/// Codes of an OpenRTB list as a mask, bit `n` for code `n`. Codes the mask cannot hold (0 and
+/// above 31) name nothing adsnap serves, so they block nothing.
+fn code_mask(codes: &[u32]) -> u32 {
+    codes.iter().filter(|&&code| (1..32).contains(&code)).fold(0, |mask, &code| mask | 1 << code)
 }
 
 fn device_type(code: u32) -> Option<DeviceType> {
@@ -573,6 +603,18 @@ mod tests {
         assert!(short.takes_video("video/webm", 20) && !short.takes_video("video/mp4", 21));
         let long = slot_of(r#"{"id": "1", "video": {"minduration": 20}}"#).1;
         assert!(long.takes_video("video/mp4", 60) && !long.takes_video("video/mp4", 19));
+    }
+
+    #[test]
+    fn blocked_codes_become_masks_and_codes_past_the_mask_block_nothing() {
+        assert_eq!(code_mask(&[]), 0);
+        assert_eq!(code_mask(&[1, 6, 16, 6]), 1 << 1 | 1 << 6 | 1 << 16);
+        assert_eq!(code_mask(&[0, 32, 500, u32::MAX, 31]), 1 << 31);
+        let (_, fit) = slot_of(r#"{"id": "1", "banner": {"w": 320, "h": 50, "battr": [6], "btype": [4]}}"#);
+        assert_eq!((fit.blocked_attrs, fit.blocked_banner_types), (1 << 6, 1 << 4));
+        let (_, fit) =
+            slot_of(r#"{"id": "1", "video": {"battr": [16], "mimes": null}, "banner": {"btype": [4]}}"#);
+        assert_eq!((fit.blocked_attrs, fit.blocked_banner_types), (1 << 16, 0), "the video's lists");
     }
 
     #[test]

@@ -349,6 +349,11 @@ pub struct Fit {
     pub native: Option<crate::native::NativeRequest>,
     /// Only creatives whose markup and assets load over https (OpenRTB `imp.secure`).
     pub secure: bool,
+    /// Creative attributes the slot blocks (OpenRTB `battr`), bit `n` for attribute `n`.
+    pub blocked_attrs: u32,
+    /// Banner types the slot blocks (OpenRTB `banner.btype`), bit `n` for type `n`
+    /// ([`crate::served::banner_type`]).
+    pub blocked_banner_types: u32,
 }
 
 impl Fit {

@@ -105,6 +105,18 @@ impl Served {
         self.facts.vast.get(creative_idx as usize).copied().unwrap_or(0)
     }
 
+    /// The IAB creative attributes of creative `creative_idx`, bit `n` for attribute `n`: those
+    /// the snapshot lists, and 16 ("Ad Provides Skip Button") for VAST with a `skipoffset`.
+    pub fn creative_attrs(&self, creative_idx: u32) -> u32 {
+        self.facts.attrs.get(creative_idx as usize).copied().unwrap_or(0)
+    }
+
+    /// The OpenRTB banner types of creative `creative_idx`'s HTML, bit `n` for type `n`
+    /// ([`banner_types`]); 0 for other markup.
+    pub fn banner_types(&self, creative_idx: u32) -> u32 {
+        self.facts.banner_types.get(creative_idx as usize).map_or(0, |&types| types as u32)
+    }
+
     /// Whether creative `creative_idx` loads only over https: every asset URL is `https://` and
     /// its markup names no `http://` URL that gets loaded ([`names_http`]). An OpenRTB impression
     /// with `secure` 1 takes only these.
@@ -230,10 +242,27 @@ fn only_names(before: &[u8]) -> bool {
     name == b"xmlns" || name.starts_with(b"xmlns:") || name.ends_with(b"schemalocation")
 }
 
+/// IAB creative attribute 16, "Ad Provides Skip Button".
+const ATTR_SKIP_BUTTON: u32 = 16;
+
 /// The key of a creative's markup in the snapshot's strings: creatives that share a template
 /// share it, so what is read from a template is read once.
 fn template_key(creative: &ArchivedCreative) -> (u64, u32) {
     (creative.markup.offset.to_native(), creative.markup.len.to_native())
+}
+
+/// The OpenRTB banner types (list "Banner Ad Types") an HTML creative is, bit `n` for type `n`:
+/// 3 (JavaScript) when it has a `<script>`, 4 (iframe) when it has an `<iframe>`, and 2 (XHTML
+/// banner) when it has neither. Type 1 (XHTML text ad) is never assumed: markup does not tell a
+/// text ad from a banner whose image is a CSS background.
+pub fn banner_types(html: &str) -> u8 {
+    let has = |tag: &[u8]| html.as_bytes().windows(tag.len()).any(|w| w.eq_ignore_ascii_case(tag));
+    let types = u8::from(has(b"<script")) << 3 | u8::from(has(b"<iframe")) << 4;
+    if types == 0 {
+        1 << 2
+    } else {
+        types
+    }
 }
 
 /// What each creative's markup and assets are, for OpenRTB impressions, read in one pass.
@@ -244,6 +273,22 @@ struct CreativeFacts {
     /// Per creative: the OpenRTB protocol code of its VAST ([`crate::vast::protocol_of`]); 0 for
     /// other markup.
     vast: Vec<u8>,
+    /// Per creative: its IAB creative attributes, listed in the snapshot or read from its markup.
+    attrs: Vec<u32>,
+    /// Per creative: its [`banner_types`] when it is HTML, else 0.
+    banner_types: Vec<u8>,
+}
+
+/// What is read once from a template that creatives share.
+#[derive(Clone, Copy)]
+struct TemplateFacts {
+    /// It names a plain-http URL that gets loaded.
+    insecure: bool,
+    /// Its VAST protocol code.
+    vast: u8,
+    /// Its VAST offers a skip button.
+    skippable: bool,
+    banner_types: u8,
 }
 
 impl CreativeFacts {
@@ -252,22 +297,33 @@ impl CreativeFacts {
         let mut facts = CreativeFacts {
             insecure: vec![0; creatives.len().div_ceil(64)],
             vast: Vec::with_capacity(creatives.len()),
+            attrs: Vec::with_capacity(creatives.len()),
+            banner_types: Vec::with_capacity(creatives.len()),
         };
-        // Per template: whether it names a plain-http URL, and its protocol code if it is VAST.
-        let mut of_template: HashMap<(u64, u32), (bool, u8)> = HashMap::new();
+        let mut of_template: HashMap<(u64, u32), TemplateFacts> = HashMap::new();
         for (idx, creative) in creatives.iter().enumerate() {
-            let (markup_insecure, vast) = *of_template.entry(template_key(creative)).or_insert_with(|| {
+            let kind = creative.markup_kind.get();
+            let template = *of_template.entry(template_key(creative)).or_insert_with(|| {
                 let markup = s.str(&creative.markup);
-                (names_http(markup), crate::vast::protocol_of(markup))
+                let vast = kind == MarkupKind::Vast;
+                TemplateFacts {
+                    insecure: names_http(markup),
+                    vast: if vast { crate::vast::protocol_of(markup) } else { 0 },
+                    skippable: vast && crate::vast::skippable(markup),
+                    banner_types: if kind == MarkupKind::Html { banner_types(markup) } else { 0 },
+                }
             });
             let assets_insecure = s.pool_str(&creative.assets).iter().any(|url| {
                 let url = s.str(url).as_bytes();
                 !url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"https://"))
             });
-            if markup_insecure || assets_insecure {
+            if template.insecure || assets_insecure {
                 facts.insecure[idx / 64] |= 1 << (idx % 64);
             }
-            facts.vast.push(if creative.markup_kind.get() == MarkupKind::Vast { vast } else { 0 });
+            facts.vast.push(template.vast);
+            let skip_button = u32::from(template.skippable) << ATTR_SKIP_BUTTON;
+            facts.attrs.push(s.creative_attrs(idx) | skip_button);
+            facts.banner_types.push(template.banner_types);
         }
         facts
     }
@@ -468,7 +524,16 @@ impl AnswerParts {
 
 #[cfg(test)]
 mod tests {
-    use super::names_http;
+    use super::{banner_types, names_http};
+
+    #[test]
+    fn html_is_a_javascript_an_iframe_or_an_xhtml_banner() {
+        assert_eq!(banner_types(r#"<a href="x"><img src="y"></a>"#), 1 << 2);
+        assert_eq!(banner_types("<SCRIPT src=x></SCRIPT>"), 1 << 3);
+        assert_eq!(banner_types("<iframe src=x></iframe>"), 1 << 4);
+        assert_eq!(banner_types("<script>1</script><IFrame>"), 1 << 3 | 1 << 4);
+        assert_eq!(banner_types("a script, not a tag; <scrip"), 1 << 2);
+    }
 
     #[test]
     fn only_urls_that_load_count_as_plain_http() {

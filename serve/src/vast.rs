@@ -40,6 +40,16 @@ pub fn protocol_of(markup: &str) -> u8 {
         .map_or(0, |&(code, ..)| code)
 }
 
+/// Whether VAST markup offers a skip button: a `<Linear>` with a `skipoffset` attribute. Such a
+/// creative has IAB creative attribute 16, "Ad Provides Skip Button", listed or not.
+pub fn skippable(markup: &str) -> bool {
+    markup.match_indices("<Linear").any(|(at, _)| {
+        let tag = &markup[at..];
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        attribute(tag, "skipoffset").is_some()
+    })
+}
+
 /// The value of attribute `name` in a start tag (quoted with `"` or `'`).
 fn attribute<'t>(tag: &'t str, name: &str) -> Option<&'t str> {
     let mut rest = tag;
@@ -76,6 +86,15 @@ pub fn plays(protocols: &[u16], code: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skip_offset_on_a_linear_is_a_skip_button() {
+        assert!(skippable(r#"<Creative><Linear skipoffset="00:00:05"><Duration>"#));
+        assert!(skippable(r#"<Linear>x</Linear><Linear  skipoffset='25%'>"#));
+        assert!(!skippable("<Linear><Duration>00:00:30</Duration></Linear>"));
+        assert!(!skippable(r#"<Linear data-skipoffset="5">"#));
+        assert!(!skippable(r#"<NonLinear skipoffset="5">"#));
+    }
 
     #[test]
     fn the_version_and_kind_give_the_code() {

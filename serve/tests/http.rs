@@ -981,6 +981,63 @@ fn an_impression_gets_only_a_creative_it_can_show() {
 }
 
 #[test]
+fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
+    // The example catalog with attributes: campaign 101's 320x50 banner plays video in the
+    // banner (6) and is a script tag; every VAST creative offers a skip button from 5 s.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog");
+    copy_dir(&example_catalog(), &catalog);
+    let edit = |file: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(catalog.join(file)).unwrap();
+        assert!(text.contains(from), "{file}: {from}");
+        std::fs::write(catalog.join(file), text.replacen(from, to, 1)).unwrap();
+    };
+    let tag = r#"<script src=\"https://cdn.example.net/tag.js\"></script><a href=\"{{click_url}}\"><img src=\"{{asset_url}}\"></a><img src=\"{{impression_url}}\">"#;
+    edit(
+        "creatives.jsonl",
+        r#"banner-320x50.png"], "template": "html-image"}"#,
+        &format!(r#"banner-320x50.png"], "markup": "{tag}", "attrs": [6]}}"#),
+    );
+    edit("templates.jsonl", "<Linear>", r#"<Linear skipoffset=\"00:00:05\">"#);
+    let snapshot = dir.path().join("attrs.snap");
+    build_snapshot(&catalog, &snapshot, 1);
+    let server = start_with(|c| c.snapshot_path = snapshot.clone());
+
+    let banner = |fields: &str| {
+        stride_bid(&server, &format!(r#"{{"id": "1", "banner": {{"w": 320, "h": 50 {fields}}}}}"#), "")
+    };
+    let plain = banner("").expect("a banner bid");
+    assert_eq!((&plain["crid"], &plain["attr"]), (&"1003".into(), &serde_json::json!([6])));
+    let crid = |bid: Option<serde_json::Value>| bid.map(|b| b["crid"].as_str().unwrap().to_owned());
+    // Blocking attribute 6 leaves campaign 104's GIF banner, which has none and says so.
+    let other = banner(r#", "battr": [1, 6, 17]"#).expect("the next banner");
+    assert_eq!(other["crid"], "1009");
+    assert!(other.get("attr").is_none(), "no attributes, no attr: {other}");
+    assert_eq!(
+        crid(banner(r#", "battr": [1, 2, 3, 40, 0]"#)),
+        Some("1003".into()),
+        "unknown codes block nothing"
+    );
+    // Banner types: 1003 is JavaScript (3), 1009 an XHTML banner (2).
+    assert_eq!(crid(banner(r#", "btype": [3]"#)), Some("1009".into()));
+    assert_eq!(crid(banner(r#", "btype": [2, 4]"#)), Some("1003".into()));
+    assert_eq!(crid(banner(r#", "btype": [2, 3]"#)), None);
+    assert_eq!(crid(banner(r#", "btype": [2], "battr": [6]"#)), None);
+    // A skip button is attribute 16, read from the VAST; a rewarded slot that blocks it gets none.
+    let video = |fields: &str| {
+        stride_bid(
+            &server,
+            &format!(r#"{{"id": "1", "rwdd": 1, "video": {{"w": 720, "h": 1280 {fields}}}}}"#),
+            "",
+        )
+    };
+    let skippable = video("").expect("a video bid");
+    assert_eq!((&skippable["crid"], &skippable["attr"]), (&"1002".into(), &serde_json::json!([16])));
+    assert_eq!(crid(video(r#", "battr": [16]"#)), None);
+    assert_eq!(crid(video(r#", "battr": [6]"#)), Some("1002".into()), "a video's battr is its own");
+}
+
+#[test]
 fn a_native_answer_carries_the_requests_asset_ids() {
     let server = start_https();
     let native = |request: &str| {

@@ -22,8 +22,8 @@ pub enum Error {
     #[error("{} has a corrupt header: its checksum is {found:016x} but the header bytes hash to {computed:016x}", path.display())]
     HeaderChecksum { path: PathBuf, found: u64, computed: u64 },
 
-    #[error("{} is snapshot format version {found}; this build reads version {supported} only, rebuild the snapshot with a matching builder", path.display())]
-    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
+    #[error("{} is snapshot format version {found}; this build reads versions {oldest} to {newest}, rebuild the snapshot with a matching builder", path.display())]
+    UnsupportedVersion { path: PathBuf, found: u32, oldest: u32, newest: u32 },
 
     #[error("{} has a header length of {found} bytes; format version {version} uses {expected}", path.display())]
     HeaderLength { path: PathBuf, found: u32, expected: u32, version: u32 },

@@ -24,8 +24,11 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::error::{Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"\x89ADSNAP\n";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads: servers are upgraded before builders, so a server
+/// reads the version the builders still running write (see `docs/snapshot-format.md`).
+pub const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Length of the header; the payload starts here, 16-byte aligned for rkyv.
 pub const HEADER_LEN: usize = 128;
 const BUILDER_VERSION_LEN: usize = 32;
@@ -102,11 +105,12 @@ impl Header {
             return Err(Error::HeaderChecksum { path: path.to_owned(), found, computed });
         }
         let format_version = u32_at(bytes, 8);
-        if format_version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&format_version) {
             return Err(Error::UnsupportedVersion {
                 path: path.to_owned(),
                 found: format_version,
-                supported: FORMAT_VERSION,
+                oldest: FORMAT_VERSION_OLDEST,
+                newest: FORMAT_VERSION,
             });
         }
         let header_len = u32_at(bytes, 12);

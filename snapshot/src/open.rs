@@ -106,11 +106,30 @@ impl Snapshot {
         &self.header
     }
 
-    /// The archived payload.
+    /// The archived payload: version 1's root, or version 2's `base`.
     pub fn archive(&self) -> &ArchivedSnapshot {
-        // SAFETY: `verify` ran rkyv's full validation over exactly these bytes when the snapshot
-        // was opened, and the mapping is immutable for the life of `self`.
-        unsafe { rkyv::access_unchecked::<ArchivedSnapshot>(&self.mmap[HEADER_LEN..]) }
+        match self.additions() {
+            Some(payload) => &payload.base,
+            // SAFETY: `verify` ran rkyv's full validation over exactly these bytes, as the root of
+            // the header's format version, when the snapshot was opened, and the mapping is
+            // immutable for the life of `self`.
+            None => unsafe { rkyv::access_unchecked::<ArchivedSnapshot>(&self.mmap[HEADER_LEN..]) },
+        }
+    }
+
+    /// Version 2's root, with what it adds to version 1; `None` for a version 1 file.
+    fn additions(&self) -> Option<&ArchivedPayload> {
+        // SAFETY: as in `archive`.
+        (self.header.format_version >= 2)
+            .then(|| unsafe { rkyv::access_unchecked::<ArchivedPayload>(&self.mmap[HEADER_LEN..]) })
+    }
+
+    /// The IAB creative attributes of the creative at `creative_idx`, bit `n` for attribute `n`
+    /// (see [`Payload::creative_attrs`]); none in a version 1 file, which cannot hold them.
+    pub fn creative_attrs(&self, creative_idx: usize) -> u32 {
+        self.additions()
+            .and_then(|payload| payload.creative_attrs.get(creative_idx))
+            .map_or(0, |attrs| attrs.to_native())
     }
 
     /// The string a [`StrRef`] names. Every reference was checked at open to lie inside the heap
@@ -291,8 +310,13 @@ pub fn verify_with(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<H
     // Structure first: rkyv's validation is made for untrusted bytes, and it tells where the
     // string heap is, so that the one checksum pass can check the heap's UTF-8 on the way while
     // each chunk is in cache, instead of reading the heap a second time.
-    let archive = match rkyv::access::<ArchivedSnapshot, rancor::Error>(payload) {
-        Ok(archive) => archive,
+    let root = if header.format_version >= 2 {
+        rkyv::access::<ArchivedPayload, rancor::Error>(payload).map(Root::Payload)
+    } else {
+        rkyv::access::<ArchivedSnapshot, rancor::Error>(payload).map(Root::Snapshot)
+    };
+    let root = match root {
+        Ok(root) => root,
         // A corrupt file fails both; the checksum names the cause better.
         Err(err) => {
             let computed = xxh3_128(payload);
@@ -302,6 +326,7 @@ pub fn verify_with(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<H
             return Err(Error::Archive { path: path.to_owned(), reason: err.to_string() });
         }
     };
+    let archive = root.base();
     let heap = archive.strings.as_slice();
     let heap_start = heap.as_ptr() as usize - payload.as_ptr() as usize;
     let heap_range = heap_start..heap_start + heap.len();
@@ -311,7 +336,7 @@ pub fn verify_with(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<H
     let ((computed, heap_is_utf8), invariants) = if options.parallel {
         std::thread::scope(|scope| {
             let checksum = scope.spawn(|| hash_checking_utf8(payload, heap_range));
-            let invariants = invariants::check(archive);
+            let invariants = invariants::check(archive).and_then(|()| root.check_additions());
             (checksum.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), invariants)
         })
     } else {
@@ -319,7 +344,7 @@ pub fn verify_with(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<H
         if checksum.0 != header.payload_xxh3_128 {
             return Err(checksum_error(checksum.0));
         }
-        (checksum, invariants::check(archive))
+        (checksum, invariants::check(archive).and_then(|()| root.check_additions()))
     };
     if computed != header.payload_xxh3_128 {
         return Err(checksum_error(computed));
@@ -330,6 +355,34 @@ pub fn verify_with(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<H
     }
     invariants.map_err(invariant)?;
     Ok(header)
+}
+
+/// The validated root of a payload, by format version.
+enum Root<'a> {
+    Snapshot(&'a ArchivedSnapshot),
+    Payload(&'a ArchivedPayload),
+}
+
+impl Root<'_> {
+    fn base(&self) -> &ArchivedSnapshot {
+        match self {
+            Root::Snapshot(base) => base,
+            Root::Payload(payload) => &payload.base,
+        }
+    }
+
+    /// The invariants of what version 2 adds: one attribute mask per creative, bit 0 clear.
+    fn check_additions(&self) -> std::result::Result<(), String> {
+        let Root::Payload(payload) = self else { return Ok(()) };
+        let (n_attrs, n_creatives) = (payload.creative_attrs.len(), payload.base.creatives.len());
+        if n_attrs != n_creatives {
+            return Err(format!("creative_attrs has {n_attrs} entries for {n_creatives} creatives"));
+        }
+        match payload.creative_attrs.iter().position(|attrs| attrs.to_native() & 1 != 0) {
+            Some(idx) => Err(format!("creative_attrs[{idx}] sets bit 0, which is no attribute")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// How to verify a snapshot when opening it.

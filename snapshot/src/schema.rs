@@ -464,6 +464,21 @@ pub struct Snapshot {
     pub strings: StringHeap,
 }
 
+/// The payload of format version 2: version 1's whole payload, unchanged, and what version 2 adds
+/// beside it. rkyv lays `base` out inside this root exactly as it lays out a version 1 root, so a
+/// server reads both versions through [`ArchivedSnapshot`]; a version 1 file only lacks the
+/// additions, which then read as their defaults.
+#[derive(Archive, Serialize)]
+pub struct Payload {
+    pub base: Snapshot,
+    /// Per creative, in `base.creatives` order: its IAB creative attributes (the OpenRTB and
+    /// AdCOM list "Creative Attributes"), bit `n` for attribute `n`. Bit 0 is never set.
+    pub creative_attrs: Vec<u32>,
+}
+
+/// The highest creative attribute code a snapshot can hold (bit 31 of a `creative_attrs` mask).
+pub const CREATIVE_ATTR_MAX: u8 = 31;
+
 /// The position of a (format, country key, OS) slot in `Index::slots`.
 pub fn slot_idx(format: Format, country_key: u16, os: Os) -> usize {
     debug_assert!((country_key as usize) < N_COUNTRY_KEYS);

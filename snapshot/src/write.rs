@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
 use crate::header::{Header, FORMAT_VERSION, HEADER_LEN};
-use crate::schema::Snapshot as Payload;
+use crate::schema::Payload;
 use crate::Snapshot;
 
 const WRITE_BUFFER_BYTES: usize = 4 << 20;
