@@ -92,12 +92,17 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Gen { out, campaigns, creatives_per_campaign, seed, now } => {
+                end_quietly_when_stdout_closes();
                 run_gen(out, campaigns, creatives_per_campaign, seed, &now)
             }
             Command::Build { catalog, out, snapshot_version, now, quiet } => {
+                end_quietly_when_stdout_closes();
                 run_build(catalog, out, snapshot_version, now.as_deref(), quiet)
             }
-            Command::Inspect { snapshot, json } => run_inspect(snapshot, json),
+            Command::Inspect { snapshot, json } => {
+                end_quietly_when_stdout_closes();
+                run_inspect(snapshot, json)
+            }
             Command::Serve(args) => crate::serve_cli::run_serve(args),
             Command::Up(args) => crate::serve_cli::run_up(args),
             Command::Abtest(args) => crate::abtest_cli::run_abtest(args),
@@ -111,6 +116,17 @@ impl Cli {
             Command::Origin(args) => crate::distribute_cli::run_origin(args),
             Command::Follow(args) => crate::distribute_cli::run_follow(args),
         }
+    }
+}
+
+/// For commands that only read and write files and print: when whatever reads their output stops
+/// early (`adsnap inspect x.snap | head -3`), they end as any Unix filter does, on SIGPIPE,
+/// instead of panicking in `println!` (Rust ignores SIGPIPE by default). Never for commands that
+/// hold sockets, where a peer that goes away must be an error, not the end of the process.
+fn end_quietly_when_stdout_closes() {
+    // SAFETY: restores the default action of one signal; called before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -46,6 +46,22 @@ fn build_then_inspect_the_example_catalog() {
 }
 
 #[test]
+fn inspect_into_a_closed_pipe_ends_on_sigpipe_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let snap = Path::new(env!("CARGO_MANIFEST_DIR")).join("builder/tests/fixtures/format-v1/example.snap");
+    // The reading end is closed before adsnap writes a byte, as `| head -0` would leave it.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_adsnap"))
+        .args(["inspect", &snap.display().to_string()])
+        .stdout(writer)
+        .output()
+        .expect("adsnap runs");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {}", out.status, text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn a_bad_catalog_exits_2_with_every_problem_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog");
