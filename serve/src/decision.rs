@@ -295,5 +295,6 @@ impl Eligibility<'_> {
             && (!fit.secure || self.s.creative_is_secure(creative_idx))
             && fit.blocked_attrs & self.s.creative_attrs(creative_idx) == 0
             && fit.blocked_banner_types & self.s.banner_types(creative_idx) == 0
+            && !(fit.no_mraid && self.s.loads_mraid(creative_idx))
     }
 }

@@ -37,6 +37,10 @@ pub struct Wanted {
     /// Smallest image, in pixels; 0: any.
     pub wmin: u32,
     pub hmin: u32,
+    /// The image's exact size, in pixels, where the request gives `w` (or `h`) without `wmin`
+    /// (or `hmin`), which the specification reads as an exact requirement; 0: any.
+    pub w: u32,
+    pub h: u32,
 }
 
 /// One asset of a creative's native markup.
@@ -90,17 +94,28 @@ pub fn read_request(request: &Value) -> Option<NativeRequest> {
     let mut assets = Vec::new();
     for asset in root.get("assets")?.as_array()?.iter().take(NATIVE_ASSETS_MAX) {
         let id = asset.get("id")?.as_u64()?;
-        let (kind, len, wmin, hmin) = if let Some(title) = asset.get("title") {
-            (Kind::Title, number(title, "len"), 0, 0)
-        } else if let Some(img) = asset.get("img") {
-            (Kind::Image(type_of(img)), 0, number(img, "wmin"), number(img, "hmin"))
-        } else if let Some(data) = asset.get("data") {
-            (Kind::Data(type_of(data)), number(data, "len"), 0, 0)
-        } else {
-            (Kind::Other, 0, 0, 0)
+        let mut wanted = Wanted {
+            id,
+            required: number(asset, "required") == 1,
+            kind: Kind::Other,
+            len: 0,
+            wmin: 0,
+            hmin: 0,
+            w: 0,
+            h: 0,
         };
-        let (len, wmin, hmin) = (small(len), small(wmin), small(hmin));
-        assets.push(Wanted { id, required: number(asset, "required") == 1, kind, len, wmin, hmin });
+        if let Some(title) = asset.get("title") {
+            (wanted.kind, wanted.len) = (Kind::Title, small(number(title, "len")));
+        } else if let Some(img) = asset.get("img") {
+            wanted.kind = Kind::Image(type_of(img));
+            (wanted.wmin, wanted.hmin) = (small(number(img, "wmin")), small(number(img, "hmin")));
+            // A size without its minimum is exact; with one, it is only the size preferred.
+            wanted.w = if wanted.wmin == 0 { small(number(img, "w")) } else { 0 };
+            wanted.h = if wanted.hmin == 0 { small(number(img, "h")) } else { 0 };
+        } else if let Some(data) = asset.get("data") {
+            (wanted.kind, wanted.len) = (Kind::Data(type_of(data)), small(number(data, "len")));
+        }
+        assets.push(wanted);
     }
     (!assets.is_empty()).then_some(NativeRequest { assets, wrapped })
 }
@@ -140,7 +155,11 @@ fn fits(wanted: &Wanted, offered: &Offered) -> bool {
     match (wanted.kind, offered.kind) {
         (Kind::Title, Kind::Title) => len_ok,
         (Kind::Image(want), Kind::Image(have)) => {
-            (want == 0 || want == have) && offered.w >= wanted.wmin && offered.h >= wanted.hmin
+            (want == 0 || want == have)
+                && offered.w >= wanted.wmin
+                && offered.h >= wanted.hmin
+                && (wanted.w == 0 || offered.w == wanted.w)
+                && (wanted.h == 0 || offered.h == wanted.h)
         }
         (Kind::Data(want), Kind::Data(have)) => want == have && len_ok,
         _ => false,
@@ -296,6 +315,27 @@ mod tests {
         assert_eq!(assign(&nothing, &offered), None);
         let something = wanted(r#"{"assets":[{"id":1,"data":{"type":12}},{"id":2,"data":{"type":2}}]}"#);
         assert_eq!(assign(&something, &offered).map(|m| (m[0], m[1])), Some((UNMATCHED, 3)));
+    }
+
+    #[test]
+    fn an_image_size_without_its_minimum_is_exact() {
+        let offered = offered(MARKUP);
+        let matches = |img: &str| {
+            let json = format!(r#"{{"assets":[{{"id":1,"required":1,"img":{{"type":3,{img}}}}}]}}"#);
+            assign(&request(&json).assets, &offered).is_some()
+        };
+        assert!(matches(r#""w":1200,"h":627"#));
+        assert!(!matches(r#""w":1200,"h":628"#) && !matches(r#""w":1000"#) && !matches(r#""h":600"#));
+        // With a minimum, the size is only the one preferred.
+        assert!(matches(r#""w":1000,"wmin":1000,"h":600,"hmin":600"#));
+        assert!(matches(r#""w":1200,"hmin":1"#) && !matches(r#""w":1201,"hmin":1"#));
+        // The icon is 128 by 128: exactly 50 by 50 is not it, exactly 128 by 128 is.
+        let icon = |size: u32| {
+            let json =
+                format!(r#"{{"assets":[{{"id":1,"required":1,"img":{{"type":1,"w":{size},"h":{size}}}}}]}}"#);
+            assign(&request(&json).assets, &offered).is_some()
+        };
+        assert!(!icon(50) && icon(128));
     }
 
     #[test]

@@ -130,6 +130,10 @@ pub struct Banner {
     /// Blocked banner types: 1 XHTML text, 2 XHTML banner, 3 JavaScript, 4 iframe.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub btype: Vec<u32>,
+    /// The API frameworks the container offers (list "API Frameworks"); one not listed is not
+    /// offered.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub api: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,6 +376,7 @@ pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
             markup_kind: Some(MarkupKind::Html),
             blocked_attrs: code_mask(&banner.battr),
             blocked_banner_types: code_mask(&banner.btype),
+            no_mraid: !banner.api.iter().any(|api| MRAID_APIS.contains(api)),
             secure,
             ..fit
         };
@@ -400,6 +405,9 @@ pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
     };
     Ok((Slot { format: Format::Native, width: 0, height: 0, mtype: 4 }, fit))
 }
+
+/// MRAID 1.0, 2.0 and 3.0 in OpenRTB's list "API Frameworks".
+const MRAID_APIS: [u32; 3] = [3, 5, 6];
 
 /// Codes of an OpenRTB list as a mask, bit `n` for code `n`. Codes the mask cannot hold (0 and
 /// above 31) name nothing adsnap serves, so they block nothing.

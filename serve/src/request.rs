@@ -352,8 +352,11 @@ pub struct Fit {
     /// Creative attributes the slot blocks (OpenRTB `battr`), bit `n` for attribute `n`.
     pub blocked_attrs: u32,
     /// Banner types the slot blocks (OpenRTB `banner.btype`), bit `n` for type `n`
-    /// ([`crate::served::banner_type`]).
+    /// ([`crate::served::html_facts`]).
     pub blocked_banner_types: u32,
+    /// The slot's container does not offer MRAID (OpenRTB `banner.api` lists none of MRAID 1 to
+    /// 3), so HTML that loads `mraid.js` cannot run in it.
+    pub no_mraid: bool,
 }
 
 impl Fit {

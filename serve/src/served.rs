@@ -112,9 +112,15 @@ impl Served {
     }
 
     /// The OpenRTB banner types of creative `creative_idx`'s HTML, bit `n` for type `n`
-    /// ([`banner_types`]); 0 for other markup.
+    /// ([`html_facts`]); 0 for other markup.
     pub fn banner_types(&self, creative_idx: u32) -> u32 {
-        self.facts.banner_types.get(creative_idx as usize).map_or(0, |&types| types as u32)
+        self.facts.html.get(creative_idx as usize).map_or(0, |&html| (html & !LOADS_MRAID) as u32)
+    }
+
+    /// Whether creative `creative_idx`'s HTML loads `mraid.js`, so that only a container that
+    /// offers MRAID can show it ([`html_facts`]).
+    pub fn loads_mraid(&self, creative_idx: u32) -> bool {
+        self.facts.html.get(creative_idx as usize).is_some_and(|&html| html & LOADS_MRAID != 0)
     }
 
     /// Whether creative `creative_idx` loads only over https: every asset URL is `https://` and
@@ -251,18 +257,21 @@ fn template_key(creative: &ArchivedCreative) -> (u64, u32) {
     (creative.markup.offset.to_native(), creative.markup.len.to_native())
 }
 
-/// The OpenRTB banner types (list "Banner Ad Types") an HTML creative is, bit `n` for type `n`:
-/// 3 (JavaScript) when it has a `<script>`, 4 (iframe) when it has an `<iframe>`, and 2 (XHTML
-/// banner) when it has neither. Type 1 (XHTML text ad) is never assumed: markup does not tell a
-/// text ad from a banner whose image is a CSS background.
-pub fn banner_types(html: &str) -> u8 {
+/// In [`html_facts`]: the HTML loads `mraid.js`.
+const LOADS_MRAID: u8 = 1 << 7;
+
+/// What an HTML creative's markup says of it, in one byte:
+/// - the OpenRTB banner types (list "Banner Ad Types") it is, bit `n` for type `n`: 3
+///   (JavaScript) when it has a `<script>`, 4 (iframe) when it has an `<iframe>`, and 2 (XHTML
+///   banner) when it has neither. Type 1 (XHTML text ad) is never assumed: markup does not tell
+///   a text ad from a banner whose image is a CSS background;
+/// - [`LOADS_MRAID`] when it names `mraid.js`, the script an app's ad container injects to offer
+///   MRAID: such an ad works only in a container that offers it.
+pub fn html_facts(html: &str) -> u8 {
     let has = |tag: &[u8]| html.as_bytes().windows(tag.len()).any(|w| w.eq_ignore_ascii_case(tag));
     let types = u8::from(has(b"<script")) << 3 | u8::from(has(b"<iframe")) << 4;
-    if types == 0 {
-        1 << 2
-    } else {
-        types
-    }
+    let types = if types == 0 { 1 << 2 } else { types };
+    types | if has(b"mraid.js") { LOADS_MRAID } else { 0 }
 }
 
 /// What each creative's markup and assets are, for OpenRTB impressions, read in one pass.
@@ -275,8 +284,8 @@ struct CreativeFacts {
     vast: Vec<u8>,
     /// Per creative: its IAB creative attributes, listed in the snapshot or read from its markup.
     attrs: Vec<u32>,
-    /// Per creative: its [`banner_types`] when it is HTML, else 0.
-    banner_types: Vec<u8>,
+    /// Per creative: its [`html_facts`] when it is HTML, else 0.
+    html: Vec<u8>,
 }
 
 /// What is read once from a template that creatives share.
@@ -288,7 +297,8 @@ struct TemplateFacts {
     vast: u8,
     /// Its VAST offers a skip button.
     skippable: bool,
-    banner_types: u8,
+    /// Its [`html_facts`] when it is HTML.
+    html: u8,
 }
 
 impl CreativeFacts {
@@ -298,7 +308,7 @@ impl CreativeFacts {
             insecure: vec![0; creatives.len().div_ceil(64)],
             vast: Vec::with_capacity(creatives.len()),
             attrs: Vec::with_capacity(creatives.len()),
-            banner_types: Vec::with_capacity(creatives.len()),
+            html: Vec::with_capacity(creatives.len()),
         };
         let mut of_template: HashMap<(u64, u32), TemplateFacts> = HashMap::new();
         for (idx, creative) in creatives.iter().enumerate() {
@@ -310,7 +320,7 @@ impl CreativeFacts {
                     insecure: names_http(markup),
                     vast: if vast { crate::vast::protocol_of(markup) } else { 0 },
                     skippable: vast && crate::vast::skippable(markup),
-                    banner_types: if kind == MarkupKind::Html { banner_types(markup) } else { 0 },
+                    html: if kind == MarkupKind::Html { html_facts(markup) } else { 0 },
                 }
             });
             let assets_insecure = s.pool_str(&creative.assets).iter().any(|url| {
@@ -323,7 +333,7 @@ impl CreativeFacts {
             facts.vast.push(template.vast);
             let skip_button = u32::from(template.skippable) << ATTR_SKIP_BUTTON;
             facts.attrs.push(s.creative_attrs(idx) | skip_button);
-            facts.banner_types.push(template.banner_types);
+            facts.html.push(template.html);
         }
         facts
     }
@@ -524,15 +534,16 @@ impl AnswerParts {
 
 #[cfg(test)]
 mod tests {
-    use super::{banner_types, names_http};
+    use super::{html_facts, names_http, LOADS_MRAID};
 
     #[test]
-    fn html_is_a_javascript_an_iframe_or_an_xhtml_banner() {
-        assert_eq!(banner_types(r#"<a href="x"><img src="y"></a>"#), 1 << 2);
-        assert_eq!(banner_types("<SCRIPT src=x></SCRIPT>"), 1 << 3);
-        assert_eq!(banner_types("<iframe src=x></iframe>"), 1 << 4);
-        assert_eq!(banner_types("<script>1</script><IFrame>"), 1 << 3 | 1 << 4);
-        assert_eq!(banner_types("a script, not a tag; <scrip"), 1 << 2);
+    fn html_is_a_javascript_an_iframe_or_an_xhtml_banner_and_may_need_mraid() {
+        assert_eq!(html_facts(r#"<a href="x"><img src="y"></a>"#), 1 << 2);
+        assert_eq!(html_facts("<SCRIPT src=x></SCRIPT>"), 1 << 3);
+        assert_eq!(html_facts("<iframe src=x></iframe>"), 1 << 4);
+        assert_eq!(html_facts("<script>1</script><IFrame>"), 1 << 3 | 1 << 4);
+        assert_eq!(html_facts("a script, not a tag; <scrip"), 1 << 2);
+        assert_eq!(html_facts(r#"<script src="MRAID.js"></script>"#), 1 << 3 | LOADS_MRAID);
     }
 
     #[test]

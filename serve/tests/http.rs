@@ -983,7 +983,8 @@ fn an_impression_gets_only_a_creative_it_can_show() {
 #[test]
 fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
     // The example catalog with attributes: campaign 101's 320x50 banner plays video in the
-    // banner (6) and is a script tag; every VAST creative offers a skip button from 5 s.
+    // banner (6) and is a script tag that needs MRAID; every VAST creative offers a skip button
+    // from 5 s.
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog");
     copy_dir(&example_catalog(), &catalog);
@@ -992,7 +993,7 @@ fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
         assert!(text.contains(from), "{file}: {from}");
         std::fs::write(catalog.join(file), text.replacen(from, to, 1)).unwrap();
     };
-    let tag = r#"<script src=\"https://cdn.example.net/tag.js\"></script><a href=\"{{click_url}}\"><img src=\"{{asset_url}}\"></a><img src=\"{{impression_url}}\">"#;
+    let tag = r#"<script src=\"mraid.js\"></script><a href=\"{{click_url}}\"><img src=\"{{asset_url}}\"></a><img src=\"{{impression_url}}\">"#;
     edit(
         "creatives.jsonl",
         r#"banner-320x50.png"], "template": "html-image"}"#,
@@ -1003,12 +1004,18 @@ fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
     build_snapshot(&catalog, &snapshot, 1);
     let server = start_with(|c| c.snapshot_path = snapshot.clone());
 
-    let banner = |fields: &str| {
-        stride_bid(&server, &format!(r#"{{"id": "1", "banner": {{"w": 320, "h": 50 {fields}}}}}"#), "")
+    let crid = |bid: Option<serde_json::Value>| bid.map(|b| b["crid"].as_str().unwrap().to_owned());
+    let banner_in = |api: &str, fields: &str| {
+        let imp = format!(r#"{{"id": "1", "banner": {{"w": 320, "h": 50, "api": {api} {fields}}}}}"#);
+        stride_bid(&server, &imp, "")
     };
+    // An app whose container lists no MRAID cannot run the script tag.
+    assert_eq!(crid(banner_in("[]", "")), Some("1009".into()));
+    assert_eq!(crid(banner_in("[7]", "")), Some("1009".into()), "OMID is not MRAID");
+    assert_eq!(crid(banner_in("[3]", "")), Some("1003".into()), "MRAID 1");
+    let banner = |fields: &str| banner_in("[5, 7]", fields);
     let plain = banner("").expect("a banner bid");
     assert_eq!((&plain["crid"], &plain["attr"]), (&"1003".into(), &serde_json::json!([6])));
-    let crid = |bid: Option<serde_json::Value>| bid.map(|b| b["crid"].as_str().unwrap().to_owned());
     // Blocking attribute 6 leaves campaign 104's GIF banner, which has none and says so.
     let other = banner(r#", "battr": [1, 6, 17]"#).expect("the next banner");
     assert_eq!(other["crid"], "1009");
