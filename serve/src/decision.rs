@@ -283,7 +283,12 @@ impl Eligibility<'_> {
         let video_ok = cr.markup_kind.get() != MarkupKind::Vast
             || (fit.takes_video(self.s.str(&cr.mime), cr.video_duration_s.to_native())
                 && (fit.video_protocols.is_empty()
-                    || crate::vast::plays(&fit.video_protocols, self.s.vast_protocol(creative_idx))));
+                    || crate::vast::plays(&fit.video_protocols, self.s.vast_protocol(creative_idx)))
+                && crate::vast::fits_player(
+                    self.s.vast_shape(creative_idx),
+                    fit.video_linearity,
+                    !fit.no_vpaid,
+                ));
         let native_ok = cr.markup_kind.get() != MarkupKind::NativeJson
             || fit.native.as_ref().is_none_or(|request| {
                 crate::native::assign(&request.assets, self.s.native_assets(creative_idx)).is_some()

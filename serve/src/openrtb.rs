@@ -164,6 +164,12 @@ pub struct Video {
     /// Blocked creative attributes (codes of the list "Creative Attributes").
     #[serde(default, deserialize_with = "null_as_empty")]
     pub battr: Vec<u32>,
+    /// 1: linear ads only; 2: non-linear (overlay) ads only.
+    #[serde(default)]
+    pub linearity: Option<u32>,
+    /// The API frameworks the player runs (list "API Frameworks"); one not listed is not run.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub api: Vec<u32>,
     #[serde(default)]
     pub w: Option<u32>,
     #[serde(default)]
@@ -366,6 +372,11 @@ pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
                 .chain(video.protocol)
                 .collect(),
             blocked_attrs: code_mask(&video.battr),
+            video_linearity: match video.linearity {
+                Some(kind @ (1 | 2)) => kind as u8,
+                _ => 0,
+            },
+            no_vpaid: !video.api.iter().any(|api| VPAID_APIS.contains(api)),
             secure,
             ..Fit::default()
         };
@@ -406,6 +417,8 @@ pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
     Ok((Slot { format: Format::Native, width: 0, height: 0, mtype: 4 }, fit))
 }
 
+/// VPAID 1.0 and 2.0 in OpenRTB's list "API Frameworks".
+const VPAID_APIS: [u32; 2] = [1, 2];
 /// MRAID 1.0, 2.0 and 3.0 in OpenRTB's list "API Frameworks".
 const MRAID_APIS: [u32; 3] = [3, 5, 6];
 

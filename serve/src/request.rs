@@ -345,6 +345,10 @@ pub struct Fit {
     pub video_lengths_s: Vec<u16>,
     /// The VAST versions the player plays, as OpenRTB protocol codes; empty: any.
     pub video_protocols: Vec<u16>,
+    /// Linear (1) or non-linear (2) video only (OpenRTB `video.linearity`); 0: either.
+    pub video_linearity: u8,
+    /// The video player does not run VPAID (OpenRTB `video.api` lists neither VPAID 1 nor 2).
+    pub no_vpaid: bool,
     /// The assets a native slot asks for (OpenRTB `imp.native.request`); `None`: any native.
     pub native: Option<crate::native::NativeRequest>,
     /// Only creatives whose markup and assets load over https (OpenRTB `imp.secure`).

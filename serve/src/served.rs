@@ -105,6 +105,11 @@ impl Served {
         self.facts.vast.get(creative_idx as usize).copied().unwrap_or(0)
     }
 
+    /// The [`crate::vast::shape`] of creative `creative_idx`'s VAST; 0 for other markup.
+    pub fn vast_shape(&self, creative_idx: u32) -> u8 {
+        self.facts.vast_shape.get(creative_idx as usize).copied().unwrap_or(0)
+    }
+
     /// The IAB creative attributes of creative `creative_idx`, bit `n` for attribute `n`: those
     /// the snapshot lists, and 16 ("Ad Provides Skip Button") for VAST with a `skipoffset`.
     pub fn creative_attrs(&self, creative_idx: u32) -> u32 {
@@ -282,6 +287,8 @@ struct CreativeFacts {
     /// Per creative: the OpenRTB protocol code of its VAST ([`crate::vast::protocol_of`]); 0 for
     /// other markup.
     vast: Vec<u8>,
+    /// Per creative: its VAST's [`crate::vast::shape`]; 0 for other markup.
+    vast_shape: Vec<u8>,
     /// Per creative: its IAB creative attributes, listed in the snapshot or read from its markup.
     attrs: Vec<u32>,
     /// Per creative: its [`html_facts`] when it is HTML, else 0.
@@ -295,8 +302,8 @@ struct TemplateFacts {
     insecure: bool,
     /// Its VAST protocol code.
     vast: u8,
-    /// Its VAST offers a skip button.
-    skippable: bool,
+    /// Its VAST's [`crate::vast::shape`].
+    vast_shape: u8,
     /// Its [`html_facts`] when it is HTML.
     html: u8,
 }
@@ -307,6 +314,7 @@ impl CreativeFacts {
         let mut facts = CreativeFacts {
             insecure: vec![0; creatives.len().div_ceil(64)],
             vast: Vec::with_capacity(creatives.len()),
+            vast_shape: Vec::with_capacity(creatives.len()),
             attrs: Vec::with_capacity(creatives.len()),
             html: Vec::with_capacity(creatives.len()),
         };
@@ -319,7 +327,7 @@ impl CreativeFacts {
                 TemplateFacts {
                     insecure: names_http(markup),
                     vast: if vast { crate::vast::protocol_of(markup) } else { 0 },
-                    skippable: vast && crate::vast::skippable(markup),
+                    vast_shape: if vast { crate::vast::shape(markup) } else { 0 },
                     html: if kind == MarkupKind::Html { html_facts(markup) } else { 0 },
                 }
             });
@@ -331,7 +339,9 @@ impl CreativeFacts {
                 facts.insecure[idx / 64] |= 1 << (idx % 64);
             }
             facts.vast.push(template.vast);
-            let skip_button = u32::from(template.skippable) << ATTR_SKIP_BUTTON;
+            facts.vast_shape.push(template.vast_shape);
+            let skippable = template.vast_shape & crate::vast::SKIPPABLE != 0;
+            let skip_button = u32::from(skippable) << ATTR_SKIP_BUTTON;
             facts.attrs.push(s.creative_attrs(idx) | skip_button);
             facts.html.push(template.html);
         }

@@ -40,14 +40,61 @@ pub fn protocol_of(markup: &str) -> u8 {
         .map_or(0, |&(code, ..)| code)
 }
 
-/// Whether VAST markup offers a skip button: a `<Linear>` with a `skipoffset` attribute. Such a
-/// creative has IAB creative attribute 16, "Ad Provides Skip Button", listed or not.
-pub fn skippable(markup: &str) -> bool {
-    markup.match_indices("<Linear").any(|(at, _)| {
-        let tag = &markup[at..];
-        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
-        attribute(tag, "skipoffset").is_some()
-    })
+/// In [`shape`]: the VAST has a linear ad (`<Linear>`), played before, between or after content
+/// or on its own, as interstitial and rewarded video are.
+pub const LINEAR: u8 = 1;
+/// In [`shape`]: the VAST has a non-linear ad (`<NonLinear>`), an overlay beside the content.
+pub const NON_LINEAR: u8 = 1 << 1;
+/// In [`shape`]: every media file is VPAID (`apiFramework="VPAID"`), so only a player that runs
+/// VPAID plays it.
+pub const ONLY_VPAID: u8 = 1 << 2;
+/// In [`shape`]: a `<Linear>` has a `skipoffset`, so the ad offers its own skip button (IAB
+/// creative attribute 16, "Ad Provides Skip Button", listed or not).
+pub const SKIPPABLE: u8 = 1 << 3;
+
+/// What VAST markup holds, as [`LINEAR`], [`NON_LINEAR`], [`ONLY_VPAID`] and [`SKIPPABLE`] bits.
+/// A wrapper that names neither kind of ad has neither bit: its kind is in the VAST it wraps.
+pub fn shape(markup: &str) -> u8 {
+    // The start tags named exactly `name` (`<MediaFile`, not `<MediaFiles`).
+    let tags = |name: &'static str| {
+        markup
+            .match_indices(name)
+            .map(|(at, _)| &markup[at..])
+            .filter(move |tag| {
+                tag[name.len()..].starts_with(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/')
+            })
+            .map(|tag| &tag[..tag.find('>').unwrap_or(tag.len())])
+    };
+    let mut shape = 0;
+    for linear in tags("<Linear") {
+        shape |= LINEAR;
+        if attribute(linear, "skipoffset").is_some() {
+            shape |= SKIPPABLE;
+        }
+    }
+    if tags("<NonLinear").next().is_some() {
+        shape |= NON_LINEAR;
+    }
+    let mut media = tags("<MediaFile").peekable();
+    if media.peek().is_some()
+        && media
+            .all(|tag| attribute(tag, "apiFramework").is_some_and(|api| api.eq_ignore_ascii_case("VPAID")))
+    {
+        shape |= ONLY_VPAID;
+    }
+    shape
+}
+
+/// Whether a player whose impression asks for `linearity` (OpenRTB: 1 linear, 2 non-linear, 0
+/// any) and runs VPAID or not plays VAST of this [`shape`]. A shape without either kind (a
+/// wrapper) is taken at its word.
+pub fn fits_player(shape: u8, linearity: u8, runs_vpaid: bool) -> bool {
+    let kind_ok = match linearity {
+        1 => shape & LINEAR != 0 || shape & (LINEAR | NON_LINEAR) == 0,
+        2 => shape & NON_LINEAR != 0 || shape & (LINEAR | NON_LINEAR) == 0,
+        _ => true,
+    };
+    kind_ok && (runs_vpaid || shape & ONLY_VPAID == 0)
 }
 
 /// The value of attribute `name` in a start tag (quoted with `"` or `'`).
@@ -89,11 +136,31 @@ mod tests {
 
     #[test]
     fn a_skip_offset_on_a_linear_is_a_skip_button() {
+        let skippable = |markup: &str| shape(markup) & SKIPPABLE != 0;
         assert!(skippable(r#"<Creative><Linear skipoffset="00:00:05"><Duration>"#));
         assert!(skippable(r#"<Linear>x</Linear><Linear  skipoffset='25%'>"#));
         assert!(!skippable("<Linear><Duration>00:00:30</Duration></Linear>"));
         assert!(!skippable(r#"<Linear data-skipoffset="5">"#));
         assert!(!skippable(r#"<NonLinear skipoffset="5">"#));
+    }
+
+    #[test]
+    fn linear_non_linear_and_vpaid_only_ads_go_to_players_that_take_them() {
+        let mp4 = r#"<MediaFile type="video/mp4">a.mp4</MediaFile>"#;
+        let vpaid = r#"<MediaFile type="application/javascript" apiFramework="vpaid">v.js</MediaFile>"#;
+        let linear = shape(&format!("<Linear><MediaFiles>{mp4}</MediaFiles></Linear>"));
+        assert_eq!(linear, LINEAR);
+        let overlay = shape("<NonLinearAds><NonLinear><StaticResource/></NonLinear></NonLinearAds>");
+        assert_eq!(overlay, NON_LINEAR);
+        assert_eq!(shape(&format!("<Linear><MediaFiles>{vpaid}</MediaFiles></Linear>")), LINEAR | ONLY_VPAID);
+        assert_eq!(shape(&format!("<Linear><MediaFiles>{vpaid}{mp4}</MediaFiles></Linear>")), LINEAR);
+        let wrapper = shape("<Wrapper><VASTAdTagURI>https://x</VASTAdTagURI></Wrapper>");
+        assert_eq!(wrapper, 0);
+
+        assert!(fits_player(linear, 1, false) && fits_player(linear, 0, false));
+        assert!(!fits_player(linear, 2, true) && !fits_player(overlay, 1, true));
+        assert!(fits_player(overlay, 2, false) && fits_player(wrapper, 2, false));
+        assert!(!fits_player(LINEAR | ONLY_VPAID, 1, false) && fits_player(LINEAR | ONLY_VPAID, 1, true));
     }
 
     #[test]

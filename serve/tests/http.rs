@@ -1042,6 +1042,9 @@ fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
     assert_eq!((&skippable["crid"], &skippable["attr"]), (&"1002".into(), &serde_json::json!([16])));
     assert_eq!(crid(video(r#", "battr": [16]"#)), None);
     assert_eq!(crid(video(r#", "battr": [6]"#)), Some("1002".into()), "a video's battr is its own");
+    // The catalog's VAST is linear: an overlay slot takes none of it.
+    assert_eq!(crid(video(r#", "linearity": 1, "api": [7]"#)), Some("1002".into()));
+    assert_eq!(crid(video(r#", "linearity": 2"#)), None);
 }
 
 #[test]
