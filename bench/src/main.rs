@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use adsnap_builder::gen::{generate, GenOptions};
+use adsnap_builder::gen::{generate, GenOptions, GENERATOR_VERSION};
 use adsnap_builder::{build, BuildOptions};
-use adsnap_snapshot::{OpenOptions, Snapshot};
+use adsnap_snapshot::{OpenOptions, Snapshot, FORMAT_VERSION};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use memmap2::MmapOptions;
@@ -244,13 +244,14 @@ struct BuildFigures {
     output_bytes: u64,
 }
 
-/// Generates the catalog of `n` campaigns unless it is there already.
+/// Generates the catalog of `n` campaigns unless it is there already. The folder is named by the
+/// generator's version, so that a catalog an older generator wrote is never reused.
 fn ensure_catalog(work: &Path, n: u64) -> anyhow::Result<PathBuf> {
-    let dir = work.join(format!("catalog-{n}"));
+    let dir = work.join(format!("catalog-{n}.g{GENERATOR_VERSION}"));
     if dir.join("catalog.json").exists() {
         return Ok(dir);
     }
-    let partial = work.join(format!("catalog-{n}.partial"));
+    let partial = work.join(format!("catalog-{n}.g{GENERATOR_VERSION}.partial"));
     let _ = fs::remove_dir_all(&partial);
     let options = GenOptions { n_campaigns: n, seed: 1, creatives_per_campaign: 3, now_unix_s: NOW_UNIX_S };
     eprintln!("generating {n} campaigns into {}", dir.display());
@@ -259,9 +260,15 @@ fn ensure_catalog(work: &Path, n: u64) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Where the snapshot of the generated catalog of `n` campaigns is kept: named by the generator's
+/// and the format's versions, so that one an older generator or builder wrote is never reused.
+fn snapshot_path(work: &Path, n: u64) -> PathBuf {
+    work.join(format!("snapshot-{n}.g{GENERATOR_VERSION}.f{FORMAT_VERSION}.snap"))
+}
+
 /// The snapshot of the generated catalog of `n` campaigns, built unless it is there already.
 fn ensure_snapshot(work: &Path, n: u64) -> anyhow::Result<PathBuf> {
-    let out = work.join(format!("snapshot-{n}.snap"));
+    let out = snapshot_path(work, n);
     if !out.exists() {
         let catalog = ensure_catalog(work, n)?;
         run_build(&catalog, &out, n)?;
@@ -368,13 +375,13 @@ fn snapshot_bench(sizes: &[u64], work: &Path, repetitions: u32) -> anyhow::Resul
     let mut builds = Vec::new();
     for &n in sizes {
         let catalog = ensure_catalog(work, n)?;
-        let out = work.join(format!("snapshot-{n}.snap"));
+        let out = snapshot_path(work, n);
         eprintln!("building {n} campaigns");
         builds.push(run_build(&catalog, &out, n)?);
     }
     let largest = *sizes.iter().max().expect("non-empty");
     eprintln!("timing open of the {largest}-campaign snapshot, {repetitions} repetitions");
-    let open = open_bench(&work.join(format!("snapshot-{largest}.snap")), work, repetitions)?;
+    let open = open_bench(&snapshot_path(work, largest), work, repetitions)?;
     print_tables(&builds, &open, largest, repetitions);
     Ok(())
 }

@@ -333,6 +333,11 @@ const UNIT_SHAPES: &[(UnitShape, u32)] = &[
 ];
 const AD_UNITS_PER_APP: &[(u32, u32)] = &[(1, 40), (2, 30), (3, 20), (4, 10)];
 
+/// The version of what the generator writes for given options: bumped whenever a change here
+/// changes the catalogs it writes, so that callers that keep generated catalogs (the benchmarks)
+/// know theirs is stale. 2: playable creatives carry attribute 13.
+pub const GENERATOR_VERSION: u32 = 2;
+
 /// What to generate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenOptions {
