@@ -284,11 +284,12 @@ impl Eligibility<'_> {
             || (fit.takes_video(self.s.str(&cr.mime), cr.video_duration_s.to_native())
                 && (fit.video_protocols.is_empty()
                     || crate::vast::plays(&fit.video_protocols, self.s.vast_protocol(creative_idx)))
-                && crate::vast::fits_player(
-                    self.s.vast_shape(creative_idx),
-                    fit.video_linearity,
-                    !fit.no_vpaid,
-                ));
+                && ((fit.video_linearity == 0 && !fit.no_vpaid)
+                    || crate::vast::fits_player(
+                        self.s.vast_shape(creative_idx),
+                        fit.video_linearity,
+                        !fit.no_vpaid,
+                    )));
         let native_ok = cr.markup_kind.get() != MarkupKind::NativeJson
             || fit.native.as_ref().is_none_or(|request| {
                 crate::native::assign(&request.assets, self.s.native_assets(creative_idx)).is_some()
@@ -298,8 +299,11 @@ impl Eligibility<'_> {
             && native_ok
             && fit.markup_kind.is_none_or(|kind| cr.markup_kind.get() == kind)
             && (!fit.secure || self.s.creative_is_secure(creative_idx))
-            && fit.blocked_attrs & self.s.creative_attrs(creative_idx) == 0
-            && fit.blocked_banner_types & self.s.banner_types(creative_idx) == 0
+            // Each look-up below touches a table of its own, so it is made only when the slot
+            // asks (SDK requests never do).
+            && (fit.blocked_attrs == 0 || fit.blocked_attrs & self.s.creative_attrs(creative_idx) == 0)
+            && (fit.blocked_banner_types == 0
+                || fit.blocked_banner_types & self.s.banner_types(creative_idx) == 0)
             && !(fit.no_mraid && self.s.loads_mraid(creative_idx))
     }
 }

@@ -26,6 +26,10 @@ pub struct Snapshot {
     mmap: Mmap,
     /// Bytes of the mapping the kernel mapped with 2 MiB pages once it was read in.
     huge_page_bytes: Option<u64>,
+    /// Where in the mapping the [`ArchivedSnapshot`] lies: version 1's root, or version 2's
+    /// `base`. Found once at open, so that [`Snapshot::archive`], read many times per request,
+    /// is one addition whatever the version.
+    base_offset: usize,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -89,7 +93,13 @@ impl Snapshot {
         let _ = mmap.advise(Advice::PopulateRead);
         let header = verify_with(&mmap, path, options)?;
         let huge_page_bytes = huge_page_bytes(&mmap);
-        Ok(Snapshot { path: path.to_owned(), header, mmap, huge_page_bytes })
+        let base = match header.format_version {
+            // SAFETY: `verify_with` just validated these bytes as the root of this version.
+            1 => unsafe { rkyv::access_unchecked::<ArchivedSnapshot>(&mmap[HEADER_LEN..]) },
+            _ => unsafe { &rkyv::access_unchecked::<ArchivedPayload>(&mmap[HEADER_LEN..]).base },
+        };
+        let base_offset = base as *const ArchivedSnapshot as usize - mmap.as_ptr() as usize;
+        Ok(Snapshot { path: path.to_owned(), header, mmap, huge_page_bytes, base_offset })
     }
 
     pub fn path(&self) -> &Path {
@@ -108,18 +118,17 @@ impl Snapshot {
 
     /// The archived payload: version 1's root, or version 2's `base`.
     pub fn archive(&self) -> &ArchivedSnapshot {
-        match self.additions() {
-            Some(payload) => &payload.base,
-            // SAFETY: `verify` ran rkyv's full validation over exactly these bytes, as the root of
-            // the header's format version, when the snapshot was opened, and the mapping is
-            // immutable for the life of `self`.
-            None => unsafe { rkyv::access_unchecked::<ArchivedSnapshot>(&self.mmap[HEADER_LEN..]) },
-        }
+        // SAFETY: `base_offset` was taken at open from the root that `verify` validated over
+        // exactly these bytes (rkyv checked its bounds and alignment), and the mapping is
+        // immutable for the life of `self`.
+        unsafe { &*(self.mmap.as_ptr().add(self.base_offset) as *const ArchivedSnapshot) }
     }
 
     /// Version 2's root, with what it adds to version 1; `None` for a version 1 file.
     fn additions(&self) -> Option<&ArchivedPayload> {
-        // SAFETY: as in `archive`.
+        // SAFETY: `verify` ran rkyv's full validation over exactly these bytes, as the root of
+        // the header's format version, when the snapshot was opened, and the mapping is
+        // immutable for the life of `self`.
         (self.header.format_version >= 2)
             .then(|| unsafe { rkyv::access_unchecked::<ArchivedPayload>(&self.mmap[HEADER_LEN..]) })
     }
@@ -503,6 +512,50 @@ mod tests {
                 assert!(!hash_checking_utf8(&broken, heap_start..heap_end).1, "byte {bad}");
             }
         }
+    }
+
+    /// A payload of no records, with `creative_attrs` as given.
+    fn empty_payload(creative_attrs: Vec<u32>) -> Payload {
+        let base = crate::schema::Snapshot {
+            meta: Meta {
+                catalog_name: "empty".into(),
+                catalog_format_version: 1,
+                currency: "USD".into(),
+                reference_unix_s: 0,
+            },
+            advertisers: Vec::new(),
+            campaigns: Vec::new(),
+            creatives: Vec::new(),
+            creative_ids: Vec::new(),
+            apps: Vec::new(),
+            app_ids: Vec::new(),
+            app_bundles: Vec::new(),
+            ad_units: Vec::new(),
+            ad_unit_ids: Vec::new(),
+            segments: Vec::new(),
+            experiments: Experiments::default(),
+            index: Index { slots: vec![Span::default(); N_INDEX_SLOTS], candidates: Vec::new() },
+            pool_u16: Vec::new(),
+            pool_u32: Vec::new(),
+            pool_u64: Vec::new(),
+            pool_str: Vec::new(),
+            strings: crate::StringHeap::Memory(Vec::new()),
+        };
+        Payload { base, creative_attrs }
+    }
+
+    #[test]
+    fn a_version_2_payload_needs_one_attribute_mask_per_creative() {
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            crate::WriteOptions { snapshot_version: 1, created_unix_ms: 0, builder_version: "test".into() };
+        let good = dir.path().join("good.snap");
+        crate::write_atomic(&good, &empty_payload(Vec::new()), &options).expect("an empty payload is valid");
+        assert_eq!(Snapshot::open(&good).unwrap().header().format_version, 2);
+        let bad = dir.path().join("bad.snap");
+        let err = crate::write_atomic(&bad, &empty_payload(vec![1 << 6]), &options).unwrap_err();
+        assert!(err.to_string().contains("creative_attrs has 1 entries for 0 creatives"), "{err}");
+        assert!(!bad.exists());
     }
 
     #[test]
