@@ -11,7 +11,7 @@ use std::num::NonZeroU16;
 
 use crate::native::read_request;
 use crate::privacy::{PrivacyFields, PrivacySignals};
-use crate::request::{Fit, Query, Sizes};
+use crate::request::{Fit, Query, Ratio, Sizes};
 
 /// Impressions answered per request at most; the rest get no bid.
 pub const IMPS_MAX: usize = 16;
@@ -142,6 +142,13 @@ pub struct BannerFormat {
     pub w: Option<u32>,
     #[serde(default)]
     pub h: Option<u32>,
+    /// A flexible size: any banner of aspect ratio `wratio`:`hratio`, at least `wmin` wide.
+    #[serde(default)]
+    pub wratio: Option<u32>,
+    #[serde(default)]
+    pub hratio: Option<u32>,
+    #[serde(default)]
+    pub wmin: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,6 +408,10 @@ pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
         for (w, h) in given.into_iter().chain(listed).filter(|&(w, h)| w > 0 && h > 0) {
             sizes.add(w, h);
         }
+        for format in &banner.format {
+            let (w, h) = size(format.wratio, format.hratio);
+            sizes.add_ratio(Ratio { w, h, wmin: size(format.wmin, None).0 });
+        }
         let (width, height) = sizes.as_slice().first().copied().unwrap_or((0, 0));
         let fit = html(Fit { sizes, ..Fit::default() });
         return Ok((Slot { format: Format::Banner, width, height, mtype: 1 }, fit));
@@ -612,6 +623,17 @@ mod tests {
         let many = slot_of(&format!(r#"{{"id": "1", "banner": {{"format": [{}]}}}}"#, many.join(",")));
         assert_eq!(many.1.sizes.as_slice().len(), crate::request::SLOT_SIZES_MAX);
         assert!(slot_of(r#"{"id": "1", "banner": {}}"#).1.sizes.take(728, 90), "no size: any size");
+        // Flexible sizes: a 6.4:1 ratio takes 320x50 and 640x100, not 300x250; with a minimum
+        // width of 400, only the larger.
+        let flexible = slot_of(
+            r#"{"id": "1", "banner": {"format": [{"wratio": 32, "hratio": 5}, {"wratio": 0, "hratio": 1}]}}"#,
+        )
+        .1;
+        assert!(
+            flexible.sizes.take(320, 50) && flexible.sizes.take(640, 100) && !flexible.sizes.take(300, 250)
+        );
+        let wide = slot_of(r#"{"id": "1", "banner": {"format": [{"wratio": 32, "hratio": 5, "wmin": 400}, {"w": 300, "h": 250}]}}"#).1;
+        assert!(!wide.sizes.take(320, 50) && wide.sizes.take(640, 100) && wide.sizes.take(300, 250));
 
         let video = slot_of(
             r#"{"id": "1", "video": {"mimes": ["video/mp4"], "minduration": 5, "maxduration": 100000, "rqddurs": [15, 30]}}"#,

@@ -293,11 +293,26 @@ pub struct Query {
 /// sizes are not read).
 pub const SLOT_SIZES_MAX: usize = 8;
 
-/// The banner sizes a slot takes, (width, height), at most [`SLOT_SIZES_MAX`]; none: any size.
+/// The banner sizes a slot takes: exact sizes, (width, height), at most [`SLOT_SIZES_MAX`], and
+/// flexible ones by aspect ratio, at most [`SLOT_RATIOS_MAX`]; none of either: any size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sizes {
     list: [(u16, u16); SLOT_SIZES_MAX],
     n: u8,
+    ratios: [Ratio; SLOT_RATIOS_MAX],
+    n_ratios: u8,
+}
+
+/// At most this many flexible banner sizes of a slot are read (OpenRTB `format` entries with
+/// `wratio` and `hratio`).
+pub const SLOT_RATIOS_MAX: usize = 4;
+
+/// A flexible banner size: any banner of this aspect ratio at least `wmin` wide.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ratio {
+    pub w: u16,
+    pub h: u16,
+    pub wmin: u16,
 }
 
 impl Sizes {
@@ -319,13 +334,28 @@ impl Sizes {
         }
     }
 
+    /// Adds a flexible size (a ratio of 0 is none); past [`SLOT_RATIOS_MAX`], nothing.
+    pub fn add_ratio(&mut self, ratio: Ratio) {
+        let n = self.n_ratios as usize;
+        if n < SLOT_RATIOS_MAX && ratio.w > 0 && ratio.h > 0 {
+            self.ratios[n] = ratio;
+            self.n_ratios += 1;
+        }
+    }
+
     pub fn as_slice(&self) -> &[(u16, u16)] {
         &self.list[..self.n as usize]
     }
 
-    /// Whether a banner of this size fits.
+    /// Whether a banner of this size fits: it is one of the sizes, or of one of the ratios and
+    /// at least as wide as its minimum.
     pub fn take(&self, width: u16, height: u16) -> bool {
-        self.n == 0 || self.as_slice().contains(&(width, height))
+        let ratios = &self.ratios[..self.n_ratios as usize];
+        (self.n == 0 && ratios.is_empty())
+            || self.as_slice().contains(&(width, height))
+            || ratios.iter().any(|r| {
+                width >= r.wmin && u32::from(width) * u32::from(r.h) == u32::from(height) * u32::from(r.w)
+            })
     }
 }
 

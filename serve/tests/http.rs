@@ -940,6 +940,14 @@ fn an_impression_gets_only_a_creative_it_can_show() {
         Some("1003".into())
     );
     assert_eq!(creative(r#"{"id": "1", "banner": {"format": [{"w": 300, "h": 250}]}}"#), None);
+    // A flexible size: any banner of the ratio, at least `wmin` wide.
+    let flexible = |wmin: u32| {
+        creative(&format!(
+            r#"{{"id": "1", "banner": {{"format": [{{"wratio": 32, "hratio": 5, "wmin": {wmin}}}]}}}}"#
+        ))
+    };
+    assert_eq!((flexible(300), flexible(321)), (Some("1003".into()), None));
+    assert_eq!(creative(r#"{"id": "1", "banner": {"format": [{"wratio": 6, "hratio": 5}]}}"#), None);
     // A rewarded video: campaign 101's 30 s video first, campaign 104's 15 s one where 30 s
     // does not fit; none where the player takes no MP4 or nothing this long.
     let video = |fields: &str| {
