@@ -229,7 +229,7 @@ impl Compiler<'_> {
             markup,
         });
         self.creative_lines.push(at.line);
-        self.creative_attrs.push(attrs_mask(d, at, &c.attrs));
+        self.creative_attrs.push(attrs_mask(d, at, "attrs", &c.attrs));
         Ok(())
     }
 
@@ -333,16 +333,16 @@ impl Compiler<'_> {
     }
 }
 
-/// A creative's attribute codes as the snapshot's mask, bit `n` for code `n`; codes outside
-/// `1..=CREATIVE_ATTR_CODE_MAX` and repeated codes are reported.
-fn attrs_mask(d: &mut Diagnostics, at: At, codes: &[u8]) -> u32 {
+/// IAB creative attribute codes (field `field`) as the snapshot's mask, bit `n` for code `n`;
+/// codes outside `1..=CREATIVE_ATTR_CODE_MAX` and repeated codes are reported.
+pub(crate) fn attrs_mask(d: &mut Diagnostics, at: At, field: &str, codes: &[u8]) -> u32 {
     let mut mask = 0u32;
     for (i, &code) in codes.iter().enumerate() {
         if !(1..=CREATIVE_ATTR_CODE_MAX).contains(&code) {
             let reason = format!("{code} is not an IAB creative attribute (1..={CREATIVE_ATTR_CODE_MAX})");
-            at.err(d, &format!("attrs[{i}]"), reason);
+            at.err(d, &format!("{field}[{i}]"), reason);
         } else if mask & 1 << code != 0 {
-            at.err(d, &format!("attrs[{i}]"), format!("attribute {code} is listed twice"));
+            at.err(d, &format!("{field}[{i}]"), format!("attribute {code} is listed twice"));
         } else {
             mask |= 1 << code;
         }

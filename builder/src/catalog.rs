@@ -140,6 +140,10 @@ pub struct AdUnit {
     pub blocked_domains: Vec<String>,
     #[serde(default)]
     pub blocked_categories: Vec<String>,
+    /// IAB creative attributes this placement shows no creative with (a rewarded placement
+    /// blocking `16`, a skip button, for example).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_attrs: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]

@@ -107,6 +107,8 @@ pub struct Compiler<'a> {
     /// `key_hash` of each ad unit's id, parallel to `ad_units`.
     pub ad_unit_id_hashes: Vec<u64>,
     pub ad_units: Vec<schema::AdUnit>,
+    /// Creative attributes each ad unit blocks, as a mask, parallel to `ad_units`.
+    pub ad_unit_blocked_attrs: Vec<u32>,
     pub ad_unit_lines: HashMap<String, u64>,
     pub campaigns: Vec<schema::Campaign>,
     /// Line of each campaign, parallel to `campaigns`.
@@ -165,6 +167,7 @@ impl<'a> Compiler<'a> {
             app_id_hashes: Vec::new(),
             ad_unit_id_hashes: Vec::new(),
             ad_units: Vec::new(),
+            ad_unit_blocked_attrs: Vec::new(),
             ad_unit_lines: HashMap::new(),
             campaigns: Vec::new(),
             campaign_lines: Vec::new(),
@@ -466,6 +469,12 @@ impl<'a> Compiler<'a> {
         let (blocked_domains, blocked_categories) =
             self.blocklists(d, at, &u.blocked_domains, &u.blocked_categories)?;
         self.ad_unit_id_hashes.push(key_hash(&u.id));
+        self.ad_unit_blocked_attrs.push(crate::campaigns::attrs_mask(
+            d,
+            at,
+            "blocked_attrs",
+            &u.blocked_attrs,
+        ));
         self.ad_units.push(schema::AdUnit {
             id: self.heap.push(&u.id)?,
             app_idx: app_idx.unwrap_or(0),

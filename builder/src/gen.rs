@@ -275,6 +275,8 @@ const WEBM: &[&str] = &["video.webm", "endcard.jpg"];
 const PLAYABLE: &[&str] = &["index.html", "preview.png"];
 /// The IAB creative attribute of playable ads: "User Interactive (e.g., Embedded Games)".
 const ATTR_USER_INTERACTIVE: u8 = 13;
+/// The IAB creative attribute of ads with their own skip button: "Ad Provides Skip Button".
+const ATTR_SKIP_BUTTON: u8 = 16;
 const NATIVE_PNG: &[&str] = &["icon.png", "main.png"];
 const NATIVE_JPEG: &[&str] = &["icon.jpg", "main.jpg"];
 /// Interstitials and rewarded video dominate game advertising; banners and native follow.
@@ -335,7 +337,7 @@ const AD_UNITS_PER_APP: &[(u32, u32)] = &[(1, 40), (2, 30), (3, 20), (4, 10)];
 
 /// The version of what the generator writes for given options: bumped whenever a change here
 /// changes the catalogs it writes, so that callers that keep generated catalogs (the benchmarks)
-/// know theirs is stale. 2: playable creatives carry attribute 13.
+/// know theirs is stale. 2: playable creatives carry attribute 13, rewarded ad units block 16.
 pub const GENERATOR_VERSION: u32 = 2;
 
 /// What to generate.
@@ -987,6 +989,7 @@ fn write_apps(world: &World, dir: &Path) -> Result<(Written, Written), GenError>
         floor_cpm_micros: 0,
         blocked_domains: Vec::new(),
         blocked_categories: Vec::new(),
+        blocked_attrs: Vec::new(),
     };
     for index in 0..world.n_apps {
         fill_app(&mut rng, world, index, &mut app);
@@ -1073,6 +1076,11 @@ fn fill_ad_unit(rng: &mut ChaCha8Rng, world: &World, app_id: &str, k: u32, unit:
         &mut unit.blocked_domains,
         &mut unit.blocked_categories,
     );
+    // A reward is for watching to the end: rewarded placements take no ad with a skip button.
+    unit.blocked_attrs.clear();
+    if shape.formats.contains(&Format::RewardedVideo) {
+        unit.blocked_attrs.push(ATTR_SKIP_BUTTON);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

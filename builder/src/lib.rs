@@ -172,6 +172,10 @@ impl Compiler<'_> {
             pool_str: self.pools.strs,
             strings: self.heap.finish()?,
         };
-        Ok(schema::Payload { base, creative_attrs: self.creative_attrs })
+        Ok(schema::Payload {
+            base,
+            creative_attrs: self.creative_attrs,
+            ad_unit_blocked_attrs: self.ad_unit_blocked_attrs,
+        })
     }
 }

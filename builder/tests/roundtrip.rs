@@ -138,6 +138,7 @@ fn write_catalog(dir: &Path, specs: &[CampaignSpec]) {
         floor_cpm_micros: 10,
         blocked_domains: vec![],
         blocked_categories: vec![],
+        blocked_attrs: vec![16, 1],
     };
     write_jsonl(dir, files::AD_UNITS, &[unit]);
     let campaigns: Vec<catalog::Campaign> = specs.iter().enumerate().map(|(i, s)| campaign(i, s)).collect();
@@ -320,8 +321,9 @@ fn check_records(snapshot: &Snapshot, specs: &[CampaignSpec]) {
             assert_eq!(assets, [format!("https://cdn.example.com/{i}/{j}")]);
         }
     }
-    let (_, unit) = snapshot.ad_unit_by_id("unit-1").expect("ad unit by id");
+    let (idx, unit) = snapshot.ad_unit_by_id("unit-1").expect("ad unit by id");
     assert_eq!(unit.floor_cpm_micros.to_native(), 10);
+    assert_eq!(snapshot.ad_unit_blocked_attrs(idx), 1 << 16 | 1 << 1);
     assert!(snapshot.ad_unit_by_id("unit-2").is_none());
     assert!(snapshot.app_by_bundle("com.example.host").is_some());
     assert_eq!(snapshot.archive().meta.currency.as_str(), "EUR");

@@ -307,6 +307,11 @@ fn creative_problems() {
             (CR, 1, "attrs[3]", "attribute 16 is listed twice"),
         ],
     );
+    let unit = r#"{"id": "u9", "app_id": "app-1", "formats": ["banner"], "width": 320, "height": 50, "floor_cpm_micros": 0, "blocked_attrs": [16, 40]}"#;
+    check(
+        &[Edit::Append("ad_units.jsonl", unit)],
+        &[("ad_units.jsonl", 4, "blocked_attrs[1]", "40 is not an IAB")],
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ fn example_catalog() -> std::path::PathBuf {
 }
 
 #[test]
-fn a_version_1_file_reads_as_the_catalog_built_today_without_creative_attributes() {
+fn a_version_1_file_reads_as_the_catalog_built_today_without_attributes() {
     let old = Snapshot::open(&common::fixture("format-v1/example.snap")).expect("a version 1 file opens");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("example.snap");
@@ -71,4 +71,11 @@ fn a_version_1_file_reads_as_the_catalog_built_today_without_creative_attributes
     let unit = "wordsmith-android-banner";
     assert_eq!(old.ad_unit_by_id(unit).map(|(idx, _)| idx), new.ad_unit_by_id(unit).map(|(idx, _)| idx));
     assert!(old.ad_unit_by_id(unit).is_some());
+    let blocking: Vec<(usize, u32)> = (0..b.ad_units.len())
+        .map(|idx| (idx, new.ad_unit_blocked_attrs(idx)))
+        .filter(|&(_, attrs)| attrs != 0)
+        .collect();
+    let rewarded = new.ad_unit_by_id("wordsmith-android-rewarded").unwrap().0;
+    assert_eq!(blocking, [(rewarded, 1 << 16)], "only the Android rewarded unit blocks skip buttons");
+    assert!((0..a.ad_units.len()).all(|idx| old.ad_unit_blocked_attrs(idx) == 0));
 }

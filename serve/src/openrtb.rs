@@ -537,7 +537,7 @@ impl BidRequest {
         now_unix_s: i64,
         request_hash: u64,
     ) -> Result<(Query, Slot), Skip> {
-        let (slot, fit) = slot(imp)?;
+        let (slot, mut fit) = slot(imp)?;
         let priced = imp.bidfloor.is_some_and(|f| f.is_finite() && f > 0.0);
         if priced && !imp.bidfloorcur.as_deref().unwrap_or("USD").eq_ignore_ascii_case(currency) {
             return Err(Skip::Currency);
@@ -550,6 +550,9 @@ impl BidRequest {
         let bundle = self.app.as_ref().and_then(|a| a.bundle.as_deref()).unwrap_or_default();
         let known_app = s.app_by_bundle(bundle);
         let ad_unit_idx = imp.tagid.as_deref().and_then(|t| s.ad_unit_by_id(t)).map(|(i, _)| i);
+        if let Some(idx) = ad_unit_idx {
+            fit.blocked_attrs |= s.ad_unit_blocked_attrs(idx);
+        }
         let country = self.country().and_then(pack_country);
         let app_category = known_app
             .map(|(_, app)| app.category.to_native())

@@ -383,7 +383,8 @@ pub struct Fit {
     pub native: Option<crate::native::NativeRequest>,
     /// Only creatives whose markup and assets load over https (OpenRTB `imp.secure`).
     pub secure: bool,
-    /// Creative attributes the slot blocks (OpenRTB `battr`), bit `n` for attribute `n`.
+    /// Creative attributes the slot blocks (OpenRTB `battr`, and the ad unit's
+    /// `blocked_attrs`), bit `n` for attribute `n`.
     pub blocked_attrs: u32,
     /// Banner types the slot blocks (OpenRTB `banner.btype`), bit `n` for type `n`
     /// ([`crate::served::html_facts`]).
@@ -501,7 +502,11 @@ impl AdRequest<'_> {
             app_bundle_hash: adsnap_snapshot::key_hash(&self.app.bundle),
             app_category: Some(app.category.to_native()),
             floor_cpm_micros: unit.floor_cpm_micros.to_native(),
-            fit: Fit { sizes: Sizes::of(unit.width.to_native(), unit.height.to_native()), ..Fit::default() },
+            fit: Fit {
+                sizes: Sizes::of(unit.width.to_native(), unit.height.to_native()),
+                blocked_attrs: snapshot.ad_unit_blocked_attrs(ad_unit_idx),
+                ..Fit::default()
+            },
             blocked_categories: Vec::new(),
             blocked_domains: Vec::new(),
             blocked_bundles: Vec::new(),

@@ -1008,6 +1008,12 @@ fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
         &format!(r#"banner-320x50.png"], "markup": "{tag}", "attrs": [6]}}"#),
     );
     edit("templates.jsonl", "<Linear>", r#"<Linear skipoffset=\"00:00:05\">"#);
+    // The rewarded unit's floor would leave it unfilled anyway.
+    edit(
+        "ad_units.jsonl",
+        r#""floor_cpm_micros": 8000000, "blocked_attrs""#,
+        r#""floor_cpm_micros": 0, "blocked_attrs""#,
+    );
     let snapshot = dir.path().join("attrs.snap");
     build_snapshot(&catalog, &snapshot, 1);
     let server = start_with(|c| c.snapshot_path = snapshot.clone());
@@ -1050,6 +1056,19 @@ fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
     assert_eq!((&skippable["crid"], &skippable["attr"]), (&"1002".into(), &serde_json::json!([16])));
     assert_eq!(crid(video(r#", "battr": [16]"#)), None);
     assert_eq!(crid(video(r#", "battr": [6]"#)), Some("1002".into()), "a video's battr is its own");
+    // The example's Android rewarded unit blocks skip buttons, for SDK and bid requests alike;
+    // its interstitial unit does not.
+    let sdk = |unit: &str, format: &str| {
+        let body = AD_REQUEST
+            .replace("wordsmith-android-interstitial", unit)
+            .replace(r#""format":"interstitial""#, &format!(r#""format":"{format}""#));
+        http(server.addr, "POST", "/v1/ad", &body).status
+    };
+    assert_eq!(sdk("wordsmith-android-rewarded", "rewarded_video"), 204);
+    assert_eq!(sdk("wordsmith-android-interstitial", "interstitial"), 200);
+    let tagged =
+        r#"{"id": "1", "tagid": "wordsmith-android-rewarded", "rwdd": 1, "video": {"w": 720, "h": 1280}}"#;
+    assert_eq!(crid(stride_bid(&server, tagged, "")), None);
     // The catalog's VAST is linear: an overlay slot takes none of it.
     assert_eq!(crid(video(r#", "linearity": 1, "api": [7]"#)), Some("1002".into()));
     assert_eq!(crid(video(r#", "linearity": 2"#)), None);

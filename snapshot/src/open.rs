@@ -141,6 +141,14 @@ impl Snapshot {
             .map_or(0, |attrs| attrs.to_native())
     }
 
+    /// The creative attributes the ad unit at `ad_unit_idx` blocks, as the same mask (see
+    /// [`Payload::ad_unit_blocked_attrs`]); none in a version 1 file.
+    pub fn ad_unit_blocked_attrs(&self, ad_unit_idx: usize) -> u32 {
+        self.additions()
+            .and_then(|payload| payload.ad_unit_blocked_attrs.get(ad_unit_idx))
+            .map_or(0, |attrs| attrs.to_native())
+    }
+
     /// The string a [`StrRef`] names. Every reference was checked at open to lie inside the heap
     /// on character boundaries, so the empty fallback never happens in a verified snapshot.
     pub fn str(&self, s: &ArchivedStrRef) -> &str {
@@ -380,17 +388,22 @@ impl Root<'_> {
         }
     }
 
-    /// The invariants of what version 2 adds: one attribute mask per creative, bit 0 clear.
+    /// The invariants of what version 2 adds: one attribute mask per creative and per ad unit,
+    /// bit 0 clear in each.
     fn check_additions(&self) -> std::result::Result<(), String> {
         let Root::Payload(payload) = self else { return Ok(()) };
-        let (n_attrs, n_creatives) = (payload.creative_attrs.len(), payload.base.creatives.len());
-        if n_attrs != n_creatives {
-            return Err(format!("creative_attrs has {n_attrs} entries for {n_creatives} creatives"));
-        }
-        match payload.creative_attrs.iter().position(|attrs| attrs.to_native() & 1 != 0) {
-            Some(idx) => Err(format!("creative_attrs[{idx}] sets bit 0, which is no attribute")),
-            None => Ok(()),
-        }
+        let masks = |name: &str, masks: &[rkyv::Archived<u32>], n_records: usize, records: &str| {
+            if masks.len() != n_records {
+                return Err(format!("{name} has {} entries for {n_records} {records}", masks.len()));
+            }
+            match masks.iter().position(|mask| mask.to_native() & 1 != 0) {
+                Some(idx) => Err(format!("{name}[{idx}] sets bit 0, which is no attribute")),
+                None => Ok(()),
+            }
+        };
+        let base = &payload.base;
+        masks("creative_attrs", &payload.creative_attrs, base.creatives.len(), "creatives")?;
+        masks("ad_unit_blocked_attrs", &payload.ad_unit_blocked_attrs, base.ad_units.len(), "ad units")
     }
 }
 
@@ -515,7 +528,7 @@ mod tests {
     }
 
     /// A payload of no records, with `creative_attrs` as given.
-    fn empty_payload(creative_attrs: Vec<u32>) -> Payload {
+    fn empty_payload(creative_attrs: Vec<u32>, ad_unit_blocked_attrs: Vec<u32>) -> Payload {
         let base = crate::schema::Snapshot {
             meta: Meta {
                 catalog_name: "empty".into(),
@@ -541,20 +554,23 @@ mod tests {
             pool_str: Vec::new(),
             strings: crate::StringHeap::Memory(Vec::new()),
         };
-        Payload { base, creative_attrs }
+        Payload { base, creative_attrs, ad_unit_blocked_attrs }
     }
 
     #[test]
-    fn a_version_2_payload_needs_one_attribute_mask_per_creative() {
+    fn a_version_2_payload_needs_one_attribute_mask_per_creative_and_ad_unit() {
         let dir = tempfile::tempdir().unwrap();
         let options =
             crate::WriteOptions { snapshot_version: 1, created_unix_ms: 0, builder_version: "test".into() };
         let good = dir.path().join("good.snap");
-        crate::write_atomic(&good, &empty_payload(Vec::new()), &options).expect("an empty payload is valid");
+        crate::write_atomic(&good, &empty_payload(Vec::new(), Vec::new()), &options)
+            .expect("an empty payload is valid");
         assert_eq!(Snapshot::open(&good).unwrap().header().format_version, 2);
         let bad = dir.path().join("bad.snap");
-        let err = crate::write_atomic(&bad, &empty_payload(vec![1 << 6]), &options).unwrap_err();
+        let err = crate::write_atomic(&bad, &empty_payload(vec![1 << 6], Vec::new()), &options).unwrap_err();
         assert!(err.to_string().contains("creative_attrs has 1 entries for 0 creatives"), "{err}");
+        let err = crate::write_atomic(&bad, &empty_payload(Vec::new(), vec![1]), &options).unwrap_err();
+        assert!(err.to_string().contains("ad_unit_blocked_attrs has 1 entries for 0 ad units"), "{err}");
         assert!(!bad.exists());
     }
 

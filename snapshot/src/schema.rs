@@ -474,6 +474,9 @@ pub struct Payload {
     /// Per creative, in `base.creatives` order: its IAB creative attributes (the OpenRTB and
     /// AdCOM list "Creative Attributes"), bit `n` for attribute `n`. Bit 0 is never set.
     pub creative_attrs: Vec<u32>,
+    /// Per ad unit, in `base.ad_units` order: the creative attributes it shows no creative
+    /// with, as the same mask.
+    pub ad_unit_blocked_attrs: Vec<u32>,
 }
 
 /// The highest creative attribute code a snapshot can hold (bit 31 of a `creative_attrs` mask).
