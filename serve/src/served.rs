@@ -279,7 +279,8 @@ pub fn html_facts(html: &str) -> u8 {
     types | if has(b"mraid.js") { LOADS_MRAID } else { 0 }
 }
 
-/// What each creative's markup and assets are, for OpenRTB impressions, read in one pass.
+/// What each creative's markup, assets and attributes are, for the checks of a slot's fit (OpenRTB
+/// impressions, and SDK requests for ad units that block attributes), read in one pass.
 #[derive(Default)]
 struct CreativeFacts {
     /// One bit per creative: set when its markup or an asset loads over plain http.
