@@ -256,6 +256,9 @@ fn run_inspect(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     let h = snapshot.header();
     let c = snapshot.counts();
     let meta = &snapshot.archive().meta;
+    // Creative attributes (format 2): how many creatives have some, how many ad units block some.
+    let n_with_attrs = (0..c.n_creatives).filter(|&idx| snapshot.creative_attrs(idx) != 0).count();
+    let n_blocking_attrs = (0..c.n_ad_units).filter(|&idx| snapshot.ad_unit_blocked_attrs(idx) != 0).count();
     if json {
         let value = serde_json::json!({
             "path": path,
@@ -275,6 +278,7 @@ fn run_inspect(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
                 "apps": c.n_apps, "ad_units": c.n_ad_units, "segments": c.n_segments,
                 "experiments": c.n_experiments, "index_entries": c.n_candidates,
                 "index_slots_used": c.n_index_slots_used, "string_bytes": c.string_bytes,
+                "creatives_with_attrs": n_with_attrs, "ad_units_blocking_attrs": n_blocking_attrs,
             },
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -296,6 +300,11 @@ fn run_inspect(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     println!("  campaigns         {}", HumanCount(c.n_campaigns as u64));
     println!("  creatives         {}", HumanCount(c.n_creatives as u64));
     println!("  apps / ad units   {} / {}", HumanCount(c.n_apps as u64), HumanCount(c.n_ad_units as u64));
+    println!(
+        "  attributes        {} creatives have some, {} ad units block some",
+        HumanCount(n_with_attrs as u64),
+        HumanCount(n_blocking_attrs as u64)
+    );
     println!("  segments          {}", HumanCount(c.n_segments as u64));
     println!("  experiments       {}", c.n_experiments);
     println!("  index entries     {} in {} slots", HumanCount(c.n_candidates as u64), c.n_index_slots_used);

@@ -42,6 +42,9 @@ fn build_then_inspect_the_example_catalog() {
     assert_eq!(report["counts"]["campaigns"], 8);
     assert_eq!(report["counts"]["creatives"], 17);
     assert_eq!(report["counts"]["experiments"], 3);
+    assert_eq!(report["format_version"], 2);
+    assert_eq!(report["counts"]["creatives_with_attrs"], 1);
+    assert_eq!(report["counts"]["ad_units_blocking_attrs"], 1);
     assert_eq!(report["catalog_name"], "example-ua-network");
 }
 
