@@ -111,7 +111,8 @@ impl Served {
     }
 
     /// The IAB creative attributes of creative `creative_idx`, bit `n` for attribute `n`: those
-    /// the snapshot lists, and 16 ("Ad Provides Skip Button") for VAST with a `skipoffset`.
+    /// the snapshot lists, 16 ("Ad Provides Skip Button") for VAST with a `skipoffset`, and those
+    /// its HTML's video and audio show ([`html_attrs`]).
     pub fn creative_attrs(&self, creative_idx: u32) -> u32 {
         self.facts.attrs.get(creative_idx as usize).copied().unwrap_or(0)
     }
@@ -253,8 +254,56 @@ fn only_names(before: &[u8]) -> bool {
     name == b"xmlns" || name.starts_with(b"xmlns:") || name.ends_with(b"schemalocation")
 }
 
-/// IAB creative attribute 16, "Ad Provides Skip Button".
+/// IAB creative attributes that markup shows: 1 and 2, audio that plays by itself or when the
+/// user starts it; 6 and 7, the same for video in the ad; 16, "Ad Provides Skip Button".
+const ATTR_AUDIO_AUTO_PLAY: u32 = 1;
+const ATTR_AUDIO_USER_INITIATED: u32 = 2;
+const ATTR_VIDEO_AUTO_PLAY: u32 = 6;
+const ATTR_VIDEO_USER_INITIATED: u32 = 7;
 const ATTR_SKIP_BUTTON: u32 = 16;
+
+/// The IAB creative attributes an HTML creative's markup shows, whether its catalog entry lists
+/// them or not: a `<video>` or `<audio>` element, which plays by itself when it has `autoplay`
+/// (6 or 1) and when the user starts it otherwise (7 or 2).
+pub fn html_attrs(html: &str) -> u32 {
+    let mut attrs = 0;
+    for (name, auto, user) in [
+        ("<video", ATTR_VIDEO_AUTO_PLAY, ATTR_VIDEO_USER_INITIATED),
+        ("<audio", ATTR_AUDIO_AUTO_PLAY, ATTR_AUDIO_USER_INITIATED),
+    ] {
+        for tag in start_tags(html, name) {
+            attrs |= 1 << if has_attribute(tag, "autoplay") { auto } else { user };
+        }
+    }
+    attrs
+}
+
+/// The start tags named `name` (with its `<`, any case) in `html`, each up to its `>`.
+fn start_tags<'h>(html: &'h str, name: &'static str) -> impl Iterator<Item = &'h str> {
+    let bytes = html.as_bytes();
+    (0..bytes.len().saturating_sub(name.len() - 1))
+        .filter(move |&at| bytes[at..at + name.len()].eq_ignore_ascii_case(name.as_bytes()))
+        .filter(move |&at| {
+            bytes.get(at + name.len()).is_none_or(|&c| c.is_ascii_whitespace() || c == b'>' || c == b'/')
+        })
+        .map(move |at| {
+            let tag = &bytes[at..];
+            let end = tag.iter().position(|&c| c == b'>').unwrap_or(tag.len());
+            // `<` and `>` are ASCII, so both ends fall on character boundaries.
+            &html[at..at + end]
+        })
+}
+
+/// Whether an HTML start tag has the attribute `name` (a boolean attribute such as `autoplay`
+/// needs no value), any case.
+fn has_attribute(tag: &str, name: &str) -> bool {
+    let bytes = tag.as_bytes();
+    (1..bytes.len().saturating_sub(name.len() - 1)).any(|at| {
+        bytes[at - 1].is_ascii_whitespace()
+            && bytes[at..at + name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && bytes.get(at + name.len()).is_none_or(|&c| c.is_ascii_whitespace() || c == b'=' || c == b'/')
+    })
+}
 
 /// The key of a creative's markup in the snapshot's strings: creatives that share a template
 /// share it, so what is read from a template is read once.
@@ -307,6 +356,8 @@ struct TemplateFacts {
     vast_shape: u8,
     /// Its [`html_facts`] when it is HTML.
     html: u8,
+    /// The creative attributes it shows ([`html_attrs`], a VAST skip offset).
+    attrs: u32,
 }
 
 impl CreativeFacts {
@@ -324,12 +375,16 @@ impl CreativeFacts {
             let kind = creative.markup_kind.get();
             let template = *of_template.entry(template_key(creative)).or_insert_with(|| {
                 let markup = s.str(&creative.markup);
-                let vast = kind == MarkupKind::Vast;
+                let (vast, html) = (kind == MarkupKind::Vast, kind == MarkupKind::Html);
+                let vast_shape = if vast { crate::vast::shape(markup) } else { 0 };
+                let skippable = vast_shape & crate::vast::SKIPPABLE != 0;
                 TemplateFacts {
                     insecure: names_http(markup),
                     vast: if vast { crate::vast::protocol_of(markup) } else { 0 },
-                    vast_shape: if vast { crate::vast::shape(markup) } else { 0 },
-                    html: if kind == MarkupKind::Html { html_facts(markup) } else { 0 },
+                    vast_shape,
+                    html: if html { html_facts(markup) } else { 0 },
+                    attrs: u32::from(skippable) << ATTR_SKIP_BUTTON
+                        | if html { html_attrs(markup) } else { 0 },
                 }
             });
             let assets_insecure = s.pool_str(&creative.assets).iter().any(|url| {
@@ -341,9 +396,7 @@ impl CreativeFacts {
             }
             facts.vast.push(template.vast);
             facts.vast_shape.push(template.vast_shape);
-            let skippable = template.vast_shape & crate::vast::SKIPPABLE != 0;
-            let skip_button = u32::from(skippable) << ATTR_SKIP_BUTTON;
-            facts.attrs.push(s.creative_attrs(idx) | skip_button);
+            facts.attrs.push(s.creative_attrs(idx) | template.attrs);
             facts.html.push(template.html);
         }
         facts
@@ -545,7 +598,17 @@ impl AnswerParts {
 
 #[cfg(test)]
 mod tests {
-    use super::{html_facts, names_http, LOADS_MRAID};
+    use super::{html_attrs, html_facts, names_http, LOADS_MRAID};
+
+    #[test]
+    fn video_and_audio_in_html_are_attributes_whether_listed_or_not() {
+        assert_eq!(html_attrs(r#"<video src="a.mp4" autoplay muted playsinline></video>"#), 1 << 6);
+        assert_eq!(html_attrs(r#"<VIDEO controls src="a.mp4">"#), 1 << 7);
+        assert_eq!(html_attrs(r#"<audio AUTOPLAY/><audio src=x>"#), 1 << 1 | 1 << 2);
+        assert_eq!(html_attrs(r#"<video data-autoplay="1" src=x>"#), 1 << 7, "not the attribute");
+        assert_eq!(html_attrs(r#"<videoplayer autoplay><img src="video.png" alt="<video">"#), 0);
+        assert_eq!(html_attrs(r#"<a href="x"><img src="y"></a>"#), 0);
+    }
 
     #[test]
     fn html_is_a_javascript_an_iframe_or_an_xhtml_banner_and_may_need_mraid() {

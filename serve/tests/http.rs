@@ -990,9 +990,9 @@ fn an_impression_gets_only_a_creative_it_can_show() {
 
 #[test]
 fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
-    // The example catalog with attributes: campaign 101's 320x50 banner plays video in the
-    // banner (6) and is a script tag that needs MRAID; every VAST creative offers a skip button
-    // from 5 s.
+    // The example catalog with attributes: campaign 101's 320x50 banner is listed as user
+    // interactive (13), plays video in the banner by itself (6, from its markup only) and is a
+    // script tag that needs MRAID; every VAST creative offers a skip button from 5 s.
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog");
     copy_dir(&example_catalog(), &catalog);
@@ -1001,11 +1001,11 @@ fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
         assert!(text.contains(from), "{file}: {from}");
         std::fs::write(catalog.join(file), text.replacen(from, to, 1)).unwrap();
     };
-    let tag = r#"<script src=\"mraid.js\"></script><a href=\"{{click_url}}\"><img src=\"{{asset_url}}\"></a><img src=\"{{impression_url}}\">"#;
+    let tag = r#"<script src=\"mraid.js\"></script><a href=\"{{click_url}}\"><video src=\"https://cdn.example.net/v.mp4\" autoplay muted></video></a><img src=\"{{impression_url}}\">"#;
     edit(
         "creatives.jsonl",
         r#"banner-320x50.png"], "template": "html-image"}"#,
-        &format!(r#"banner-320x50.png"], "markup": "{tag}", "attrs": [6]}}"#),
+        &format!(r#"banner-320x50.png"], "markup": "{tag}", "attrs": [13]}}"#),
     );
     edit("templates.jsonl", "<Linear>", r#"<Linear skipoffset=\"00:00:05\">"#);
     // The rewarded unit's floor would leave it unfilled anyway.
@@ -1029,11 +1029,12 @@ fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
     assert_eq!(crid(banner_in("[3]", "")), Some("1003".into()), "MRAID 1");
     let banner = |fields: &str| banner_in("[5, 7]", fields);
     let plain = banner("").expect("a banner bid");
-    assert_eq!((&plain["crid"], &plain["attr"]), (&"1003".into(), &serde_json::json!([6])));
+    assert_eq!((&plain["crid"], &plain["attr"]), (&"1003".into(), &serde_json::json!([6, 13])));
     // Blocking attribute 6 leaves campaign 104's GIF banner, which has none and says so.
     let other = banner(r#", "battr": [1, 6, 17]"#).expect("the next banner");
     assert_eq!(other["crid"], "1009");
     assert!(other.get("attr").is_none(), "no attributes, no attr: {other}");
+    assert_eq!(crid(banner(r#", "battr": [13]"#)), Some("1009".into()), "a listed attribute blocks");
     assert_eq!(
         crid(banner(r#", "battr": [1, 2, 3, 40, 0]"#)),
         Some("1003".into()),
