@@ -4,15 +4,17 @@
 //! A native answer must give each asset the id the request gave it, and hold every asset the
 //! request requires. The catalog's native markup numbers its assets as it likes, so the request
 //! is matched against the markup's assets: by kind (a title, an image of a type, a data element of
-//! a type), within the lengths and the smallest image sizes the request sets. Required assets are
-//! matched first, each to the first asset of the markup that fits and is not taken, then the
-//! optional ones; markup assets the request does not ask for are left out of the answer.
+//! a type), within the lengths and the image sizes the request sets. Required assets are matched
+//! first, then the optional ones, as a bipartite matching ([`assign`]): each takes the first
+//! asset of the markup that fits and is free, or one whose holder can move to another; markup
+//! assets the request does not ask for are left out of the answer.
 //! Limits: the first [`NATIVE_ASSETS_MAX`] assets of a request and of a creative are read.
 
 use serde_json::Value;
 
 /// Assets read from a native request, and from a creative's markup, at most.
 pub const NATIVE_ASSETS_MAX: usize = 32;
+const _: () = assert!(NATIVE_ASSETS_MAX <= 32, "assign marks offered assets in a u32");
 
 /// What an asset is. Image types: 1 icon, 2 logo, 3 main; data types 1 to 12 and any
 /// exchange-specific one (500 and up) as the specification lists them.
@@ -171,31 +173,60 @@ pub const UNMATCHED: u8 = u8::MAX;
 
 /// Matches the request's assets to the markup's: for each wanted asset, the index of the
 /// offered one that answers it, or [`UNMATCHED`]. `None` when a required asset finds none, or
-/// when no asset at all matches (an answer without assets shows nothing). Allocates nothing: the decision calls it for each native creative it considers.
+/// when no asset at all matches (an answer without assets shows nothing).
+///
+/// A bipartite matching by augmenting paths: the required assets are matched first, then the
+/// optional ones, each to the first offered asset that fits, moving earlier matches to other
+/// assets that fit them when that frees one. So a request whose assets can all be answered is,
+/// even when a greedy choice would have taken the one asset a later request asset needed (two
+/// images of different minimum sizes, for example); and a matched asset is never dropped for a
+/// later one. Allocates nothing: the decision calls it for each native creative it considers.
 pub fn assign(wanted: &[Wanted], offered: &[Offered]) -> Option<[u8; NATIVE_ASSETS_MAX]> {
-    let mut answer = [UNMATCHED; NATIVE_ASSETS_MAX];
-    let mut taken = 0u64;
+    let (wanted, offered) =
+        (&wanted[..wanted.len().min(NATIVE_ASSETS_MAX)], &offered[..offered.len().min(NATIVE_ASSETS_MAX)]);
+    let mut matching =
+        Matching { answer: [UNMATCHED; NATIVE_ASSETS_MAX], owner: [UNMATCHED; NATIVE_ASSETS_MAX] };
     for required in [true, false] {
-        for (i, w) in wanted.iter().enumerate().take(NATIVE_ASSETS_MAX) {
-            if w.required != required {
-                continue;
-            }
-            let found = offered
-                .iter()
-                .take(NATIVE_ASSETS_MAX)
-                .enumerate()
-                .position(|(j, o)| taken & (1 << j) == 0 && fits(w, o));
-            match found {
-                Some(j) => {
-                    taken |= 1 << j;
-                    answer[i] = j as u8;
-                }
-                None if required => return None,
-                None => {}
+        for (i, w) in wanted.iter().enumerate() {
+            if w.required == required && !matching.augment(i, wanted, offered, &mut 0) && required {
+                return None;
             }
         }
     }
-    (taken != 0).then_some(answer)
+    matching.owner.iter().any(|&i| i != UNMATCHED).then_some(matching.answer)
+}
+
+/// A matching in progress: wanted asset → offered asset and back.
+struct Matching {
+    answer: [u8; NATIVE_ASSETS_MAX],
+    owner: [u8; NATIVE_ASSETS_MAX],
+}
+
+impl Matching {
+    /// Finds wanted asset `i` an offered one: the first free one that fits, else one whose
+    /// holder can move to another along an augmenting path. `seen` marks the offered assets this
+    /// search has tried. Depth is at most [`NATIVE_ASSETS_MAX`].
+    fn augment(&mut self, i: usize, wanted: &[Wanted], offered: &[Offered], seen: &mut u32) -> bool {
+        let fitting = |j: usize| *seen & (1 << j) == 0 && fits(&wanted[i], &offered[j]);
+        let free = (0..offered.len()).find(|&j| self.owner[j] == UNMATCHED && fitting(j));
+        if let Some(j) = free {
+            (self.owner[j], self.answer[i]) = (i as u8, j as u8);
+            return true;
+        }
+        for j in 0..offered.len() {
+            if *seen & (1 << j) != 0 || !fits(&wanted[i], &offered[j]) {
+                continue;
+            }
+            *seen |= 1 << j;
+            // Every fitting free asset was taken above, so this one has a holder.
+            let holder = self.owner[j];
+            if holder != UNMATCHED && self.augment(holder as usize, wanted, offered, seen) {
+                (self.owner[j], self.answer[i]) = (i as u8, j as u8);
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// The answer's native markup: the rendered markup with the assets the request asked for, in its
@@ -310,6 +341,21 @@ mod tests {
         }
         // An image of no stated type takes any image.
         assert!(assign(&wanted(r#"{"assets":[{"id":1,"required":1,"img":{}}]}"#), &offered).is_some());
+        // Any image first, then the icon: the first image is moved to the main image so that the
+        // icon is free for the asset that takes nothing else (a greedy match found none).
+        let any_then_icon =
+            wanted(r#"{"assets":[{"id":1,"required":1,"img":{}},{"id":2,"required":1,"img":{"type":1}}]}"#);
+        assert_eq!(assign(&any_then_icon, &offered).map(|m| (m[0], m[1])), Some((2, 1)));
+        // An optional asset never takes what a required one needs, and is itself kept once
+        // matched: the optional image keeps the icon, the required any-image takes the main one.
+        let optional_icon_first =
+            wanted(r#"{"assets":[{"id":1,"img":{"type":1}},{"id":2,"required":1,"img":{}}]}"#);
+        assert_eq!(assign(&optional_icon_first, &offered).map(|m| (m[0], m[1])), Some((1, 2)));
+        // Three images asked for, two in the markup: the optional third goes without.
+        let three = wanted(
+            r#"{"assets":[{"id":1,"required":1,"img":{}},{"id":2,"required":1,"img":{}},{"id":3,"img":{}}]}"#,
+        );
+        assert_eq!(assign(&three, &offered).map(|m| (m[0], m[1], m[2])), Some((1, 2, UNMATCHED)));
         // Only optional assets, none of which the markup has: nothing to show, no match.
         let nothing = wanted(r#"{"assets":[{"id":1,"data":{"type":12}},{"id":2,"img":{"type":2}}]}"#);
         assert_eq!(assign(&nothing, &offered), None);
@@ -336,6 +382,71 @@ mod tests {
             assign(&request(&json).assets, &offered).is_some()
         };
         assert!(!icon(50) && icon(128));
+    }
+
+    /// The largest number of wanted assets that can be answered at once with every required
+    /// one answered, by trying every assignment; `None` when the required ones cannot all be.
+    fn best_by_brute_force(wanted: &[Wanted], offered: &[Offered]) -> Option<usize> {
+        fn go(i: usize, wanted: &[Wanted], offered: &[Offered], taken: &mut Vec<bool>) -> Option<usize> {
+            let Some(w) = wanted.get(i) else { return Some(0) };
+            let mut best = if w.required { None } else { go(i + 1, wanted, offered, taken) };
+            for j in 0..offered.len() {
+                if !taken[j] && fits(w, &offered[j]) {
+                    taken[j] = true;
+                    if let Some(n) = go(i + 1, wanted, offered, taken) {
+                        best = best.max(Some(n + 1));
+                    }
+                    taken[j] = false;
+                }
+            }
+            best
+        }
+        go(0, wanted, offered, &mut vec![false; offered.len()])
+    }
+
+    fn image(type_: u16, w: u32) -> Offered {
+        Offered { kind: Kind::Image(type_), len: 0, w, h: w }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_matching_answers_as_many_assets_as_any_assignment_could(
+            offered in proptest::collection::vec((0u16..3, 1u32..4), 0..5),
+            wanted in proptest::collection::vec((0u16..3, 0u32..4, proptest::bool::ANY), 0..5),
+        ) {
+            let offered: Vec<Offered> = offered.into_iter().map(|(t, w)| image(t + 1, w * 100)).collect();
+            let wanted: Vec<Wanted> = wanted
+                .into_iter()
+                .enumerate()
+                .map(|(i, (t, wmin, required))| Wanted {
+                    id: i as u64,
+                    required,
+                    kind: Kind::Image(t),
+                    len: 0,
+                    wmin: wmin * 100,
+                    hmin: 0,
+                    w: 0,
+                    h: 0,
+                })
+                .collect();
+            let best = best_by_brute_force(&wanted, &offered).filter(|&n| n > 0);
+            let found = assign(&wanted, &offered);
+            proptest::prop_assert_eq!(found.is_some(), best.is_some());
+            if let Some(answer) = found {
+                let matched: Vec<(usize, usize)> = (0..wanted.len())
+                    .filter(|&i| answer[i] != UNMATCHED)
+                    .map(|i| (i, answer[i] as usize))
+                    .collect();
+                proptest::prop_assert_eq!(Some(matched.len()), best);
+                for &(i, j) in &matched {
+                    proptest::prop_assert!(fits(&wanted[i], &offered[j]));
+                    proptest::prop_assert_eq!(matched.iter().filter(|m| m.1 == j).count(), 1);
+                }
+                for (i, w) in wanted.iter().enumerate() {
+                    proptest::prop_assert!(!w.required || answer[i] != UNMATCHED);
+                }
+            }
+        }
     }
 
     #[test]
