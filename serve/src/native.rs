@@ -207,14 +207,15 @@ impl Matching {
     /// holder can move to another along an augmenting path. `seen` marks the offered assets this
     /// search has tried. Depth is at most [`NATIVE_ASSETS_MAX`].
     fn augment(&mut self, i: usize, wanted: &[Wanted], offered: &[Offered], seen: &mut u32) -> bool {
-        let fitting = |j: usize| *seen & (1 << j) == 0 && fits(&wanted[i], &offered[j]);
-        let free = (0..offered.len()).find(|&j| self.owner[j] == UNMATCHED && fitting(j));
+        // The offered assets that fit this one, each checked once for both passes below.
+        let fit = (0..offered.len()).filter(|&j| fits(&wanted[i], &offered[j])).fold(0u32, |m, j| m | 1 << j);
+        let free = (0..offered.len()).find(|&j| (fit & !*seen) & (1 << j) != 0 && self.owner[j] == UNMATCHED);
         if let Some(j) = free {
             (self.owner[j], self.answer[i]) = (i as u8, j as u8);
             return true;
         }
         for j in 0..offered.len() {
-            if *seen & (1 << j) != 0 || !fits(&wanted[i], &offered[j]) {
+            if (fit & !*seen) & (1 << j) == 0 {
                 continue;
             }
             *seen |= 1 << j;

@@ -27,8 +27,8 @@ pub struct Snapshot {
     /// Bytes of the mapping the kernel mapped with 2 MiB pages once it was read in.
     huge_page_bytes: Option<u64>,
     /// Where in the mapping the [`ArchivedSnapshot`] lies: version 1's root, or version 2's
-    /// `base`. Found once at open, so that [`Snapshot::archive`], read many times per request,
-    /// is one addition whatever the version.
+    /// `base`, as validation found it at open, so that [`Snapshot::archive`], read many times
+    /// per request, is one addition whatever the version.
     base_offset: usize,
 }
 
@@ -91,14 +91,8 @@ impl Snapshot {
             let _ = mmap.advise(advice);
         }
         let _ = mmap.advise(Advice::PopulateRead);
-        let header = verify_with(&mmap, path, options)?;
+        let (header, base_offset) = verify_finding_base(&mmap, path, options)?;
         let huge_page_bytes = huge_page_bytes(&mmap);
-        let base = match header.format_version {
-            // SAFETY: `verify_with` just validated these bytes as the root of this version.
-            1 => unsafe { rkyv::access_unchecked::<ArchivedSnapshot>(&mmap[HEADER_LEN..]) },
-            _ => unsafe { &rkyv::access_unchecked::<ArchivedPayload>(&mmap[HEADER_LEN..]).base },
-        };
-        let base_offset = base as *const ArchivedSnapshot as usize - mmap.as_ptr() as usize;
         Ok(Snapshot { path: path.to_owned(), header, mmap, huge_page_bytes, base_offset })
     }
 
@@ -118,8 +112,8 @@ impl Snapshot {
 
     /// The archived payload: version 1's root, or version 2's `base`.
     pub fn archive(&self) -> &ArchivedSnapshot {
-        // SAFETY: `base_offset` was taken at open from the root that `verify` validated over
-        // exactly these bytes (rkyv checked its bounds and alignment), and the mapping is
+        // SAFETY: `base_offset` is where `verify_finding_base` found the archive it validated
+        // over exactly these bytes (rkyv checked its bounds and alignment), and the mapping is
         // immutable for the life of `self`.
         unsafe { &*(self.mmap.as_ptr().add(self.base_offset) as *const ArchivedSnapshot) }
     }
@@ -310,6 +304,12 @@ pub fn verify(bytes: &[u8], path: &Path) -> Result<Header> {
 
 /// [`verify`] with explicit options.
 pub fn verify_with(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<Header> {
+    verify_finding_base(bytes, path, options).map(|(header, _)| header)
+}
+
+/// [`verify_with`], which also gives where in `bytes` the validated [`ArchivedSnapshot`] lies
+/// (version 1's root, or version 2's `base`), for [`Snapshot::archive`].
+fn verify_finding_base(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<(Header, usize)> {
     let header = Header::decode(bytes, path)?;
     let actual = (bytes.len() - HEADER_LEN) as u64;
     if actual < header.payload_len {
@@ -371,7 +371,7 @@ pub fn verify_with(bytes: &[u8], path: &Path, options: &OpenOptions) -> Result<H
         return Err(invariant("the string heap is not valid UTF-8".into()));
     }
     invariants.map_err(invariant)?;
-    Ok(header)
+    Ok((header, archive as *const ArchivedSnapshot as usize - bytes.as_ptr() as usize))
 }
 
 /// The validated root of a payload, by format version.
