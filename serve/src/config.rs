@@ -23,6 +23,9 @@ pub const HEADER_READ_TIMEOUT_MS_MIN: u64 = 10;
 /// Longest `header_read_timeout_ms`: a day.
 pub const HEADER_READ_TIMEOUT_MS_MAX: u64 = 86_400_000;
 
+/// Longest `tracking_token_ttl_s` and `install_attribution_window_s`: 366 days.
+pub const TOKEN_AGE_S_MAX: u64 = 366 * 86_400;
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
@@ -55,12 +58,14 @@ pub struct ServeConfig {
     /// Key of the tracking-token MAC, 64 hex digits. Every server of a fleet shares it; absent:
     /// a random key for this process (tracking URLs then die with it).
     pub tracking_key_hex: Option<String>,
-    /// How long a tracking URL stays valid.
+    /// How long a tracking URL stays valid: at least `ad_ttl_s`, so that an ad shown at the end
+    /// of its time to live is still counted; at most [`TOKEN_AGE_S_MAX`].
     pub tracking_token_ttl_s: u64,
     /// How long after its click an install is attributed to an ad (the click token's age limit
-    /// for `/v1/install`).
+    /// for `/v1/install`), at most [`TOKEN_AGE_S_MAX`].
     pub install_attribution_window_s: u64,
-    /// How long an SDK may cache an ad before showing it.
+    /// How long an SDK may cache an ad before showing it, and an exchange a bid before its
+    /// impression (the bid's `exp`): 1 to `tracking_token_ttl_s`.
     pub ad_ttl_s: u32,
     /// This ad network's vendor id in the IAB TCF Global Vendor List (1 to 65535). Set, a TCF
     /// consent string must give this vendor consent for its purposes to count; absent, only the
@@ -125,6 +130,15 @@ impl Default for ServeConfig {
     }
 }
 
+/// How old a tracking token may be, in seconds: [`ServeConfig::token_ages`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenAges {
+    /// Any tracking URL's.
+    pub tracking_s: i64,
+    /// A click's, for an install postback.
+    pub install_window_s: i64,
+}
+
 impl ServeConfig {
     /// Reads a TOML configuration file.
     pub fn from_toml(text: &str) -> Result<ServeConfig, ServeError> {
@@ -185,6 +199,32 @@ impl ServeConfig {
             )));
         }
         Ok(Duration::from_millis(ms))
+    }
+
+    /// `tracking_token_ttl_s` and `install_attribution_window_s` as token ages, once checked
+    /// against each other and `ad_ttl_s`: an ad may not outlive its tracking URLs.
+    pub fn token_ages(&self) -> Result<TokenAges, ServeError> {
+        let (ad, tracking) = (u64::from(self.ad_ttl_s), self.tracking_token_ttl_s);
+        if ad == 0 || ad > tracking {
+            return Err(ServeError::Config(format!(
+                "ad_ttl_s = {ad} is outside 1..=tracking_token_ttl_s ({tracking}): an ad shown before it \
+                 expires would have expired tracking URLs"
+            )));
+        }
+        for (name, s) in [
+            ("tracking_token_ttl_s", tracking),
+            ("install_attribution_window_s", self.install_attribution_window_s),
+        ] {
+            if s > TOKEN_AGE_S_MAX {
+                return Err(ServeError::Config(format!(
+                    "{name} = {s} is longer than {TOKEN_AGE_S_MAX} (366 days)"
+                )));
+            }
+        }
+        Ok(TokenAges {
+            tracking_s: tracking as i64,
+            install_window_s: self.install_attribution_window_s as i64,
+        })
     }
 
     /// The tracking key, parsed.
@@ -249,6 +289,38 @@ mod tests {
         assert!(config.prepare().unwrap_err().to_string().contains("escaped_markup_bytes_max"));
         let config = ServeConfig { escaped_markup_bytes_max: u64::from(u32::MAX), ..ServeConfig::default() };
         assert_eq!(config.prepare().unwrap().escaped_markup_bytes_max, u32::MAX);
+    }
+
+    #[test]
+    fn an_ad_may_not_outlive_its_tracking_urls() {
+        let ages = |tracking_token_ttl_s, ad_ttl_s, install_attribution_window_s| {
+            ServeConfig {
+                tracking_token_ttl_s,
+                ad_ttl_s,
+                install_attribution_window_s,
+                ..ServeConfig::default()
+            }
+            .token_ages()
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            ages(86_400, 300, 604_800),
+            Ok(TokenAges { tracking_s: 86_400, install_window_s: 604_800 })
+        );
+        assert_eq!(ages(300, 300, 0), Ok(TokenAges { tracking_s: 300, install_window_s: 0 }));
+        for (tracking, ad, install, named) in [
+            (299, 300, 0, "ad_ttl_s = 300"),
+            (86_400, 0, 0, "ad_ttl_s = 0"),
+            (0, 1, 0, "ad_ttl_s = 1"),
+            (TOKEN_AGE_S_MAX + 1, 300, 0, "tracking_token_ttl_s"),
+            (u64::MAX, 300, 0, "tracking_token_ttl_s"),
+            (86_400, 300, TOKEN_AGE_S_MAX + 1, "install_attribution_window_s"),
+            (86_400, 300, u64::MAX, "install_attribution_window_s"),
+        ] {
+            let err = ages(tracking, ad, install).unwrap_err();
+            assert!(err.contains(named), "{tracking} {ad} {install}: {err}");
+        }
+        assert!(ages(TOKEN_AGE_S_MAX, 300, TOKEN_AGE_S_MAX).is_ok());
     }
 
     #[test]

@@ -355,7 +355,7 @@ const PARTNER_EVENT_ID_CHARS_MAX: usize = 128;
 /// click) makes a repeated postback count once.
 pub fn install<B>(state: &State, request: &Request<B>) -> Reply {
     let now = state.now_unix_s();
-    let window_s = state.config.install_attribution_window_s.min(i64::MAX as u64) as i64;
+    let window_s = state.token_ages.install_window_s;
     let event_id = query_param(request, "event_id").filter(|id| !id.is_empty());
     if event_id.is_some_and(|id| id.len() > PARTNER_EVENT_ID_CHARS_MAX) {
         let reason = format!("at most {PARTNER_EVENT_ID_CHARS_MAX} characters");
@@ -584,6 +584,9 @@ struct Bid<'a> {
     w: u16,
     h: u16,
     mtype: u8,
+    /// Seconds the exchange may hold the bid before its impression: `ad_ttl_s`, which is at
+    /// most the tracking URLs' life.
+    exp: u32,
 }
 
 fn openrtb_reply(status: u16, body: Vec<u8>) -> Reply {
@@ -753,6 +756,7 @@ fn bid<'a>(
         w: side(slot.width, creative.width.to_native()),
         h: side(slot.height, creative.height.to_native()),
         mtype: slot.mtype,
+        exp: state.config.ad_ttl_s,
     })
 }
 

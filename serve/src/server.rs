@@ -43,6 +43,8 @@ pub struct State {
     /// `header_read_timeout_ms`, checked.
     header_read_timeout: Duration,
     pub token_key: TokenKey,
+    /// `tracking_token_ttl_s` and `install_attribution_window_s`, checked.
+    pub token_ages: crate::config::TokenAges,
     pub metrics: Metrics,
     pub dedup: Dedup,
     /// The profile store; `None` when `profiles_enabled` is off.
@@ -85,6 +87,7 @@ impl State {
             );
         }
         config.openrtb_seat()?;
+        let token_ages = config.token_ages()?;
         let slots = SlotPaths::new(&config);
         let prepare = config.prepare()?;
         let header_read_timeout = config.header_read_timeout()?;
@@ -97,7 +100,6 @@ impl State {
                 random_key()?
             }
         };
-        let ttl_s = config.tracking_token_ttl_s as i64;
         let config_connections_max = config.connections_max.max(1);
         let dedup = Dedup::new(config.tracking_dedup_entries_max);
         let events = match config.events_enabled {
@@ -122,7 +124,8 @@ impl State {
             staging: ArcSwapOption::new(staging),
             prepare,
             header_read_timeout,
-            token_key: TokenKey::new(key, ttl_s),
+            token_key: TokenKey::new(key, token_ages.tracking_s),
+            token_ages,
             metrics,
             dedup,
             events,

@@ -883,7 +883,10 @@ fn start_https() -> Running {
 
 #[test]
 fn an_openrtb_request_gets_bids_with_the_standard_notice_macros() {
-    let server = start_https();
+    let server = start_with(|c| {
+        c.public_base_url = "https://ads.example.test".into();
+        c.ad_ttl_s = 120;
+    });
     let reply = http(server.addr, "POST", "/openrtb2/bid", BID_REQUEST);
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.headers.contains("x-openrtb-version: 2.6"));
@@ -895,6 +898,8 @@ fn an_openrtb_request_gets_bids_with_the_standard_notice_macros() {
     assert_eq!(banner["cid"], "101");
     assert_eq!(banner["price"], 1.435);
     assert_eq!(banner["mtype"], 1);
+    // The exchange may hold the bid as long as an SDK may hold an ad.
+    assert_eq!(banner["exp"], 120);
     assert!(banner["adm"].as_str().unwrap().starts_with("<!DOCTYPE html>"));
     assert!(banner["nurl"].as_str().unwrap().ends_with("&p=${AUCTION_PRICE}"));
     assert!(banner["burl"].as_str().unwrap().contains("/v1/bill?t="));
