@@ -60,7 +60,7 @@ pub enum NoFill {
     NoCandidates,
     /// Every candidate scanned was filtered out.
     Filtered,
-    /// The best remaining candidates pay less than the ad unit's floor.
+    /// The best remaining candidates pay less than the floor (the ad unit's or the request's).
     BelowFloor,
     /// The scan limit was reached before an eligible candidate.
     ScanLimit,
@@ -97,7 +97,11 @@ pub fn decide(s: &Served, q: &Query, params: &ArchivedOverrides, user: User<'_>)
     let a = s.archive();
     let unit = q.ad_unit_idx.and_then(|i| a.ad_units.get(i));
     let app = q.app_idx.and_then(|i| a.apps.get(i));
-    let floor_micros = scale_ppm(q.floor_cpm_micros, params.floor_multiplier_ppm.to_native());
+    // The arm's multiplier moves the ad unit's floor, never the floor the request itself sets:
+    // an exchange refuses a bid under its `bidfloor`.
+    let unit_floor = unit
+        .map_or(0, |u| scale_ppm(u.floor_cpm_micros.to_native(), params.floor_multiplier_ppm.to_native()));
+    let floor_micros = q.floor_cpm_micros.max(unit_floor);
     let bid_ppm = params.bid_multiplier_ppm.to_native();
     let limit = params.candidates_scanned_max.to_native();
     let country_slot = q.country.map_or(&[][..], |c| s.candidates(q.format, c, q.os));

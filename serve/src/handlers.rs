@@ -640,20 +640,26 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
         state.metrics.skipped(Skip::ImpsMax, n_imps - IMPS_MAX);
     }
     let tracking_secure = state.config.public_base_url.starts_with("https://");
-    // A child-directed app, known from the snapshot, is under COPPA whatever `regs` says, as an
-    // SDK request's app is in `AdRequest::resolve`: no profile is read and no user key kept.
-    let signals = PrivacySignals { coppa: signals.coppa || bid_request.app_is_coppa(snapshot), ..signals };
-    state.metrics.privacy(&signals);
     let now_unix_ms = state.now_unix_ms();
     let now = now_unix_ms.div_euclid(1000);
-    let profile = state.profile(signals.user_key(bid_request.user_id(), bid_request.ifa())).await;
+    let mut impressions = match bid_request.resolve(snapshot, signals, now, request_hash) {
+        Ok(impressions) => impressions,
+        Err(skip) => {
+            state.metrics.skipped(skip, n_imps.min(IMPS_MAX));
+            return openrtb_reply(204, Vec::new());
+        }
+    };
+    // Counted once the app's own COPPA flag is in.
+    state.metrics.privacy(&impressions.privacy());
+    let profile = state.profile(impressions.user_key()).await;
     let user = User {
         profile: profile.as_deref().map(|p| p as &dyn UserFacts),
-        personalised: signals.personalised(),
+        personalised: impressions.privacy().personalised(),
     };
+    record_seen(state, impressions.shared(), profile.as_deref());
     let mut bids = Vec::new();
     for (imp_idx, imp) in bid_request.imp.iter().take(IMPS_MAX).enumerate() {
-        let query = match bid_request.query(snapshot, imp, signals, currency, now, request_hash) {
+        let query = match impressions.query(snapshot, imp, currency) {
             Ok((query, _)) if query.fit.secure && !tracking_secure => Err(Skip::InsecureTracking),
             other => other,
         };
@@ -664,14 +670,11 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
                 continue;
             }
         };
-        let decision = decide(snapshot, &query, params, user);
+        let decision = decide(snapshot, query, params, user);
         count_decision(state, &decision, snapshot_name);
-        if imp_idx == 0 {
-            record_seen(state, &query, profile.as_deref());
-        }
         let context = DecisionContext {
             snapshot,
-            query: &query,
+            query,
             request_hash,
             imp_idx: imp_idx as u32,
             assignment_code: assignment.code(),
@@ -684,7 +687,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
         if let Ok(winner) = decision.outcome {
             // `None` only for native markup the answer cannot renumber, which the decision
             // checked it could: no bid rather than an answer the exchange would refuse.
-            bids.extend(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, &query));
+            bids.extend(bid(state, snapshot, &winner, imp, slot, request_hash, &assignment, query));
         }
     }
     if bids.is_empty() {

@@ -488,12 +488,6 @@ impl BidRequest {
         })
     }
 
-    /// Whether the snapshot marks the request's app as directed at children (COPPA).
-    pub fn app_is_coppa(&self, s: &Snapshot) -> bool {
-        let bundle = self.app.as_ref().and_then(|a| a.bundle.as_deref()).unwrap_or_default();
-        s.app_by_bundle(bundle).is_some_and(|(_, app)| app.coppa)
-    }
-
     /// The device's country, from `device.geo.country` (ISO 3166-1 alpha-3) as alpha-2, else the
     /// user's home country (`user.geo.country`).
     fn country(&self) -> Option<&'static str> {
@@ -527,16 +521,87 @@ impl BidRequest {
         (self.wseat.is_empty() || named(&self.wseat)) && !named(&self.bseat)
     }
 
-    /// The query for one impression, or why adsnap gets no decision for it.
-    pub fn query(
+    /// What every impression of the request shares, read once: the device, the app, the user
+    /// and the blocklists. A child-directed app, known from the snapshot, puts the request under
+    /// COPPA whatever `regs` says, as an SDK request's app does in `AdRequest::resolve`.
+    /// [`Skip::Os`] when the device runs neither Android nor iOS.
+    pub fn resolve(
         &self,
         s: &Snapshot,
-        imp: &Imp,
         signals: PrivacySignals,
-        currency: &str,
         now_unix_s: i64,
         request_hash: u64,
-    ) -> Result<(Query, Slot), Skip> {
+    ) -> Result<Impressions, Skip> {
+        let os = self.os().ok_or(Skip::Os)?;
+        let device = self.device.as_ref();
+        let bundle = self.app.as_ref().and_then(|a| a.bundle.as_deref()).unwrap_or_default();
+        let known_app = s.app_by_bundle(bundle);
+        let privacy =
+            PrivacySignals { coppa: signals.coppa || known_app.is_some_and(|(_, app)| app.coppa), ..signals };
+        let app_category = known_app
+            .map(|(_, app)| app.category.to_native())
+            .or_else(|| self.app.as_ref()?.cat.iter().find_map(|c| pack_iab_category(c)));
+        let take = |list: &[String]| {
+            list.iter().take(BLOCKLIST_ENTRIES_MAX).map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()
+        };
+        let query = Query {
+            // The impression's own: set by `Impressions::query`.
+            format: Format::Banner,
+            ad_unit_idx: None,
+            floor_cpm_micros: 0,
+            fit: Fit::default(),
+            os,
+            os_version: device.and_then(|d| pack_os_version(d.osv.as_deref()?)).unwrap_or(0),
+            country: self.country().and_then(pack_country),
+            language: device.and_then(|d| pack_language(d.language.as_deref()?.get(..2)?)),
+            device_type: device.and_then(|d| device_type(d.devicetype?)),
+            connection: device.and_then(|d| connection_type(d.connectiontype?)),
+            app_idx: known_app.map(|(i, _)| i),
+            app_bundle_hash: key_hash(bundle),
+            app_category,
+            privacy,
+            user_key: privacy.user_key(self.user_id(), self.ifa()),
+            now_unix_s,
+            pacing_draw_ppm: crate::request::pacing_draw_ppm(request_hash),
+            test: self.test == Some(1),
+            blocked_categories: sorted(
+                self.bcat.iter().take(BLOCKLIST_ENTRIES_MAX).filter_map(|c| pack_iab_category(c)).collect(),
+            ),
+            blocked_domains: sorted(take(&self.badv).iter().map(|d| key_hash(d)).collect()),
+            blocked_bundles: sorted(
+                self.bapp.iter().take(BLOCKLIST_ENTRIES_MAX).map(|b| key_hash(b)).collect(),
+            ),
+        };
+        Ok(Impressions { query })
+    }
+}
+
+/// A bid request's query, resolved once ([`BidRequest::resolve`]) and fitted to each impression
+/// in turn ([`Impressions::query`]).
+pub struct Impressions {
+    query: Query,
+}
+
+impl Impressions {
+    /// The request's privacy signals, the app's COPPA flag in.
+    pub fn privacy(&self) -> PrivacySignals {
+        self.query.privacy
+    }
+
+    /// The hashed key of the user's profile, when privacy allows one.
+    pub fn user_key(&self) -> Option<u64> {
+        self.query.user_key
+    }
+
+    /// The query's parts every impression shares (the device, the app, the user); the
+    /// impression's own parts are those of the last impression queried, if any.
+    pub fn shared(&self) -> &Query {
+        &self.query
+    }
+
+    /// The query for one impression, or why adsnap gets no decision for it. Every part of the
+    /// query that is the impression's own is set anew, so none carries over from the last.
+    pub fn query(&mut self, s: &Snapshot, imp: &Imp, currency: &str) -> Result<(&Query, Slot), Skip> {
         let (slot, mut fit) = slot(imp)?;
         let priced = imp.bidfloor.is_some_and(|f| f.is_finite() && f > 0.0);
         if priced && !imp.bidfloorcur.as_deref().unwrap_or("USD").eq_ignore_ascii_case(currency) {
@@ -546,55 +611,16 @@ impl BidRequest {
             return Err(Skip::PrivateAuction);
         }
         let floor = imp.bidfloor.filter(|f| f.is_finite() && *f >= 0.0).unwrap_or(0.0);
-        let device = self.device.as_ref();
-        let bundle = self.app.as_ref().and_then(|a| a.bundle.as_deref()).unwrap_or_default();
-        let known_app = s.app_by_bundle(bundle);
         let ad_unit_idx = imp.tagid.as_deref().and_then(|t| s.ad_unit_by_id(t)).map(|(i, _)| i);
         if let Some(idx) = ad_unit_idx {
             fit.blocked_attrs |= s.ad_unit_blocked_attrs(idx);
         }
-        let country = self.country().and_then(pack_country);
-        let app_category = known_app
-            .map(|(_, app)| app.category.to_native())
-            .or_else(|| self.app.as_ref()?.cat.iter().find_map(|c| pack_iab_category(c)));
-        let take = |list: &[String]| {
-            list.iter().take(BLOCKLIST_ENTRIES_MAX).map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()
-        };
-        let os = self.os().ok_or(Skip::Os)?;
-        Ok((
-            Query {
-                format: slot.format,
-                os,
-                os_version: device.and_then(|d| pack_os_version(d.osv.as_deref()?)).unwrap_or(0),
-                country,
-                language: device.and_then(|d| pack_language(d.language.as_deref()?.get(..2)?)),
-                device_type: device.and_then(|d| device_type(d.devicetype?)),
-                connection: device.and_then(|d| connection_type(d.connectiontype?)),
-                ad_unit_idx,
-                app_idx: known_app.map(|(i, _)| i),
-                app_bundle_hash: key_hash(bundle),
-                app_category,
-                floor_cpm_micros: (floor * 1e6).round() as u64,
-                fit,
-                privacy: signals,
-                user_key: signals.user_key(self.user_id(), self.ifa()),
-                now_unix_s,
-                pacing_draw_ppm: crate::request::pacing_draw_ppm(request_hash),
-                test: self.test == Some(1),
-                blocked_categories: sorted(
-                    self.bcat
-                        .iter()
-                        .take(BLOCKLIST_ENTRIES_MAX)
-                        .filter_map(|c| pack_iab_category(c))
-                        .collect(),
-                ),
-                blocked_domains: sorted(take(&self.badv).iter().map(|d| key_hash(d)).collect()),
-                blocked_bundles: sorted(
-                    self.bapp.iter().take(BLOCKLIST_ENTRIES_MAX).map(|b| key_hash(b)).collect(),
-                ),
-            },
-            slot,
-        ))
+        let q = &mut self.query;
+        q.format = slot.format;
+        q.ad_unit_idx = ad_unit_idx;
+        q.floor_cpm_micros = (floor * 1e6).round() as u64;
+        q.fit = fit;
+        Ok((q, slot))
     }
 }
 

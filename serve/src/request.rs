@@ -268,7 +268,8 @@ pub struct Query {
     pub app_bundle_hash: u64,
     /// The requesting app's packed IAB category, if known.
     pub app_category: Option<u16>,
-    /// The lowest price per mille the request accepts, in micros.
+    /// The lowest price per mille the request itself accepts, in micros (OpenRTB `bidfloor`; 0
+    /// for SDK requests). The ad unit's floor, scaled by the arm's multiplier, applies as well.
     pub floor_cpm_micros: u64,
     /// What the slot takes of a creative besides its format.
     pub fit: Fit,
@@ -501,7 +502,7 @@ impl AdRequest<'_> {
             app_idx: Some(unit.app_idx.to_native() as usize),
             app_bundle_hash: adsnap_snapshot::key_hash(&self.app.bundle),
             app_category: Some(app.category.to_native()),
-            floor_cpm_micros: unit.floor_cpm_micros.to_native(),
+            floor_cpm_micros: 0,
             fit: Fit {
                 sizes: Sizes::of(unit.width.to_native(), unit.height.to_native()),
                 blocked_attrs: snapshot.ad_unit_blocked_attrs(ad_unit_idx),

@@ -985,6 +985,14 @@ fn an_impression_gets_only_a_creative_it_can_show() {
     assert!(!seats(r#""wseat": ["dsp-9"],"#));
     assert!(!seats(r#""bseat": ["adsnap"],"#));
     assert!(seats(r#""bseat": ["dsp-9"], "wseat": null,"#));
+    // An ad unit named by `tagid` is its impression's own: the rewarded unit's 8 CPM floor
+    // leaves the first impression empty, and the untagged second takes the video.
+    let tagged =
+        r#"{"id": "1", "tagid": "wordsmith-android-rewarded", "rwdd": 1, "video": {"w": 720, "h": 1280}}"#;
+    let untagged = r#"{"id": "2", "rwdd": 1, "video": {"w": 720, "h": 1280}}"#;
+    assert_eq!(stride_bid(&server, tagged, ""), None);
+    let next = stride_bid(&server, &format!("{tagged}, {untagged}"), "").expect("a bid for the second");
+    assert_eq!((&next["impid"], &next["crid"]), (&"2".into(), &"1002".into()));
     let skipped = |reason: &str| {
         metric(server.addr, &format!(r#"adsnap_openrtb_impressions_skipped_total{{reason="{reason}"}}"#))
     };
@@ -1075,6 +1083,10 @@ fn blocked_creative_attributes_and_banner_types_keep_creatives_out() {
     let tagged =
         r#"{"id": "1", "tagid": "wordsmith-android-rewarded", "rwdd": 1, "video": {"w": 720, "h": 1280}}"#;
     assert_eq!(crid(stride_bid(&server, tagged, "")), None);
+    // The unit's mask is the tagged impression's own: the untagged second takes the video.
+    let untagged = r#"{"id": "2", "rwdd": 1, "video": {"w": 720, "h": 1280}}"#;
+    let next = stride_bid(&server, &format!("{tagged}, {untagged}"), "").expect("a bid for the second");
+    assert_eq!((&next["impid"], &next["crid"]), (&"2".into(), &"1002".into()));
     // The catalog's VAST is linear: an overlay slot takes none of it.
     assert_eq!(crid(video(r#", "linearity": 1, "api": [7]"#)), Some("1002".into()));
     assert_eq!(crid(video(r#", "linearity": 2"#)), None);
