@@ -11,7 +11,7 @@ use std::num::NonZeroU16;
 
 use crate::native::read_request;
 use crate::privacy::{PrivacyFields, PrivacySignals};
-use crate::request::{Fit, Query, Ratio, Sizes};
+use crate::request::{Fit, Query, Ratio, SizeRange, Sizes};
 
 /// Impressions answered per request at most; the rest get no bid.
 pub const IMPS_MAX: usize = 16;
@@ -124,6 +124,16 @@ pub struct Banner {
     pub h: Option<u32>,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub format: Vec<BannerFormat>,
+    /// OpenRTB 2.5's range of sizes (removed in 2.6 for `format`): any banner from `wmin` by
+    /// `hmin` to `wmax` by `hmax`; a bound left out is `w` (or `h`), else open.
+    #[serde(default)]
+    pub wmin: Option<u32>,
+    #[serde(default)]
+    pub hmin: Option<u32>,
+    #[serde(default)]
+    pub wmax: Option<u32>,
+    #[serde(default)]
+    pub hmax: Option<u32>,
     /// Blocked creative attributes (codes of the list "Creative Attributes").
     #[serde(default, deserialize_with = "null_as_empty")]
     pub battr: Vec<u32>,
@@ -412,6 +422,16 @@ pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
             let (w, h) = size(format.wratio, format.hratio);
             sizes.add_ratio(Ratio { w, h, wmin: size(format.wmin, None).0 });
         }
+        let bounds = [banner.wmin, banner.hmin, banner.wmax, banner.hmax];
+        if bounds.iter().any(Option::is_some) {
+            let bound = |given: Option<u32>, side: Option<u32>, open: u16| {
+                given.or(side).map_or(open, |v| size(Some(v), None).0)
+            };
+            sizes.set_range(SizeRange {
+                min: (bound(banner.wmin, banner.w, 0), bound(banner.hmin, banner.h, 0)),
+                max: (bound(banner.wmax, banner.w, u16::MAX), bound(banner.hmax, banner.h, u16::MAX)),
+            });
+        }
         let (width, height) = sizes.as_slice().first().copied().unwrap_or((0, 0));
         let fit = html(Fit { sizes, ..Fit::default() });
         return Ok((Slot { format: Format::Banner, width, height, mtype: 1 }, fit));
@@ -663,6 +683,27 @@ mod tests {
         );
         let wide = slot_of(r#"{"id": "1", "banner": {"format": [{"wratio": 32, "hratio": 5, "wmin": 400}, {"w": 300, "h": 250}]}}"#).1;
         assert!(!wide.sizes.take(320, 50) && wide.sizes.take(640, 100) && wide.sizes.take(300, 250));
+        // OpenRTB 2.5's range: a bound left out is the impression's own side, else open.
+        let range = slot_of(r#"{"id": "1", "banner": {"wmin": 300, "wmax": 480, "hmin": 50, "hmax": 80}}"#).1;
+        let takes = |sizes: &Sizes, list: &[(u16, u16)]| {
+            list.iter().map(|&(w, h)| sizes.take(w, h)).collect::<Vec<_>>()
+        };
+        let probes =
+            [(300, 50), (480, 80), (320, 50), (299, 50), (481, 50), (320, 49), (320, 81), (300, 250)];
+        assert_eq!(takes(&range.sizes, &probes), [true, true, true, false, false, false, false, false]);
+        let desired = slot_of(r#"{"id": "1", "banner": {"w": 320, "h": 50, "wmax": 480}}"#).1;
+        assert_eq!(
+            takes(&desired.sizes, &[(320, 50), (480, 50), (300, 50), (480, 60), (728, 90)]),
+            [true, true, false, false, false]
+        );
+        let open = slot_of(r#"{"id": "1", "banner": {"wmin": 400}}"#).1;
+        assert_eq!(takes(&open.sizes, &[(400, 1), (1024, 768), (399, 50)]), [true, true, false]);
+        let empty = slot_of(r#"{"id": "1", "banner": {"wmin": 500, "wmax": 400}}"#).1;
+        assert_eq!(
+            takes(&empty.sizes, &[(450, 50), (320, 50)]),
+            [false, false],
+            "an empty range takes nothing"
+        );
 
         let video = slot_of(
             r#"{"id": "1", "video": {"mimes": ["video/mp4"], "minduration": 5, "maxduration": 100000, "rqddurs": [15, 30]}}"#,

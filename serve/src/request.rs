@@ -294,14 +294,23 @@ pub struct Query {
 /// sizes are not read).
 pub const SLOT_SIZES_MAX: usize = 8;
 
-/// The banner sizes a slot takes: exact sizes, (width, height), at most [`SLOT_SIZES_MAX`], and
-/// flexible ones by aspect ratio, at most [`SLOT_RATIOS_MAX`]; none of either: any size.
+/// The banner sizes a slot takes: exact sizes, (width, height), at most [`SLOT_SIZES_MAX`],
+/// flexible ones by aspect ratio, at most [`SLOT_RATIOS_MAX`], and a range of sizes (OpenRTB
+/// 2.5's `wmin`/`wmax`/`hmin`/`hmax`); none of these: any size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sizes {
     list: [(u16, u16); SLOT_SIZES_MAX],
     n: u8,
     ratios: [Ratio; SLOT_RATIOS_MAX],
     n_ratios: u8,
+    range: Option<SizeRange>,
+}
+
+/// Every banner size from `min` to `max`, (width, height), bounds included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SizeRange {
+    pub min: (u16, u16),
+    pub max: (u16, u16),
 }
 
 /// At most this many flexible banner sizes of a slot are read (OpenRTB `format` entries with
@@ -344,16 +353,24 @@ impl Sizes {
         }
     }
 
+    /// Adds a range of sizes, in place of any added before.
+    pub fn set_range(&mut self, range: SizeRange) {
+        self.range = Some(range);
+    }
+
     pub fn as_slice(&self) -> &[(u16, u16)] {
         &self.list[..self.n as usize]
     }
 
-    /// Whether a banner of this size fits: it is one of the sizes, or of one of the ratios and
-    /// at least as wide as its minimum.
+    /// Whether a banner of this size fits: it is one of the sizes, of one of the ratios and at
+    /// least as wide as its minimum, or within the range.
     pub fn take(&self, width: u16, height: u16) -> bool {
         let ratios = &self.ratios[..self.n_ratios as usize];
-        (self.n == 0 && ratios.is_empty())
+        (self.n == 0 && ratios.is_empty() && self.range.is_none())
             || self.as_slice().contains(&(width, height))
+            || self.range.is_some_and(|r| {
+                (r.min.0..=r.max.0).contains(&width) && (r.min.1..=r.max.1).contains(&height)
+            })
             || ratios.iter().any(|r| {
                 width >= r.wmin && u32::from(width) * u32::from(r.h) == u32::from(height) * u32::from(r.w)
             })

@@ -953,6 +953,10 @@ fn an_impression_gets_only_a_creative_it_can_show() {
     };
     assert_eq!((flexible(300), flexible(321)), (Some("1003".into()), None));
     assert_eq!(creative(r#"{"id": "1", "banner": {"format": [{"wratio": 6, "hratio": 5}]}}"#), None);
+    // OpenRTB 2.5's range of sizes.
+    let range = |bounds: &str| creative(&format!(r#"{{"id": "1", "banner": {{{bounds}}}}}"#));
+    assert_eq!(range(r#""wmin": 300, "wmax": 400, "hmin": 40, "hmax": 60"#), Some("1003".into()));
+    assert_eq!(range(r#""wmax": 300, "hmax": 40"#), None);
     // A rewarded video: campaign 101's 30 s video first, campaign 104's 15 s one where 30 s
     // does not fit; none where the player takes no MP4 or nothing this long.
     let video = |fields: &str| {
