@@ -287,7 +287,10 @@ impl Eligibility<'_> {
         let video_ok = cr.markup_kind.get() != MarkupKind::Vast
             || (fit.takes_video(self.s.str(&cr.mime), cr.video_duration_s.to_native())
                 && (fit.video_protocols.is_empty()
-                    || crate::vast::plays(&fit.video_protocols, self.s.vast_protocol(creative_idx)))
+                    || crate::vast::plays(
+                        fit.video_protocols.iter().copied(),
+                        self.s.vast_protocol(creative_idx),
+                    ))
                 && ((fit.video_linearity == 0 && !fit.no_vpaid)
                     || crate::vast::fits_player(
                         self.s.vast_shape(creative_idx),

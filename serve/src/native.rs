@@ -7,29 +7,61 @@
 //! a type), within the lengths and the image sizes the request sets. Required assets are matched
 //! first, then the optional ones, as a bipartite matching ([`assign`]): each takes the first
 //! asset of the markup that fits and is free, or one whose holder can move to another; markup
-//! assets the request does not ask for are left out of the answer.
+//! assets the request does not ask for are left out of the answer. A video asset is VAST in the
+//! markup's `vasttag`: it fits a requested video by its media files' MIME types, its length and
+//! its VAST version (as [`crate::vast`] reads them).
 //! Limits: the first [`NATIVE_ASSETS_MAX`] assets of a request and of a creative are read.
 
 use serde_json::Value;
 
 /// Assets read from a native request, and from a creative's markup, at most.
 pub const NATIVE_ASSETS_MAX: usize = 32;
+/// Entries read from a video asset's `mimes` and `protocols` at most.
+pub const VIDEO_LIST_MAX: usize = 16;
 const _: () = assert!(NATIVE_ASSETS_MAX <= 32, "assign marks offered assets in a u32");
 
 /// What an asset is. Image types: 1 icon, 2 logo, 3 main; data types 1 to 12 and any
 /// exchange-specific one (500 and up) as the specification lists them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Kind {
     Title,
     /// An image of this type; 0 when the request or the markup does not say.
     Image(u16),
     Data(u16),
-    /// A video, or anything else adsnap's markup cannot hold.
+    /// A video: VAST, in the markup's `vasttag`.
+    Video,
+    /// Anything else: an asset of none of the kinds above.
+    #[default]
     Other,
 }
 
+/// The video MIME types a video asset's mask names, bit `n` for entry `n`. A type outside the
+/// list matches nothing: a request listing only such types takes no video asset, and a media
+/// file of such a type answers no request that lists its types.
+pub const VIDEO_MIMES: [&str; 10] = [
+    "video/mp4",
+    "video/webm",
+    "video/ogg",
+    "video/3gpp",
+    "video/quicktime",
+    "video/x-m4v",
+    "application/x-mpegurl",
+    "application/vnd.apple.mpegurl",
+    "application/dash+xml",
+    "application/javascript",
+];
+
+/// A mask that takes every video MIME type: the request lists none.
+pub const ANY_MIME: u16 = u16::MAX;
+/// A mask that takes every VAST protocol: the request lists none.
+pub const ANY_PROTOCOL: u32 = u32::MAX;
+
+fn mime_bit(mime: &str) -> u16 {
+    VIDEO_MIMES.iter().position(|m| m.eq_ignore_ascii_case(mime.trim())).map_or(0, |i| 1 << i)
+}
+
 /// One asset a native impression asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Wanted {
     pub id: u64,
     pub required: bool,
@@ -43,17 +75,31 @@ pub struct Wanted {
     /// (or `hmin`), which the specification reads as an exact requirement; 0: any.
     pub w: u32,
     pub h: u32,
+    /// A video's shortest and longest length, in seconds (`minduration`, `maxduration`); 0: no
+    /// bound.
+    pub min_s: u16,
+    pub max_s: u16,
+    /// A video's MIME types, as [`VIDEO_MIMES`] bits; [`ANY_MIME`] when the request lists none.
+    pub mimes: u16,
+    /// A video's VAST versions, bit `n` for OpenRTB protocol code `n` (1 to 31);
+    /// [`ANY_PROTOCOL`] when the request lists none.
+    pub protocols: u32,
 }
 
 /// One asset of a creative's native markup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offered {
     pub kind: Kind,
-    /// Characters of a title's text or a data element's value.
+    /// Characters of a title's text or a data element's value; a video's length in seconds (0
+    /// when its VAST gives none, as a wrapper's does not).
     pub len: u32,
     /// An image's size, 0 when the markup does not give it.
     pub w: u32,
     pub h: u32,
+    /// A video's media files' MIME types, as [`VIDEO_MIMES`] bits.
+    pub mimes: u16,
+    /// A video's VAST version, as an OpenRTB protocol code ([`crate::vast::protocol_of`]).
+    pub protocol: u8,
 }
 
 /// What a native impression asks for: its `imp.native.request`, read.
@@ -96,16 +142,7 @@ pub fn read_request(request: &Value) -> Option<NativeRequest> {
     let mut assets = Vec::new();
     for asset in root.get("assets")?.as_array()?.iter().take(NATIVE_ASSETS_MAX) {
         let id = asset.get("id")?.as_u64()?;
-        let mut wanted = Wanted {
-            id,
-            required: number(asset, "required") == 1,
-            kind: Kind::Other,
-            len: 0,
-            wmin: 0,
-            hmin: 0,
-            w: 0,
-            h: 0,
-        };
+        let mut wanted = Wanted { id, required: number(asset, "required") == 1, ..Wanted::default() };
         if let Some(title) = asset.get("title") {
             (wanted.kind, wanted.len) = (Kind::Title, small(number(title, "len")));
         } else if let Some(img) = asset.get("img") {
@@ -116,6 +153,23 @@ pub fn read_request(request: &Value) -> Option<NativeRequest> {
             wanted.h = if wanted.hmin == 0 { small(number(img, "h")) } else { 0 };
         } else if let Some(data) = asset.get("data") {
             (wanted.kind, wanted.len) = (Kind::Data(type_of(data)), small(number(data, "len")));
+        } else if let Some(video) = asset.get("video") {
+            // A list left out, empty or `null` sets no bound, as a video impression's do.
+            let list = |key: &str| {
+                let list = video.get(key).and_then(Value::as_array).filter(|l| !l.is_empty());
+                list.map(|l| l.iter().take(VIDEO_LIST_MAX))
+            };
+            let seconds = |key: &str| number(video, key).min(u16::MAX as u64) as u16;
+            wanted.kind = Kind::Video;
+            (wanted.min_s, wanted.max_s) = (seconds("minduration"), seconds("maxduration"));
+            wanted.mimes = list("mimes").map_or(ANY_MIME, |l| {
+                l.filter_map(Value::as_str).fold(0, |mask, mime| mask | mime_bit(mime))
+            });
+            wanted.protocols = list("protocols").map_or(ANY_PROTOCOL, |l| {
+                l.filter_map(Value::as_u64)
+                    .filter(|code| (1..32).contains(code))
+                    .fold(0, |mask, code| mask | 1 << code)
+            });
         }
         assets.push(wanted);
     }
@@ -138,17 +192,26 @@ pub fn offered(markup: &str) -> Vec<Offered> {
 fn offered_asset(asset: &Value) -> Offered {
     let chars = |v: Option<&Value>| small(v.and_then(Value::as_str).map_or(0, |s| s.chars().count() as u64));
     if let Some(title) = asset.get("title") {
-        return Offered { kind: Kind::Title, len: chars(title.get("text")), w: 0, h: 0 };
+        return Offered { kind: Kind::Title, len: chars(title.get("text")), ..Offered::default() };
     }
     if let Some(img) = asset.get("img") {
         let (w, h) = (small(number(img, "w")), small(number(img, "h")));
-        return Offered { kind: Kind::Image(type_of(img)), len: 0, w, h };
+        return Offered { kind: Kind::Image(type_of(img)), w, h, ..Offered::default() };
+    }
+    if let Some(vast) = asset.get("video").and_then(|v| v.get("vasttag")).and_then(Value::as_str) {
+        return Offered {
+            kind: Kind::Video,
+            len: u32::from(crate::vast::duration_s(vast)),
+            mimes: crate::vast::media_types(vast).fold(0, |mask, mime| mask | mime_bit(mime)),
+            protocol: crate::vast::protocol_of(vast),
+            ..Offered::default()
+        };
     }
     match asset.get("data") {
         Some(data) if data.get("type").is_some() => {
-            Offered { kind: Kind::Data(type_of(data)), len: chars(data.get("value")), w: 0, h: 0 }
+            Offered { kind: Kind::Data(type_of(data)), len: chars(data.get("value")), ..Offered::default() }
         }
-        _ => Offered { kind: Kind::Other, len: 0, w: 0, h: 0 },
+        _ => Offered::default(),
     }
 }
 
@@ -164,6 +227,16 @@ fn fits(wanted: &Wanted, offered: &Offered) -> bool {
                 && (wanted.h == 0 || offered.h == wanted.h)
         }
         (Kind::Data(want), Kind::Data(have)) => want == have && len_ok,
+        (Kind::Video, Kind::Video) => {
+            (wanted.mimes == ANY_MIME || wanted.mimes & offered.mimes != 0)
+                && (wanted.min_s == 0 || offered.len >= u32::from(wanted.min_s))
+                && (wanted.max_s == 0 || offered.len <= u32::from(wanted.max_s))
+                && (wanted.protocols == ANY_PROTOCOL
+                    || crate::vast::plays(
+                        (1..32u16).filter(|&code| wanted.protocols & 1 << code != 0),
+                        offered.protocol,
+                    ))
+        }
         _ => false,
     }
 }
@@ -276,10 +349,14 @@ mod tests {
     fn the_markup_assets_are_read_by_kind_and_size() {
         let offered = offered(MARKUP);
         assert_eq!(offered.len(), 5);
-        assert_eq!(offered[0], Offered { kind: Kind::Title, len: 26, w: 0, h: 0 });
-        assert_eq!(offered[2], Offered { kind: Kind::Image(3), len: 0, w: 1200, h: 627 });
+        assert_eq!(offered[0], Offered { kind: Kind::Title, len: 26, ..Offered::default() });
+        assert_eq!(offered[2], Offered { kind: Kind::Image(3), w: 1200, h: 627, ..Offered::default() });
         assert_eq!(offered[3].kind, Kind::Data(2));
-        assert_eq!(offered[4].kind, Kind::Other);
+        assert_eq!(
+            offered[4],
+            Offered { kind: Kind::Video, ..Offered::default() },
+            "VAST of no version or media"
+        );
         assert!(super::offered("<html>").is_empty() && super::offered("{\"a\":1}").is_empty());
     }
 
@@ -385,6 +462,47 @@ mod tests {
         assert!(!icon(50) && icon(128));
     }
 
+    #[test]
+    fn a_video_asset_fits_by_type_length_and_vast_version() {
+        let vast = r#"<VAST version="4.0"><Ad><InLine><Creatives><Creative><Linear><Duration>00:00:15.000</Duration><MediaFiles><MediaFile type="video/mp4">https://cdn.example/v.mp4</MediaFile><MediaFile type="video/webm">https://cdn.example/v.webm</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad></VAST>"#;
+        let markup = serde_json::json!({"assets": [
+            {"id": 1, "title": {"text": "Castles"}},
+            {"id": 2, "video": {"vasttag": vast}},
+        ]})
+        .to_string();
+        let offered = offered(&markup);
+        assert_eq!(
+            offered[1],
+            Offered { kind: Kind::Video, len: 15, mimes: 0b11, protocol: 7, ..Offered::default() }
+        );
+        let takes = |video: &str| {
+            let json = format!(r#"{{"assets":[{{"id":9,"required":1,"video":{{{video}}}}}]}}"#);
+            assign(&request(&json).assets, &offered).map(|m| m[0])
+        };
+        assert_eq!(
+            takes(r#""mimes":["video/mp4"],"minduration":5,"maxduration":30,"protocols":[2,3,7]"#),
+            Some(1)
+        );
+        assert_eq!(takes(r#""mimes":["VIDEO/WEBM","video/x-unheard-of"]"#), Some(1), "one type of the two");
+        assert_eq!(takes(""), Some(1), "no lists: any type, any version");
+        assert_eq!(takes(r#""mimes":[],"protocols":null"#), Some(1), "empty lists: the same");
+        for refused in [
+            r#""mimes":["video/3gpp"]"#,
+            r#""mimes":["video/x-unheard-of"]"#,
+            r#""minduration":16"#,
+            r#""maxduration":14"#,
+            r#""protocols":[2,3,5,6]"#,
+            r#""protocols":[8]"#,
+        ] {
+            assert_eq!(takes(refused), None, "{refused}");
+        }
+        assert_eq!(takes(r#""protocols":[13]"#), Some(1), "a VAST 4.2 player plays 4.0");
+        // The answer carries the VAST under the request's id.
+        let wanted = request(r#"{"assets":[{"id":9,"required":1,"video":{"mimes":["video/mp4"]}}]}"#);
+        let answer: Value = serde_json::from_str(&answer(&markup, &wanted).unwrap()).unwrap();
+        assert_eq!(answer["assets"], serde_json::json!([{"id": 9, "video": {"vasttag": vast}}]));
+    }
+
     /// The largest number of wanted assets that can be answered at once with every required
     /// one answered, by trying every assignment; `None` when the required ones cannot all be.
     fn best_by_brute_force(wanted: &[Wanted], offered: &[Offered]) -> Option<usize> {
@@ -406,7 +524,7 @@ mod tests {
     }
 
     fn image(type_: u16, w: u32) -> Offered {
-        Offered { kind: Kind::Image(type_), len: 0, w, h: w }
+        Offered { kind: Kind::Image(type_), w, h: w, ..Offered::default() }
     }
 
     proptest::proptest! {
@@ -423,11 +541,8 @@ mod tests {
                     id: i as u64,
                     required,
                     kind: Kind::Image(t),
-                    len: 0,
                     wmin: wmin * 100,
-                    hmin: 0,
-                    w: 0,
-                    h: 0,
+                    ..Wanted::default()
                 })
                 .collect();
             let best = best_by_brute_force(&wanted, &offered).filter(|&n| n > 0);

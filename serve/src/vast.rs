@@ -55,16 +55,7 @@ pub const SKIPPABLE: u8 = 1 << 3;
 /// What VAST markup holds, as [`LINEAR`], [`NON_LINEAR`], [`ONLY_VPAID`] and [`SKIPPABLE`] bits.
 /// A wrapper that names neither kind of ad has neither bit: its kind is in the VAST it wraps.
 pub fn shape(markup: &str) -> u8 {
-    // The start tags named exactly `name` (`<MediaFile`, not `<MediaFiles`).
-    let tags = |name: &'static str| {
-        markup
-            .match_indices(name)
-            .map(|(at, _)| &markup[at..])
-            .filter(move |tag| {
-                tag[name.len()..].starts_with(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/')
-            })
-            .map(|tag| &tag[..tag.find('>').unwrap_or(tag.len())])
-    };
+    let tags = |name| start_tags(markup, name);
     let mut shape = 0;
     for linear in tags("<Linear") {
         shape |= LINEAR;
@@ -83,6 +74,39 @@ pub fn shape(markup: &str) -> u8 {
         shape |= ONLY_VPAID;
     }
     shape
+}
+
+/// The start tags of `markup` named exactly `name` (`<MediaFile`, not `<MediaFiles`), each up
+/// to its `>`.
+fn start_tags<'m>(markup: &'m str, name: &'static str) -> impl Iterator<Item = &'m str> + 'm {
+    markup
+        .match_indices(name)
+        .map(|(at, _)| &markup[at..])
+        .filter(move |tag| {
+            tag[name.len()..].starts_with(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/')
+        })
+        .map(|tag| &tag[..tag.find('>').unwrap_or(tag.len())])
+}
+
+/// The MIME types of VAST markup's media files (their `type` attributes), in order.
+pub fn media_types(markup: &str) -> impl Iterator<Item = &str> {
+    start_tags(markup, "<MediaFile").filter_map(|tag| attribute(tag, "type"))
+}
+
+/// The length of VAST markup's first linear ad, in whole seconds, from its `<Duration>`
+/// (`HH:MM:SS` or `HH:MM:SS.mmm`); 0 when it has none that reads, as a wrapper has none.
+pub fn duration_s(markup: &str) -> u16 {
+    let Some(at) = markup.find("<Duration>") else { return 0 };
+    let text = &markup[at + "<Duration>".len()..];
+    let text = text[..text.find('<').unwrap_or(text.len())].trim();
+    let text = text.split_once('.').map_or(text, |(whole, _)| whole);
+    let mut parts = text.split(':').map(|p| p.parse::<u32>().ok().filter(|_| p.len() == 2));
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Some(h)), Some(Some(m)), Some(Some(sec)), None) if m < 60 && sec < 60 => {
+            (h * 3600 + m * 60 + sec).min(u16::MAX as u32) as u16
+        }
+        _ => 0,
+    }
 }
 
 /// Whether a player whose impression asks for `linearity` (OpenRTB: 1 linear, 2 non-linear, 0
@@ -121,9 +145,9 @@ fn attribute<'t>(tag: &'t str, name: &str) -> Option<&'t str> {
 /// Whether a player listing `protocols` plays VAST of protocol `code`: it lists that code, or a
 /// later minor version of the same major VAST of the same kind (a VAST 4.2 player plays 4.0, a
 /// VAST 3 player does not play 4.0). Unknown VAST (`code` 0) plays nowhere that lists protocols.
-pub fn plays(protocols: &[u16], code: u8) -> bool {
+pub fn plays(protocols: impl IntoIterator<Item = u16>, code: u8) -> bool {
     let Some(&(_, major, minor, wrapper)) = PROTOCOLS.iter().find(|p| p.0 == code) else { return false };
-    protocols.iter().any(|&listed| {
+    protocols.into_iter().any(|listed| {
         PROTOCOLS
             .iter()
             .any(|&(c, ma, mi, wr)| u16::from(c) == listed && ma == major && mi >= minor && wr == wrapper)
@@ -185,13 +209,27 @@ mod tests {
 
     #[test]
     fn a_player_plays_its_versions_and_earlier_minors_of_them() {
-        assert!(plays(&[2, 3, 7], 7));
-        assert!(plays(&[13], 7), "a 4.2 player plays 4.0");
-        assert!(plays(&[15, 16], 11));
-        assert!(!plays(&[2, 3, 5, 6], 7), "a VAST 3 player does not play 4.0");
-        assert!(!plays(&[7], 11), "a 4.0 player does not play 4.1");
-        assert!(!plays(&[8], 7), "a wrapper-only player");
-        assert!(!plays(&[7, 8], 0));
-        assert!(!plays(&[], 7));
+        assert!(plays([2, 3, 7], 7));
+        assert!(plays([13], 7), "a 4.2 player plays 4.0");
+        assert!(plays([15, 16], 11));
+        assert!(!plays([2, 3, 5, 6], 7), "a VAST 3 player does not play 4.0");
+        assert!(!plays([7], 11), "a 4.0 player does not play 4.1");
+        assert!(!plays([8], 7), "a wrapper-only player");
+        assert!(!plays([7, 8], 0));
+        assert!(!plays([], 7));
+    }
+
+    #[test]
+    fn durations_and_media_types_are_read() {
+        let linear = |duration: &str| format!("<Linear><Duration>{duration}</Duration></Linear>");
+        assert_eq!(duration_s(&linear("00:00:15")), 15);
+        assert_eq!(duration_s(&linear(" 00:01:30.500 ")), 90);
+        assert_eq!(duration_s(&linear("01:00:00")), 3600);
+        for bad in ["0:15", "00:00:75", "00:60:00", "aa:bb:cc", "00:00:15:00", ""] {
+            assert_eq!(duration_s(&linear(bad)), 0, "{bad}");
+        }
+        assert_eq!(duration_s("<Wrapper><VASTAdTagURI>https://x</VASTAdTagURI></Wrapper>"), 0);
+        let media = r#"<MediaFiles><MediaFile type="video/mp4">a</MediaFile><MediaFile delivery="progressive" type='video/webm'>b</MediaFile><MediaFile>c</MediaFile></MediaFiles>"#;
+        assert_eq!(media_types(media).collect::<Vec<_>>(), ["video/mp4", "video/webm"]);
     }
 }

@@ -1147,6 +1147,45 @@ fn a_native_answer_carries_the_requests_asset_ids() {
 }
 
 #[test]
+fn a_native_video_asset_is_matched_to_the_vast_it_holds() {
+    // The example catalog, with a 20 s VAST 4.0 video (MP4) added to the native template that
+    // campaign 104's creative 1010 uses.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog");
+    copy_dir(&example_catalog(), &catalog);
+    let vast = "<VAST version='4.0'><Ad><InLine><Creatives><Creative><Linear><Duration>00:00:20</Duration><MediaFiles><MediaFile type='video/mp4'>https://cdn.example.net/kingdoms.mp4</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad></VAST>";
+    let templates = std::fs::read_to_string(catalog.join("templates.jsonl")).unwrap();
+    let from = r#"\"assets\":[{\"id\":1,\"required\":1,\"img\":{\"type\":1"#;
+    assert!(templates.contains(from));
+    let to = format!(r#"\"assets\":[{{\"id\":9,\"video\":{{\"vasttag\":\"{vast}\"}}}},{}"#, &from[12..]);
+    std::fs::write(catalog.join("templates.jsonl"), templates.replacen(from, &to, 1)).unwrap();
+    let snapshot = dir.path().join("video.snap");
+    build_snapshot(&catalog, &snapshot, 1);
+    let server = start_with(|c| c.snapshot_path = snapshot.clone());
+    let native = |video: &str| {
+        let request = format!(
+            r#"{{"assets":[{{"id":5,"required":1,"video":{{{video}}}}},{{"id":6,"img":{{"type":1}}}}]}}"#
+        );
+        let request = serde_json::to_string(&request).unwrap();
+        stride_bid(
+            &server,
+            &format!(r#"{{"id": "1", "native": {{"ver": "1.2", "request": {request}}}}}"#),
+            "",
+        )
+    };
+    let bid = native(r#""mimes": ["video/mp4"], "minduration": 15, "maxduration": 30, "protocols": [3, 7]"#)
+        .expect("a bid with the video");
+    assert_eq!(bid["crid"], "1010");
+    let adm: serde_json::Value = serde_json::from_str(bid["adm"].as_str().unwrap()).unwrap();
+    assert_eq!(adm["assets"][0], serde_json::json!({"id": 5, "video": {"vasttag": vast}}), "{adm}");
+    assert_eq!(adm["assets"][1]["id"], 6, "{adm}");
+    // A player of other types, shorter videos or VAST 3 only gets no bid.
+    assert_eq!(native(r#""mimes": ["video/webm"]"#), None);
+    assert_eq!(native(r#""mimes": ["video/mp4"], "maxduration": 15"#), None);
+    assert_eq!(native(r#""mimes": ["video/mp4"], "protocols": [2, 3]"#), None);
+}
+
+#[test]
 fn floors_are_in_usd_unless_said_and_the_users_home_stands_in_for_the_device_location() {
     // The example catalog priced in euros.
     let dir = tempfile::tempdir().unwrap();
