@@ -288,6 +288,7 @@ impl Compiler<'_> {
             }
             (None, Some(markup)) => {
                 at.check(d, "markup", check_text(markup, STRING_BYTES_MAX));
+                at.check(d, "markup", check_markup(kind, markup));
                 self.heap.push(markup)
             }
             _ => {

@@ -358,6 +358,7 @@ impl<'a> Compiler<'a> {
     fn template(&mut self, d: &mut Diagnostics, at: At, t: catalog::Template) -> Result<(), BuildError> {
         at.check(d, "id", check_text(&t.id, ID_BYTES_MAX));
         at.check(d, "body", check_text(&t.body, STRING_BYTES_MAX));
+        at.check(d, "body", check_markup(crate::campaigns::markup_kind(t.kind), &t.body));
         if let Some((_, _, first)) = self.templates.get(&t.id) {
             at.err(d, "id", format!("template {:?} is already defined on line {first}", t.id));
             return Ok(());

@@ -102,6 +102,61 @@ pub fn check_rate(value: f64, low_inclusive: bool) -> Option<String> {
     (!ok).then(|| format!("{value} is not in {range}"))
 }
 
+/// Why a creative's markup cannot serve its kind, if it cannot. VAST must name a version
+/// OpenRTB lists (1.0 to 4.3) in its root `<VAST version=…>` and hold an `<InLine>` or
+/// `<Wrapper>` ad: otherwise no player that lists the versions it plays takes it. Native markup
+/// must be JSON with a non-empty `assets` array (at its root, or under `native` as in 1.0) once
+/// its placeholders are filled: otherwise no native request can be answered from it. HTML is not
+/// read.
+pub fn check_markup(kind: adsnap_snapshot::MarkupKind, markup: &str) -> Option<String> {
+    use adsnap_snapshot::MarkupKind;
+    match kind {
+        MarkupKind::Html => None,
+        MarkupKind::Vast => (adsnap_snapshot::vast::protocol_of(markup) == 0).then(|| {
+            "VAST needs a root <VAST version=\"…\"> of a version OpenRTB lists (1.0 to 4.3) and an \
+             <InLine> or <Wrapper> ad"
+                .into()
+        }),
+        MarkupKind::NativeJson => {
+            let filled = fill_placeholders(markup);
+            let why = match serde_json::from_str::<serde_json::Value>(&filled) {
+                Err(e) => format!("is not JSON once its placeholders are filled: {e}"),
+                Ok(value) => {
+                    let root = value.get("native").unwrap_or(&value);
+                    match root.get("assets").and_then(serde_json::Value::as_array) {
+                        Some(assets) if !assets.is_empty() => return None,
+                        _ => "native markup needs a non-empty \"assets\" array".into(),
+                    }
+                }
+            };
+            Some(why)
+        }
+    }
+}
+
+/// `markup` with every `{{name}}` (a name of lowercase letters, digits and `_`, as the
+/// placeholders' are) replaced by `0`, a value that reads as JSON both inside a string and as a
+/// number. Other braces stay, as the server leaves them.
+fn fill_placeholders(markup: &str) -> String {
+    let mut filled = String::with_capacity(markup.len());
+    let mut rest = markup;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let name_len =
+            after.bytes().take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_').count();
+        if name_len > 0 && after[name_len..].starts_with("}}") {
+            filled.push_str(&rest[..open]);
+            filled.push('0');
+            rest = &after[name_len + 2..];
+        } else {
+            filled.push_str(&rest[..open + 2]);
+            rest = after;
+        }
+    }
+    filled.push_str(rest);
+    filled
+}
+
 /// Converts a multiplier to parts per million.
 pub fn to_ppm(value: f64) -> u32 {
     (value * adsnap_snapshot::schema::PPM_ONE as f64).round() as u32
@@ -110,6 +165,33 @@ pub fn to_ppm(value: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markup_must_serve_its_kind() {
+        use adsnap_snapshot::MarkupKind::{Html, NativeJson, Vast};
+        assert_eq!(check_markup(Html, "<p>{{anything"), None);
+        assert_eq!(check_markup(Vast, r#"<VAST version="4.0"><Ad><InLine><Duration>{{duration_hms}}"#), None);
+        assert_eq!(check_markup(Vast, r#"<VAST version="2.0"><Ad><Wrapper>"#), None);
+        for bad in [
+            r#"<VAST version="5.0"><Ad><InLine>"#,
+            "<VAST><Ad><InLine>",
+            r#"<VAST version="4.0"></VAST>"#,
+            "<html>",
+        ] {
+            assert!(check_markup(Vast, bad).unwrap().contains("version"), "{bad}");
+        }
+        let native =
+            r#"{"native":{"assets":[{"id":1,"img":{"url":"{{asset_url}}","w":{{width}},"h":{{height}}}}]}}"#;
+        assert_eq!(check_markup(NativeJson, native), None);
+        assert_eq!(check_markup(NativeJson, r#"{"assets":[{"id":1,"title":{"text":"{{x"}}]}"#), None);
+        assert!(check_markup(NativeJson, r#"{"assets":[{"id":1,"img":{"w":{{width}</"#)
+            .unwrap()
+            .contains("not JSON"));
+        for empty in [r#"{"assets":[]}"#, r#"{"native":{"ver":"1.2"}}"#, "[1]"] {
+            assert!(check_markup(NativeJson, empty).unwrap().contains("assets"), "{empty}");
+        }
+        assert_eq!(fill_placeholders("a{{b}}c{{asset_url_2}}{{{{x\"}}{{"), "a0c0{{{{x\"}}{{");
+    }
 
     #[test]
     fn domains() {

@@ -206,8 +206,19 @@ fn creative(i: usize, j: usize, format: catalog::Format) -> catalog::Creative {
         assets: vec![format!("https://cdn.example.com/{i}/{j}")],
         video_duration_s: video.then_some(15),
         template: None,
-        markup: Some(format!("<markup {i}/{j} ✓>")),
+        markup: Some(markup(i, j, format)),
         attrs: attrs(i, j),
+    }
+}
+
+/// Inline markup of the creative's kind, distinct for each creative.
+fn markup(i: usize, j: usize, format: catalog::Format) -> String {
+    match format {
+        catalog::Format::RewardedVideo => {
+            format!(r#"<VAST version="4.0"><Ad><InLine><AdTitle>{i}/{j} ✓</AdTitle></InLine></Ad></VAST>"#)
+        }
+        catalog::Format::Native => format!(r#"{{"assets":[{{"id":1,"title":{{"text":"{i}/{j} ✓"}}}}]}}"#),
+        _ => format!("<markup {i}/{j} ✓>"),
     }
 }
 
@@ -316,7 +327,7 @@ fn check_records(snapshot: &Snapshot, specs: &[CampaignSpec]) {
             assert_eq!(cr.format.get(), format_of(*f));
             let mask = attrs(i, j).iter().fold(0u32, |mask, &code| mask | 1 << code);
             assert_eq!(snapshot.creative_attrs(idx), mask, "creative {i}/{j}");
-            assert_eq!(snapshot.str(&cr.markup), format!("<markup {i}/{j} ✓>"));
+            assert_eq!(snapshot.str(&cr.markup), markup(i, j, *f));
             let assets: Vec<&str> = snapshot.pool_str(&cr.assets).iter().map(|s| snapshot.str(s)).collect();
             assert_eq!(assets, [format!("https://cdn.example.com/{i}/{j}")]);
         }

@@ -388,6 +388,35 @@ fn file_level_problems() {
 }
 
 #[test]
+fn markup_that_cannot_serve_its_kind_is_refused() {
+    // A template of a VAST version no player lists, and native creatives whose markup is not
+    // JSON, or has no assets, once its placeholders are filled.
+    let native = |id: u32, markup: &str| {
+        format!(
+            r#"{{"id": {id}, "campaign_id": 101, "format": "native", "width": 0, "height": 0, "mime": "application/json", "assets": ["https://cdn.example.com/n.png"], "markup": {}}}"#,
+            serde_json::to_string(markup).unwrap()
+        )
+    };
+    let good =
+        native(1011, r#"{"assets":[{"id":1,"img":{"url":"{{asset_url}}","w":{{width}},"h":{{height}}}}]}"#);
+    let not_json = native(1012, r#"{"assets":[{"id":1,"img":{"w":{{width}}"#);
+    let no_assets = native(1013, r#"{"native":{"ver":"1.2","assets":[]}}"#);
+    check(
+        &[
+            Edit::Sub("templates.jsonl", r#"<VAST version=\"4.0\">"#, r#"<VAST version=\"5.0\">"#),
+            Edit::Append(CR, &good),
+            Edit::Append(CR, &not_json),
+            Edit::Append(CR, &no_assets),
+        ],
+        &[
+            ("templates.jsonl", 1, "body", "of a version OpenRTB lists (1.0 to 4.3)"),
+            (CR, 6, "markup", "is not JSON once its placeholders are filled"),
+            (CR, 7, "markup", "a non-empty \"assets\" array"),
+        ],
+    );
+}
+
+#[test]
 fn a_missing_required_file_is_an_error_and_optional_files_may_be_absent() {
     let dir = common::copy_fixture("minimal");
     for optional in ["segments.jsonl", "templates.jsonl", "predicted_rates.csv", "experiments.jsonl"] {
@@ -398,7 +427,7 @@ fn a_missing_required_file_is_an_error_and_optional_files_may_be_absent() {
     apply(dir.path(), &Edit::Sub(C, ", \"segments_include\": [10]", ""));
     let creatives = fs::read_to_string(dir.path().join(CR)).unwrap();
     let inline = creatives
-        .replace("\"template\": \"vast\"", "\"markup\": \"<VAST/>\"")
+        .replace("\"template\": \"vast\"", r#""markup": "<VAST version=\"4.0\"><Ad><InLine/></Ad></VAST>""#)
         .replace("\"template\": \"banner\"", "\"markup\": \"<a></a>\"");
     fs::write(dir.path().join(CR), inline).unwrap();
     common::build_to(dir.path(), &dir.path().join("out.snap")).expect("builds without optional files");

@@ -24,8 +24,9 @@ pub mod server;
 pub mod slots;
 pub mod tcf;
 pub mod token;
-pub mod vast;
 
+/// VAST markup, as the snapshot's own module reads it (the builder checks it with the same).
+pub use adsnap_snapshot::vast;
 pub use config::ServeConfig;
 pub use error::{RequestError, ServeError};
 pub use server::{bind, bind_admin, serve, serve_admin, State};

@@ -18,6 +18,7 @@ mod heap;
 mod invariants;
 mod open;
 pub mod schema;
+pub mod vast;
 mod write;
 
 pub use codes::*;

@@ -1,5 +1,7 @@
 //! Which VAST a creative's markup is, in the codes of OpenRTB's list of protocols, and whether a
-//! video player that lists the protocols it plays (`imp.video.protocols`) can play it.
+//! video player that lists the protocols it plays (`imp.video.protocols`) can play it; what else
+//! the markup holds (linear or not, VPAID, skip offset, length, media types). The builder checks
+//! a VAST creative's version with it, and the server reads the rest once per snapshot.
 
 /// VAST versions in OpenRTB's protocol list: (code, major, minor, wrapper). DAAST (9, 10) is
 /// audio, which adsnap does not serve.
