@@ -99,8 +99,7 @@ pub fn decide(s: &Served, q: &Query, params: &ArchivedOverrides, user: User<'_>)
     let app = q.app_idx.and_then(|i| a.apps.get(i));
     // The arm's multiplier moves the ad unit's floor, never the floor the request itself sets:
     // an exchange refuses a bid under its `bidfloor`.
-    let unit_floor = unit
-        .map_or(0, |u| scale_ppm(u.floor_cpm_micros.to_native(), params.floor_multiplier_ppm.to_native()));
+    let unit_floor = scale_ppm(q.unit_floor_cpm_micros, params.floor_multiplier_ppm.to_native());
     let floor_micros = q.floor_cpm_micros.max(unit_floor);
     let bid_ppm = params.bid_multiplier_ppm.to_native();
     let limit = params.candidates_scanned_max.to_native();

@@ -569,6 +569,7 @@ impl BidRequest {
             format: Format::Banner,
             ad_unit_idx: None,
             floor_cpm_micros: 0,
+            unit_floor_cpm_micros: 0,
             fit: Fit::default(),
             os,
             os_version: device.and_then(|d| pack_os_version(d.osv.as_deref()?)).unwrap_or(0),
@@ -631,14 +632,15 @@ impl Impressions {
             return Err(Skip::PrivateAuction);
         }
         let floor = imp.bidfloor.filter(|f| f.is_finite() && *f >= 0.0).unwrap_or(0.0);
-        let ad_unit_idx = imp.tagid.as_deref().and_then(|t| s.ad_unit_by_id(t)).map(|(i, _)| i);
-        if let Some(idx) = ad_unit_idx {
+        let unit = imp.tagid.as_deref().and_then(|t| s.ad_unit_by_id(t));
+        if let Some((idx, _)) = unit {
             fit.blocked_attrs |= s.ad_unit_blocked_attrs(idx);
         }
         let q = &mut self.query;
         q.format = slot.format;
-        q.ad_unit_idx = ad_unit_idx;
+        q.ad_unit_idx = unit.map(|(idx, _)| idx);
         q.floor_cpm_micros = (floor * 1e6).round() as u64;
+        q.unit_floor_cpm_micros = unit.map_or(0, |(_, u)| u.floor_cpm_micros.to_native());
         q.fit = fit;
         Ok((q, slot))
     }

@@ -269,8 +269,11 @@ pub struct Query {
     /// The requesting app's packed IAB category, if known.
     pub app_category: Option<u16>,
     /// The lowest price per mille the request itself accepts, in micros (OpenRTB `bidfloor`; 0
-    /// for SDK requests). The ad unit's floor, scaled by the arm's multiplier, applies as well.
+    /// for SDK requests).
     pub floor_cpm_micros: u64,
+    /// The ad unit's floor, in micros (0 without a unit); the arm's multiplier scales it, not
+    /// `floor_cpm_micros`. Read here, while resolving touches the unit anyway.
+    pub unit_floor_cpm_micros: u64,
     /// What the slot takes of a creative besides its format.
     pub fit: Fit,
     /// Request-level blocklists (OpenRTB `bcat`, `badv`, `bapp`), sorted: packed IAB
@@ -520,6 +523,7 @@ impl AdRequest<'_> {
             app_bundle_hash: adsnap_snapshot::key_hash(&self.app.bundle),
             app_category: Some(app.category.to_native()),
             floor_cpm_micros: 0,
+            unit_floor_cpm_micros: unit.floor_cpm_micros.to_native(),
             fit: Fit {
                 sizes: Sizes::of(unit.width.to_native(), unit.height.to_native()),
                 blocked_attrs: snapshot.ad_unit_blocked_attrs(ad_unit_idx),
