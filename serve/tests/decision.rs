@@ -7,7 +7,7 @@ use adsnap_snapshot::schema::ArchivedOverrides;
 use adsnap_snapshot::Snapshot;
 
 mod common;
-use common::{build_catalog, example_catalog};
+use common::{build_catalog, copy_dir, example_catalog};
 
 /// The example catalog, with the interstitial unit's floor raised from 1.00 to 1.30 CPM:
 /// under the 1.435 CPM that campaign 101's interstitial bids for an Android user in the US, and over
@@ -15,11 +15,7 @@ use common::{build_catalog, example_catalog};
 fn served() -> Served {
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog");
-    std::fs::create_dir_all(&catalog).unwrap();
-    for entry in std::fs::read_dir(example_catalog()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), catalog.join(entry.file_name())).unwrap();
-    }
+    copy_dir(&example_catalog(), &catalog);
     let units = std::fs::read_to_string(catalog.join("ad_units.jsonl")).unwrap();
     let from = r#""formats": ["interstitial"], "floor_cpm_micros": 1000000"#;
     assert!(units.contains(from));

@@ -10,6 +10,9 @@ use std::time::Duration;
 use adsnap_builder::{build, BuildOptions};
 use adsnap_serve::{ServeConfig, State};
 
+mod common;
+use common::copy_dir;
+
 /// The clock the test catalogs are built for; schedules in the example run 2026–2027.
 const NOW_UNIX_S: i64 = 1_795_305_600;
 
@@ -131,15 +134,6 @@ const AD_REQUEST: &str = r#"{"request_id":"r-1","app":{"bundle":"com.example.wor
 
 fn json(reply: &Reply) -> serde_json::Value {
     serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
-}
-
-/// Copies the files of a flat directory (a catalog) into a new one.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 fn path_of(url: &str) -> &str {

@@ -1,4 +1,5 @@
-//! What several test binaries of this crate build: the example catalog's snapshot.
+//! What several test binaries of this crate build: the example catalog's snapshot, and copies
+//! of catalogs to edit.
 
 use std::path::Path;
 
@@ -28,4 +29,14 @@ pub fn build_catalog(catalog_dir: &Path, out: &Path) {
         progress: indicatif::ProgressBar::hidden(),
     };
     build(&options).unwrap();
+}
+
+/// Copies the files of a flat directory (a catalog) into a new one.
+#[allow(dead_code)]
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
