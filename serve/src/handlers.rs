@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::answer;
 use crate::body::{read_body, ACCEPTED_CODINGS};
-use crate::decision::{decide, User, UserFacts, Winner};
+use crate::decision::{decide, Decision, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
 use crate::metrics::TrackingLabels;
@@ -659,18 +659,37 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
     record_seen(state, impressions.shared(), profile.as_deref());
     let mut bids = Vec::new();
     for (imp_idx, imp) in bid_request.imp.iter().take(IMPS_MAX).enumerate() {
-        let query = match impressions.query(snapshot, imp, currency) {
-            Ok((query, _)) if query.fit.secure && !tracking_secure => Err(Skip::InsecureTracking),
-            other => other,
-        };
-        let (query, slot) = match query {
-            Ok(query_and_slot) => query_and_slot,
+        let mut impression = match impressions.impression(snapshot, imp, currency) {
+            Ok(impression) if impression.slots[0].1.secure && !tracking_secure => {
+                state.metrics.skipped(Skip::InsecureTracking, 1);
+                continue;
+            }
+            Ok(impression) => impression,
             Err(skip) => {
                 state.metrics.skipped(skip, 1);
                 continue;
             }
         };
-        let decision = decide(snapshot, query, params, user);
+        // Each slot the impression offers (video, banner, native) is decided, and the highest
+        // bid wins, the first on a tie; without a bid, the first slot's decision is recorded.
+        let mut chosen: Option<(usize, Decision)> = None;
+        for slot_idx in 0..impression.slots.len() {
+            let decision = decide(snapshot, impressions.query(&mut impression, slot_idx), params, user);
+            impressions.give_back(&mut impression, slot_idx);
+            let better = match (&chosen, &decision.outcome) {
+                (None, _) => true,
+                (Some((_, best)), Ok(winner)) => {
+                    best.outcome.as_ref().map_or(true, |b| winner.ecpm_micros > b.ecpm_micros)
+                }
+                (Some(_), Err(_)) => false,
+            };
+            if better {
+                chosen = Some((slot_idx, decision));
+            }
+        }
+        let Some((slot_idx, decision)) = chosen else { continue };
+        let slot = impression.slots[slot_idx].0;
+        let query = impressions.query(&mut impression, slot_idx);
         count_decision(state, &decision, snapshot_name);
         let context = DecisionContext {
             snapshot,

@@ -363,89 +363,101 @@ fn seconds(s: u32) -> u16 {
     s.min(u16::MAX as u32) as u16
 }
 
-/// The slot of an impression and what it takes: video first (rewarded when `rwdd`), then banner (full screen when
-/// `instl`), then native. [`Skip::Format`]: nothing adsnap serves (audio, or an empty
-/// impression); [`Skip::NativeRequest`]: a native impression without a readable request.
+/// The slots an impression offers, each with what it takes, in the order adsnap prefers them:
+/// video (rewarded when `rwdd`), then banner (full screen when `instl`), then native. An exchange
+/// that sends more than one object takes any of them, so each is decided and the best bid wins.
+/// [`Skip::Format`]: nothing adsnap serves (audio, or an empty impression);
+/// [`Skip::NativeRequest`]: only a native object, without a readable request.
 ///
 /// A video slot takes VAST of the MIME types and lengths it lists; a banner slot takes a creative
 /// of its `w` by `h` or of any size in `format` (the first [`SLOT_SIZES_MAX`](crate::request::SLOT_SIZES_MAX)). `secure` 1 takes
 /// only creatives that load over https.
-pub fn slot(imp: &Imp) -> Result<(Slot, Fit), Skip> {
+pub fn slots(imp: &Imp) -> Result<Vec<(Slot, Fit)>, Skip> {
     let secure = imp.secure == Some(1);
+    let mut slots = Vec::with_capacity(1);
     if let Some(video) = &imp.video {
-        let format = if imp.rwdd == Some(1) { Format::RewardedVideo } else { Format::Interstitial };
-        let (width, height) = size(video.w, video.h);
-        let fit = Fit {
-            markup_kind: Some(MarkupKind::Vast),
-            video_mimes: video.mimes.iter().take(SLOT_LIST_MAX).cloned().collect(),
-            video_min_s: seconds(video.minduration.unwrap_or(0)),
-            video_max_s: seconds(video.maxduration.unwrap_or(0)),
-            video_lengths_s: video.rqddurs.iter().take(SLOT_LIST_MAX).map(|&s| seconds(s)).collect(),
-            video_protocols: video
-                .protocols
-                .iter()
-                .take(SLOT_LIST_MAX)
-                .copied()
-                .chain(video.protocol)
-                .collect(),
-            blocked_attrs: code_mask(&video.battr),
-            video_linearity: match video.linearity {
-                Some(kind @ (1 | 2)) => kind as u8,
-                _ => 0,
-            },
-            no_vpaid: !video.api.iter().any(|api| VPAID_APIS.contains(api)),
-            secure,
-            ..Fit::default()
-        };
-        return Ok((Slot { format, width, height, mtype: 2 }, fit));
+        slots.push(video_slot(imp, video, secure));
     }
     if let Some(banner) = &imp.banner {
-        let html = |fit: Fit| Fit {
-            markup_kind: Some(MarkupKind::Html),
-            blocked_attrs: code_mask(&banner.battr),
-            blocked_banner_types: code_mask(&banner.btype),
-            no_mraid: !banner.api.iter().any(|api| MRAID_APIS.contains(api)),
-            secure,
-            ..fit
-        };
-        if imp.instl == Some(1) {
-            let fit = html(Fit::default());
-            return Ok((Slot { format: Format::Interstitial, width: 0, height: 0, mtype: 1 }, fit));
-        }
-        let mut sizes = Sizes::default();
-        let given = (banner.w.is_some() && banner.h.is_some()).then(|| size(banner.w, banner.h));
-        let listed = banner.format.iter().map(|f| size(f.w, f.h));
-        for (w, h) in given.into_iter().chain(listed).filter(|&(w, h)| w > 0 && h > 0) {
-            sizes.add(w, h);
-        }
-        for format in &banner.format {
-            let (w, h) = size(format.wratio, format.hratio);
-            sizes.add_ratio(Ratio { w, h, wmin: size(format.wmin, None).0 });
-        }
-        let bounds = [banner.wmin, banner.hmin, banner.wmax, banner.hmax];
-        if bounds.iter().any(Option::is_some) {
-            let bound = |given: Option<u32>, side: Option<u32>, open: u16| {
-                given.or(side).map_or(open, |v| size(Some(v), None).0)
-            };
-            sizes.set_range(SizeRange {
-                min: (bound(banner.wmin, banner.w, 0), bound(banner.hmin, banner.h, 0)),
-                max: (bound(banner.wmax, banner.w, u16::MAX), bound(banner.hmax, banner.h, u16::MAX)),
-            });
-        }
-        let (width, height) = sizes.as_slice().first().copied().unwrap_or((0, 0));
-        let fit = html(Fit { sizes, ..Fit::default() });
-        return Ok((Slot { format: Format::Banner, width, height, mtype: 1 }, fit));
+        slots.push(banner_slot(imp, banner, secure));
     }
-    let native = imp.native.as_ref().ok_or(Skip::Format)?;
-    let request = native.request.as_ref().and_then(read_request).ok_or(Skip::NativeRequest)?;
+    let native = imp.native.as_ref().map(|native| (native, native.request.as_ref().and_then(read_request)));
+    match native {
+        Some((native, Some(request))) => slots.push((
+            Slot { format: Format::Native, width: 0, height: 0, mtype: 4 },
+            Fit {
+                markup_kind: Some(MarkupKind::NativeJson),
+                native: Some(request),
+                blocked_attrs: code_mask(&native.battr),
+                secure,
+                ..Fit::default()
+            },
+        )),
+        Some((_, None)) if slots.is_empty() => return Err(Skip::NativeRequest),
+        _ => {}
+    }
+    if slots.is_empty() {
+        return Err(Skip::Format);
+    }
+    Ok(slots)
+}
+
+fn video_slot(imp: &Imp, video: &Video, secure: bool) -> (Slot, Fit) {
+    let format = if imp.rwdd == Some(1) { Format::RewardedVideo } else { Format::Interstitial };
+    let (width, height) = size(video.w, video.h);
     let fit = Fit {
-        markup_kind: Some(MarkupKind::NativeJson),
-        native: Some(request),
-        blocked_attrs: code_mask(&native.battr),
+        markup_kind: Some(MarkupKind::Vast),
+        video_mimes: video.mimes.iter().take(SLOT_LIST_MAX).cloned().collect(),
+        video_min_s: seconds(video.minduration.unwrap_or(0)),
+        video_max_s: seconds(video.maxduration.unwrap_or(0)),
+        video_lengths_s: video.rqddurs.iter().take(SLOT_LIST_MAX).map(|&s| seconds(s)).collect(),
+        video_protocols: video.protocols.iter().take(SLOT_LIST_MAX).copied().chain(video.protocol).collect(),
+        blocked_attrs: code_mask(&video.battr),
+        video_linearity: match video.linearity {
+            Some(kind @ (1 | 2)) => kind as u8,
+            _ => 0,
+        },
+        no_vpaid: !video.api.iter().any(|api| VPAID_APIS.contains(api)),
         secure,
         ..Fit::default()
     };
-    Ok((Slot { format: Format::Native, width: 0, height: 0, mtype: 4 }, fit))
+    (Slot { format, width, height, mtype: 2 }, fit)
+}
+
+fn banner_slot(imp: &Imp, banner: &Banner, secure: bool) -> (Slot, Fit) {
+    let html = |fit: Fit| Fit {
+        markup_kind: Some(MarkupKind::Html),
+        blocked_attrs: code_mask(&banner.battr),
+        blocked_banner_types: code_mask(&banner.btype),
+        no_mraid: !banner.api.iter().any(|api| MRAID_APIS.contains(api)),
+        secure,
+        ..fit
+    };
+    if imp.instl == Some(1) {
+        return (Slot { format: Format::Interstitial, width: 0, height: 0, mtype: 1 }, html(Fit::default()));
+    }
+    let mut sizes = Sizes::default();
+    let given = (banner.w.is_some() && banner.h.is_some()).then(|| size(banner.w, banner.h));
+    let listed = banner.format.iter().map(|f| size(f.w, f.h));
+    for (w, h) in given.into_iter().chain(listed).filter(|&(w, h)| w > 0 && h > 0) {
+        sizes.add(w, h);
+    }
+    for format in &banner.format {
+        let (w, h) = size(format.wratio, format.hratio);
+        sizes.add_ratio(Ratio { w, h, wmin: size(format.wmin, None).0 });
+    }
+    let bounds = [banner.wmin, banner.hmin, banner.wmax, banner.hmax];
+    if bounds.iter().any(Option::is_some) {
+        let bound = |given: Option<u32>, side: Option<u32>, open: u16| {
+            given.or(side).map_or(open, |v| size(Some(v), None).0)
+        };
+        sizes.set_range(SizeRange {
+            min: (bound(banner.wmin, banner.w, 0), bound(banner.hmin, banner.h, 0)),
+            max: (bound(banner.wmax, banner.w, u16::MAX), bound(banner.hmax, banner.h, u16::MAX)),
+        });
+    }
+    let (width, height) = sizes.as_slice().first().copied().unwrap_or((0, 0));
+    (Slot { format: Format::Banner, width, height, mtype: 1 }, html(Fit { sizes, ..Fit::default() }))
 }
 
 /// VPAID 1.0 and 2.0 in OpenRTB's list "API Frameworks".
@@ -620,10 +632,10 @@ impl Impressions {
         &self.query
     }
 
-    /// The query for one impression, or why adsnap gets no decision for it. Every part of the
-    /// query that is the impression's own is set anew, so none carries over from the last.
-    pub fn query(&mut self, s: &Snapshot, imp: &Imp, currency: &str) -> Result<(&Query, Slot), Skip> {
-        let (slot, mut fit) = slot(imp)?;
+    /// What one impression asks, or why adsnap gets no decision for it: its slots
+    /// ([`slots`]), its floor and the ad unit its `tagid` names.
+    pub fn impression(&self, s: &Snapshot, imp: &Imp, currency: &str) -> Result<Impression, Skip> {
+        let mut slots = slots(imp)?;
         let priced = imp.bidfloor.is_some_and(|f| f.is_finite() && f > 0.0);
         if priced && !imp.bidfloorcur.as_deref().unwrap_or("USD").eq_ignore_ascii_case(currency) {
             return Err(Skip::Currency);
@@ -634,16 +646,44 @@ impl Impressions {
         let floor = imp.bidfloor.filter(|f| f.is_finite() && *f >= 0.0).unwrap_or(0.0);
         let unit = imp.tagid.as_deref().and_then(|t| s.ad_unit_by_id(t));
         if let Some((idx, _)) = unit {
-            fit.blocked_attrs |= s.ad_unit_blocked_attrs(idx);
+            let blocked = s.ad_unit_blocked_attrs(idx);
+            slots.iter_mut().for_each(|(_, fit)| fit.blocked_attrs |= blocked);
         }
-        let q = &mut self.query;
-        q.format = slot.format;
-        q.ad_unit_idx = unit.map(|(idx, _)| idx);
-        q.floor_cpm_micros = (floor * 1e6).round() as u64;
-        q.unit_floor_cpm_micros = unit.map_or(0, |(_, u)| u.floor_cpm_micros.to_native());
-        q.fit = fit;
-        Ok((q, slot))
+        Ok(Impression {
+            slots,
+            ad_unit_idx: unit.map(|(idx, _)| idx),
+            floor_cpm_micros: (floor * 1e6).round() as u64,
+            unit_floor_cpm_micros: unit.map_or(0, |(_, u)| u.floor_cpm_micros.to_native()),
+        })
     }
+
+    /// The query for slot `slot_idx` of `impression`. Every part of the query that is the
+    /// impression's own is set anew, so none carries over from the last; the slot's [`Fit`] is
+    /// lent to the query until the next call ([`Impressions::give_back`] returns it).
+    pub fn query(&mut self, impression: &mut Impression, slot_idx: usize) -> &Query {
+        let q = &mut self.query;
+        let (slot, fit) = &mut impression.slots[slot_idx];
+        q.format = slot.format;
+        q.ad_unit_idx = impression.ad_unit_idx;
+        q.floor_cpm_micros = impression.floor_cpm_micros;
+        q.unit_floor_cpm_micros = impression.unit_floor_cpm_micros;
+        std::mem::swap(&mut q.fit, fit);
+        q
+    }
+
+    /// Returns the [`Fit`] lent by [`Impressions::query`] for slot `slot_idx` to `impression`.
+    pub fn give_back(&mut self, impression: &mut Impression, slot_idx: usize) {
+        std::mem::swap(&mut self.query.fit, &mut impression.slots[slot_idx].1);
+    }
+}
+
+/// One impression of a bid request, read: [`Impressions::impression`].
+pub struct Impression {
+    /// The slots it offers, best first ([`slots`]); at least one.
+    pub slots: Vec<(Slot, Fit)>,
+    ad_unit_idx: Option<usize>,
+    floor_cpm_micros: u64,
+    unit_floor_cpm_micros: u64,
 }
 
 #[cfg(test)]
@@ -658,7 +698,7 @@ mod tests {
     }
 
     fn slot_of(imp: &str) -> (Slot, Fit) {
-        slot(&serde_json::from_str::<Imp>(imp).unwrap()).unwrap()
+        slots(&serde_json::from_str::<Imp>(imp).unwrap()).unwrap().swap_remove(0)
     }
 
     #[test]

@@ -46,7 +46,8 @@ fn decide_imp(s: &Served, imp_fields: &str, params: &ArchivedOverrides) -> Decis
     let request: BidRequest = serde_json::from_str(&request).unwrap();
     let now = s.archive().meta.reference_unix_s.to_native();
     let mut impressions = request.resolve(s, request.signals(None), now, 7).unwrap();
-    let (query, _) = impressions.query(s, &request.imp[0], "USD").unwrap();
+    let mut impression = impressions.impression(s, &request.imp[0], "USD").unwrap();
+    let query = impressions.query(&mut impression, 0);
     decide(s, query, params, User { profile: None, personalised: true })
 }
 
