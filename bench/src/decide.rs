@@ -1,12 +1,14 @@
 //! `adsnap-bench decide`: the decision alone, timed call by call over a realistic request stream
 //! against a generated catalog, for its latency percentiles; and reading the stream's request
-//! bodies, with the server's reader against serde_json's derive of the same types.
+//! bodies, with the server's reader against serde_json's derive of the same types; and bid
+//! requests of the same draws, from their bytes to their decisions.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use adsnap_abtest::{assign, Slice, UserKey};
 use adsnap_serve::decision::decide;
+use adsnap_serve::openrtb::{BidRequest, IMPS_MAX};
 use adsnap_serve::request::{AdRequest, Query};
 use adsnap_serve::served::{Prepare, Served};
 use adsnap_snapshot::schema::ArchivedOverrides;
@@ -106,7 +108,64 @@ pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Resu
     // below from reading the file back in 2 MiB folios.
     drop(snapshot);
     page_sizes(snapshot_path, &queries, rounds)?;
-    reading(&bodies, rounds)
+    reading(&bodies, rounds)?;
+    bid_requests(snapshot_path, n_requests, rounds)
+}
+
+/// Bid requests from their bytes to their decisions, each timed: what `POST /openrtb2/bid` does
+/// before its answer (reading with serde_json, the privacy signals, the request's shared parts,
+/// then each impression's slots decided), without the profile read, the event and the answer.
+/// Every request is decided with control's parameters.
+fn bid_requests(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Result<()> {
+    let snapshot = served(Snapshot::open(snapshot_path)?);
+    let bodies = traffic::bid_requests(&snapshot, n_requests, 7);
+    let now = snapshot.archive().meta.reference_unix_s.to_native();
+    let control = &snapshot.archive().experiments.control;
+    let (mut times, mut read_times) = (Vec::new(), Vec::new());
+    let (mut n_imps, mut n_filled) = (0u64, 0u64);
+    for _ in 0..rounds {
+        for (i, body) in bodies.iter().enumerate() {
+            let t = Instant::now();
+            let request: BidRequest = serde_json::from_slice(body.as_bytes())?;
+            let read = t.elapsed();
+            if let Ok(mut impressions) = request.resolve(&snapshot, request.signals(None), now, i as u64) {
+                for imp in request.imp.iter().take(IMPS_MAX) {
+                    n_imps += 1;
+                    let Ok(mut impression) = impressions.impression(&snapshot, imp, "USD") else { continue };
+                    let user = adsnap_serve::decision::User::default();
+                    let chosen = impressions.decide(&snapshot, &mut impression, control, user);
+                    n_filled += chosen.is_some_and(|(_, d)| d.outcome.is_ok()) as u64;
+                }
+            }
+            times.push(t.elapsed());
+            read_times.push(read);
+        }
+    }
+    times.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mean_ns =
+        |times: &[Duration]| times.iter().sum::<Duration>().as_nanos() as f64 / times.len().max(1) as f64;
+    let mean_bytes = bodies.iter().map(String::len).sum::<usize>() as f64 / bodies.len().max(1) as f64;
+    println!();
+    println!(
+        "## a bid request from its bytes to its decisions ({} OpenRTB 2.6 requests of {mean_bytes:.0} bytes on average × {rounds} rounds)",
+        bodies.len()
+    );
+    println!(
+        "| p50 µs | p90 µs | p99 µs | p99.9 µs | mean ns | reading alone, mean ns | impressions filled |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}% |",
+        us(percentile(&times, 0.5)),
+        us(percentile(&times, 0.9)),
+        us(percentile(&times, 0.99)),
+        us(percentile(&times, 0.999)),
+        mean_ns(&times),
+        mean_ns(&read_times),
+        100.0 * n_filled as f64 / n_imps.max(1) as f64
+    );
+    Ok(())
 }
 
 /// The same decisions with the snapshot mapped on 4 KiB pages and on 2 MiB pages: one timed pass

@@ -1,7 +1,8 @@
 //! `adsnap-bench serve`: adsnap's full decisions against Debian's nginx serving a static ~400-byte
 //! JSON file, both driven by wrk from the same core, in one run. Each server gets one core (CPU 0)
 //! and one worker; wrk runs on the other (CPU 1), so the servers, not the load generator, are what
-//! saturates.
+//! saturates. adsnap answers SDK requests (`POST /v1/ad`) and, in a variant of its own, bid
+//! requests made from the same draws (`POST /openrtb2/bid`).
 
 use std::fs;
 use std::io::Write;
@@ -217,21 +218,21 @@ fn write_back_everything() {
 }
 
 /// A wrk script that sends the bodies in turn.
-fn wrk_script(dir: &Path, bodies: &[String]) -> anyhow::Result<PathBuf> {
+fn wrk_script(dir: &Path, bodies: &[String], path: &str, file_name: &str) -> anyhow::Result<PathBuf> {
     let mut lua = String::from("local bodies = {\n");
     for body in bodies {
         lua.push_str("[==[");
         lua.push_str(body);
         lua.push_str("]==],\n");
     }
-    lua.push_str(
-        "}\nlocal requests = {}\nlocal i = 0\n\
-         init = function(args)\n  for k, b in ipairs(bodies) do\n    requests[k] = wrk.format(\"POST\", \"/v1/ad\", {[\"Content-Type\"] = \"application/json\"}, b)\n  end\nend\n\
+    lua.push_str(&format!(
+        "}}\nlocal requests = {{}}\nlocal i = 0\n\
+         init = function(args)\n  for k, b in ipairs(bodies) do\n    requests[k] = wrk.format(\"POST\", \"{path}\", {{[\"Content-Type\"] = \"application/json\"}}, b)\n  end\nend\n\
          request = function()\n  i = i % #requests + 1\n  return requests[i]\nend\n",
-    );
-    let path = dir.join("requests.lua");
-    fs::write(&path, lua)?;
-    Ok(path)
+    ));
+    let script = dir.join(file_name);
+    fs::write(&script, lua)?;
+    Ok(script)
 }
 
 /// What wrk measured.
@@ -507,8 +508,13 @@ pub fn run(
     let dir = work.join("load");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    let bodies = traffic::requests(&Snapshot::open(snapshot_path)?, n_requests, 11);
-    let script = wrk_script(&dir, &bodies)?;
+    let snapshot = Snapshot::open(snapshot_path)?;
+    let bodies = traffic::requests(&snapshot, n_requests, 11);
+    let script = wrk_script(&dir, &bodies, "/v1/ad", "requests.lua")?;
+    // The same draws as bid requests from an exchange.
+    let bid_bodies = traffic::bid_requests(&snapshot, n_requests, 11);
+    let bid_script = wrk_script(&dir, &bid_bodies, "/openrtb2/bid", "bid_requests.lua")?;
+    drop(snapshot);
     let prepared = Instant::now();
     let profiles = prepare_profiles(&dir)?;
     eprintln!("profile store: {} users in {:.1} s", traffic::USERS, prepared.elapsed().as_secs_f64());
@@ -521,7 +527,7 @@ pub fn run(
     // The variants run interleaved, round after round, and each is reported by its median: on
     // a shared machine a burst of someone else's work then spoils one round of every variant
     // rather than all rounds of one.
-    let mut runs: [Vec<WrkFigures>; 5] = Default::default();
+    let mut runs: [Vec<WrkFigures>; 6] = Default::default();
     let mut n_swaps = 0;
     for round in 0..rounds {
         eprintln!("round {} of {rounds}", round + 1);
@@ -544,8 +550,9 @@ pub fn run(
         let (swapping, n) = swapping_run(snapshot_path, &dir, &script, connections, seconds, full)?;
         runs[4].push(swapping);
         n_swaps += n;
+        runs[5].push(adsnap_wrk(snapshot_path, full, &bid_script, connections, seconds)?);
     }
-    let [nginx, adsnap, no_profiles, no_events, swapping] = runs.map(|r| median_run(&r));
+    let [nginx, adsnap, no_profiles, no_events, swapping, bids] = runs.map(|r| median_run(&r));
     let cold = median_run(std::slice::from_ref(&cold));
     // Latency at half of adsnap's peak, on a fixed schedule, with nginx at the same rate beside.
     let half_peak = (adsnap.requests_per_s / 2.0).max(1.0);
@@ -585,6 +592,7 @@ pub fn run(
         ("adsnap, profiles off", &no_profiles),
         ("adsnap, profiles and events off", &no_events),
         (swap_name.as_str(), &swapping),
+        ("adsnap, POST /openrtb2/bid (the same draws as bid requests; profiles, events)", &bids),
     ] {
         println!(
             "| {name} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {} | {} | {:.2} | {:.2} |",
@@ -603,6 +611,11 @@ pub fn run(
     println!(
         "adsnap / nginx throughput: {:.2} (target >= 1.0)",
         adsnap.requests_per_s / nginx.requests_per_s
+    );
+    println!(
+        "bid requests / nginx throughput: {:.2}; bid requests / SDK requests: {:.2}",
+        bids.requests_per_s / nginx.requests_per_s,
+        bids.requests_per_s / adsnap.requests_per_s
     );
     println!(
         "server CPU per request, adsnap - nginx: user {:+.2} µs, system {:+.2} µs (where the throughput gap is spent)",

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::answer;
 use crate::body::{read_body, ACCEPTED_CODINGS};
-use crate::decision::{decide, Decision, User, UserFacts, Winner};
+use crate::decision::{decide, User, UserFacts, Winner};
 use crate::emit::{decision_event, notice_event, DecisionContext, Notice};
 use crate::error::RequestError;
 use crate::metrics::TrackingLabels;
@@ -670,23 +670,7 @@ pub async fn openrtb_bid(state: &State, request: Request<hyper::body::Incoming>)
                 continue;
             }
         };
-        // Each slot the impression offers (video, banner, native) is decided, and the highest
-        // bid wins, the first on a tie; without a bid, the first slot's decision is recorded.
-        let mut chosen: Option<(usize, Decision)> = None;
-        for slot_idx in 0..impression.slots.len() {
-            let decision = decide(snapshot, impressions.query(&mut impression, slot_idx), params, user);
-            impressions.give_back(&mut impression, slot_idx);
-            let better = match (&chosen, &decision.outcome) {
-                (None, _) => true,
-                (Some((_, best)), Ok(winner)) => {
-                    best.outcome.as_ref().map_or(true, |b| winner.ecpm_micros > b.ecpm_micros)
-                }
-                (Some(_), Err(_)) => false,
-            };
-            if better {
-                chosen = Some((slot_idx, decision));
-            }
-        }
+        let chosen = impressions.decide(snapshot, &mut impression, params, user);
         let Some((slot_idx, decision)) = chosen else { continue };
         let slot = impression.slots[slot_idx].0;
         let query = impressions.query(&mut impression, slot_idx);

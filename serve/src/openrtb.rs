@@ -671,6 +671,35 @@ impl Impressions {
         q
     }
 
+    /// Decides each slot `impression` offers (video, banner, native) and returns the slot whose
+    /// bid is highest, the first on a tie, with its decision; without a bid, the first slot's.
+    /// `None` only for an impression without slots, which [`Impressions::impression`] never
+    /// returns.
+    pub fn decide(
+        &mut self,
+        s: &crate::served::Served,
+        impression: &mut Impression,
+        params: &adsnap_snapshot::schema::ArchivedOverrides,
+        user: crate::decision::User<'_>,
+    ) -> Option<(usize, crate::decision::Decision)> {
+        let mut chosen: Option<(usize, crate::decision::Decision)> = None;
+        for slot_idx in 0..impression.slots.len() {
+            let decision = crate::decision::decide(s, self.query(impression, slot_idx), params, user);
+            self.give_back(impression, slot_idx);
+            let better = match (&chosen, &decision.outcome) {
+                (None, _) => true,
+                (Some((_, best)), Ok(winner)) => {
+                    best.outcome.as_ref().map_or(true, |b| winner.ecpm_micros > b.ecpm_micros)
+                }
+                (Some(_), Err(_)) => false,
+            };
+            if better {
+                chosen = Some((slot_idx, decision));
+            }
+        }
+        chosen
+    }
+
     /// Returns the [`Fit`] lent by [`Impressions::query`] for slot `slot_idx` to `impression`.
     pub fn give_back(&mut self, impression: &mut Impression, slot_idx: usize) {
         std::mem::swap(&mut self.query.fit, &mut impression.slots[slot_idx].1);

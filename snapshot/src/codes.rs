@@ -295,6 +295,12 @@ pub fn country_alpha3_to_alpha2(alpha3: &str) -> Option<&'static str> {
     COUNTRY_ALPHA3.binary_search_by_key(&alpha3, |(a3, _)| a3).ok().map(|i| COUNTRY_ALPHA3[i].1)
 }
 
+/// The alpha-3 code of an ISO 3166-1 alpha-2 country code (`"US"` → `"USA"`), as OpenRTB's
+/// `geo.country` has it.
+pub fn country_alpha2_to_alpha3(alpha2: &str) -> Option<&'static str> {
+    COUNTRY_ALPHA3.iter().find(|(_, a2)| *a2 == alpha2).map(|(a3, _)| *a3)
+}
+
 /// Packs a two-letter code of the given case into `0..676`, or `None` if it is not two ASCII
 /// letters of that case.
 fn pack_two_letters(code: &str, base: u8) -> Option<u16> {
@@ -502,6 +508,10 @@ mod tests {
         assert_eq!(country_alpha3_to_alpha2("DEU"), Some("DE"));
         assert_eq!(country_alpha3_to_alpha2("usa"), None);
         assert_eq!(country_alpha3_to_alpha2("US"), None);
+        for (a3, a2) in COUNTRY_ALPHA3 {
+            assert_eq!(country_alpha2_to_alpha3(a2), Some(a3), "every alpha-2 code has one alpha-3");
+        }
+        assert_eq!(country_alpha2_to_alpha3("USA"), None);
     }
 
     #[test]
