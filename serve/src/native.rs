@@ -176,6 +176,11 @@ pub fn read_request(request: &Value) -> Option<NativeRequest> {
     (!assets.is_empty()).then_some(NativeRequest { assets, wrapped })
 }
 
+/// Reads `imp.native.request` as the bid request's text holds it: a JSON string, or the object.
+pub fn read_raw_request(raw: &serde_json::value::RawValue) -> Option<NativeRequest> {
+    read_request(&serde_json::from_str(raw.get()).ok()?)
+}
+
 /// The assets array of native markup, in either layout.
 fn markup_assets(markup: &Value) -> Option<&Vec<Value>> {
     markup.get("native").unwrap_or(markup).get("assets")?.as_array()

@@ -7,9 +7,10 @@ use adsnap_snapshot::{
     ConnectionType, DeviceType, Format, MarkupKind, Os, Snapshot,
 };
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::num::NonZeroU16;
 
-use crate::native::read_request;
+use crate::native::read_raw_request;
 use crate::privacy::{PrivacyFields, PrivacySignals};
 use crate::request::{Fit, Query, Ratio, SizeRange, Sizes};
 
@@ -19,6 +20,46 @@ pub const IMPS_MAX: usize = 16;
 pub const BLOCKLIST_ENTRIES_MAX: usize = 512;
 /// Entries read from a video's `mimes` and `rqddurs`, and from `wseat` and `bseat`, at most.
 pub const SLOT_LIST_MAX: usize = 16;
+
+/// A JSON string of the request: borrowed from the body where it holds no escapes, as nearly
+/// every one does, else read into a string of its own. A bid request is read without copying
+/// its text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text<'a>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
 
 /// A list sent as `null`, as some exchanges do for an empty one, read as empty rather than
 /// refused.
@@ -40,46 +81,49 @@ fn own_or_ext<'a, T, E>(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct BidRequest {
-    pub id: String,
-    pub imp: Vec<Imp>,
-    #[serde(default)]
-    pub app: Option<App>,
-    #[serde(default)]
-    pub device: Option<Device>,
-    #[serde(default)]
-    pub user: Option<User>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub bcat: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub badv: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub bapp: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub cur: Vec<String>,
-    #[serde(default)]
-    pub regs: Option<Regs>,
+pub struct BidRequest<'a> {
+    #[serde(borrow)]
+    pub id: Text<'a>,
+    #[serde(borrow)]
+    pub imp: Vec<Imp<'a>>,
+    #[serde(borrow, default)]
+    pub app: Option<App<'a>>,
+    #[serde(borrow, default)]
+    pub device: Option<Device<'a>>,
+    #[serde(borrow, default)]
+    pub user: Option<User<'a>>,
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub bcat: Vec<Text<'a>>,
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub badv: Vec<Text<'a>>,
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub bapp: Vec<Text<'a>>,
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub cur: Vec<Text<'a>>,
+    #[serde(borrow, default)]
+    pub regs: Option<Regs<'a>>,
     #[serde(default)]
     pub tmax: Option<u64>,
     /// 1: a test auction, not billable.
     #[serde(default)]
     pub test: Option<u8>,
     /// Buyer seats allowed to bid (`wseat`) and blocked (`bseat`), at most one of them sent.
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub wseat: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub bseat: Vec<String>,
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub wseat: Vec<Text<'a>>,
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub bseat: Vec<Text<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Imp {
-    pub id: String,
+pub struct Imp<'a> {
+    #[serde(borrow)]
+    pub id: Text<'a>,
     #[serde(default)]
     pub banner: Option<Banner>,
-    #[serde(default)]
-    pub video: Option<Video>,
-    #[serde(default)]
-    pub native: Option<Native>,
+    #[serde(borrow, default)]
+    pub video: Option<Video<'a>>,
+    #[serde(borrow, default)]
+    pub native: Option<Native<'a>>,
     #[serde(default)]
     pub instl: Option<u8>,
     /// 2.6: the user is rewarded for watching.
@@ -87,10 +131,10 @@ pub struct Imp {
     pub rwdd: Option<u8>,
     #[serde(default)]
     pub bidfloor: Option<f64>,
-    #[serde(default)]
-    pub bidfloorcur: Option<String>,
-    #[serde(default)]
-    pub tagid: Option<String>,
+    #[serde(borrow, default)]
+    pub bidfloorcur: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub tagid: Option<Text<'a>>,
     /// 1: creative markup and assets must load over https. Absent: unknown, http allowed.
     #[serde(default)]
     pub secure: Option<u8>,
@@ -99,11 +143,12 @@ pub struct Imp {
 }
 
 /// A native impression: what it asks for is in `request`, a JSON string of the Native Ads
-/// specification (or the object itself, as some exchanges send it).
+/// specification (or the object itself, as some exchanges send it), kept as the body's text
+/// until a slot reads it.
 #[derive(Debug, Default, Deserialize)]
-pub struct Native {
-    #[serde(default)]
-    pub request: Option<serde_json::Value>,
+pub struct Native<'a> {
+    #[serde(borrow, default)]
+    pub request: Option<&'a serde_json::value::RawValue>,
     /// Blocked creative attributes (codes of the list "Creative Attributes").
     #[serde(default, deserialize_with = "null_as_empty")]
     pub battr: Vec<u32>,
@@ -162,9 +207,9 @@ pub struct BannerFormat {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct Video {
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub mimes: Vec<String>,
+pub struct Video<'a> {
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub mimes: Vec<Text<'a>>,
     #[serde(default)]
     pub minduration: Option<u32>,
     #[serde(default)]
@@ -194,33 +239,33 @@ pub struct Video {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct App {
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(default)]
-    pub bundle: Option<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub cat: Vec<String>,
+pub struct App<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub bundle: Option<Text<'a>>,
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub cat: Vec<Text<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct Device {
-    #[serde(default)]
-    pub os: Option<String>,
-    #[serde(default)]
-    pub osv: Option<String>,
+pub struct Device<'a> {
+    #[serde(borrow, default)]
+    pub os: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub osv: Option<Text<'a>>,
     #[serde(default)]
     pub devicetype: Option<u32>,
     #[serde(default)]
     pub connectiontype: Option<u32>,
-    #[serde(default)]
-    pub ifa: Option<String>,
+    #[serde(borrow, default)]
+    pub ifa: Option<Text<'a>>,
     #[serde(default)]
     pub lmt: Option<u8>,
-    #[serde(default)]
-    pub geo: Option<Geo>,
-    #[serde(default)]
-    pub language: Option<String>,
+    #[serde(borrow, default)]
+    pub geo: Option<Geo<'a>>,
+    #[serde(borrow, default)]
+    pub language: Option<Text<'a>>,
     #[serde(default)]
     pub ext: Option<DeviceExt>,
 }
@@ -233,7 +278,7 @@ pub struct DeviceExt {
     pub atts: Option<u8>,
 }
 
-impl Device {
+impl Device<'_> {
     /// Limit ad tracking, or an App Tracking Transparency status other than authorised.
     fn limits_tracking(&self) -> bool {
         self.lmt == Some(1) || self.ext.as_ref().and_then(|e| e.atts).is_some_and(|atts| atts < 3)
@@ -241,56 +286,56 @@ impl Device {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct Geo {
+pub struct Geo<'a> {
     /// ISO 3166-1 alpha-3.
-    #[serde(default)]
-    pub country: Option<String>,
+    #[serde(borrow, default)]
+    pub country: Option<Text<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct User {
-    #[serde(default)]
-    pub id: Option<String>,
+pub struct User<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Text<'a>>,
     /// The user's home, where the device's location is not given.
-    #[serde(default)]
-    pub geo: Option<Geo>,
-    #[serde(default)]
-    pub consent: Option<String>,
-    #[serde(default)]
-    pub ext: Option<UserExt>,
+    #[serde(borrow, default)]
+    pub geo: Option<Geo<'a>>,
+    #[serde(borrow, default)]
+    pub consent: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub ext: Option<UserExt<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct UserExt {
-    #[serde(default)]
-    pub consent: Option<String>,
+pub struct UserExt<'a> {
+    #[serde(borrow, default)]
+    pub consent: Option<Text<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct Regs {
+pub struct Regs<'a> {
     #[serde(default)]
     pub coppa: Option<u8>,
     #[serde(default)]
     pub gdpr: Option<u8>,
     /// OpenRTB 2.6 puts the US privacy string here; 2.5 exchanges put it in `ext`.
-    #[serde(default)]
-    pub us_privacy: Option<String>,
+    #[serde(borrow, default)]
+    pub us_privacy: Option<Text<'a>>,
     /// The GPP string (2.6; 2.5 exchanges put it in `ext`). Its `gpp_sid` is not needed: the
     /// string's header lists its sections.
-    #[serde(default)]
-    pub gpp: Option<String>,
-    #[serde(default)]
-    pub ext: Option<RegsExt>,
+    #[serde(borrow, default)]
+    pub gpp: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub ext: Option<RegsExt<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RegsExt {
+pub struct RegsExt<'a> {
     #[serde(default)]
     pub gdpr: Option<u8>,
-    #[serde(default)]
-    pub us_privacy: Option<String>,
-    #[serde(default)]
-    pub gpp: Option<String>,
+    #[serde(borrow, default)]
+    pub us_privacy: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub gpp: Option<Text<'a>>,
 }
 
 /// Why an impression gets no bid without a decision.
@@ -381,7 +426,7 @@ pub fn slots(imp: &Imp) -> Result<Vec<(Slot, Fit)>, Skip> {
     if let Some(banner) = &imp.banner {
         slots.push(banner_slot(imp, banner, secure));
     }
-    let native = imp.native.as_ref().map(|native| (native, native.request.as_ref().and_then(read_request)));
+    let native = imp.native.as_ref().map(|native| (native, native.request.and_then(read_raw_request)));
     match native {
         Some((native, Some(request))) => slots.push((
             Slot { format: Format::Native, width: 0, height: 0, mtype: 4 },
@@ -407,7 +452,7 @@ fn video_slot(imp: &Imp, video: &Video, secure: bool) -> (Slot, Fit) {
     let (width, height) = size(video.w, video.h);
     let fit = Fit {
         markup_kind: Some(MarkupKind::Vast),
-        video_mimes: video.mimes.iter().take(SLOT_LIST_MAX).cloned().collect(),
+        video_mimes: video.mimes.iter().take(SLOT_LIST_MAX).map(|m| m.to_string()).collect(),
         video_min_s: seconds(video.minduration.unwrap_or(0)),
         video_max_s: seconds(video.maxduration.unwrap_or(0)),
         video_lengths_s: video.rqddurs.iter().take(SLOT_LIST_MAX).map(|&s| seconds(s)).collect(),
@@ -501,7 +546,7 @@ fn sorted<T: Ord>(mut values: Vec<T>) -> Vec<T> {
     values
 }
 
-impl BidRequest {
+impl BidRequest<'_> {
     /// Whether the user may be targeted on what we know of them; `tcf_vendor_id` as configured.
     pub fn signals(&self, tcf_vendor_id: Option<NonZeroU16>) -> PrivacySignals {
         let regs = self.regs.as_ref();
@@ -549,7 +594,7 @@ impl BidRequest {
     /// Whether the request's seat lists let `seat` bid: named in `wseat` when it is sent, not
     /// named in `bseat`.
     pub fn seat_allowed(&self, seat: &str) -> bool {
-        let named = |list: &[String]| list.iter().take(SLOT_LIST_MAX).any(|s| s == seat);
+        let named = |list: &[Text]| list.iter().take(SLOT_LIST_MAX).any(|s| &**s == seat);
         (self.wseat.is_empty() || named(&self.wseat)) && !named(&self.bseat)
     }
 
@@ -573,7 +618,7 @@ impl BidRequest {
         let app_category = known_app
             .map(|(_, app)| app.category.to_native())
             .or_else(|| self.app.as_ref()?.cat.iter().find_map(|c| pack_iab_category(c)));
-        let take = |list: &[String]| {
+        let take = |list: &[Text]| {
             list.iter().take(BLOCKLIST_ENTRIES_MAX).map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()
         };
         let query = Query {
@@ -802,14 +847,27 @@ mod tests {
     }
 
     #[test]
+    fn strings_are_borrowed_from_the_body_unless_escaped() {
+        let body = br#"{"id": "plain", "imp": [{"id": "1\u0032", "tagid": "a\/b"}], "cur": ["USD"]}"#;
+        let request: BidRequest = serde_json::from_slice(body).unwrap();
+        assert!(matches!(request.id.0, Cow::Borrowed("plain")));
+        assert!(matches!(request.cur[0].0, Cow::Borrowed("USD")));
+        assert_eq!((&*request.imp[0].id, request.imp[0].tagid.as_deref()), ("12", Some("a/b")));
+        assert!(matches!(request.imp[0].id.0, Cow::Owned(_)));
+        let err = serde_json::from_slice::<BidRequest>(br#"{"id": 7, "imp": []}"#).unwrap_err();
+        assert!(err.to_string().contains("expected a string"), "{err}");
+    }
+
+    #[test]
     fn seats_and_skip_reasons() {
-        let request = |seats: &str| {
-            serde_json::from_str::<BidRequest>(&format!(r#"{{"id": "a", "imp": [], {seats}}}"#)).unwrap()
+        let allowed = |seats: &str| {
+            let text = format!(r#"{{"id": "a", "imp": [], {seats}}}"#);
+            serde_json::from_str::<BidRequest>(&text).unwrap().seat_allowed("adsnap")
         };
-        assert!(request(r#""wseat": ["x", "adsnap"]"#).seat_allowed("adsnap"));
-        assert!(!request(r#""wseat": ["x"]"#).seat_allowed("adsnap"));
-        assert!(!request(r#""bseat": ["adsnap"]"#).seat_allowed("adsnap"));
-        assert!(request(r#""bseat": ["x"], "wseat": []"#).seat_allowed("adsnap"));
+        assert!(allowed(r#""wseat": ["x", "adsnap"]"#));
+        assert!(!allowed(r#""wseat": ["x"]"#));
+        assert!(!allowed(r#""bseat": ["adsnap"]"#));
+        assert!(allowed(r#""bseat": ["x"], "wseat": []"#));
         // `Metrics::skipped` indexes its series by the reason's discriminant.
         for (idx, skip) in Skip::ALL.into_iter().enumerate() {
             assert_eq!(skip as usize, idx, "{skip:?}");
