@@ -14,6 +14,7 @@ pub mod json;
 pub mod json_reader;
 pub mod metrics;
 pub mod native;
+pub mod native_reader;
 pub mod openrtb;
 pub mod privacy;
 mod quiet;

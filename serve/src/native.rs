@@ -56,7 +56,7 @@ pub const ANY_MIME: u16 = u16::MAX;
 /// A mask that takes every VAST protocol: the request lists none.
 pub const ANY_PROTOCOL: u32 = u32::MAX;
 
-fn mime_bit(mime: &str) -> u16 {
+pub(crate) fn mime_bit(mime: &str) -> u16 {
     VIDEO_MIMES.iter().position(|m| m.eq_ignore_ascii_case(mime.trim())).map_or(0, |i| 1 << i)
 }
 
@@ -177,8 +177,9 @@ pub fn read_request(request: &Value) -> Option<NativeRequest> {
 }
 
 /// Reads `imp.native.request` as the bid request's text holds it: a JSON string, or the object.
+/// It reads as [`read_request`] does, without a `Value` ([`crate::native_reader`]).
 pub fn read_raw_request(raw: &serde_json::value::RawValue) -> Option<NativeRequest> {
-    read_request(&serde_json::from_str(raw.get()).ok()?)
+    crate::native_reader::read(raw.get())
 }
 
 /// The assets array of native markup, in either layout.
