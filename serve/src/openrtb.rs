@@ -583,11 +583,14 @@ impl BidRequest<'_> {
 
     /// The OS of the device; `None` for anything but Android and iOS (no bid).
     pub fn os(&self) -> Option<Os> {
-        let os = self.device.as_ref()?.os.as_deref()?.to_ascii_lowercase();
-        match os.as_str() {
-            "android" => Some(Os::Android),
-            "ios" | "ipados" => Some(Os::Ios),
-            _ => None,
+        let os = self.device.as_ref()?.os.as_deref()?;
+        let is = |name: &str| os.eq_ignore_ascii_case(name);
+        if is("android") {
+            Some(Os::Android)
+        } else if is("ios") || is("ipados") {
+            Some(Os::Ios)
+        } else {
+            None
         }
     }
 
@@ -618,8 +621,12 @@ impl BidRequest<'_> {
         let app_category = known_app
             .map(|(_, app)| app.category.to_native())
             .or_else(|| self.app.as_ref()?.cat.iter().find_map(|c| pack_iab_category(c)));
-        let take = |list: &[Text]| {
-            list.iter().take(BLOCKLIST_ENTRIES_MAX).map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()
+        // Domains hash as the catalog's do, in lower case; one buffer serves them all.
+        let mut lower = String::new();
+        let mut domain_hash = |domain: &str| {
+            lower.clear();
+            lower.extend(domain.chars().map(|c| c.to_ascii_lowercase()));
+            key_hash(&lower)
         };
         let query = Query {
             // The impression's own: set by `Impressions::query`.
@@ -645,7 +652,9 @@ impl BidRequest<'_> {
             blocked_categories: sorted(
                 self.bcat.iter().take(BLOCKLIST_ENTRIES_MAX).filter_map(|c| pack_iab_category(c)).collect(),
             ),
-            blocked_domains: sorted(take(&self.badv).iter().map(|d| key_hash(d)).collect()),
+            blocked_domains: sorted(
+                self.badv.iter().take(BLOCKLIST_ENTRIES_MAX).map(|d| domain_hash(d)).collect(),
+            ),
             blocked_bundles: sorted(
                 self.bapp.iter().take(BLOCKLIST_ENTRIES_MAX).map(|b| key_hash(b)).collect(),
             ),
