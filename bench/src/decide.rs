@@ -60,6 +60,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// p50, p90, p99 and p99.9 of sorted times, in µs, as table cells.
+fn percentile_cells(sorted: &[Duration]) -> String {
+    let cell = |p| format!("{:.2}", us(percentile(sorted, p)));
+    [0.5, 0.9, 0.99, 0.999].map(cell).join(" | ")
+}
+
 pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Result<()> {
     let snapshot = served(Snapshot::open(snapshot_path)?);
     let bodies = traffic::requests(&snapshot, n_requests, 7);
@@ -92,13 +102,9 @@ pub fn run(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow::Resu
     println!("## decision alone ({} requests × {rounds} rounds, {})", queries.len(), snapshot_path.display());
     println!("| p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | fill rate | candidates scanned (mean) |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "| {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1}% | {:.1} |",
-        us(percentile(&times, 0.5)),
-        us(percentile(&times, 0.9)),
-        us(percentile(&times, 0.99)),
-        us(percentile(&times, 0.999)),
+        "| {} | {:.1} | {:.1}% | {:.1} |",
+        percentile_cells(&times),
         us(*times.last().unwrap_or(&Duration::ZERO)),
         100.0 * n_filled as f64 / n,
         n_scanned as f64 / n
@@ -142,7 +148,6 @@ fn bid_requests(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow:
         }
     }
     times.sort();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
     let mean_ns =
         |times: &[Duration]| times.iter().sum::<Duration>().as_nanos() as f64 / times.len().max(1) as f64;
     let mean_bytes = bodies.iter().map(String::len).sum::<usize>() as f64 / bodies.len().max(1) as f64;
@@ -156,11 +161,8 @@ fn bid_requests(snapshot_path: &Path, n_requests: usize, rounds: u32) -> anyhow:
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}% |",
-        us(percentile(&times, 0.5)),
-        us(percentile(&times, 0.9)),
-        us(percentile(&times, 0.99)),
-        us(percentile(&times, 0.999)),
+        "| {} | {:.0} | {:.0} | {:.1}% |",
+        percentile_cells(&times),
         mean_ns(&times),
         mean_ns(&read_times),
         100.0 * n_filled as f64 / n_imps.max(1) as f64

@@ -56,6 +56,40 @@ fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     Ok(())
 }
 
+/// The visitor methods for the JSON values a lenient part does not read, each giving `$value`:
+/// `otherwise!('de, value; u64, str, seq)` writes `visit_u64`, `visit_str` and `visit_seq`.
+macro_rules! otherwise {
+    ($de:lifetime, $value:expr; $($kind:ident),*) => { $(otherwise!(@one $de, $kind, $value);)* };
+    (@one $de:lifetime, u64, $value:expr) => {
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> { Ok($value) }
+    };
+    (@one $de:lifetime, i64, $value:expr) => {
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> { Ok($value) }
+    };
+    (@one $de:lifetime, f64, $value:expr) => {
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> { Ok($value) }
+    };
+    (@one $de:lifetime, bool, $value:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> { Ok($value) }
+    };
+    (@one $de:lifetime, str, $value:expr) => {
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> { Ok($value) }
+    };
+    (@one $de:lifetime, unit, $value:expr) => {
+        fn visit_unit<E>(self) -> Result<Self::Value, E> { Ok($value) }
+    };
+    (@one $de:lifetime, seq, $value:expr) => {
+        fn visit_seq<A: SeqAccess<$de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            skip_seq(seq).map(|()| $value)
+        }
+    };
+    (@one $de:lifetime, map, $value:expr) => {
+        fn visit_map<A: MapAccess<$de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            skip_map(map).map(|()| $value)
+        }
+    };
+}
+
 /// A value read as `Value::as_u64` reads it: `Some` for a non-negative integer only.
 #[derive(Clone, Copy, Default)]
 struct Num(Option<u64>);
@@ -80,24 +114,7 @@ impl<'de> Deserialize<'de> for Num {
             fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
                 Ok(Num(u64::try_from(v).ok()))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<Num, E> {
-                Ok(Num(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Num, E> {
-                Ok(Num(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Num, E> {
-                Ok(Num(None))
-            }
-            fn visit_unit<E>(self) -> Result<Num, E> {
-                Ok(Num(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Num, A::Error> {
-                skip_seq(seq).map(|()| Num(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Num, A::Error> {
-                skip_map(map).map(|()| Num(None))
-            }
+            otherwise!('de, Num(None); f64, bool, str, unit, seq, map);
         }
         deserializer.deserialize_any(V)
     }
@@ -109,8 +126,9 @@ trait Fields<'de>: Default {
     fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error>;
 }
 
-/// Any JSON value: an object's fields read into `T`, or, for any other value, `T`'s defaults.
-struct Object<T>(T);
+/// Any JSON value: an object's fields read into `T`, or `None` for any other value (a kind's
+/// value then counts as an object without fields; the root `native` counts only as an object).
+struct Object<T>(Option<T>);
 
 impl<'de, T: Fields<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Object<T>, D::Error> {
@@ -125,74 +143,18 @@ impl<'de, T: Fields<'de>> Deserialize<'de> for Object<T> {
                 while let Some(key) = map.next_key::<Text>()? {
                     fields.field(&key, &mut map)?;
                 }
-                Ok(Object(fields))
+                Ok(Object(Some(fields)))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Object<T>, A::Error> {
-                skip_seq(seq).map(|()| Object(T::default()))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Object<T>, E> {
-                Ok(Object(T::default()))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Object<T>, E> {
-                Ok(Object(T::default()))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Object<T>, E> {
-                Ok(Object(T::default()))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Object<T>, E> {
-                Ok(Object(T::default()))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Object<T>, E> {
-                Ok(Object(T::default()))
-            }
-            fn visit_unit<E>(self) -> Result<Object<T>, E> {
-                Ok(Object(T::default()))
-            }
+            otherwise!('de, Object(None); seq, u64, i64, f64, bool, str, unit);
         }
         deserializer.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
-/// An object's value that is itself an object, or `None` for any other value: the request's
-/// root `native`, which counts only as an object.
-struct IfObject<T>(Option<T>);
-
-impl<'de, T: Fields<'de>> Deserialize<'de> for IfObject<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<IfObject<T>, D::Error> {
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Fields<'de>> Visitor<'de> for V<T> {
-            type Value = IfObject<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                any_value(f)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<IfObject<T>, A::Error> {
-                let Object(fields) =
-                    Object::<T>::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(IfObject(Some(fields)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<IfObject<T>, A::Error> {
-                skip_seq(seq).map(|()| IfObject(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<IfObject<T>, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<IfObject<T>, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<IfObject<T>, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<IfObject<T>, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<IfObject<T>, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_unit<E>(self) -> Result<IfObject<T>, E> {
-                Ok(IfObject(None))
-            }
-        }
-        deserializer.deserialize_any(V(std::marker::PhantomData))
+impl<T: Default> Object<T> {
+    /// The fields, or the defaults for a value that was no object.
+    fn or_default(self) -> T {
+        self.0.unwrap_or_default()
     }
 }
 
@@ -226,27 +188,7 @@ impl<'de, T: Element<'de>> Deserialize<'de> for List<T> {
                 }
                 skip_seq(seq).map(|()| List(Some(out)))
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<List<T>, A::Error> {
-                skip_map(map).map(|()| List(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
-            fn visit_unit<E>(self) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
+            otherwise!('de, List(None); map, u64, i64, f64, bool, str, unit);
         }
         deserializer.deserialize_any(V(std::marker::PhantomData))
     }
@@ -267,7 +209,7 @@ struct Inner {
 impl<'de> Fields<'de> for Root {
     fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
-            "native" => self.native = map.next_value::<IfObject<Inner>>()?.0,
+            "native" => self.native = map.next_value::<Object<Inner>>()?.0,
             "assets" => self.assets = Some(map.next_value()?),
             _ => {
                 map.next_value::<IgnoredAny>()?;
@@ -291,7 +233,7 @@ impl<'de> Fields<'de> for Inner {
 
 impl<'de> Deserialize<'de> for Root {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Root, D::Error> {
-        Ok(Object::<Root>::deserialize(deserializer)?.0)
+        Ok(Object::<Root>::deserialize(deserializer)?.or_default())
     }
 }
 
@@ -343,10 +285,10 @@ impl<'de> Fields<'de> for Asset {
         match key {
             "id" => self.id = map.next_value()?,
             "required" => self.required = map.next_value()?,
-            "title" => self.title = Some(map.next_value::<Object<Sub>>()?.0),
-            "img" => self.img = Some(map.next_value::<Object<Sub>>()?.0),
-            "data" => self.data = Some(map.next_value::<Object<Sub>>()?.0),
-            "video" => self.video = Some(map.next_value::<Object<VideoSub>>()?.0),
+            "title" => self.title = Some(map.next_value::<Object<Sub>>()?.or_default()),
+            "img" => self.img = Some(map.next_value::<Object<Sub>>()?.or_default()),
+            "data" => self.data = Some(map.next_value::<Object<Sub>>()?.or_default()),
+            "video" => self.video = Some(map.next_value::<Object<VideoSub>>()?.or_default()),
             _ => {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -395,7 +337,7 @@ impl<'de> Element<'de> for Code {
 impl<'de> Element<'de> for Asset {
     const MAX: usize = NATIVE_ASSETS_MAX;
     fn read<A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Option<Asset>>, A::Error> {
-        Ok(seq.next_element::<Object<Asset>>()?.map(|asset| Some(asset.0)))
+        Ok(seq.next_element::<Object<Asset>>()?.map(|asset| Some(asset.or_default())))
     }
 }
 
@@ -416,27 +358,7 @@ impl<'de> Deserialize<'de> for StrOrOther<'de> {
             fn visit_str<E>(self, v: &str) -> Result<StrOrOther<'de>, E> {
                 Ok(StrOrOther(Some(Text(std::borrow::Cow::Owned(v.to_owned())))))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<StrOrOther<'de>, E> {
-                Ok(StrOrOther(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<StrOrOther<'de>, E> {
-                Ok(StrOrOther(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<StrOrOther<'de>, E> {
-                Ok(StrOrOther(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<StrOrOther<'de>, E> {
-                Ok(StrOrOther(None))
-            }
-            fn visit_unit<E>(self) -> Result<StrOrOther<'de>, E> {
-                Ok(StrOrOther(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<StrOrOther<'de>, A::Error> {
-                skip_seq(seq).map(|()| StrOrOther(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StrOrOther<'de>, A::Error> {
-                skip_map(map).map(|()| StrOrOther(None))
-            }
+            otherwise!('de, StrOrOther(None); u64, i64, f64, bool, unit, seq, map);
         }
         deserializer.deserialize_any(V)
     }
