@@ -1,7 +1,11 @@
 //! Distribution end to end through the binary: opentracker, an `adsnap origin`, `adsnap publish`,
 //! `adsnap follow` processes and the `adsnap serve` processes they feed, all on loopback.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
+
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,33 +26,6 @@ fn run(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A loopback port free for TCP and UDP a moment ago, for a process that must be told its port
-/// before it starts. It is picked below the kernel's ephemeral range, where no outgoing
-/// connection and no port-0 listener of the other tests running meanwhile can take it before
-/// the process binds it (a port-0 pick was taken so once, by a connection made in between), and
-/// a counter keeps this process's picks apart.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    const LOW: u32 = 10_000;
-    let span = ephemeral_low.saturating_sub(LOW).max(1_000);
-    // Test binaries of other runs on the machine start elsewhere in the span.
-    let start = std::process::id() * 7_919;
-    for _ in 0..span {
-        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
-        let free =
-            TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok();
-        if free {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {LOW}..{}", LOW + span)
 }
 
 /// A child process killed (and reaped) when the test ends, its output kept in a log file.

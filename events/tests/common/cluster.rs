@@ -6,7 +6,7 @@
 //! needs nothing beyond `adsnap-events`, `tempfile` and `tokio`.
 
 use std::fmt::Write as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,13 +25,9 @@ pub struct NatsCluster {
     pub nodes: Vec<Node>,
 }
 
-/// Ports the kernel had free a moment ago (all picked while holding every listener, so they
-/// differ from each other).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind loopback")).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
+#[path = "../../../tests/support/ports.rs"]
+mod ports;
+use ports::free_ports;
 
 impl NatsCluster {
     pub fn start(n_nodes: usize) -> NatsCluster {
