@@ -123,10 +123,13 @@ fn type_of(v: &Value) -> u16 {
     number(v, "type").min(u16::MAX as u64) as u16
 }
 
-/// Reads `imp.native.request`: a JSON string as the specification has it, or the object itself
-/// as some exchanges send it. `None` when it holds no assets adsnap can read: without the
-/// request's asset ids there is no valid answer.
-pub fn read_request(request: &Value) -> Option<NativeRequest> {
+/// Reads `imp.native.request` from a `Value`: a JSON string as the specification has it, or the
+/// object itself as some exchanges send it. `None` when it holds no assets adsnap can read:
+/// without the request's asset ids there is no valid answer. The server reads requests with
+/// [`crate::native_reader::read`], straight from the text; this reader is the rules in their
+/// plainest form, which the tests hold that one to.
+#[cfg(test)]
+pub(crate) fn read_request(request: &Value) -> Option<NativeRequest> {
     let parsed;
     let request = match request {
         Value::String(text) => {
@@ -174,12 +177,6 @@ pub fn read_request(request: &Value) -> Option<NativeRequest> {
         assets.push(wanted);
     }
     (!assets.is_empty()).then_some(NativeRequest { assets, wrapped })
-}
-
-/// Reads `imp.native.request` as the bid request's text holds it: a JSON string, or the object.
-/// It reads as [`read_request`] does, without a `Value` ([`crate::native_reader`]).
-pub fn read_raw_request(raw: &serde_json::value::RawValue) -> Option<NativeRequest> {
-    crate::native_reader::read(raw.get())
 }
 
 /// The assets array of native markup, in either layout.
@@ -347,8 +344,9 @@ mod tests {
         {"id":5,"video":{"vasttag":"<VAST/>"}}],
         "link":{"url":"https://t.example/c"},"imptrackers":["https://t.example/i"]}}"#;
 
+    /// A request as the server reads it.
     fn request(text: &str) -> NativeRequest {
-        read_request(&Value::String(text.into())).unwrap()
+        crate::native_reader::read(text).unwrap()
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! `serde_json::Value`: a native request of a few hundred bytes cost about 2.5 µs as a `Value`,
 //! more than the rest of the bid request's decision.
 //!
-//! It reads exactly what [`crate::native::read_request`] reads from a `Value` (a property test
-//! holds it to that function): a number is read as `Value::as_u64` reads it (a non-negative
+//! It reads exactly what `native::read_request` (a test-only reader of a `Value`, the rules in
+//! their plainest form) reads, which a property test holds it to: a number is read as `Value::as_u64` reads it (a non-negative
 //! integer; anything else counts as absent), an asset's `title`, `img`, `data` or `video` is
 //! there whatever its value (a value that is not an object holds no fields), and a list that is
 //! not an array is no list. A key repeated in an object is read each time and the last one
@@ -19,7 +19,7 @@ use crate::native::{
 use crate::openrtb::Text;
 
 /// Reads a native request from JSON text: the request object, or a JSON string holding it.
-/// `None` where [`crate::native::read_request`] gives `None`.
+/// `None` where `native::read_request` gives `None`.
 pub fn read(text: &str) -> Option<NativeRequest> {
     if text.trim_start().starts_with('"') {
         let inner: Text = serde_json::from_str(text).ok()?;
@@ -35,7 +35,9 @@ fn read_object(text: &str) -> Option<NativeRequest> {
         Some(inner) => (inner.assets, true),
         None => (root.assets, false),
     };
-    let wanted: Option<Vec<Wanted>> = assets.flat()?.iter().map(Asset::wanted).collect();
+    // The key was there and its value an array.
+    let assets = assets.and_then(|list| list.0)?;
+    let wanted: Option<Vec<Wanted>> = assets.iter().map(Asset::wanted).collect();
     let wanted = wanted?;
     (!wanted.is_empty()).then_some(NativeRequest { assets: wanted, wrapped })
 }
@@ -158,33 +160,25 @@ impl<T: Default> Object<T> {
     }
 }
 
-/// An array's elements read by `read` (the first `max` of them; the rest are skipped), or
-/// `None` for any other value.
-struct List<T>(Option<Vec<T>>);
+/// An array's first `MAX` elements, each read as `T` (the rest are skipped), or `None` for any
+/// other value.
+struct List<T, const MAX: usize>(Option<Vec<T>>);
 
-/// How [`List`] reads its elements, and how many it keeps.
-trait Element<'de>: Sized {
-    const MAX: usize;
-    fn read<A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Option<Self>>, A::Error>;
-}
-
-impl<'de, T: Element<'de>> Deserialize<'de> for List<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<List<T>, D::Error> {
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Element<'de>> Visitor<'de> for V<T> {
-            type Value = List<T>;
+impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for List<T, MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<List<T, MAX>, D::Error> {
+        struct V<T, const MAX: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const MAX: usize> Visitor<'de> for V<T, MAX> {
+            type Value = List<T, MAX>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 any_value(f)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List<T>, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List<T, MAX>, A::Error> {
                 let mut out = Vec::new();
-                let mut n = 0;
-                while n < T::MAX {
-                    match T::read(&mut seq)? {
+                while out.len() < MAX {
+                    match seq.next_element::<T>()? {
+                        Some(element) => out.push(element),
                         None => return Ok(List(Some(out))),
-                        Some(element) => out.extend(element),
                     }
-                    n += 1;
                 }
                 skip_seq(seq).map(|()| List(Some(out)))
             }
@@ -194,16 +188,19 @@ impl<'de, T: Element<'de>> Deserialize<'de> for List<T> {
     }
 }
 
+/// The request's assets: the first [`NATIVE_ASSETS_MAX`] are read.
+type Assets = List<Asset, NATIVE_ASSETS_MAX>;
+
 /// The request's root, and the 1.0 layout's `native` object inside it.
 #[derive(Default)]
 struct Root {
     native: Option<Inner>,
-    assets: Option<List<Asset>>,
+    assets: Option<Assets>,
 }
 
 #[derive(Default)]
 struct Inner {
-    assets: Option<List<Asset>>,
+    assets: Option<Assets>,
 }
 
 impl<'de> Fields<'de> for Root {
@@ -234,17 +231,6 @@ impl<'de> Fields<'de> for Inner {
 impl<'de> Deserialize<'de> for Root {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Root, D::Error> {
         Ok(Object::<Root>::deserialize(deserializer)?.or_default())
-    }
-}
-
-/// `Option<List>`'s list, flattened: the array, when the key was there and its value one.
-trait FlattenList<T> {
-    fn flat(self) -> Option<Vec<T>>;
-}
-
-impl<T> FlattenList<T> for Option<List<T>> {
-    fn flat(self) -> Option<Vec<T>> {
-        self.and_then(|list| list.0)
     }
 }
 
@@ -317,50 +303,26 @@ impl<'de> Fields<'de> for Sub {
 /// that is not a string).
 struct MimeBit(u16);
 
-impl<'de> Element<'de> for MimeBit {
-    const MAX: usize = VIDEO_LIST_MAX;
-    fn read<A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Option<MimeBit>>, A::Error> {
-        Ok(seq.next_element::<StrOrOther>()?.map(|s| Some(MimeBit(s.0.map_or(0, |text| mime_bit(&text))))))
-    }
-}
-
-/// A number of a `protocols` array, as `Num` reads it.
-struct Code(Option<u64>);
-
-impl<'de> Element<'de> for Code {
-    const MAX: usize = VIDEO_LIST_MAX;
-    fn read<A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Option<Code>>, A::Error> {
-        Ok(seq.next_element::<Num>()?.map(|n| Some(Code(n.0))))
-    }
-}
-
-impl<'de> Element<'de> for Asset {
-    const MAX: usize = NATIVE_ASSETS_MAX;
-    fn read<A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Option<Asset>>, A::Error> {
-        Ok(seq.next_element::<Object<Asset>>()?.map(|asset| Some(asset.or_default())))
-    }
-}
-
-/// A string, or `None` for any other value.
-struct StrOrOther<'a>(Option<Text<'a>>);
-
-impl<'de> Deserialize<'de> for StrOrOther<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StrOrOther<'de>, D::Error> {
+impl<'de> Deserialize<'de> for MimeBit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<MimeBit, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = StrOrOther<'de>;
+            type Value = MimeBit;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 any_value(f)
             }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<StrOrOther<'de>, E> {
-                Ok(StrOrOther(Some(Text(std::borrow::Cow::Borrowed(v)))))
+            fn visit_str<E>(self, v: &str) -> Result<MimeBit, E> {
+                Ok(MimeBit(mime_bit(v)))
             }
-            fn visit_str<E>(self, v: &str) -> Result<StrOrOther<'de>, E> {
-                Ok(StrOrOther(Some(Text(std::borrow::Cow::Owned(v.to_owned())))))
-            }
-            otherwise!('de, StrOrOther(None); u64, i64, f64, bool, unit, seq, map);
+            otherwise!('de, MimeBit(0); u64, i64, f64, bool, unit, seq, map);
         }
         deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Asset {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Asset, D::Error> {
+        Ok(Object::<Asset>::deserialize(deserializer)?.or_default())
     }
 }
 
@@ -370,11 +332,11 @@ impl<'de> Fields<'de> for VideoSub {
             "minduration" => self.minduration = map.next_value()?,
             "maxduration" => self.maxduration = map.next_value()?,
             "mimes" => {
-                let list = map.next_value::<List<MimeBit>>()?.0.filter(|l| !l.is_empty());
+                let list = map.next_value::<List<MimeBit, VIDEO_LIST_MAX>>()?.0.filter(|l| !l.is_empty());
                 self.mimes = list.map(|l| l.iter().fold(0, |mask, bit| mask | bit.0));
             }
             "protocols" => {
-                let list = map.next_value::<List<Code>>()?.0.filter(|l| !l.is_empty());
+                let list = map.next_value::<List<Num, VIDEO_LIST_MAX>>()?.0.filter(|l| !l.is_empty());
                 self.protocols = list.map(|l| {
                     l.iter()
                         .filter_map(|code| code.0.filter(|c| (1..32).contains(c)))

@@ -10,7 +10,6 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::num::NonZeroU16;
 
-use crate::native::read_raw_request;
 use crate::privacy::{PrivacyFields, PrivacySignals};
 use crate::request::{Fit, Query, Ratio, SizeRange, Sizes};
 
@@ -426,7 +425,10 @@ pub fn slots(imp: &Imp) -> Result<Vec<(Slot, Fit)>, Skip> {
     if let Some(banner) = &imp.banner {
         slots.push(banner_slot(imp, banner, secure));
     }
-    let native = imp.native.as_ref().map(|native| (native, native.request.and_then(read_raw_request)));
+    let native = imp
+        .native
+        .as_ref()
+        .map(|native| (native, native.request.and_then(|raw| crate::native_reader::read(raw.get()))));
     match native {
         Some((native, Some(request))) => slots.push((
             Slot { format: Format::Native, width: 0, height: 0, mtype: 4 },
