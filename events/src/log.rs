@@ -345,6 +345,12 @@ impl Writer {
             let _ = fs::remove_file(&path);
             classify(&err)
         })?;
+        // Without this, a fault in the segment reads around it: the kernel fills a whole
+        // read-ahead window (for a preallocated segment, with zeroes) in one step that does not
+        // give way, and with the request thread sharing its core that held the core for 20 to
+        // 30 ms every few seconds. With random access each fault fills one page. Failing costs
+        // only that latency, so it is ignored.
+        let _ = map.advise(memmap2::Advice::Random);
         inner.stats.bytes_on_disk.fetch_add(capacity, Ordering::AcqRel);
         inner.stats.n_segments.fetch_add(1, Ordering::AcqRel);
         let next = Active {

@@ -85,3 +85,27 @@ fn appends_from_many_threads_each_land_once_in_one_sequence() {
     }
     assert!(seen.iter().all(|s| *s));
 }
+
+#[test]
+fn the_segment_appended_to_is_mapped_for_random_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(&local_config(dir.path(), 64 * 1024)).unwrap();
+    for n in 0..1000 {
+        log.append(&event(n)).unwrap();
+    }
+    assert!(log.health().n_segments > 1, "the appends rolled to a new segment");
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    let active = segments.last().unwrap().to_str().unwrap().to_owned();
+    // The kernel lists each mapping's advice in smaps: `rr` is MADV_RANDOM.
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut lines = smaps.lines().skip_while(|line| !line.ends_with(&active));
+    assert!(lines.next().is_some(), "{active} is mapped");
+    let flags = lines.find_map(|line| line.strip_prefix("VmFlags:")).unwrap();
+    assert!(flags.split_whitespace().any(|flag| flag == "rr"), "{active}'s flags: {flags}");
+    drop(log);
+}
