@@ -106,7 +106,7 @@ pub fn check_rate(value: f64, low_inclusive: bool) -> Option<String> {
 /// OpenRTB lists (1.0 to 4.3) in its root `<VAST version=…>` and hold an `<InLine>` or
 /// `<Wrapper>` ad: otherwise no player that lists the versions it plays takes it. Native markup
 /// must be JSON with a non-empty `assets` array (at its root, or under `native` as in 1.0) once
-/// its placeholders are filled: otherwise no native request can be answered from it. HTML is not
+/// its placeholders are filled as the server fills them: otherwise no native request can be answered from it. HTML is not
 /// read.
 pub fn check_markup(kind: adsnap_snapshot::MarkupKind, markup: &str) -> Option<String> {
     use adsnap_snapshot::MarkupKind;
@@ -118,7 +118,10 @@ pub fn check_markup(kind: adsnap_snapshot::MarkupKind, markup: &str) -> Option<S
                 .into()
         }),
         MarkupKind::NativeJson => {
-            let filled = fill_placeholders(markup);
+            // Filled as the server fills them, with `0`, which reads as JSON both inside a
+            // string and as a number; a name that is no placeholder stays as it is, as it
+            // would when served.
+            let filled = adsnap_snapshot::placeholder::fill(markup, |_| "0");
             let why = match serde_json::from_str::<serde_json::Value>(&filled) {
                 Err(e) => format!("is not JSON once its placeholders are filled: {e}"),
                 Ok(value) => {
@@ -132,29 +135,6 @@ pub fn check_markup(kind: adsnap_snapshot::MarkupKind, markup: &str) -> Option<S
             Some(why)
         }
     }
-}
-
-/// `markup` with every `{{name}}` (a name of lowercase letters, digits and `_`, as the
-/// placeholders' are) replaced by `0`, a value that reads as JSON both inside a string and as a
-/// number. Other braces stay, as the server leaves them.
-fn fill_placeholders(markup: &str) -> String {
-    let mut filled = String::with_capacity(markup.len());
-    let mut rest = markup;
-    while let Some(open) = rest.find("{{") {
-        let after = &rest[open + 2..];
-        let name_len =
-            after.bytes().take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_').count();
-        if name_len > 0 && after[name_len..].starts_with("}}") {
-            filled.push_str(&rest[..open]);
-            filled.push('0');
-            rest = &after[name_len + 2..];
-        } else {
-            filled.push_str(&rest[..open + 2]);
-            rest = after;
-        }
-    }
-    filled.push_str(rest);
-    filled
 }
 
 /// Converts a multiplier to parts per million.
@@ -190,7 +170,10 @@ mod tests {
         for empty in [r#"{"assets":[]}"#, r#"{"native":{"ver":"1.2"}}"#, "[1]"] {
             assert!(check_markup(NativeJson, empty).unwrap().contains("assets"), "{empty}");
         }
-        assert_eq!(fill_placeholders("a{{b}}c{{asset_url_2}}{{{{x\"}}{{"), "a0c0{{{{x\"}}{{");
+        // A misspelt placeholder is no placeholder: served, it stays as text, so here too.
+        let misspelt = r#"{"assets":[{"id":1,"img":{"url":"{{asset_url}}","w":{{widht}},"h":50}}]}"#;
+        assert!(check_markup(NativeJson, misspelt).unwrap().contains("not JSON"));
+        assert_eq!(check_markup(NativeJson, &misspelt.replace("widht", "width")), None);
     }
 
     #[test]

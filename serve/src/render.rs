@@ -1,7 +1,7 @@
 //! Fills a creative's markup: the `{{placeholders}}` of `docs/catalog.md`, in one pass.
 
-use std::ops::Range;
-
+pub use adsnap_snapshot::placeholder::Placeholder;
+use adsnap_snapshot::placeholder::{split, Part};
 use adsnap_snapshot::schema::ArchivedCreative;
 use adsnap_snapshot::Snapshot;
 
@@ -71,108 +71,36 @@ impl Out for Escaped<'_> {
     }
 }
 
-/// Longest placeholder name; a `{{` not closed within it is copied as text.
-const PLACEHOLDER_BYTES_MAX: usize = 32;
-
-/// A placeholder of `docs/catalog.md`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placeholder {
-    /// `asset_url` (index 0) and `asset_url_N` (index N - 1): empty past the creative's assets.
-    AssetUrl(u32),
-    ClickUrl,
-    ImpressionUrl,
-    Duration,
-    DurationHms,
-    Mime,
-    Width,
-    Height,
-    CreativeId,
-    CampaignId,
-}
-
-impl Placeholder {
-    /// The placeholder called `name`, if it is one.
-    pub fn parse(name: &str) -> Option<Placeholder> {
-        Some(match name {
-            "asset_url" => Placeholder::AssetUrl(0),
-            "click_url" => Placeholder::ClickUrl,
-            "impression_url" => Placeholder::ImpressionUrl,
-            "duration" => Placeholder::Duration,
-            "duration_hms" => Placeholder::DurationHms,
-            "mime" => Placeholder::Mime,
-            "width" => Placeholder::Width,
-            "height" => Placeholder::Height,
-            "creative_id" => Placeholder::CreativeId,
-            "campaign_id" => Placeholder::CampaignId,
-            _ => match name.strip_prefix("asset_url_").and_then(|n| n.parse::<usize>().ok()) {
-                // An index past u32 names no asset either way: it renders empty.
-                Some(n) if n >= 1 => Placeholder::AssetUrl(u32::try_from(n - 1).unwrap_or(u32::MAX)),
-                _ => return None,
-            },
-        })
-    }
-
-    /// Writes the placeholder's value. Strings and numbers are written directly, not through
-    /// `write!`'s formatting machinery (a request renders a dozen); the server's own values
-    /// (numbers, tracking URLs) as [`Out::plain`].
-    fn write(self, s: &Snapshot, c: &ArchivedCreative, fill: &Fill, out: &mut impl Out) {
-        let duration_s = c.video_duration_s.to_native();
-        let mut number = itoa::Buffer::new();
-        match self {
-            Placeholder::AssetUrl(idx) => {
-                let assets = s.pool_str(&c.assets);
-                out.text(assets.get(idx as usize).map(|a| s.str(a)).unwrap_or_default())
-            }
-            Placeholder::ClickUrl => fill.click_url.write(out),
-            Placeholder::ImpressionUrl => fill.impression_url.write(out),
-            Placeholder::Duration => out.plain(number.format(duration_s)),
-            Placeholder::DurationHms => write_hms(duration_s.into(), out),
-            Placeholder::Mime => out.text(s.str(&c.mime)),
-            Placeholder::Width => out.plain(number.format(c.width.to_native())),
-            Placeholder::Height => out.plain(number.format(c.height.to_native())),
-            Placeholder::CreativeId => out.plain(number.format(c.id.to_native())),
-            Placeholder::CampaignId => out.plain(number.format(fill.campaign_id)),
+/// Writes `placeholder`'s value. Strings and numbers are written directly, not through `write!`'s
+/// formatting machinery (a request renders a dozen); the server's own values (numbers, tracking
+/// URLs) as [`Out::plain`].
+fn write_value(placeholder: Placeholder, s: &Snapshot, c: &ArchivedCreative, fill: &Fill, out: &mut impl Out) {
+    let duration_s = c.video_duration_s.to_native();
+    let mut number = itoa::Buffer::new();
+    match placeholder {
+        Placeholder::AssetUrl(idx) => {
+            let assets = s.pool_str(&c.assets);
+            out.text(assets.get(idx as usize).map(|a| s.str(a)).unwrap_or_default())
         }
+        Placeholder::ClickUrl => fill.click_url.write(out),
+        Placeholder::ImpressionUrl => fill.impression_url.write(out),
+        Placeholder::Duration => out.plain(number.format(duration_s)),
+        Placeholder::DurationHms => write_hms(duration_s.into(), out),
+        Placeholder::Mime => out.text(s.str(&c.mime)),
+        Placeholder::Width => out.plain(number.format(c.width.to_native())),
+        Placeholder::Height => out.plain(number.format(c.height.to_native())),
+        Placeholder::CreativeId => out.plain(number.format(c.id.to_native())),
+        Placeholder::CampaignId => out.plain(number.format(fill.campaign_id)),
     }
-}
-
-/// One part of a template, as [`parse`] finds them.
-enum Part {
-    /// Text to copy: a byte range of the template.
-    Text(Range<usize>),
-    Placeholder(Placeholder),
-}
-
-/// Splits `template` into text and placeholders, in order: text before every placeholder (empty
-/// when there is none) and after the last. A `{{name}}` that is no placeholder stays text, so a
-/// template never loses text it did not mean to hand to the server.
-fn parse(template: &str, mut part: impl FnMut(Part)) {
-    let bytes = template.as_bytes();
-    let (mut text_start, mut from) = (0, 0);
-    while let Some(open) = find_open(template, from) {
-        let after = open + 2;
-        let window = &bytes[after..bytes.len().min(after + PLACEHOLDER_BYTES_MAX + 2)];
-        let found = window.windows(2).position(|w| w == b"}}");
-        match found.and_then(|end| Some((Placeholder::parse(&template[after..after + end])?, end))) {
-            Some((placeholder, end)) => {
-                part(Part::Text(text_start..open));
-                part(Part::Placeholder(placeholder));
-                from = after + end + 2;
-                text_start = from;
-            }
-            None => from = after,
-        }
-    }
-    part(Part::Text(text_start..template.len()));
 }
 
 /// Renders `creative`'s markup into `out`: a `String`, or the JSON body through
 /// [`crate::json::Escaped`]. Unknown placeholders are left as they are.
 pub fn render(s: &Snapshot, creative: &ArchivedCreative, fill: &Fill, out: &mut impl Out) {
     let template = s.str(&creative.markup);
-    parse(template, |part| match part {
+    split(template, |part| match part {
         Part::Text(range) => out.text(&template[range]),
-        Part::Placeholder(placeholder) => placeholder.write(s, creative, fill, out),
+        Part::Placeholder(placeholder) => write_value(placeholder, s, creative, fill, out),
     });
 }
 
@@ -201,7 +129,7 @@ pub fn compile_escaped(template: &str, text: &mut Vec<u8>, pieces: &mut Vec<Piec
         return false;
     };
     let mut fits = u32::try_from(text.len()).is_ok();
-    parse(escaped, |part| match part {
+    split(escaped, |part| match part {
         Part::Text(range) => pieces.push(Piece {
             text_start: (base + range.start) as u32,
             text_end: (base + range.end) as u32,
@@ -229,7 +157,7 @@ pub fn render_compiled(
     (text, pieces): (&[u8], &[Piece]),
     out: &mut Vec<u8>,
 ) {
-    write_pieces(text, pieces, out, |placeholder, out| placeholder.write(s, creative, fill, out));
+    write_pieces(text, pieces, out, |placeholder, out| write_value(placeholder, s, creative, fill, out));
 }
 
 fn write_pieces(
@@ -277,20 +205,9 @@ fn write_hms(seconds: u32, out: &mut impl Out) {
 
 /// The position of the next `{{` in `text` at or after `from`. A one-byte search (memchr) finds
 /// candidates far faster than a two-byte pattern search.
-fn find_open(text: &str, mut from: usize) -> Option<usize> {
-    let bytes = text.as_bytes();
-    while let Some(at) = text[from..].find('{') {
-        let at = from + at;
-        if bytes.get(at + 1) == Some(&b'{') {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
+    use adsnap_snapshot::placeholder::PLACEHOLDER_BYTES_MAX;
     use proptest::prelude::*;
 
     use super::*;
@@ -353,7 +270,7 @@ mod tests {
             let template: String = parts.concat();
             let expected = oracle(&template);
             let mut rendered = String::new();
-            parse(&template, |part| match part {
+            split(&template, |part| match part {
                 Part::Text(range) => rendered.push_str(&template[range]),
                 Part::Placeholder(placeholder) => rendered.push_str(test_value(placeholder)),
             });
@@ -365,18 +282,6 @@ mod tests {
             write_pieces(&text, &pieces, &mut body, |placeholder, out| out.text(test_value(placeholder)));
             prop_assert_eq!(String::from_utf8(body).unwrap(), escaped(&expected));
         }
-    }
-
-    #[test]
-    fn placeholder_names_parse_as_the_catalog_documents() {
-        assert_eq!(Placeholder::parse("asset_url"), Some(Placeholder::AssetUrl(0)));
-        assert_eq!(Placeholder::parse("asset_url_1"), Some(Placeholder::AssetUrl(0)));
-        assert_eq!(Placeholder::parse("asset_url_12"), Some(Placeholder::AssetUrl(11)));
-        assert_eq!(Placeholder::parse("asset_url_99999999999"), Some(Placeholder::AssetUrl(u32::MAX)));
-        assert_eq!(Placeholder::parse("asset_url_0"), None);
-        assert_eq!(Placeholder::parse("asset_url_"), None);
-        assert_eq!(Placeholder::parse("duration_hms"), Some(Placeholder::DurationHms));
-        assert_eq!(Placeholder::parse("Width"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod header;
 mod heap;
 mod invariants;
 mod open;
+pub mod placeholder;
 pub mod schema;
 pub mod vast;
 mod write;
