@@ -74,7 +74,13 @@ impl Out for Escaped<'_> {
 /// Writes `placeholder`'s value. Strings and numbers are written directly, not through `write!`'s
 /// formatting machinery (a request renders a dozen); the server's own values (numbers, tracking
 /// URLs) as [`Out::plain`].
-fn write_value(placeholder: Placeholder, s: &Snapshot, c: &ArchivedCreative, fill: &Fill, out: &mut impl Out) {
+fn write_value(
+    placeholder: Placeholder,
+    s: &Snapshot,
+    c: &ArchivedCreative,
+    fill: &Fill,
+    out: &mut impl Out,
+) {
     let duration_s = c.video_duration_s.to_native();
     let mut number = itoa::Buffer::new();
     match placeholder {

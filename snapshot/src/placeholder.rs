@@ -119,7 +119,10 @@ mod tests {
     #[test]
     fn only_known_names_are_filled() {
         let value = |p| if p == Placeholder::Width { "320" } else { "x" };
-        assert_eq!(fill("a{{width}}b{{widht}}c{{asset_url_2}}{{{{w\"}}{{", value), "a320b{{widht}}cx{{{{w\"}}{{");
+        assert_eq!(
+            fill("a{{width}}b{{widht}}c{{asset_url_2}}{{{{w\"}}{{", value),
+            "a320b{{widht}}cx{{{{w\"}}{{"
+        );
         // A name longer than the limit is text, even when it closes.
         let long = format!("{{{{{}}}}}", "a".repeat(PLACEHOLDER_BYTES_MAX + 1));
         assert_eq!(fill(&long, value), long);
