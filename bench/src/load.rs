@@ -341,6 +341,21 @@ fn swapping_run(
     seconds: u32,
     features: Features<'_>,
 ) -> anyhow::Result<(WrkFigures, u64)> {
+    with_swaps(snapshot_path, dir, script, connections, features, |server| {
+        server.cpu_during(|| wrk_adsnap(script, connections, seconds))
+    })
+}
+
+/// Runs `measure` on a warmed-up adsnap that swaps its snapshot every second meanwhile; returns
+/// what it measured and how many swaps the server made.
+fn with_swaps<T>(
+    snapshot_path: &Path,
+    dir: &Path,
+    script: &Path,
+    connections: u32,
+    features: Features<'_>,
+    measure: impl FnOnce(&Guard) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, u64)> {
     let (v1, v2, live) = (dir.join("v1.snap"), dir.join("v2.snap"), dir.join("live.snap"));
     // Left by the last round.
     for path in [&v1, &v2, &live] {
@@ -355,7 +370,7 @@ fn swapping_run(
     let pid = server.0.id();
     std::thread::scope(|scope| {
         let swapper = scope.spawn(|| swap_loop(pid, &live, [&v2, &v1], Duration::from_secs(1), &stop));
-        let figures = server.cpu_during(|| wrk_adsnap(script, connections, seconds));
+        let figures = measure(&server);
         stop.store(true, Ordering::Relaxed);
         swapper.join().map_err(|_| anyhow::anyhow!("the swap thread panicked"))??;
         // Count the swaps the server made, not the ones asked for.
@@ -575,6 +590,16 @@ pub fn run(
             paced::run(adsnap_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)
         })?
     };
+    // The same, with a hot swap every second: what a swap costs a server that is not saturated.
+    let (adsnap_paced_swapping, n_paced_swaps) = {
+        let requests: Vec<_> =
+            bodies.iter().map(|b| paced::raw_request("POST", "/v1/ad", adsnap_addr, b)).collect();
+        with_swaps(snapshot_path, &dir, &script, connections, full, |server| {
+            server.waited(|| {
+                paced::run(adsnap_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)
+            })
+        })?
+    };
     println!("## throughput: adsnap full decisions vs nginx static file (1 server core, wrk -t1 -c{connections} -d{seconds}s on the other; median of {rounds} interleaved rounds)");
     println!(
         "snapshot {}, {} distinct requests from {} users, a profile for each user in the embedded store, events to the local log",
@@ -640,9 +665,12 @@ pub fn run(
     println!("| server | completed | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors | server thread waited ms | load thread waited ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let shown = |ms: Option<f64>| ms.map_or("–".to_string(), |ms| format!("{ms:.1}"));
-    for (name, (f, server_waited_ms)) in
-        [("nginx, static 400-byte JSON", &nginx_paced), ("adsnap, POST /v1/ad", &adsnap_paced)]
-    {
+    let paced_swap_name = format!("adsnap, POST /v1/ad, hot swaps one a second ({n_paced_swaps})");
+    for (name, (f, server_waited_ms)) in [
+        ("nginx, static 400-byte JSON", &nginx_paced),
+        ("adsnap, POST /v1/ad", &adsnap_paced),
+        (paced_swap_name.as_str(), &adsnap_paced_swapping),
+    ] {
         println!(
             "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |",
             f.completed,
@@ -663,6 +691,11 @@ pub fn run(
         "adsnap p99 at half of peak: {:.3} ms (target < 1 ms); adsnap / nginx p99 at the same rate: {:.2}",
         adsnap_paced.0.p99_ms,
         adsnap_paced.0.p99_ms / nginx_paced.0.p99_ms
+    );
+    println!(
+        "at half of peak, p99 with swaps / without: {:.2}; failed requests with swaps: {}",
+        adsnap_paced_swapping.0.p99_ms / adsnap_paced.0.p99_ms,
+        adsnap_paced_swapping.0.non_2xx + adsnap_paced_swapping.0.errors
     );
     Ok(())
 }
