@@ -581,25 +581,22 @@ pub fn run(
             paced::run(nginx_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)
         })?
     };
+    let requests: Vec<_> =
+        bodies.iter().map(|b| paced::raw_request("POST", "/v1/ad", adsnap_addr, b)).collect();
     let adsnap_paced = {
         let server = start_adsnap(snapshot_path, full)?;
         warm_up(&script, connections)?;
-        let requests: Vec<_> =
-            bodies.iter().map(|b| paced::raw_request("POST", "/v1/ad", adsnap_addr, b)).collect();
         server.waited(|| {
             paced::run(adsnap_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)
         })?
     };
     // The same, with a hot swap every second: what a swap costs a server that is not saturated.
-    let (adsnap_paced_swapping, n_paced_swaps) = {
-        let requests: Vec<_> =
-            bodies.iter().map(|b| paced::raw_request("POST", "/v1/ad", adsnap_addr, b)).collect();
+    let (adsnap_paced_swapping, n_paced_swaps) =
         with_swaps(snapshot_path, &dir, &script, connections, full, |server| {
             server.waited(|| {
                 paced::run(adsnap_addr, &requests, half_peak, PACED_CONNECTIONS, paced_duration, LOAD_CPU)
             })
-        })?
-    };
+        })?;
     println!("## throughput: adsnap full decisions vs nginx static file (1 server core, wrk -t1 -c{connections} -d{seconds}s on the other; median of {rounds} interleaved rounds)");
     println!(
         "snapshot {}, {} distinct requests from {} users, a profile for each user in the embedded store, events to the local log",

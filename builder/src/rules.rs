@@ -106,8 +106,8 @@ pub fn check_rate(value: f64, low_inclusive: bool) -> Option<String> {
 /// OpenRTB lists (1.0 to 4.3) in its root `<VAST version=…>` and hold an `<InLine>` or
 /// `<Wrapper>` ad: otherwise no player that lists the versions it plays takes it. Native markup
 /// must be JSON with a non-empty `assets` array (at its root, or under `native` as in 1.0) once
-/// its placeholders are filled as the server fills them: otherwise no native request can be answered from it. HTML is not
-/// read.
+/// its placeholders are filled as the server fills them: otherwise no native request can be
+/// answered from it. HTML is not read.
 pub fn check_markup(kind: adsnap_snapshot::MarkupKind, markup: &str) -> Option<String> {
     use adsnap_snapshot::MarkupKind;
     match kind {

@@ -275,11 +275,7 @@ mod tests {
         ) {
             let template: String = parts.concat();
             let expected = oracle(&template);
-            let mut rendered = String::new();
-            split(&template, |part| match part {
-                Part::Text(range) => rendered.push_str(&template[range]),
-                Part::Placeholder(placeholder) => rendered.push_str(test_value(placeholder)),
-            });
+            let rendered = adsnap_snapshot::placeholder::fill(&template, test_value);
             prop_assert_eq!(&rendered, &expected);
 
             let (mut text, mut pieces) = (b"before".to_vec(), Vec::new());
